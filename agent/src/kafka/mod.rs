@@ -1,1 +1,3 @@
 //! Kafka producer: wire protocol, partitioning, batch building and delivery.
+
+pub mod sequence;
