@@ -1,3 +1,4 @@
 //! Kafka producer: wire protocol, partitioning, batch building and delivery.
 
+pub mod partitioner;
 pub mod sequence;
