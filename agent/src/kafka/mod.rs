@@ -1,4 +1,5 @@
 //! Kafka producer: wire protocol, partitioning, batch building and delivery.
 
+pub mod errors;
 pub mod partitioner;
 pub mod sequence;
