@@ -1,0 +1,810 @@
+//! Building and reading Kafka RecordBatch v2 bytes for the idempotent producer.
+//!
+//! A batch is encoded once and its bytes are kept: a retry must resend exactly the same batch
+//! (same producer id, epoch and base sequence) for the broker's duplicate detection to work, so
+//! encoding is deterministic.
+
+use std::io::Read;
+
+use bytes::{Buf, Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_SEQUENCE, Record as KRecord, RecordBatchDecoder,
+    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::kafka::sequence;
+use crate::record::{HEADER_DEVICE, HEADER_SEQ, SequencedRecord};
+
+/// Batch header size up to and including the magic byte (base offset, length, epoch, magic).
+const MAGIC_END: usize = 17;
+
+/// Bytes before the batch-length field's payload: base offset (8) and the length itself (4).
+const LOG_OVERHEAD: usize = 12;
+
+/// Smallest possible encoded record: length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each.
+const MIN_RECORD_LEN: usize = 7;
+
+/// Largest decompressed record section we accept when reading, so that a hostile or corrupt
+/// batch cannot make an edge device allocate without bound.
+const MAX_DECOMPRESSED_LEN: u64 = 64 * 1024 * 1024;
+
+/// Offsets are non-negative in Kafka; bounding the base lets the decoder add any `i32` delta.
+const MAX_BASE_OFFSET: i64 = i64::MAX - i32::MAX as i64;
+
+/// The idempotent producer's identity, as granted by InitProducerId.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+}
+
+/// Compression of a batch's record section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchCompression {
+    /// Uncompressed.
+    None,
+    /// Zstandard (needs Produce v7+, Kafka 2.1+).
+    Zstd,
+}
+
+/// One record read back from a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    /// Record key.
+    pub key: Option<Bytes>,
+    /// Record value (`None` is a tombstone; kedge never writes one).
+    pub value: Option<Bytes>,
+    /// Headers in wire order; a null header value (never written by kedge) reads as empty.
+    pub headers: Vec<(String, Bytes)>,
+    /// Record timestamp in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// Offset relative to the batch's base offset.
+    pub offset_delta: i64,
+    /// Producer sequence of this record, or -1 when the batch has none (non-idempotent writer).
+    pub sequence: i32,
+}
+
+/// Header fields of one batch, read without decompressing its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Offset of the first record (0 in a batch we build; assigned by the broker in the log).
+    pub base_offset: i64,
+    /// Producer id (-1 for non-idempotent writers).
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record (-1 for non-idempotent writers).
+    pub base_sequence: i32,
+    /// Number of records in the batch.
+    pub record_count: i32,
+    /// Compression of the record section.
+    pub compression: Compression,
+}
+
+/// Why a batch could not be built or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Kafka has no empty record batches.
+    #[error("a record batch needs at least one record")]
+    Empty,
+    /// The record count does not fit the batch's int32 record-count field.
+    #[error("{0} records do not fit in one record batch")]
+    TooManyRecords(usize),
+    /// Sequence numbers are non-negative; -1 means "no sequence".
+    #[error("invalid base sequence {0}")]
+    InvalidBaseSequence(i32),
+    /// The batch's sequences would wrap from i32::MAX to 0 inside it; cut it at the wrap.
+    #[error(
+        "{record_count} records from base sequence {base_sequence} would wrap past i32::MAX; cut the batch at the wrap"
+    )]
+    SequenceWrap {
+        /// Requested base sequence.
+        base_sequence: i32,
+        /// Requested record count.
+        record_count: usize,
+    },
+    /// Timestamp deltas are computed in i64 and this batch's span overflows it.
+    #[error("record timestamps {min} and {max} are too far apart for one batch")]
+    TimestampSpread {
+        /// Smallest timestamp in the batch.
+        min: i64,
+        /// Largest timestamp in the batch.
+        max: i64,
+    },
+    /// kafka-protocol refused to encode the records.
+    #[error("encoding the record batch failed")]
+    Encode(#[source] anyhow::Error),
+    /// The encoder did not produce exactly the one batch we asked for.
+    #[error(
+        "encoder produced {batches} batches / {record_count} records instead of one batch of {expected}"
+    )]
+    NotOneBatch {
+        /// Batches found in the output.
+        batches: usize,
+        /// Records in the first batch found (0 if none).
+        record_count: i32,
+        /// Records we asked for.
+        expected: usize,
+    },
+    /// The bytes end in the middle of a batch.
+    #[error("batch at byte {at} needs {needed} bytes, only {available} left")]
+    Truncated {
+        /// Byte position of the batch.
+        at: usize,
+        /// Bytes the batch claims or its header needs.
+        needed: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// The batch length field is negative.
+    #[error("batch at byte {at} has negative length {length}")]
+    NegativeLength {
+        /// Byte position of the batch.
+        at: usize,
+        /// The length field.
+        length: i32,
+    },
+    /// Only RecordBatch v2 (magic 2) is supported; v0/v1 message sets predate idempotence.
+    #[error("batch at byte {at} has unsupported magic {magic}")]
+    UnsupportedMagic {
+        /// Byte position of the batch.
+        at: usize,
+        /// The magic byte.
+        magic: i8,
+    },
+    /// The base offset is out of Kafka's range.
+    #[error("batch base offset {0} is out of range")]
+    InvalidBaseOffset(i64),
+    /// kafka-protocol (or our decompression guard) rejected the bytes.
+    #[error("decoding the record batch failed")]
+    Decode(#[source] anyhow::Error),
+}
+
+/// Encode `records` as exactly one idempotent RecordBatch v2 starting at `base_sequence`.
+///
+/// Record `i` gets offset delta `i` and sequence `base_sequence + i`; the batch carries
+/// CreateTime timestamps from `timestamp_ms`. Each record's own headers come first, then
+/// kedge's `kedge-device` (= `device_id`) and `kedge-seq` (= `seq` in decimal ASCII).
+///
+/// Header names are unique in kafka-protocol's record model (an `IndexMap`): when a record
+/// repeats a header name (MQTT user properties may), the LAST value is kept at the position of
+/// the FIRST occurrence and the earlier values are lost. A record header named `kedge-device`
+/// or `kedge-seq` is dropped so that kedge's own values cannot be spoofed.
+///
+/// The batch must not straddle the sequence wrap ([`sequence::fits_before_wrap`]): the
+/// dispatcher cuts batches there. Output is a pure function of the inputs.
+pub fn encode_batch(
+    producer: ProducerIdentity,
+    base_sequence: i32,
+    device_id: &str,
+    records: &[SequencedRecord],
+    compression: BatchCompression,
+) -> Result<Bytes, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    if i32::try_from(records.len()).is_err() {
+        return Err(BatchError::TooManyRecords(records.len()));
+    }
+    if base_sequence < 0 {
+        return Err(BatchError::InvalidBaseSequence(base_sequence));
+    }
+    // kafka-protocol derives per-record sequences with two's-complement arithmetic and starts a
+    // new batch when `offset - sequence` changes, so a batch wrapping at i32::MAX (allowed by
+    // Kafka's `DefaultRecordBatch.incrementSequence`) would be split or misnumbered.
+    if !sequence::fits_before_wrap(base_sequence, records.len()) {
+        return Err(BatchError::SequenceWrap {
+            base_sequence,
+            record_count: records.len(),
+        });
+    }
+    check_timestamp_spread(records)?;
+
+    let device = Bytes::copy_from_slice(device_id.as_bytes());
+    let krecords: Vec<KRecord> = (0..)
+        .zip(records)
+        .map(|(i, sequenced): (i32, _)| KRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            // Producers send -1; the leader stamps its epoch on append.
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: sequence::increment(base_sequence, i),
+            timestamp: sequenced.record.timestamp_ms,
+            key: sequenced.record.key.clone(),
+            value: Some(sequenced.record.value.clone()),
+            headers: wire_headers(sequenced, &device),
+        })
+        .collect();
+
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: match compression {
+            BatchCompression::None => Compression::None,
+            BatchCompression::Zstd => Compression::Zstd,
+        },
+    };
+    RecordBatchEncoder::encode(&mut buf, &krecords, &options).map_err(BatchError::Encode)?;
+    let bytes = buf.freeze();
+
+    // The encoder silently splits on any change of producer fields or `offset - sequence`;
+    // a split batch would be sent as two batches with one sequence claim, so verify.
+    let infos = batch_info(&bytes)?;
+    match infos.as_slice() {
+        [info]
+            if usize::try_from(info.record_count) == Ok(records.len())
+                && info.base_sequence == base_sequence
+                && info.producer_id == producer.producer_id
+                && info.producer_epoch == producer.producer_epoch =>
+        {
+            Ok(bytes)
+        }
+        _ => Err(BatchError::NotOneBatch {
+            batches: infos.len(),
+            record_count: infos.first().map_or(0, |info| info.record_count),
+            expected: records.len(),
+        }),
+    }
+}
+
+/// Headers as they go on the wire: the record's own, then kedge's (see [`encode_batch`]).
+fn wire_headers(sequenced: &SequencedRecord, device: &Bytes) -> IndexMap<StrBytes, Option<Bytes>> {
+    let own = &sequenced.record.headers;
+    let mut headers = IndexMap::with_capacity(own.len() + 2);
+    for header in own {
+        if header.name == HEADER_DEVICE || header.name == HEADER_SEQ {
+            continue;
+        }
+        headers.insert(
+            StrBytes::from_string(header.name.clone()),
+            Some(header.value.clone()),
+        );
+    }
+    headers.insert(
+        StrBytes::from_static_str(HEADER_DEVICE),
+        Some(device.clone()),
+    );
+    headers.insert(
+        StrBytes::from_static_str(HEADER_SEQ),
+        Some(Bytes::from(sequenced.seq.to_string())),
+    );
+    headers
+}
+
+/// Rejects batches whose timestamp deltas (relative to the smallest) would overflow i64.
+fn check_timestamp_spread(records: &[SequencedRecord]) -> Result<(), BatchError> {
+    let stamps = records.iter().map(|r| r.record.timestamp_ms);
+    let (min, max) = stamps.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    match max.checked_sub(min) {
+        Some(_) => Ok(()),
+        None => Err(BatchError::TimestampSpread { min, max }),
+    }
+}
+
+/// Header fields of every batch in `bytes` (one or more concatenated v2 batches).
+pub fn batch_info(bytes: &[u8]) -> Result<Vec<BatchInfo>, BatchError> {
+    split_batches(bytes)?
+        .into_iter()
+        .map(|batch| info_of(&batch))
+        .collect()
+}
+
+/// Every record of every batch in `bytes`, in order.
+///
+/// Strict: a trailing partial batch (as a Fetch response may end with) is an error, so a tail
+/// scan must hand over whole batches only. Decompressed record sections are capped at 64 MiB.
+///
+/// Known limit: kafka-protocol adds each record's varlong timestamp delta to the batch's base
+/// timestamp with plain `+`, so in builds with overflow checks a crafted batch (with a valid
+/// CRC) whose timestamps overflow i64 panics inside that crate; release builds wrap instead.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
+    let mut decoded = Vec::new();
+    for batch in split_batches(bytes)? {
+        let info = info_of(&batch)?;
+        let record_count = usize::try_from(info.record_count).unwrap_or(usize::MAX);
+        // kafka-protocol reserves `record_count` records before reading any, so check the claim
+        // against the bytes actually present before letting it allocate.
+        let guard = move |section: &mut Bytes, compression: Compression| {
+            let plain = decompress(section, compression)?;
+            if record_count.saturating_mul(MIN_RECORD_LEN) > plain.len() {
+                anyhow::bail!(
+                    "batch claims {record_count} records in {} bytes",
+                    plain.len()
+                );
+            }
+            Ok(plain)
+        };
+        let set =
+            RecordBatchDecoder::decode_with_custom_compression(&mut batch.clone(), Some(guard))
+                .map_err(BatchError::Decode)?;
+        for record in set.records {
+            let offset_delta = record.offset - info.base_offset;
+            let sequence = match i32::try_from(offset_delta) {
+                // Derived with Kafka's wrap rule, not kafka-protocol's two's-complement one.
+                Ok(delta) if info.base_sequence >= 0 => {
+                    sequence::increment(info.base_sequence, delta)
+                }
+                _ => NO_SEQUENCE,
+            };
+            decoded.push(DecodedRecord {
+                key: record.key,
+                value: record.value,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| (name.as_str().to_owned(), value.unwrap_or_default()))
+                    .collect(),
+                timestamp_ms: record.timestamp,
+                offset_delta,
+                sequence,
+            });
+        }
+    }
+    Ok(decoded)
+}
+
+/// The plain record section of a batch, decompressed within [`MAX_DECOMPRESSED_LEN`].
+fn decompress(section: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+    match compression {
+        Compression::None => Ok(std::mem::take(section)),
+        Compression::Zstd => {
+            let mut plain = Vec::new();
+            zstd::stream::read::Decoder::new(std::mem::take(section).reader())?
+                .take(MAX_DECOMPRESSED_LEN + 1)
+                .read_to_end(&mut plain)?;
+            if plain.len() as u64 > MAX_DECOMPRESSED_LEN {
+                anyhow::bail!("zstd record section exceeds {MAX_DECOMPRESSED_LEN} bytes");
+            }
+            Ok(Bytes::from(plain))
+        }
+        other => anyhow::bail!("{other:?} compression is not supported"),
+    }
+}
+
+/// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
+fn split_batches(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
+    let bytes = Bytes::copy_from_slice(bytes);
+    let mut batches = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < MAGIC_END {
+            return Err(BatchError::Truncated {
+                at,
+                needed: MAGIC_END,
+                available: rest.len(),
+            });
+        }
+        let mut header = &rest[..MAGIC_END];
+        let base_offset = header.get_i64();
+        let length = header.get_i32();
+        header.advance(4); // partition leader epoch
+        let magic = header.get_i8();
+        let Ok(body) = usize::try_from(length) else {
+            return Err(BatchError::NegativeLength { at, length });
+        };
+        let needed = LOG_OVERHEAD + body;
+        if rest.len() < needed {
+            return Err(BatchError::Truncated {
+                at,
+                needed,
+                available: rest.len(),
+            });
+        }
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic { at, magic });
+        }
+        if !(0..=MAX_BASE_OFFSET).contains(&base_offset) {
+            return Err(BatchError::InvalidBaseOffset(base_offset));
+        }
+        batches.push(bytes.slice(at..at + needed));
+        at += needed;
+    }
+    Ok(batches)
+}
+
+/// Header fields of one batch produced by [`split_batches`].
+fn info_of(batch: &Bytes) -> Result<BatchInfo, BatchError> {
+    let infos =
+        RecordBatchDecoder::decode_batch_info(&mut batch.clone()).map_err(BatchError::Decode)?;
+    let [info] = infos.as_slice() else {
+        return Err(BatchError::Decode(anyhow::anyhow!(
+            "expected one batch header, found {}",
+            infos.len()
+        )));
+    };
+    Ok(BatchInfo {
+        base_offset: info.min_offset,
+        producer_id: info.producer_id,
+        producer_epoch: info.producer_epoch,
+        base_sequence: info.base_sequence,
+        record_count: info.record_count,
+        compression: info.compression,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Header, Record};
+    use proptest::prelude::*;
+
+    const PRODUCER: ProducerIdentity = ProducerIdentity {
+        producer_id: 4242,
+        producer_epoch: 7,
+    };
+
+    fn record(
+        seq: u64,
+        key: Option<&str>,
+        value: &str,
+        headers: &[(&str, &str)],
+    ) -> SequencedRecord {
+        SequencedRecord {
+            seq,
+            record: Record {
+                topic: "sensors".to_owned(),
+                key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+                headers: headers
+                    .iter()
+                    .map(|&(name, value)| Header {
+                        name: name.to_owned(),
+                        value: Bytes::copy_from_slice(value.as_bytes()),
+                    })
+                    .collect(),
+                timestamp_ms: 1_700_000_000_000 + seq as i64,
+            },
+        }
+    }
+
+    fn sample() -> Vec<SequencedRecord> {
+        vec![
+            record(100, Some("dev-1"), "{\"t\":21.5}", &[("unit", "C")]),
+            record(101, None, "", &[]),
+            record(102, Some(""), "x", &[("a", "1"), ("b", "")]),
+        ]
+    }
+
+    fn expected_headers(r: &SequencedRecord, device: &str) -> Vec<(String, Bytes)> {
+        let mut headers: Vec<(String, Bytes)> = r
+            .record
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        headers.push((
+            HEADER_DEVICE.to_owned(),
+            Bytes::copy_from_slice(device.as_bytes()),
+        ));
+        headers.push((HEADER_SEQ.to_owned(), Bytes::from(r.seq.to_string())));
+        headers
+    }
+
+    fn assert_round_trip(records: &[SequencedRecord], base: i32, decoded: &[DecodedRecord]) {
+        assert_eq!(decoded.len(), records.len());
+        for (i, (r, d)) in records.iter().zip(decoded).enumerate() {
+            assert_eq!(d.key, r.record.key);
+            assert_eq!(d.value.as_ref(), Some(&r.record.value));
+            assert_eq!(d.headers, expected_headers(r, "dev-α"));
+            assert_eq!(d.timestamp_ms, r.record.timestamp_ms);
+            assert_eq!(d.offset_delta, i as i64);
+            assert_eq!(d.sequence, sequence::increment(base, i as i32));
+        }
+    }
+
+    #[test]
+    fn round_trip_uncompressed_and_zstd() {
+        let records = sample();
+        for compression in [BatchCompression::None, BatchCompression::Zstd] {
+            let bytes = encode_batch(PRODUCER, 5, "dev-α", &records, compression).expect("encodes");
+            let decoded = decode_batch(&bytes).expect("decodes");
+            assert_round_trip(&records, 5, &decoded);
+        }
+    }
+
+    #[test]
+    fn batch_info_reports_producer_fields() {
+        let bytes =
+            encode_batch(PRODUCER, 77, "d", &sample(), BatchCompression::Zstd).expect("encodes");
+        let infos = batch_info(&bytes).expect("reads header");
+        assert_eq!(
+            infos,
+            vec![BatchInfo {
+                base_offset: 0,
+                producer_id: 4242,
+                producer_epoch: 7,
+                base_sequence: 77,
+                record_count: 3,
+                compression: Compression::Zstd,
+            }]
+        );
+    }
+
+    #[test]
+    fn encoding_is_deterministic() {
+        for compression in [BatchCompression::None, BatchCompression::Zstd] {
+            let a = encode_batch(PRODUCER, 9, "d", &sample(), compression).expect("encodes");
+            let b =
+                encode_batch(PRODUCER, 9, "d", &sample().clone(), compression).expect("encodes");
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn zstd_shrinks_repetitive_payloads() {
+        let records: Vec<_> = (0..200)
+            .map(|i| {
+                record(
+                    i,
+                    Some("k"),
+                    "temperature=21.5;humidity=40",
+                    &[("unit", "C")],
+                )
+            })
+            .collect();
+        let plain =
+            encode_batch(PRODUCER, 0, "d", &records, BatchCompression::None).expect("plain");
+        let zstd = encode_batch(PRODUCER, 0, "d", &records, BatchCompression::Zstd).expect("zstd");
+        assert!(
+            zstd.len() * 4 < plain.len(),
+            "{} vs {}",
+            zstd.len(),
+            plain.len()
+        );
+        assert_eq!(
+            batch_info(&plain).expect("info")[0].compression,
+            Compression::None
+        );
+        assert_eq!(
+            decode_batch(&plain).expect("plain decodes"),
+            decode_batch(&zstd).expect("zstd decodes")
+        );
+    }
+
+    #[test]
+    fn ten_thousand_records_make_one_batch() {
+        let records: Vec<_> = (0..10_000).map(|i| record(i, None, "v", &[])).collect();
+        let bytes =
+            encode_batch(PRODUCER, 1_000, "d", &records, BatchCompression::Zstd).expect("encodes");
+        let infos = batch_info(&bytes).expect("info");
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].record_count, 10_000);
+        let decoded = decode_batch(&bytes).expect("decodes");
+        assert_eq!(decoded.len(), 10_000);
+        assert_eq!(decoded[9_999].sequence, 10_999);
+    }
+
+    #[test]
+    fn sequence_wrap_is_refused_and_the_cut_fits() {
+        let records: Vec<_> = (0..5).map(|i| record(i, None, "v", &[])).collect();
+        let base = i32::MAX - 2;
+        assert!(matches!(
+            encode_batch(PRODUCER, base, "d", &records, BatchCompression::None),
+            Err(BatchError::SequenceWrap { base_sequence, record_count: 5 }) if base_sequence == base
+        ));
+        // The dispatcher's cut: as many as fit, then the rest from sequence 0.
+        let room = sequence::room_before_wrap(base) as usize;
+        assert_eq!(room, 3);
+        let head = encode_batch(
+            PRODUCER,
+            base,
+            "d",
+            &records[..room],
+            BatchCompression::None,
+        )
+        .expect("head fits");
+        let decoded = decode_batch(&head).expect("decodes");
+        assert_eq!(
+            decoded.iter().map(|d| d.sequence).collect::<Vec<_>>(),
+            vec![i32::MAX - 2, i32::MAX - 1, i32::MAX]
+        );
+        let next = sequence::increment(sequence::last_sequence(base, room as i32), 1);
+        assert_eq!(next, 0);
+        let tail = encode_batch(
+            PRODUCER,
+            next,
+            "d",
+            &records[room..],
+            BatchCompression::None,
+        )
+        .expect("tail fits");
+        assert_eq!(batch_info(&tail).expect("info")[0].base_sequence, 0);
+    }
+
+    #[test]
+    fn single_record_at_max_sequence() {
+        let bytes = encode_batch(
+            PRODUCER,
+            i32::MAX,
+            "d",
+            &sample()[..1],
+            BatchCompression::Zstd,
+        )
+        .expect("encodes");
+        assert_eq!(decode_batch(&bytes).expect("decodes")[0].sequence, i32::MAX);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        assert!(matches!(
+            encode_batch(PRODUCER, 0, "d", &[], BatchCompression::None),
+            Err(BatchError::Empty)
+        ));
+        assert!(matches!(
+            encode_batch(PRODUCER, -1, "d", &sample(), BatchCompression::None),
+            Err(BatchError::InvalidBaseSequence(-1))
+        ));
+        let mut spread = sample();
+        spread[0].record.timestamp_ms = i64::MIN;
+        spread[1].record.timestamp_ms = i64::MAX;
+        assert!(matches!(
+            encode_batch(PRODUCER, 0, "d", &spread, BatchCompression::None),
+            Err(BatchError::TimestampSpread { .. })
+        ));
+    }
+
+    #[test]
+    fn duplicate_and_reserved_header_names() {
+        let records = vec![record(
+            9,
+            None,
+            "v",
+            &[
+                ("p", "first"),
+                ("q", "only"),
+                ("p", "last"),
+                (HEADER_SEQ, "spoofed"),
+                (HEADER_DEVICE, "spoofed"),
+            ],
+        )];
+        let bytes =
+            encode_batch(PRODUCER, 0, "dev", &records, BatchCompression::None).expect("encodes");
+        let decoded = decode_batch(&bytes).expect("decodes");
+        let headers: Vec<(&str, &[u8])> = decoded[0]
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_ref()))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("p", &b"last"[..]),
+                ("q", b"only"),
+                (HEADER_DEVICE, b"dev"),
+                (HEADER_SEQ, b"9"),
+            ]
+        );
+    }
+
+    #[test]
+    fn concatenated_batches_decode_in_order() {
+        let a = encode_batch(PRODUCER, 0, "d", &sample(), BatchCompression::None).expect("a");
+        let b = encode_batch(PRODUCER, 3, "d", &sample(), BatchCompression::Zstd).expect("b");
+        let both = [a.as_ref(), b.as_ref()].concat();
+        assert_eq!(batch_info(&both).expect("info").len(), 2);
+        let sequences: Vec<i32> = decode_batch(&both)
+            .expect("decodes")
+            .iter()
+            .map(|d| d.sequence)
+            .collect();
+        assert_eq!(sequences, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn malformed_bytes_are_errors_not_panics() {
+        let good = encode_batch(PRODUCER, 0, "d", &sample(), BatchCompression::Zstd).expect("good");
+        assert!(matches!(
+            decode_batch(&good[..10]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode_batch(&good[..good.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        let mut bad_magic = good.to_vec();
+        bad_magic[16] = 1;
+        assert!(matches!(
+            batch_info(&bad_magic),
+            Err(BatchError::UnsupportedMagic { magic: 1, .. })
+        ));
+        let mut bad_crc = good.to_vec();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        assert!(matches!(decode_batch(&bad_crc), Err(BatchError::Decode(_))));
+        let mut negative = good.to_vec();
+        negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(matches!(
+            batch_info(&negative),
+            Err(BatchError::NegativeLength { .. })
+        ));
+        assert_eq!(decode_batch(&[]).expect("nothing to decode"), vec![]);
+    }
+
+    #[test]
+    fn inflated_record_count_is_rejected_before_allocation() {
+        let good = encode_batch(PRODUCER, 0, "d", &sample(), BatchCompression::None).expect("good");
+        let mut bytes = good.to_vec();
+        // Record count sits at byte 57; the CRC (bytes 17..21) covers bytes 21.. (crc32c).
+        bytes[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            decode_batch(&bytes),
+            Err(BatchError::Decode(e)) if format!("{e:#}").contains("claims 2147483647 records")
+        ));
+    }
+
+    fn arb_record() -> impl Strategy<Value = SequencedRecord> {
+        (
+            any::<u64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32)),
+            proptest::collection::vec(any::<u8>(), 0..256),
+            proptest::collection::vec(
+                ("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..16)),
+                0..4,
+            ),
+            0i64..=4_102_444_800_000,
+        )
+            .prop_map(|(seq, key, value, headers, timestamp_ms)| {
+                // Distinct names only: duplicates collapse by design (see encode_batch).
+                let mut seen = std::collections::HashSet::new();
+                SequencedRecord {
+                    seq,
+                    record: Record {
+                        topic: "t".to_owned(),
+                        key: key.map(Bytes::from),
+                        value: Bytes::from(value),
+                        headers: headers
+                            .into_iter()
+                            .filter(|(name, _)| seen.insert(name.clone()))
+                            .map(|(name, value)| Header {
+                                name,
+                                value: Bytes::from(value),
+                            })
+                            .collect(),
+                        timestamp_ms,
+                    },
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn random_batches_round_trip(
+            records in proptest::collection::vec(arb_record(), 1..40),
+            base in prop_oneof![0..1_000i32, (i32::MAX - 1_000)..=i32::MAX],
+            zstd in any::<bool>(),
+        ) {
+            let compression = if zstd { BatchCompression::Zstd } else { BatchCompression::None };
+            match encode_batch(PRODUCER, base, "dev-α", &records, compression) {
+                Ok(bytes) => {
+                    prop_assert!(sequence::fits_before_wrap(base, records.len()));
+                    let decoded = decode_batch(&bytes).expect("own batch decodes");
+                    assert_round_trip(&records, base, &decoded);
+                    prop_assert_eq!(batch_info(&bytes).expect("info")[0].base_sequence, base);
+                }
+                Err(BatchError::SequenceWrap { .. }) => {
+                    prop_assert!(!sequence::fits_before_wrap(base, records.len()));
+                }
+                Err(other) => prop_assert!(false, "unexpected error: {other}"),
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = batch_info(&bytes);
+            let _ = decode_batch(&bytes);
+        }
+    }
+}
