@@ -1,1 +1,595 @@
 //! Configuration: the TOML file a user writes, validated into typed settings.
+//!
+//! Every error names the file, line, column and dotted key path, so that a typo on a device
+//! in the field can be fixed from one log line.
+
+mod de;
+mod error;
+mod locate;
+mod secret;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::de::DeTable;
+
+pub use error::ConfigError;
+pub use secret::{Secret, SecretError};
+pub use units::{ByteSize, HumanDuration, UnitError, parse_duration};
+
+use locate::Document;
+use units::deserialize_duration;
+
+/// The whole kedge configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity and local storage of this device.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// The MQTT broker records are read from.
+    pub mqtt: MqttConfig,
+    /// Which Kafka topic each MQTT topic goes to.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// The Kafka cluster records are shipped to.
+    pub kafka: KafkaConfig,
+    /// The durable on-disk queue between MQTT and Kafka.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 1,
+            column: 1,
+            key_path: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => Self::parse(text, path),
+            Err(e) => {
+                let valid = bytes
+                    .get(..e.valid_up_to())
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .unwrap_or("");
+                Err(ConfigError::at(
+                    path,
+                    valid,
+                    valid.len(),
+                    String::new(),
+                    "invalid UTF-8; the config file must be UTF-8 text".to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// Parses and validates config `text`; `file` is only used to label errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let (root, syntax_errors) = DeTable::parse_recoverable(text);
+        let deserializer = toml::de::Deserializer::from(root.clone());
+        let doc = Document::new(root);
+        if let Some(err) = syntax_errors.first() {
+            return Err(ConfigError::from_syntax(err, &doc, text, file));
+        }
+        let config = Self::deserialize(deserializer)
+            .map_err(|err| ConfigError::from_serde(&err, &doc, text, file))?;
+        validate::validate(&config).map_err(|invalid| {
+            let span = doc.locate(&invalid.path);
+            ConfigError::at(file, text, span.start, invalid.path, invalid.message)
+        })?;
+        Ok(config)
+    }
+}
+
+/// `[agent]`: identity and local storage of this device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Identifies this device in record headers and the default MQTT client id.
+    pub device_id: String,
+    /// Where kedge keeps its state.
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before kedge exits anyway.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            device_id: default_device_id(),
+            data_dir: PathBuf::from("/var/lib/kedge"),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The machine's hostname, made into a valid device id.
+fn default_device_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let raw = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    sanitize_device_id(&raw)
+}
+
+fn sanitize_device_id(raw: &str) -> String {
+    let id: String = raw
+        .chars()
+        .map(|c| if validate::is_name_char(c) { c } else { '-' })
+        .take(validate::DEVICE_ID_MAX)
+        .collect();
+    if id.is_empty() {
+        "kedge".to_owned()
+    } else {
+        id
+    }
+}
+
+/// `[mqtt]`: the broker records are read from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Name of this source, used in logs and record metadata.
+    #[serde(default = "default_mqtt_name")]
+    pub name: String,
+    /// Broker host name or IP address.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker port; see [`MqttConfig::effective_port`].
+    #[serde(default, deserialize_with = "de::opt_int::<_, u16, 1, 65535>")]
+    pub port: Option<u16>,
+    /// MQTT protocol version.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// MQTT client id; see [`MqttConfig::effective_client_id`].
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive interval negotiated with the broker.
+    #[serde(default = "secs::<30>", deserialize_with = "deserialize_duration")]
+    pub keep_alive: Duration,
+    /// How long the broker keeps the persistent session while kedge is away (MQTT 5).
+    #[serde(default = "secs::<604_800>", deserialize_with = "deserialize_duration")]
+    pub session_expiry: Duration,
+    /// How many unacknowledged QoS 1 messages the broker may send ahead (MQTT 5).
+    #[serde(
+        default = "default_receive_maximum",
+        deserialize_with = "de::int::<_, u16, 1, 65535>"
+    )]
+    pub receive_maximum: u16,
+    /// User name for authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for authentication; requires `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS settings; present means TLS is used.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Delay between reconnection attempts.
+    #[serde(
+        default = "Backoff::mqtt_reconnect",
+        deserialize_with = "mqtt_reconnect"
+    )]
+    pub reconnect: Backoff,
+    /// Topic filters to subscribe to.
+    pub subscriptions: Vec<Subscription>,
+}
+
+fn default_mqtt_name() -> String {
+    "mqtt".to_owned()
+}
+
+fn default_mqtt_host() -> String {
+    "127.0.0.1".to_owned()
+}
+
+fn default_receive_maximum() -> u16 {
+    // At a 5 ms commit window, 2048 messages in flight allow ~400k msg/s before the broker
+    // has to wait for acknowledgements.
+    2048
+}
+
+impl MqttConfig {
+    /// The configured port, or the MQTT default for plain (1883) or TLS (8883) connections.
+    pub fn effective_port(&self) -> u16 {
+        match (self.port, &self.tls) {
+            (Some(port), _) => port,
+            (None, Some(_)) => 8883,
+            (None, None) => 1883,
+        }
+    }
+
+    /// The configured client id, or `kedge-{device_id}`.
+    pub fn effective_client_id(&self, device_id: &str) -> String {
+        match &self.client_id {
+            Some(id) => id.clone(),
+            None => format!("kedge-{device_id}"),
+        }
+    }
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MqttProtocol {
+    /// MQTT 5, written `"5"`.
+    #[default]
+    V5,
+    /// MQTT 3.1.1, written `"3.1.1"`.
+    V311,
+}
+
+impl<'de> Deserialize<'de> for MqttProtocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(d, &[("5", Self::V5), ("3.1.1", Self::V311)])
+    }
+}
+
+impl fmt::Display for MqttProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V5 => "MQTT 5",
+            Self::V311 => "MQTT 3.1.1",
+        })
+    }
+}
+
+/// One `[[mqtt.subscriptions]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// MQTT topic filter, e.g. `sensors/#`.
+    pub filter: String,
+    /// Requested QoS: 0 or 1.
+    #[serde(default = "default_qos", deserialize_with = "de::qos")]
+    pub qos: u8,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// `[mqtt.tls]`: TLS to the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA bundle to verify the broker; `None` uses the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS; requires `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// Client private key for mutual TLS; requires `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// Name to verify the broker certificate against; defaults to `mqtt.host`.
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// The configured server name, or the broker `host`.
+    pub fn effective_server_name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.server_name.as_deref().unwrap_or(host)
+    }
+}
+
+/// Exponential backoff bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    fn mqtt_reconnect() -> Self {
+        Self {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+        }
+    }
+
+    fn kafka_retry() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A backoff table as written: either bound may be left to its context's default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialBackoff {
+    #[serde(default, deserialize_with = "opt_duration")]
+    initial: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max: Option<Duration>,
+}
+
+impl PartialBackoff {
+    fn or(self, default: Backoff) -> Backoff {
+        Backoff {
+            initial: self.initial.unwrap_or(default.initial),
+            max: self.max.unwrap_or(default.max),
+        }
+    }
+}
+
+fn mqtt_reconnect<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
+    PartialBackoff::deserialize(d).map(|b| b.or(Backoff::mqtt_reconnect()))
+}
+
+fn kafka_retry<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
+    PartialBackoff::deserialize(d).map(|b| b.or(Backoff::kafka_retry()))
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    deserialize_duration(d).map(Some)
+}
+
+fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
+fn millis<const N: u64>() -> Duration {
+    Duration::from_millis(N)
+}
+
+/// `[routing]`: which Kafka topic each MQTT topic goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Topic for records no rule matches; `None` sends them to the dead-letter topic.
+    pub default_topic: Option<String>,
+    /// Topic for records that cannot be routed.
+    pub dead_letter_topic: String,
+    /// Routing rules, `[[routing.rules]]`.
+    pub rules: Vec<RouteRule>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            default_topic: None,
+            dead_letter_topic: "kedge-dead-letter".to_owned(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[routing.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// MQTT topic filter this rule matches.
+    pub filter: String,
+    /// Kafka topic matching records go to.
+    pub topic: String,
+    /// 0-based MQTT topic level used as the Kafka record key.
+    #[serde(default)]
+    pub key_level: Option<usize>,
+}
+
+/// `[kafka]`: the cluster records are shipped to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers as `host:port`.
+    pub bootstrap: Vec<String>,
+    /// Kafka client id sent with every request.
+    #[serde(default = "default_kafka_client_id")]
+    pub client_id: String,
+    /// Batch compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How long to wait for more records before sending a batch.
+    #[serde(default = "millis::<5>", deserialize_with = "deserialize_duration")]
+    pub linger: Duration,
+    /// Most records in one batch.
+    #[serde(
+        default = "default_batch_max_records",
+        deserialize_with = "de::int::<_, u32, 1, 1_000_000>"
+    )]
+    pub batch_max_records: u32,
+    /// Largest batch, 1 KiB to 64 MiB.
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: ByteSize,
+    /// Batches in flight per partition; at most 5, the broker's idempotence window.
+    #[serde(
+        default = "default_max_in_flight",
+        deserialize_with = "de::int::<_, u8, 1, 5>"
+    )]
+    pub max_in_flight: u8,
+    /// Timeout for establishing a broker connection.
+    #[serde(default = "secs::<10>", deserialize_with = "deserialize_duration")]
+    pub connect_timeout: Duration,
+    /// Timeout for one request.
+    #[serde(default = "secs::<30>", deserialize_with = "deserialize_duration")]
+    pub request_timeout: Duration,
+    /// Delay between retries of failed requests.
+    #[serde(default = "Backoff::kafka_retry", deserialize_with = "kafka_retry")]
+    pub retry_backoff: Backoff,
+    /// How often cluster metadata is refreshed.
+    #[serde(default = "secs::<300>", deserialize_with = "deserialize_duration")]
+    pub metadata_refresh: Duration,
+}
+
+fn default_kafka_client_id() -> String {
+    "kedge".to_owned()
+}
+
+fn default_batch_max_records() -> u32 {
+    10_000
+}
+
+fn default_batch_max_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+fn default_max_in_flight() -> u8 {
+    5
+}
+
+/// Compression of Kafka record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// zstd, written `"zstd"`.
+    #[default]
+    Zstd,
+    /// No compression, written `"none"`.
+    None,
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(d, &[("zstd", Self::Zstd), ("none", Self::None)])
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Zstd => "zstd",
+            Self::None => "none",
+        })
+    }
+}
+
+/// `[queue]`: the durable on-disk queue between MQTT and Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Queue directory; see [`QueueConfig::effective_dir`].
+    pub dir: Option<PathBuf>,
+    /// How long to gather records before one write + flush + fdatasync.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub commit_window: Duration,
+    /// Most records in one group commit.
+    pub commit_max_records: usize,
+    /// Most bytes in one group commit.
+    pub commit_max_bytes: ByteSize,
+    /// sled page cache size.
+    pub cache: ByteSize,
+    /// Whether a commit waits for the disk.
+    pub durability: Durability,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            commit_window: Duration::from_millis(5),
+            commit_max_records: 4096,
+            commit_max_bytes: ByteSize::mib(1),
+            cache: ByteSize::mib(8),
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The configured directory, or `{agent.data_dir}/queue`.
+    pub fn effective_dir(&self, agent: &AgentConfig) -> PathBuf {
+        match &self.dir {
+            Some(dir) => dir.clone(),
+            None => agent.data_dir.join("queue"),
+        }
+    }
+}
+
+/// Whether a queue commit waits for the data to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// fdatasync before acknowledging to MQTT, written `"fsync"`.
+    #[default]
+    Fsync,
+    /// Leave flushing to the OS; a power cut may lose the last records, written `"relaxed"`.
+    Relaxed,
+}
+
+impl<'de> Deserialize<'de> for Durability {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(d, &[("fsync", Self::Fsync), ("relaxed", Self::Relaxed)])
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fsync => "fsync",
+            Self::Relaxed => "relaxed",
+        })
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`info`) or a tracing filter directive (`info,kedge=debug`).
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise; written `"auto"`.
+    #[default]
+    Auto,
+    /// Human-readable lines, written `"text"`.
+    Text,
+    /// One JSON object per line, written `"json"`.
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(
+            d,
+            &[
+                ("auto", Self::Auto),
+                ("text", Self::Text),
+                ("json", Self::Json),
+            ],
+        )
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}

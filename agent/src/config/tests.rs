@@ -1,0 +1,660 @@
+//! Tests of parsing, defaults and error positions.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const FILE: &str = "kedge.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(FILE))
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, parsed {config:?}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            toml_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_parses() {
+    let mut files = Vec::new();
+    toml_files(&config_dir(), &mut files);
+    assert!(
+        files.len() >= 3,
+        "expected kedge.toml and examples, found {files:?}"
+    );
+    for file in files {
+        if let Err(err) = Config::load(&file) {
+            panic!("{err}");
+        }
+    }
+}
+
+const MINIMAL: &str = r#"
+[mqtt]
+subscriptions = [{ filter = "sensors/#" }]
+
+[kafka]
+bootstrap = ["127.0.0.1:9092"]
+"#;
+
+#[test]
+fn defaults_match_the_schema() {
+    let config = parse(MINIMAL).expect("minimal config parses");
+    let agent = &config.agent;
+    assert_eq!(agent.data_dir, Path::new("/var/lib/kedge"));
+    assert_eq!(agent.shutdown_timeout, Duration::from_secs(10));
+    assert!(!agent.device_id.is_empty());
+
+    let mqtt = &config.mqtt;
+    assert_eq!(mqtt.name, "mqtt");
+    assert_eq!(mqtt.host, "127.0.0.1");
+    assert_eq!(mqtt.port, None);
+    assert_eq!(mqtt.effective_port(), 1883);
+    assert_eq!(mqtt.protocol, MqttProtocol::V5);
+    assert_eq!(
+        mqtt.effective_client_id(&agent.device_id),
+        format!("kedge-{}", agent.device_id)
+    );
+    assert_eq!(mqtt.keep_alive, Duration::from_secs(30));
+    assert_eq!(mqtt.session_expiry, Duration::from_secs(7 * 86_400));
+    assert_eq!(mqtt.receive_maximum, 2048);
+    assert_eq!(mqtt.username, None);
+    assert_eq!(mqtt.password, None);
+    assert_eq!(mqtt.tls, None);
+    assert_eq!(mqtt.reconnect.initial, Duration::from_millis(250));
+    assert_eq!(mqtt.reconnect.max, Duration::from_secs(30));
+    assert_eq!(mqtt.subscriptions[0].qos, 1);
+
+    assert_eq!(config.routing.default_topic, None);
+    assert_eq!(config.routing.dead_letter_topic, "kedge-dead-letter");
+    assert!(config.routing.rules.is_empty());
+
+    let kafka = &config.kafka;
+    assert_eq!(kafka.client_id, "kedge");
+    assert_eq!(kafka.compression, Compression::Zstd);
+    assert_eq!(kafka.linger, Duration::from_millis(5));
+    assert_eq!(kafka.batch_max_records, 10_000);
+    assert_eq!(kafka.batch_max_bytes, ByteSize::mib(1));
+    assert_eq!(kafka.max_in_flight, 5);
+    assert_eq!(kafka.connect_timeout, Duration::from_secs(10));
+    assert_eq!(kafka.request_timeout, Duration::from_secs(30));
+    assert_eq!(kafka.retry_backoff.initial, Duration::from_millis(100));
+    assert_eq!(kafka.retry_backoff.max, Duration::from_secs(10));
+    assert_eq!(kafka.metadata_refresh, Duration::from_secs(300));
+
+    let queue = &config.queue;
+    assert_eq!(
+        queue.effective_dir(agent),
+        Path::new("/var/lib/kedge/queue")
+    );
+    assert_eq!(queue.commit_window, Duration::from_millis(5));
+    assert_eq!(queue.commit_max_records, 4096);
+    assert_eq!(queue.commit_max_bytes, ByteSize::mib(1));
+    assert_eq!(queue.cache, ByteSize::mib(8));
+    assert_eq!(queue.durability, Durability::Fsync);
+
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Auto);
+}
+
+#[test]
+fn documented_defaults_are_the_real_defaults() {
+    let documented = Config::load(&config_dir().join("kedge.toml")).expect("kedge.toml parses");
+    let mut expected = parse(MINIMAL).expect("minimal config parses");
+    // The keys kedge.toml sets to something other than "absent" for illustration.
+    expected.mqtt.port = Some(1883);
+    expected.routing.default_topic = Some("sensors".to_owned());
+    expected.routing.rules = vec![RouteRule {
+        filter: "sensors/+/temperature".to_owned(),
+        topic: "temperature".to_owned(),
+        key_level: Some(1),
+    }];
+    assert_eq!(documented, expected);
+}
+
+#[test]
+fn effective_values_follow_tls_and_overrides() {
+    let config = parse(
+        r#"
+[agent]
+data_dir = "/data"
+[mqtt]
+host = "broker"
+subscriptions = [{ filter = "a" }]
+[mqtt.tls]
+[kafka]
+bootstrap = ["k:9092"]
+"#,
+    )
+    .expect("parses");
+    assert_eq!(config.mqtt.effective_port(), 8883);
+    let tls = config.mqtt.tls.as_ref().expect("tls present");
+    assert_eq!(tls.effective_server_name(&config.mqtt.host), "broker");
+    assert_eq!(
+        config.queue.effective_dir(&config.agent),
+        Path::new("/data/queue")
+    );
+}
+
+#[test]
+fn secrets_parse_in_all_three_forms() {
+    let with_password = |password: &str| {
+        parse(&format!(
+            "[mqtt]\nusername = \"u\"\npassword = {password}\nsubscriptions = [{{ filter = \"a\" }}]\n[kafka]\nbootstrap = [\"k:1\"]\n"
+        ))
+    };
+    let secret = |password: &str| with_password(password).map(|c| c.mqtt.password);
+    assert_eq!(
+        secret(r#""hunter2""#).ok().flatten(),
+        Some(Secret::Inline("hunter2".into()))
+    );
+    assert_eq!(
+        secret(r#"{ env = "MQTT_PASSWORD" }"#).ok().flatten(),
+        Some(Secret::Env {
+            env: "MQTT_PASSWORD".into()
+        })
+    );
+    assert_eq!(
+        secret(r#"{ file = "/run/secrets/mqtt" }"#).ok().flatten(),
+        Some(Secret::File {
+            file: "/run/secrets/mqtt".into()
+        })
+    );
+    let err = with_password(r#"{ env = "A", file = "b" }"#)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("kedge.toml:3:12: mqtt.password: a secret has exactly one source"),
+        "{err}"
+    );
+    // The Debug output of a whole config must not leak an inline password.
+    let config = with_password(r#""hunter2""#).expect("parses");
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn enums_display() {
+    assert_eq!(MqttProtocol::V5.to_string(), "MQTT 5");
+    assert_eq!(MqttProtocol::V311.to_string(), "MQTT 3.1.1");
+    assert_eq!(Compression::Zstd.to_string(), "zstd");
+    assert_eq!(Compression::None.to_string(), "none");
+    assert_eq!(Durability::Relaxed.to_string(), "relaxed");
+    assert_eq!(LogFormat::Json.to_string(), "json");
+}
+
+#[test]
+fn unknown_key_is_located_at_the_key() {
+    let text = r#"[mqtt]
+subscriptions = [{ filter = "a" }]
+
+[kafka]
+bootstrap = ["k:9092"]
+  lingr = "5ms"
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:6:3: kafka.lingr: unknown key; expected one of: bootstrap, client_id, \
+         compression, linger, batch_max_records, batch_max_bytes, max_in_flight, \
+         connect_timeout, request_timeout, retry_backoff, metadata_refresh"
+    );
+}
+
+#[test]
+fn unknown_key_in_nested_inline_table() {
+    let text = r#"[mqtt]
+subscriptions = [{ filter = "a" }, { filter = "b", qso = 1 }]
+[kafka]
+bootstrap = ["k:9092"]
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:2:52: mqtt.subscriptions[1].qso: unknown key; expected one of: filter, qos"
+    );
+}
+
+#[test]
+fn unknown_top_level_section() {
+    let text = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n[quueue]\n";
+    assert_eq!(
+        error(text),
+        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log"
+    );
+}
+
+#[test]
+fn wrong_type_is_located_at_the_value() {
+    let text = r#"[mqtt]
+host = "broker"
+port = "1883"
+subscriptions = [{ filter = "a" }]
+[kafka]
+bootstrap = ["k:9092"]
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:3:8: mqtt.port: expected an integer from 1 to 65535, found a string"
+    );
+}
+
+#[test]
+fn wrong_types_read_plainly() {
+    let cases = [
+        (
+            "compression = 5",
+            "kafka.compression: expected \"zstd\" or \"none\", found an integer",
+        ),
+        (
+            "compression = \"gzip\"",
+            "kafka.compression: expected \"zstd\" or \"none\", found \"gzip\"",
+        ),
+        (
+            "linger = 5",
+            "kafka.linger: expected a duration string with a unit, e.g. \"5ms\" or \"30s\", found an integer",
+        ),
+        (
+            "max_in_flight = 6",
+            "kafka.max_in_flight: expected an integer from 1 to 5, found 6",
+        ),
+        (
+            "batch_max_records = 1.5",
+            "kafka.batch_max_records: expected an integer from 1 to 1000000, found a float",
+        ),
+        (
+            "client_id = true",
+            "kafka.client_id: expected a string, found a boolean",
+        ),
+        (
+            "retry_backoff = \"1s\"",
+            "kafka.retry_backoff: expected a table, found a string",
+        ),
+        (
+            "batch_max_bytes = -1",
+            "kafka.batch_max_bytes: invalid size \"-1\": must not be negative",
+        ),
+        (
+            "batch_max_bytes = \"2 parsecs\"",
+            "kafka.batch_max_bytes: invalid size \"2 parsecs\": expected a whole number followed by a unit",
+        ),
+        (
+            "bootstrap = \"k:9092\"",
+            "kafka.bootstrap: expected an array, found a string",
+        ),
+    ];
+    for (line, want) in cases {
+        let text = format!(
+            "[mqtt]\nsubscriptions = [{{ filter = \"a\" }}]\n[kafka]\nbootstrap = [\"k:9092\"]\n{line}\n"
+        );
+        let text = if line.starts_with("bootstrap") {
+            text.replace("bootstrap = [\"k:9092\"]\n", "")
+        } else {
+            text
+        };
+        let got = error(&text);
+        let prefix = if line.starts_with("bootstrap") {
+            "kedge.toml:4:"
+        } else {
+            "kedge.toml:5:"
+        };
+        assert!(got.starts_with(prefix), "{got}");
+        assert!(got.contains(want), "{got}\n  does not contain\n{want}");
+    }
+}
+
+#[test]
+fn bad_duration_is_located_at_the_value() {
+    let text = r#"[mqtt]
+subscriptions = [{ filter = "a" }]
+[kafka]
+bootstrap = ["k:9092"]
+linger = "5 parsecs"
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:5:10: kafka.linger: invalid duration \"5 parsecs\": expected a number \
+         followed by a unit (ms, s, m, h, d), e.g. \"5ms\" or \"30s\""
+    );
+}
+
+#[test]
+fn bad_duration_in_inline_backoff() {
+    let text = r#"[mqtt]
+subscriptions = [{ filter = "a" }]
+reconnect = { initial = "1 fortnight" }
+[kafka]
+bootstrap = ["k:9092"]
+"#;
+    assert!(
+        error(text).starts_with(
+            "kedge.toml:3:25: mqtt.reconnect.initial: invalid duration \"1 fortnight\""
+        ),
+        "{}",
+        error(text)
+    );
+}
+
+#[test]
+fn missing_required_key_is_located_at_the_table_header() {
+    let text = r#"# kedge
+[mqtt]
+host = "broker"
+
+[kafka]
+bootstrap = ["k:9092"]
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:2:1: mqtt.subscriptions: missing required key; add at least one, e.g. \
+         subscriptions = [{ filter = \"sensors/#\", qos = 1 }] under [mqtt]"
+    );
+}
+
+#[test]
+fn missing_section_is_located_at_the_start() {
+    assert!(
+        error("[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n").starts_with(
+            "kedge.toml:1:1: kafka.bootstrap: missing required key; list the Kafka brokers"
+        ),
+        "{}",
+        error("[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n")
+    );
+    assert!(error("").starts_with("kedge.toml:1:1: mqtt.subscriptions: missing required key"));
+    // A table at offset 0 must not be mistaken for the enclosing one.
+    assert!(
+        error("[kafka]\nbootstrap = [\"k:9092\"]\n")
+            .starts_with("kedge.toml:1:1: mqtt.subscriptions: missing required key")
+    );
+}
+
+#[test]
+fn missing_key_in_array_of_tables_element() {
+    let text = r#"[mqtt]
+subscriptions = [{ filter = "a" }]
+[kafka]
+bootstrap = ["k:9092"]
+
+[[routing.rules]]
+filter = "a"
+topic = "t"
+
+[[routing.rules]]
+filter = "b"
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:10:1: routing.rules[1].topic: missing required key; each rule needs the \
+         Kafka topic it sends to, e.g. topic = \"temperature\""
+    );
+}
+
+#[test]
+fn bad_topic_name_is_located_at_the_value() {
+    let text = r#"[mqtt]
+subscriptions = [{ filter = "a" }]
+[kafka]
+bootstrap = ["k:9092"]
+[[routing.rules]]
+filter = "sensors/+/temperature"
+topic = "sensors/temperature"
+"#;
+    assert_eq!(
+        error(text),
+        "kedge.toml:7:9: routing.rules[0].topic: Kafka topic name \"sensors/temperature\" \
+         contains '/'; only letters, digits, '.', '_' and '-' are allowed"
+    );
+}
+
+#[test]
+fn semantic_errors_are_located_at_the_value() {
+    let base = "[kafka]\nbootstrap = [\"k:9092\"]\n[mqtt]\n";
+    let cases = [
+        (
+            "subscriptions = [{ filter = \"a\" }, { filter = \"b\", qos = 2 }]",
+            "kedge.toml:4:58: mqtt.subscriptions[1].qos: QoS 2 is not supported; use 1 (kedge deduplicates downstream)",
+        ),
+        (
+            "subscriptions = [{ filter = \"a/#/b\" }]",
+            "kedge.toml:4:29: mqtt.subscriptions[0].filter: invalid MQTT topic filter \"a/#/b\": '#' must be",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }, { filter = \"a\" }]",
+            "kedge.toml:4:47: mqtt.subscriptions[1].filter: duplicate subscription; mqtt.subscriptions[0] has the same filter",
+        ),
+        (
+            "subscriptions = []",
+            "kedge.toml:4:17: mqtt.subscriptions: at least one subscription is required",
+        ),
+        (
+            "password = \"x\"\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:12: mqtt.password: a password requires mqtt.username",
+        ),
+        (
+            "reconnect = { initial = \"1m\" }\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:25: mqtt.reconnect.initial: initial delay 1m is larger than max 30s",
+        ),
+        (
+            "reconnect = { max = \"100ms\" }\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:13: mqtt.reconnect.initial: initial delay 250ms is larger than max 100ms",
+        ),
+        (
+            "keep_alive = \"1.5s\"\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:14: mqtt.keep_alive: expected whole seconds",
+        ),
+        (
+            "session_expiry = \"0s\"\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:18: mqtt.session_expiry: expected from 1s to 4294967295s, found 0s",
+        ),
+        (
+            "client_id = \"kedge gw\"\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:13: mqtt.client_id: client id \"kedge gw\" contains ' '",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[mqtt.tls]\nclient_key_file = \"k.pem\"",
+            "kedge.toml:6:19: mqtt.tls.client_key_file: client_key_file requires client_cert_file",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[routing]\ndead_letter_topic = \"..\"",
+            "kedge.toml:6:21: routing.dead_letter_topic: invalid Kafka topic name \"..\"",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[[routing.rules]]\nfilter = \"a/+/c\"\ntopic = \"t\"\nkey_level = 3",
+            "kedge.toml:8:13: routing.rules[0].key_level: level 3 does not exist in filter \"a/+/c\", which has 3 levels (0 to 2)",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[log]\nlevel = \"loud\"",
+            "kedge.toml:6:9: log.level: expected one of error, warn, info, debug, trace",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[queue]\ncommit_max_records = 0",
+            "kedge.toml:6:22: queue.commit_max_records: must be at least 1",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[agent]\ndevice_id = \"\"",
+            "kedge.toml:6:13: agent.device_id: device id must not be empty",
+        ),
+    ];
+    for (mqtt, want) in cases {
+        let got = error(&format!("{base}{mqtt}\n"));
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
+    }
+}
+
+#[test]
+fn kafka_semantic_errors() {
+    let base = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\n";
+    let cases = [
+        (
+            "bootstrap = [\"k:9092\", \"k2\"]",
+            "kedge.toml:4:24: kafka.bootstrap[1]: expected \"host:port\"",
+        ),
+        (
+            "bootstrap = [\"k:99999\"]",
+            "kedge.toml:4:14: kafka.bootstrap[0]: invalid port \"99999\"",
+        ),
+        (
+            "bootstrap = []",
+            "kedge.toml:4:13: kafka.bootstrap: at least one broker is required",
+        ),
+        (
+            "bootstrap = [\"k:1\"]\nbatch_max_bytes = \"65MiB\"",
+            "kedge.toml:5:19: kafka.batch_max_bytes: expected a size from 1 KiB to 64 MiB, found 65 MiB",
+        ),
+        (
+            "bootstrap = [\"k:1\"]\nretry_backoff = { initial = \"0s\" }",
+            "kedge.toml:5:29: kafka.retry_backoff.initial: must be greater than 0s",
+        ),
+    ];
+    for (kafka, want) in cases {
+        let got = error(&format!("{base}{kafka}\n"));
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let got = error("[mqtt]\nhost = \"x\nport = 1\n");
+    assert!(got.starts_with("kedge.toml:2:"), "{got}");
+    assert!(got.contains("invalid TOML: "), "{got}");
+    let got = error("[mqtt\n");
+    assert!(got.starts_with("kedge.toml:1:6: invalid TOML: "), "{got}");
+    let got = error("[kafka]\nlinger = 5ms\n");
+    assert!(
+        got.starts_with("kedge.toml:2:10: kafka.linger: invalid TOML: "),
+        "{got}"
+    );
+    let got = error("[mqtt]\nhost = \"a\"\n\n[mqtt]\n");
+    assert_eq!(
+        got,
+        "kedge.toml:4:2: mqtt: invalid TOML: duplicate key mqtt: it is already defined earlier in the file"
+    );
+}
+
+#[test]
+fn display_omits_an_empty_key_path() {
+    let err = ConfigError {
+        file: "a.toml".into(),
+        line: 3,
+        column: 7,
+        key_path: String::new(),
+        message: "boom".into(),
+    };
+    assert_eq!(err.to_string(), "a.toml:3:7: boom");
+}
+
+#[test]
+fn load_reports_unreadable_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("absent.toml");
+    let err = Config::load(&missing).map(|_| ()).unwrap_err();
+    assert_eq!((err.line, err.column), (1, 1));
+    assert!(err.message.starts_with("cannot read: "), "{err}");
+
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"[mqtt]\nhost = \"\xff\"\n").expect("write");
+    let err = Config::load(&binary).map(|_| ()).unwrap_err();
+    assert_eq!((err.line, err.column), (2, 9), "{err}");
+}
+
+#[test]
+fn device_id_is_sanitized() {
+    assert_eq!(sanitize_device_id("gw 17/ä"), "gw-17--");
+    assert_eq!(sanitize_device_id(""), "kedge");
+    assert_eq!(sanitize_device_id(&"x".repeat(100)).len(), 64);
+    let id = default_device_id();
+    assert!(!id.is_empty() && id.len() <= 64, "{id:?}");
+    assert!(id.chars().all(validate::is_name_char), "{id:?}");
+}
+
+/// Bytes that make TOML interesting: structure, quotes, escapes, newlines, odd Unicode.
+fn garble() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just("[[".to_owned()),
+            Just("{".to_owned()),
+            Just("}".to_owned()),
+            Just("=".to_owned()),
+            Just("\"".to_owned()),
+            Just("'''".to_owned()),
+            Just("\\u".to_owned()),
+            Just("\n".to_owned()),
+            Just(".".to_owned()),
+            Just(",".to_owned()),
+            Just("#".to_owned()),
+            Just("mqtt".to_owned()),
+            Just("kafka".to_owned()),
+            Just("subscriptions".to_owned()),
+            Just("1979-05-27T07:32:00Z".to_owned()),
+            "[a-z_]{1,8}",
+            "-?[0-9]{1,25}(\\.[0-9]{0,3})?",
+            "\\PC{0,4}",
+        ],
+        0..40,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn garbled_toml_never_panics(text in garble()) {
+        if let Err(err) = parse(&text) {
+            prop_assert!(err.line >= 1 && err.column >= 1);
+        }
+    }
+
+    #[test]
+    fn mutated_default_config_never_panics(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), "\\PC{0,3}"), 1..6)
+    ) {
+        let mut text = std::fs::read_to_string(config_dir().join("kedge.toml"))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (at, insert) in edits {
+            let mut at = at.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            // Replace a few bytes rather than only inserting, so values get truncated too.
+            let mut end = (at + insert.len().min(2)).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.replace_range(at..end, &insert);
+        }
+        if let Err(err) = parse(&text) {
+            prop_assert!(err.line >= 1 && err.column >= 1);
+            let lines = text.lines().count() + 1;
+            prop_assert!(err.line <= lines, "line {} of {}", err.line, lines);
+        }
+    }
+}
