@@ -1,5 +1,15 @@
 //! kedge: an edge agent that moves sensor events from MQTT through a durable queue to Kafka.
 
+pub mod backoff;
+pub mod check;
+pub mod commit;
 pub mod config;
+pub mod dispatcher;
 pub mod kafka;
+pub mod pipeline;
+pub mod queue;
 pub mod record;
+pub mod route;
+pub mod source;
+pub mod telemetry;
+pub mod tls;

@@ -1,6 +1,60 @@
 //! Kafka producer: wire protocol, partitioning, batch building and delivery.
 
 pub mod batch;
+pub mod client;
+pub mod connection;
 pub mod errors;
 pub mod partitioner;
+pub mod producer;
 pub mod sequence;
+
+/// Errors talking to Kafka. All of them are retried by the producer; none drops data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KafkaError {
+    /// TCP connection failed.
+    #[error("cannot connect to Kafka broker {addr}: {reason}")]
+    Connect {
+        /// Broker address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection broke.
+    #[error("connection to Kafka broker {addr} failed: {reason}")]
+    Io {
+        /// Broker address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection closed before a response arrived.
+    #[error("connection to Kafka broker {addr} closed before the response")]
+    Disconnected {
+        /// Broker address.
+        addr: String,
+    },
+    /// No response within the request timeout.
+    #[error("Kafka broker {addr} did not answer within the request timeout")]
+    Timeout {
+        /// Broker address.
+        addr: String,
+    },
+    /// The broker sent something we cannot use.
+    #[error("Kafka broker {addr}: {reason}")]
+    Protocol {
+        /// Broker address.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The broker answered a request with an error code.
+    #[error("Kafka broker {addr} answered {what} with {}", errors::error_name(*.code))]
+    Broker {
+        /// Broker address.
+        addr: String,
+        /// The request.
+        what: &'static str,
+        /// Kafka error code.
+        code: i16,
+    },
+}

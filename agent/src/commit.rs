@@ -1,0 +1,110 @@
+//! Group commit: route incoming events, append them as one journal chunk, make it durable, and
+//! only then release their source acknowledgements, in arrival order (DESIGN.md §2, step 3).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::queue::Queue;
+use crate::route::{Event, Router};
+use crate::telemetry::Stats;
+
+/// An event with the token that acknowledges it to its source (none for QoS 0).
+#[derive(Debug)]
+pub struct Incoming<A> {
+    /// The event.
+    pub event: Event,
+    /// Acknowledgement to release once the event is durable.
+    pub ack: Option<A>,
+}
+
+/// Group commit limits.
+#[derive(Debug, Clone)]
+pub struct CommitSettings {
+    /// How long to gather events after the first one before committing.
+    pub window: Duration,
+    /// Commit early at this many events.
+    pub max_records: usize,
+    /// Commit early at this many payload bytes.
+    pub max_bytes: usize,
+}
+
+/// Runs until `rx` closes and everything received is durable. Acknowledgements go to `acks`
+/// in arrival order; `committed` is bumped after every commit.
+pub async fn run<A: Send + 'static>(
+    queue: Arc<Queue>,
+    router: Router,
+    settings: CommitSettings,
+    mut rx: mpsc::Receiver<Incoming<A>>,
+    acks: mpsc::UnboundedSender<Vec<A>>,
+    committed: watch::Sender<u64>,
+    stats: Arc<Stats>,
+) {
+    let mut next_seq = match tokio::task::block_in_place(|| queue.next_seq()) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the journal's sequence; nothing will be acknowledged");
+            return;
+        }
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].event.payload.len();
+        let deadline = Instant::now() + settings.window;
+        while batch.len() < settings.max_records && bytes < settings.max_bytes {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(i) => {
+                        bytes += i.event.payload.len();
+                        batch.push(i);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let mut tokens = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        let mut dead = 0;
+        for i in batch {
+            let (record, dead_lettered) = router.route(i.event);
+            if dead_lettered {
+                dead += 1;
+                tracing::debug!(topic = %record.topic, "record dead-lettered");
+            }
+            records.push(record);
+            tokens.extend(i.ack);
+        }
+        // Retry until the commit is durable: the events are not acknowledged meanwhile, so
+        // the source's broker keeps them, and the source stops receiving once its window fills.
+        loop {
+            let result = tokio::task::block_in_place(|| {
+                queue.append(next_seq, &records)?;
+                queue.sync()
+            });
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(error = %e, retry_in = ?delay, "journal commit failed; events stay unacknowledged");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        backoff.reset();
+        let n = records.len() as u64;
+        next_seq += n;
+        Stats::add(&stats.journaled, n);
+        Stats::add(&stats.dead_lettered, dead);
+        Stats::add(&stats.commits, 1);
+        committed.send_modify(|c| *c += n);
+        if !tokens.is_empty() && acks.send(tokens).is_err() {
+            // The source is gone; its broker redelivers what was not acknowledged.
+            tracing::debug!("source closed before acknowledgements could be released");
+        }
+    }
+}

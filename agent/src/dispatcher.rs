@@ -1,0 +1,208 @@
+//! Dispatcher: turns journal chunks into sealed Kafka batches (DESIGN.md §2, step 4).
+//!
+//! Planning is pure: partition each record, cut per-partition batches within the size limits and
+//! the per-partition window of unacknowledged batches, encode them, and describe the atomic seal.
+//! The caller persists the result with [`crate::queue::Queue::seal`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+
+use crate::kafka::batch::{self, BatchCompression, ProducerIdentity};
+use crate::kafka::partitioner::{StickyPartitioner, partition_for_key};
+use crate::kafka::sequence;
+use crate::queue::outbox::SealedBatch;
+use crate::queue::{JournalChunk, Seal};
+use crate::record::SequencedRecord;
+
+/// Limits and identity for sealing.
+#[derive(Debug, Clone)]
+pub struct SealSettings {
+    /// Device id, written into every record's `kedge-device` header.
+    pub device_id: String,
+    /// Compression of the batches.
+    pub compression: BatchCompression,
+    /// Most records in one batch.
+    pub max_records: usize,
+    /// Most uncompressed bytes (keys, values, headers) in one batch.
+    pub max_bytes: usize,
+}
+
+/// What the dispatcher can do with the head of the journal.
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing to seal.
+    Empty,
+    /// The first chunk has records for topics whose partition count is unknown.
+    NeedMetadata(Vec<String>),
+    /// The first chunk needs more batches on some partition than its window allows.
+    Blocked,
+    /// Seal these batches and consume these chunks.
+    Seal(Seal),
+}
+
+/// Sealing state that outlives one plan.
+pub struct Dispatcher {
+    settings: SealSettings,
+    sticky: StickyPartitioner,
+}
+
+/// Everything one plan reads.
+pub struct PlanInput<'a> {
+    /// Chunks from the head of the journal, in order.
+    pub chunks: Vec<JournalChunk>,
+    /// Known partition counts per topic.
+    pub partition_counts: &'a HashMap<String, NonZeroU32>,
+    /// Batches that may still be sealed per partition (window minus unacknowledged batches);
+    /// absent partitions have the full window.
+    pub room: &'a HashMap<(String, i32), usize>,
+    /// The full per-partition window.
+    pub window: usize,
+    /// Next producer sequence per partition.
+    pub next_sequences: &'a BTreeMap<(String, i32), i32>,
+    /// Producer identity to seal under.
+    pub producer: ProducerIdentity,
+    /// First batch number to use.
+    pub next_batch_no: u64,
+}
+
+/// Why a plan failed: a batch could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode a batch for {topic}/{partition}: {source}")]
+pub struct PlanError {
+    topic: String,
+    partition: i32,
+    source: batch::BatchError,
+}
+
+type Tp = (String, i32);
+
+impl Dispatcher {
+    /// A dispatcher with the given settings and a sticky partitioner for null keys.
+    pub fn new(settings: SealSettings, sticky: StickyPartitioner) -> Self {
+        Dispatcher { settings, sticky }
+    }
+
+    /// Plans the largest prefix of `input.chunks` that fits the windows.
+    pub fn plan(&mut self, input: PlanInput<'_>) -> Result<Plan, PlanError> {
+        if input.chunks.is_empty() {
+            return Ok(Plan::Empty);
+        }
+        let mut pending: BTreeMap<Tp, Vec<SequencedRecord>> = BTreeMap::new();
+        let mut consumed: Vec<(u64, u64)> = Vec::new();
+        for chunk in input.chunks {
+            let missing: Vec<String> = chunk
+                .records
+                .iter()
+                .filter(|r| !input.partition_counts.contains_key(&r.record.topic))
+                .map(|r| r.record.topic.clone())
+                .collect();
+            if !missing.is_empty() {
+                if consumed.is_empty() {
+                    let mut missing = missing;
+                    missing.sort();
+                    missing.dedup();
+                    return Ok(Plan::NeedMetadata(missing));
+                }
+                break;
+            }
+            let mut before: HashMap<Tp, usize> = HashMap::new();
+            for r in chunk.records {
+                let count = input.partition_counts[&r.record.topic];
+                let p = match &r.record.key {
+                    Some(k) => partition_for_key(k, count),
+                    None => self.sticky.partition(&r.record.topic, count),
+                };
+                let recs = pending.entry((r.record.topic.clone(), p as i32)).or_default();
+                before.entry((r.record.topic.clone(), p as i32)).or_insert(recs.len());
+                recs.push(r);
+            }
+            let fits = before.keys().all(|tp| {
+                let room = input.room.get(tp).copied().unwrap_or(input.window);
+                let next = input.next_sequences.get(tp).copied().unwrap_or(0);
+                self.cut(next, &pending[tp]).len() <= room
+            });
+            if !fits {
+                for (tp, len) in before {
+                    if let Some(recs) = pending.get_mut(&tp) {
+                        recs.truncate(len);
+                    }
+                }
+                pending.retain(|_, recs| !recs.is_empty());
+                break;
+            }
+            consumed.push((chunk.first_seq, chunk.end_seq));
+        }
+        let Some(&(_, seq_floor)) = consumed.last() else {
+            return Ok(Plan::Blocked);
+        };
+        let mut seal = Seal {
+            consumed_chunks: consumed.iter().map(|(first, _)| *first).collect(),
+            seq_floor,
+            next_batch_no: input.next_batch_no,
+            ..Seal::default()
+        };
+        for ((topic, partition), recs) in pending {
+            let mut next = input.next_sequences.get(&(topic.clone(), partition)).copied().unwrap_or(0);
+            for range in self.cut(next, &recs) {
+                let slice = &recs[range];
+                let bytes = batch::encode_batch(
+                    input.producer,
+                    next,
+                    &self.settings.device_id,
+                    slice,
+                    self.settings.compression,
+                )
+                .map_err(|source| PlanError { topic: topic.clone(), partition, source })?;
+                let count = slice.len() as i32;
+                seal.batches.push(SealedBatch {
+                    batch_no: seal.next_batch_no,
+                    topic: topic.clone(),
+                    partition,
+                    producer: input.producer,
+                    base_sequence: next,
+                    record_count: count,
+                    first_seq: slice[0].seq,
+                    last_seq: slice[slice.len() - 1].seq,
+                    bytes,
+                });
+                seal.next_batch_no += 1;
+                next = sequence::increment(next, count);
+            }
+            seal.next_sequences.push(((topic.clone(), partition), next));
+            self.sticky.next_batch(&topic);
+        }
+        Ok(Plan::Seal(seal))
+    }
+
+    /// Cuts one partition's records into batch ranges: within the record and byte limits, and
+    /// never across the int32 sequence wrap (a Kafka batch's sequences must be contiguous).
+    fn cut(&self, mut next: i32, recs: &[SequencedRecord]) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < recs.len() {
+            let until_wrap = (i32::MAX - next) as usize + 1;
+            let limit = self.settings.max_records.min(until_wrap);
+            let mut end = start;
+            let mut bytes = 0;
+            while end < recs.len() && end - start < limit {
+                let size = record_size(&recs[end]);
+                if end > start && bytes + size > self.settings.max_bytes {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            next = sequence::increment(next, (end - start) as i32);
+            out.push(start..end);
+            start = end;
+        }
+        out
+    }
+}
+
+fn record_size(r: &SequencedRecord) -> usize {
+    r.record.key.as_ref().map_or(0, |k| k.len())
+        + r.record.value.len()
+        + r.record.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+        + 32
+}

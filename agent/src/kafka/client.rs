@@ -1,0 +1,293 @@
+//! Cluster view: bootstrap, per-broker API version negotiation, metadata and producer ids.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+use kafka_protocol::messages::{ApiKey, ProducerId, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::batch::ProducerIdentity;
+use super::connection::Connection;
+use super::errors::error_name;
+use super::KafkaError;
+
+/// Kafka error code UNSUPPORTED_VERSION.
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Bootstrap addresses, `host:port`.
+    pub bootstrap: Vec<String>,
+    /// Client id sent with every request.
+    pub client_id: String,
+    /// Limit for establishing a TCP connection.
+    pub connect_timeout: Duration,
+    /// Limit for one request's response.
+    pub request_timeout: Duration,
+}
+
+/// A connected broker with its negotiated API versions.
+pub struct Broker {
+    /// The connection.
+    pub conn: Connection,
+    versions: HashMap<i16, (i16, i16)>,
+}
+
+impl Broker {
+    /// The highest version of `api` both sides support within `ours`, if any.
+    pub fn version(&self, api: ApiKey, ours: RangeInclusive<i16>) -> Option<i16> {
+        let (min, max) = *self.versions.get(&(api as i16))?;
+        let hi = max.min(*ours.end());
+        (hi >= min.max(*ours.start())).then_some(hi)
+    }
+}
+
+/// Leader and partition count of a topic.
+#[derive(Debug, Clone, Default)]
+pub struct TopicInfo {
+    /// Leader node of each partition (index = partition), −1 when unknown.
+    pub leaders: Vec<i32>,
+}
+
+/// The client's view of the cluster.
+pub struct Cluster {
+    settings: ClusterSettings,
+    addrs: HashMap<i32, String>,
+    brokers: HashMap<i32, Arc<Broker>>,
+    bootstrap: Option<Arc<Broker>>,
+    topics: HashMap<String, TopicInfo>,
+}
+
+impl Cluster {
+    /// A cluster view with no connections yet.
+    pub fn new(settings: ClusterSettings) -> Self {
+        Cluster {
+            settings,
+            addrs: HashMap::new(),
+            brokers: HashMap::new(),
+            bootstrap: None,
+            topics: HashMap::new(),
+        }
+    }
+
+    /// Request timeout from the settings.
+    pub fn request_timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
+    /// Known topics and their leaders.
+    pub fn topics(&self) -> &HashMap<String, TopicInfo> {
+        &self.topics
+    }
+
+    /// The connected broker for `node`, connecting if needed.
+    pub async fn broker(&mut self, node: i32) -> Result<Arc<Broker>, KafkaError> {
+        if let Some(b) = self.brokers.get(&node) {
+            if !b.conn.is_broken() {
+                return Ok(b.clone());
+            }
+            self.brokers.remove(&node);
+        }
+        let addr = self.addrs.get(&node).cloned().ok_or_else(|| KafkaError::Protocol {
+            addr: String::new(),
+            reason: format!("broker {node} is not in the metadata"),
+        })?;
+        let b = Arc::new(self.connect(&addr).await?);
+        self.brokers.insert(node, b.clone());
+        Ok(b)
+    }
+
+    /// Forgets a broker's connection after a failure, so the next use reconnects.
+    pub fn drop_broker(&mut self, node: i32) {
+        if let Some(b) = self.brokers.remove(&node) {
+            b.conn.close("dropped after a failure");
+        }
+    }
+
+    /// Any usable broker: a connected one, else a known one, else a bootstrap address.
+    async fn any_broker(&mut self) -> Result<Arc<Broker>, KafkaError> {
+        if let Some(b) = self.brokers.values().find(|b| !b.conn.is_broken()) {
+            return Ok(b.clone());
+        }
+        if let Some(b) = self.bootstrap.as_ref().filter(|b| !b.conn.is_broken()) {
+            return Ok(b.clone());
+        }
+        let mut candidates: Vec<String> = self.addrs.values().cloned().collect();
+        candidates.extend(self.settings.bootstrap.iter().cloned());
+        let mut last = None;
+        for addr in candidates {
+            match self.connect(&addr).await {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    self.bootstrap = Some(b.clone());
+                    return Ok(b);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| KafkaError::Connect {
+            addr: String::new(),
+            reason: "no bootstrap address".into(),
+        }))
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Broker, KafkaError> {
+        let conn = Connection::connect(addr, &self.settings.client_id, self.settings.connect_timeout).await?;
+        let versions = negotiate(&conn, self.settings.request_timeout).await?;
+        Ok(Broker { conn, versions })
+    }
+
+    /// Refreshes brokers and the leaders of `topics`.
+    pub async fn refresh_metadata(&mut self, topics: &[String]) -> Result<(), KafkaError> {
+        let b = self.any_broker().await?;
+        let version = b.version(ApiKey::Metadata, 1..=12).ok_or_else(|| unsupported(&b, "Metadata v1+"))?;
+        let request = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone())))))
+                    .collect(),
+            ))
+            // Producers let the broker create topics when its policy allows, as the Java client does.
+            .with_allow_auto_topic_creation(true);
+        let response = match b.conn.call(&request, version, self.settings.request_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.bootstrap = None;
+                return Err(e);
+            }
+        };
+        self.addrs = response
+            .brokers
+            .iter()
+            .map(|br| (br.node_id.0, format!("{}:{}", br.host.as_str(), br.port)))
+            .collect();
+        // Connections to brokers whose address changed must not be reused.
+        let addrs = &self.addrs;
+        self.brokers.retain(|node, b| addrs.get(node).is_some_and(|a| a == b.conn.addr()));
+        for t in response.topics {
+            let Some(name) = t.name else { continue };
+            let name = name.0.to_string();
+            if t.error_code != 0 {
+                tracing::warn!(
+                    topic = %name,
+                    error = %error_name(t.error_code),
+                    "Kafka has no usable metadata for the topic; its records wait in the queue"
+                );
+                self.topics.remove(&name);
+                continue;
+            }
+            let mut leaders = vec![-1; t.partitions.len()];
+            for p in &t.partitions {
+                if let Some(slot) = usize::try_from(p.partition_index).ok().and_then(|i| leaders.get_mut(i)) {
+                    *slot = if p.error_code == 0 { p.leader_id.0 } else { -1 };
+                }
+            }
+            self.topics.insert(name, TopicInfo { leaders });
+        }
+        Ok(())
+    }
+
+    /// Asks the cluster for a new idempotent producer id (epoch 0).
+    pub async fn init_producer_id(&mut self) -> Result<ProducerIdentity, KafkaError> {
+        let b = self.any_broker().await?;
+        let version = b
+            .version(ApiKey::InitProducerId, 0..=5)
+            .ok_or_else(|| unsupported(&b, "InitProducerId (Kafka ≥ 0.11)"))?;
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(i32::MAX)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let r = b.conn.call(&request, version, self.settings.request_timeout).await?;
+        if r.error_code != 0 {
+            return Err(KafkaError::Broker {
+                addr: b.conn.addr().to_owned(),
+                what: "InitProducerId",
+                code: r.error_code,
+            });
+        }
+        Ok(ProducerIdentity {
+            producer_id: r.producer_id.0,
+            producer_epoch: r.producer_epoch,
+        })
+    }
+
+    /// The leader of `topic`/`partition`, if known.
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let l = *self.topics.get(topic)?.leaders.get(usize::try_from(partition).ok()?)?;
+        (l >= 0).then_some(l)
+    }
+}
+
+fn unsupported(b: &Broker, what: &str) -> KafkaError {
+    KafkaError::Protocol {
+        addr: b.conn.addr().to_owned(),
+        reason: format!("the broker does not support {what}"),
+    }
+}
+
+/// ApiVersions, newest first; a broker that does not know our version answers in v0 format with
+/// UNSUPPORTED_VERSION and its own range, and we retry within it.
+async fn negotiate(conn: &Connection, timeout: Duration) -> Result<HashMap<i16, (i16, i16)>, KafkaError> {
+    let mut version = 3;
+    for _ in 0..2 {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kedge"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let pending = conn.send(&request, version).await?;
+        let mut frame = match tokio::time::timeout(timeout, pending.recv_raw()).await {
+            Ok(f) => f?,
+            Err(_) => {
+                conn.close("ApiVersions timed out");
+                return Err(KafkaError::Timeout { addr: conn.addr().to_owned() });
+            }
+        };
+        // The ApiVersions response header is always v0: the correlation id alone.
+        if frame.remaining() < 6 {
+            return Err(KafkaError::Protocol {
+                addr: conn.addr().to_owned(),
+                reason: "short ApiVersions response".into(),
+            });
+        }
+        frame.advance(4);
+        let code = frame.clone().get_i16();
+        let decode_version = if code == UNSUPPORTED_VERSION { 0 } else { version };
+        let r = ApiVersionsResponse::decode(&mut frame, decode_version).map_err(|e| KafkaError::Protocol {
+            addr: conn.addr().to_owned(),
+            reason: format!("bad ApiVersions response: {e}"),
+        })?;
+        let versions: HashMap<i16, (i16, i16)> =
+            r.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        if code == UNSUPPORTED_VERSION {
+            match versions.get(&(ApiKey::ApiVersions as i16)) {
+                Some(&(_, max)) if max < version => {
+                    version = max;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if code != 0 {
+            return Err(KafkaError::Broker {
+                addr: conn.addr().to_owned(),
+                what: "ApiVersions",
+                code,
+            });
+        }
+        return Ok(versions);
+    }
+    Err(KafkaError::Protocol {
+        addr: conn.addr().to_owned(),
+        reason: "ApiVersions negotiation did not converge".into(),
+    })
+}
+

@@ -1,0 +1,253 @@
+//! One connection to a Kafka broker: framed, pipelined requests matched to responses by
+//! correlation id (Kafka answers the requests of a connection in order).
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::KafkaError;
+
+/// Largest response frame accepted; a corrupt length prefix must not allocate gigabytes.
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// A byte stream to a broker (plain TCP today, TLS later).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+type Pending = Arc<Mutex<PendingState>>;
+
+struct PendingState {
+    waiters: HashMap<i32, oneshot::Sender<Result<Bytes, KafkaError>>>,
+    closed: Option<String>,
+}
+
+/// A live connection. Dropping it closes the socket.
+pub struct Connection {
+    addr: String,
+    writer: tokio::sync::Mutex<Writer>,
+    pending: Pending,
+    broken: Arc<AtomicBool>,
+    client_id: StrBytes,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+struct Writer {
+    half: WriteHalf<Box<dyn Stream>>,
+    next_correlation: i32,
+}
+
+/// A response that will arrive on the connection.
+pub struct PendingResponse<R> {
+    rx: oneshot::Receiver<Result<Bytes, KafkaError>>,
+    api_key: ApiKey,
+    version: i16,
+    addr: String,
+    _response: PhantomData<fn() -> R>,
+}
+
+impl Connection {
+    /// Connects over plain TCP within `timeout`.
+    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Self, KafkaError> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| KafkaError::Connect {
+                addr: addr.to_owned(),
+                reason: format!("no answer within {timeout:?}"),
+            })?
+            .map_err(|e| KafkaError::Connect {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        // Requests are small and latency matters more than packet count on loopback and LAN.
+        let _ = tcp.set_nodelay(true);
+        Ok(Self::over(addr, client_id, Box::new(tcp)))
+    }
+
+    /// Wraps an established stream.
+    pub fn over(addr: &str, client_id: &str, stream: Box<dyn Stream>) -> Self {
+        let (read, write) = tokio::io::split(stream);
+        let pending: Pending = Arc::new(Mutex::new(PendingState {
+            waiters: HashMap::new(),
+            closed: None,
+        }));
+        let broken = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(read_loop(read, pending.clone(), broken.clone()));
+        Connection {
+            addr: addr.to_owned(),
+            writer: tokio::sync::Mutex::new(Writer {
+                half: write,
+                next_correlation: 0,
+            }),
+            pending,
+            broken,
+            client_id: StrBytes::from_string(client_id.to_owned()),
+            reader,
+        }
+    }
+
+    /// The address this connection was made to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the connection failed; a broken connection is dropped and replaced.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection unusable, failing every pending request.
+    pub fn close(&self, why: &str) {
+        self.broken.store(true, Ordering::Relaxed);
+        fail_all(&self.pending, why);
+        self.reader.abort();
+    }
+
+    /// Writes a request and returns the response to come.
+    pub async fn send<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R::Response>, KafkaError> {
+        let api_key = ApiKey::try_from(R::KEY).map_err(|_| KafkaError::Protocol {
+            addr: self.addr.clone(),
+            reason: format!("unknown api key {}", R::KEY),
+        })?;
+        let mut w = self.writer.lock().await;
+        if self.is_broken() {
+            return Err(KafkaError::Disconnected { addr: self.addr.clone() });
+        }
+        let correlation_id = w.next_correlation;
+        w.next_correlation = w.next_correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let frame = encode_frame(&header, api_key.request_header_version(version), request, version)
+            .map_err(|reason| KafkaError::Protocol {
+                addr: self.addr.clone(),
+                reason,
+            })?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = self.pending.lock().expect("pending lock");
+            if let Some(why) = &p.closed {
+                return Err(KafkaError::Io {
+                    addr: self.addr.clone(),
+                    reason: why.clone(),
+                });
+            }
+            p.waiters.insert(correlation_id, tx);
+        }
+        if let Err(e) = w.half.write_all(&frame).await {
+            drop(w);
+            self.close(&e.to_string());
+            return Err(KafkaError::Io {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(PendingResponse {
+            rx,
+            api_key,
+            version,
+            addr: self.addr.clone(),
+            _response: PhantomData,
+        })
+    }
+
+    /// Sends a request and waits for its response, at most `timeout`.
+    pub async fn call<R: Request>(&self, request: &R, version: i16, timeout: Duration) -> Result<R::Response, KafkaError> {
+        let pending = self.send(request, version).await?;
+        match tokio::time::timeout(timeout, pending.recv()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.close("request timed out");
+                Err(KafkaError::Timeout { addr: self.addr.clone() })
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl<R> PendingResponse<R> {
+    /// Waits for the response frame (header included) without decoding it.
+    pub async fn recv_raw(self) -> Result<Bytes, KafkaError> {
+        self.rx.await.map_err(|_| KafkaError::Disconnected { addr: self.addr.clone() })?
+    }
+}
+
+impl<R: Decodable> PendingResponse<R> {
+    /// Waits for the response and decodes it.
+    pub async fn recv(self) -> Result<R, KafkaError> {
+        let mut frame = self.rx.await.map_err(|_| KafkaError::Disconnected { addr: self.addr.clone() })??;
+        let header_version = self.api_key.response_header_version(self.version);
+        let protocol = |reason: String| KafkaError::Protocol {
+            addr: self.addr.clone(),
+            reason,
+        };
+        kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)
+            .map_err(|e| protocol(format!("bad {:?} response header: {e}", self.api_key)))?;
+        R::decode(&mut frame, self.version).map_err(|e| protocol(format!("bad {:?} v{} response: {e}", self.api_key, self.version)))
+    }
+}
+
+fn encode_frame<R: Encodable>(header: &RequestHeader, header_version: i16, body: &R, version: i16) -> Result<BytesMut, String> {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| "request larger than 2 GiB".to_owned())?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+async fn read_loop(mut read: ReadHalf<Box<dyn Stream>>, pending: Pending, broken: Arc<AtomicBool>) {
+    let why = loop {
+        let len = match read.read_i32().await {
+            Ok(n) => n,
+            Err(e) => break format!("connection closed: {e}"),
+        };
+        if len < 4 || len as usize > MAX_FRAME {
+            break format!("invalid response frame length {len}");
+        }
+        let mut frame = BytesMut::zeroed(len as usize);
+        if let Err(e) = read.read_exact(&mut frame).await {
+            break format!("connection closed mid-response: {e}");
+        }
+        let mut frame = frame.freeze();
+        let correlation_id = frame.clone().get_i32();
+        let waiter = pending.lock().expect("pending lock").waiters.remove(&correlation_id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(Ok(std::mem::take(&mut frame)));
+            }
+            None => break format!("response for unknown correlation id {correlation_id}"),
+        }
+    };
+    broken.store(true, Ordering::Relaxed);
+    fail_all(&pending, &why);
+}
+
+fn fail_all(pending: &Pending, why: &str) {
+    let mut p = pending.lock().expect("pending lock");
+    if p.closed.is_none() {
+        p.closed = Some(why.to_owned());
+    }
+    for (_, tx) in p.waiters.drain() {
+        let _ = tx.send(Err(KafkaError::Io {
+            addr: String::new(),
+            reason: why.to_owned(),
+        }));
+    }
+}

@@ -1,0 +1,191 @@
+//! The pipeline, wired as DESIGN.md §2 reads: source → router → journal (group commit) → ack to
+//! the source; dispatcher → outbox → producer → Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::commit::{self, CommitSettings};
+use crate::config::{self, Config};
+use crate::dispatcher::{Dispatcher, SealSettings};
+use crate::kafka::batch::BatchCompression;
+use crate::kafka::client::{Cluster, ClusterSettings};
+use crate::kafka::partitioner::StickyPartitioner;
+use crate::kafka::producer::{Producer, ProducerSettings};
+use crate::queue::{self, Queue};
+use crate::route::{Router, Rule};
+use crate::source::mqtt::{self, MqttSettings, Protocol};
+use crate::telemetry::Stats;
+
+/// Sealed, unacknowledged batches per partition: the broker deduplicates only the last 5.
+const WINDOW: usize = 5;
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A secret could not be read.
+    #[error("mqtt.password: {0}")]
+    Secret(String),
+    /// TLS material could not be loaded.
+    #[error("mqtt.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+}
+
+/// Runs the agent until `shutdown` resolves, then stops cleanly within the configured timeout.
+pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<Arc<Stats>, PipelineError> {
+    let stats = Arc::new(Stats::default());
+    let mqtt = mqtt_settings(config)?;
+    let dir = config.queue.effective_dir(&config.agent);
+    let sync = match config.queue.durability {
+        config::Durability::Fsync => queue::Sync::Fsync,
+        config::Durability::Relaxed => queue::Sync::Relaxed,
+    };
+    let queue = Arc::new(tokio::task::block_in_place(|| {
+        Queue::open(&dir, config.queue.cache.bytes(), sync, &config.agent.device_id)
+    })?);
+    tracing::info!(queue = %dir.display(), device = %config.agent.device_id, "queue open");
+
+    let (events_tx, events_rx) = mpsc::channel(usize::from(config.mqtt.receive_maximum) + 256);
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let (committed_tx, committed_rx) = watch::channel(0u64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(None);
+
+    let router = Router::new(
+        config
+            .routing
+            .rules
+            .iter()
+            .map(|r| Rule {
+                filter: r.filter.clone(),
+                topic: r.topic.clone(),
+                key_level: r.key_level,
+            })
+            .collect(),
+        config.routing.default_topic.clone(),
+        config.routing.dead_letter_topic.clone(),
+    );
+    let commit_settings = CommitSettings {
+        window: config.queue.commit_window,
+        max_records: config.queue.commit_max_records,
+        max_bytes: config.queue.commit_max_bytes.bytes() as usize,
+    };
+    let compression = match config.kafka.compression {
+        config::Compression::Zstd => BatchCompression::Zstd,
+        config::Compression::None => BatchCompression::None,
+    };
+    let dispatcher = Dispatcher::new(
+        SealSettings {
+            device_id: config.agent.device_id.clone(),
+            compression,
+            max_records: config.kafka.batch_max_records as usize,
+            max_bytes: config.kafka.batch_max_bytes.bytes() as usize,
+        },
+        StickyPartitioner::new(rand::SeedableRng::from_os_rng()),
+    );
+    let cluster = Cluster::new(ClusterSettings {
+        bootstrap: config.kafka.bootstrap.clone(),
+        client_id: config.kafka.client_id.clone(),
+        connect_timeout: config.kafka.connect_timeout,
+        request_timeout: config.kafka.request_timeout,
+    });
+    let producer = Producer::new(
+        queue.clone(),
+        cluster,
+        dispatcher,
+        ProducerSettings {
+            max_in_flight: usize::from(config.kafka.max_in_flight).min(WINDOW),
+            linger: config.kafka.linger,
+            retry_initial: config.kafka.retry_backoff.initial,
+            retry_max: config.kafka.retry_backoff.max,
+            metadata_refresh: config.kafka.metadata_refresh,
+            compression,
+        },
+        stats.clone(),
+    )?;
+
+    let source = tokio::spawn(mqtt::run(mqtt, events_tx, acks_rx, stop_rx, stats.clone()));
+    let committer = tokio::spawn(commit::run(
+        queue.clone(),
+        router,
+        commit_settings,
+        events_rx,
+        acks_tx,
+        committed_tx,
+        stats.clone(),
+    ));
+    let delivery = tokio::spawn(producer.run(committed_rx, drain_rx));
+
+    let reporter_stats = stats.clone();
+    let reporter = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            tracing::info!(stats = %reporter_stats.summary(), "pipeline");
+        }
+    });
+
+    shutdown.await;
+    let deadline = Instant::now() + config.agent.shutdown_timeout;
+    tracing::info!(timeout = ?config.agent.shutdown_timeout, "shutting down: committing and acknowledging what was received");
+    let _ = stop_tx.send(true);
+    // The committer ends once the source has stopped forwarding and everything received is
+    // durable; the source then releases the acks and disconnects.
+    if tokio::time::timeout_at(deadline, committer).await.is_err() {
+        tracing::warn!("journal commit did not finish before the shutdown deadline");
+    }
+    let _ = tokio::time::timeout_at(deadline, source).await;
+    let _ = drain_tx.send(Some(deadline));
+    if tokio::time::timeout_at(deadline + Duration::from_secs(1), delivery).await.is_err() {
+        tracing::warn!("delivery did not stop before the shutdown deadline");
+    }
+    reporter.abort();
+    let flushed = tokio::task::block_in_place(|| queue.sync());
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "final queue flush failed");
+    }
+    tracing::info!(stats = %stats.summary(), "stopped");
+    Ok(stats)
+}
+
+fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
+    let m = &config.mqtt;
+    let credentials = match (&m.username, &m.password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.resolve().map_err(|e| PipelineError::Secret(e.to_string()))?)),
+        (Some(u), None) => Some((u.clone(), String::new())),
+        _ => None,
+    };
+    let tls = match &m.tls {
+        Some(t) => {
+            let client = match (&t.client_cert_file, &t.client_key_file) {
+                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                _ => None,
+            };
+            Some(crate::tls::client_config(t.ca_file.as_deref(), client)?)
+        }
+        None => None,
+    };
+    Ok(MqttSettings {
+        name: m.name.clone(),
+        host: m.host.clone(),
+        port: m.effective_port(),
+        protocol: match m.protocol {
+            config::MqttProtocol::V5 => Protocol::V5,
+            config::MqttProtocol::V311 => Protocol::V311,
+        },
+        client_id: m.effective_client_id(&config.agent.device_id),
+        keep_alive: m.keep_alive,
+        session_expiry: m.session_expiry,
+        receive_maximum: m.receive_maximum,
+        credentials,
+        tls,
+        subscriptions: m.subscriptions.iter().map(|s| (s.filter.clone(), s.qos)).collect(),
+        reconnect: (m.reconnect.initial, m.reconnect.max),
+    })
+}

@@ -1,0 +1,326 @@
+//! The durable queue: journal chunks, sealed batches and producer state in one sled database.
+//!
+//! Trees: `journal` (first kedge-seq, big-endian → chunk), `outbox` (batch number → sealed batch)
+//! and `meta` (device id, producer identity, per-partition next sequence, counters). A seal moves
+//! records from the journal to the outbox in one sled transaction across the three trees.
+
+pub mod chunk;
+pub mod outbox;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::kafka::batch::ProducerIdentity;
+use crate::record::{Record, SequencedRecord};
+use outbox::SealedBatch;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+const META_DEVICE: &[u8] = b"device";
+const META_PRODUCER: &[u8] = b"producer";
+const META_SEQ_FLOOR: &[u8] = b"seq_floor";
+const META_BATCH_NO: &[u8] = b"batch_no";
+const META_NEXT_SEQUENCE: &[u8] = b"nextseq\0";
+
+/// What kedge acknowledges on: see `queue.durability` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// sled flush, then `fdatasync` of the data file: survives power loss.
+    Fsync,
+    /// sled flush only (`sync_file_range`): survives a crash of kedge, not a power cut.
+    Relaxed,
+}
+
+/// Errors of the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// sled failed (I/O, corruption, a held lock).
+    #[error("queue database at {path}: {source}")]
+    Db {
+        /// Directory of the database.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// An I/O error outside sled (the fdatasync of the data file).
+    #[error("queue data file {path}: {source}")]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The queue belongs to another device: its producer state must not be shared.
+    #[error(
+        "the queue at {path} belongs to device {stored:?}, not {configured:?}; a copied data \
+         directory would duplicate or lose records. Use the original device id, or move the \
+         directory away to start a fresh queue"
+    )]
+    WrongDevice {
+        /// Directory of the database.
+        path: PathBuf,
+        /// Device id stored in the queue.
+        stored: String,
+        /// Device id in the config.
+        configured: String,
+    },
+    /// A chunk or batch could not be encoded or decoded.
+    #[error("{0}")]
+    Codec(String),
+}
+
+/// A decoded journal chunk.
+#[derive(Debug)]
+pub struct JournalChunk {
+    /// Journal key (first kedge-seq).
+    pub first_seq: u64,
+    /// One past the last kedge-seq.
+    pub end_seq: u64,
+    /// The records, in commit order.
+    pub records: Vec<SequencedRecord>,
+}
+
+/// A seal: batches to persist, the journal chunks they consume, and the sequence state after it.
+#[derive(Debug, Default)]
+pub struct Seal {
+    /// Journal chunk keys (first kedge-seq) whose records are all in `batches`.
+    pub consumed_chunks: Vec<u64>,
+    /// One past the last kedge-seq consumed: the floor for sequence numbers after a restart.
+    pub seq_floor: u64,
+    /// The sealed batches.
+    pub batches: Vec<SealedBatch>,
+    /// Next producer sequence per (topic, partition) after these batches.
+    pub next_sequences: Vec<((String, i32), i32)>,
+    /// Next batch number after these batches.
+    pub next_batch_no: u64,
+}
+
+/// The open queue.
+pub struct Queue {
+    path: PathBuf,
+    db: sled::Db,
+    journal: sled::Tree,
+    outbox: sled::Tree,
+    meta: sled::Tree,
+    data_file: Option<File>,
+}
+
+impl Queue {
+    /// Opens (or creates) the queue in `dir`, bound to `device_id`.
+    pub fn open(dir: &Path, cache_bytes: u64, sync: Sync, device_id: &str) -> Result<Self, QueueError> {
+        let path = dir.to_path_buf();
+        let db_err = |source| QueueError::Db { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_path_buf(), source })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            // kedge flushes itself after each group commit; sled's background flusher would
+            // only add writes.
+            .flush_every_ms(None)
+            .open()
+            .map_err(db_err)?;
+        let journal = db.open_tree("journal").map_err(db_err)?;
+        let outbox = db.open_tree("outbox").map_err(db_err)?;
+        let meta = db.open_tree("meta").map_err(db_err)?;
+        let data_file = match sync {
+            // sled's flush uses sync_file_range, which flushes neither the drive cache nor
+            // metadata (DESIGN.md §8): keep the data file open to fdatasync it after each flush.
+            Sync::Fsync => {
+                let f = dir.join("db");
+                Some(File::open(&f).map_err(|source| QueueError::Io { path: f, source })?)
+            }
+            Sync::Relaxed => None,
+        };
+        let q = Queue { path, db, journal, outbox, meta, data_file };
+        match q.meta.get(META_DEVICE).map_err(db_err)? {
+            Some(stored) if stored.as_ref() != device_id.as_bytes() => {
+                return Err(QueueError::WrongDevice {
+                    path: q.path.clone(),
+                    stored: String::from_utf8_lossy(&stored).into_owned(),
+                    configured: device_id.to_owned(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                q.meta.insert(META_DEVICE, device_id.as_bytes()).map_err(db_err)?;
+                q.sync()?;
+            }
+        }
+        Ok(q)
+    }
+
+    fn db_err(&self, source: sled::Error) -> QueueError {
+        QueueError::Db { path: self.path.clone(), source }
+    }
+
+    /// Directory of the queue.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next kedge-seq to assign: past every record ever journaled, also after a restart.
+    pub fn next_seq(&self) -> Result<u64, QueueError> {
+        let floor = self.meta_u64(META_SEQ_FLOOR)?.unwrap_or(0);
+        let last = match self.journal.last().map_err(|e| self.db_err(e))? {
+            Some((_, v)) => chunk::header(&v).map(|h| h.end_seq()).unwrap_or(0),
+            None => 0,
+        };
+        Ok(floor.max(last))
+    }
+
+    /// Appends one chunk of records numbered from `first_seq`; durable only after [`Queue::sync`].
+    pub fn append(&self, first_seq: u64, records: &[Record]) -> Result<usize, QueueError> {
+        let bytes = chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
+        let n = bytes.len();
+        self.journal
+            .insert(first_seq.to_be_bytes(), bytes)
+            .map_err(|e| self.db_err(e))?;
+        Ok(n)
+    }
+
+    /// Makes everything written so far durable: sled flush, then fdatasync of its data file.
+    pub fn sync(&self) -> Result<(), QueueError> {
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        if let Some(f) = &self.data_file {
+            f.sync_data().map_err(|source| QueueError::Io { path: self.path.join("db"), source })?;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_chunks` chunks from the head of the journal.
+    pub fn journal_head(&self, max_chunks: usize) -> Result<Vec<JournalChunk>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.journal.iter().take(max_chunks) {
+            let (_, v) = item.map_err(|e| self.db_err(e))?;
+            let (head, records) = chunk::decode(&v).map_err(|e| QueueError::Codec(e.to_string()))?;
+            out.push(JournalChunk {
+                first_seq: head.first_seq,
+                end_seq: head.end_seq(),
+                records,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether the journal holds no records.
+    pub fn journal_is_empty(&self) -> bool {
+        self.journal.is_empty()
+    }
+
+    /// Every sealed batch, in seal order.
+    pub fn sealed_batches(&self) -> Result<Vec<SealedBatch>, QueueError> {
+        self.outbox
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(|e| self.db_err(e))?;
+                SealedBatch::decode(&k, &v).map_err(|e| QueueError::Codec(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable.
+    pub fn seal(&self, seal: &Seal) -> Result<(), QueueError> {
+        let encoded: Vec<(u64, Vec<u8>)> = seal.batches.iter().map(|b| (b.batch_no, b.encode())).collect();
+        let result: Result<(), TransactionError<()>> =
+            (&self.journal, &self.outbox, &self.meta).transaction(|(journal, outbox, meta)| {
+                for (no, bytes) in &encoded {
+                    outbox.insert(&no.to_be_bytes(), bytes.as_slice())?;
+                }
+                for ((topic, partition), next) in &seal.next_sequences {
+                    meta.insert(next_sequence_key(topic, *partition), &next.to_be_bytes())?;
+                }
+                meta.insert(META_BATCH_NO, &seal.next_batch_no.to_be_bytes())?;
+                meta.insert(META_SEQ_FLOOR, &seal.seq_floor.to_be_bytes())?;
+                for first in &seal.consumed_chunks {
+                    journal.remove(&first.to_be_bytes())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => self.sync(),
+            Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
+            Err(TransactionError::Abort(())) => unreachable!("the seal transaction never aborts"),
+        }
+    }
+
+    /// Removes a batch Kafka has acknowledged. Not synced: if the removal is lost in a crash, the
+    /// batch is resent and the broker recognizes it as a duplicate.
+    pub fn remove_batch(&self, batch_no: u64) -> Result<(), QueueError> {
+        self.outbox.remove(batch_no.to_be_bytes()).map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// The persisted producer identity, if one was ever obtained.
+    pub fn producer(&self) -> Result<Option<ProducerIdentity>, QueueError> {
+        let v = self.meta.get(META_PRODUCER).map_err(|e| self.db_err(e))?;
+        Ok(v.and_then(|v| {
+            let b: [u8; 10] = v.as_ref().try_into().ok()?;
+            Some(ProducerIdentity {
+                producer_id: i64::from_be_bytes(b[..8].try_into().ok()?),
+                producer_epoch: i16::from_be_bytes(b[8..].try_into().ok()?),
+            })
+        }))
+    }
+
+    /// Persists a new producer identity; sequences of every partition restart at 0 under it.
+    pub fn set_producer(&self, p: ProducerIdentity) -> Result<(), QueueError> {
+        let mut v = p.producer_id.to_be_bytes().to_vec();
+        v.extend_from_slice(&p.producer_epoch.to_be_bytes());
+        let stale: Vec<sled::IVec> = self
+            .meta
+            .scan_prefix(META_NEXT_SEQUENCE)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.db_err(e))?;
+        let mut batch = sled::Batch::default();
+        for k in stale {
+            batch.remove(k);
+        }
+        batch.insert(META_PRODUCER, v);
+        self.meta.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        self.sync()
+    }
+
+    /// Next producer sequence of every partition that has one.
+    pub fn next_sequences(&self) -> Result<BTreeMap<(String, i32), i32>, QueueError> {
+        let mut out = BTreeMap::new();
+        for item in self.meta.scan_prefix(META_NEXT_SEQUENCE) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let rest = &k[META_NEXT_SEQUENCE.len()..];
+            if rest.len() < 5 || v.len() != 4 {
+                return Err(QueueError::Codec("malformed sequence entry in meta".into()));
+            }
+            let (topic, part) = rest.split_at(rest.len() - 4);
+            let topic = String::from_utf8_lossy(&topic[..topic.len() - 1]).into_owned();
+            let partition = i32::from_be_bytes(part.try_into().expect("4 bytes"));
+            out.insert((topic, partition), i32::from_be_bytes(v.as_ref().try_into().expect("4 bytes")));
+        }
+        Ok(out)
+    }
+
+    /// The next batch number to use.
+    pub fn next_batch_no(&self) -> Result<u64, QueueError> {
+        let stored = self.meta_u64(META_BATCH_NO)?.unwrap_or(0);
+        let last = self
+            .outbox
+            .last()
+            .map_err(|e| self.db_err(e))?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes).map(|n| n + 1))
+            .unwrap_or(0);
+        Ok(stored.max(last))
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>, QueueError> {
+        let v = self.meta.get(key).map_err(|e| self.db_err(e))?;
+        Ok(v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+}
+
+fn next_sequence_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = META_NEXT_SEQUENCE.to_vec();
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}

@@ -1,0 +1,3 @@
+//! Sources of events. MQTT is the one kedge has today.
+
+pub mod mqtt;
