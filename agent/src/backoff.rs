@@ -41,6 +41,12 @@ impl Backoff {
     pub fn attempts(&self) -> u32 {
         self.attempt
     }
+
+    /// Whether the failure behind the latest delay deserves a log line: the first of an outage,
+    /// then every tenth, so that a peer away for a day does not flood the log.
+    pub fn should_log(&self) -> bool {
+        self.attempt <= 1 || self.attempt.is_multiple_of(10)
+    }
 }
 
 #[cfg(test)]
@@ -50,7 +56,14 @@ mod tests {
     #[test]
     fn doubles_within_jitter_and_caps_at_max() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let bounds = [(50, 100), (100, 200), (200, 400), (400, 800), (500, 1000), (500, 1000)];
+        let bounds = [
+            (50, 100),
+            (100, 200),
+            (200, 400),
+            (400, 800),
+            (500, 1000),
+            (500, 1000),
+        ];
         for (lo, hi) in bounds {
             let d = b.next_delay().as_millis() as u64;
             assert!((lo..=hi).contains(&d), "{d} not in {lo}..={hi}");

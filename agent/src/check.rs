@@ -24,10 +24,17 @@ pub fn describe(c: &Config, path: &Path) -> String {
         m.effective_client_id(&c.agent.device_id)
     );
     let session = match m.protocol {
-        config::MqttProtocol::V5 => format!("persistent session, expiry {}", config::HumanDuration(m.session_expiry)),
+        config::MqttProtocol::V5 => format!(
+            "persistent session, expiry {}",
+            config::HumanDuration(m.session_expiry)
+        ),
         config::MqttProtocol::V311 => "persistent session (clean session off)".to_owned(),
     };
-    let _ = writeln!(o, "              {session}, receive maximum {}", m.receive_maximum);
+    let _ = writeln!(
+        o,
+        "              {session}, receive maximum {}",
+        m.receive_maximum
+    );
     for s in &m.subscriptions {
         let _ = writeln!(o, "  subscribe   {} (QoS {})", s.filter, s.qos);
     }
@@ -44,10 +51,18 @@ pub fn describe(c: &Config, path: &Path) -> String {
             let _ = writeln!(o, "  anything else → {t} (default topic, no key)");
         }
         None => {
-            let _ = writeln!(o, "  anything else → {} (dead-letter: no default topic)", c.routing.dead_letter_topic);
+            let _ = writeln!(
+                o,
+                "  anything else → {} (dead-letter: no default topic)",
+                c.routing.dead_letter_topic
+            );
         }
     }
-    let _ = writeln!(o, "  unroutable → {} (with a kedge-error header)", c.routing.dead_letter_topic);
+    let _ = writeln!(
+        o,
+        "  unroutable → {} (with a kedge-error header)",
+        c.routing.dead_letter_topic
+    );
     let _ = writeln!(
         o,
         "kafka         {} — {}, acks=all, idempotent, linger {}, batches ≤ {} records / {}, ≤ {} in flight",
@@ -79,7 +94,10 @@ pub fn describe(c: &Config, path: &Path) -> String {
         let _ = writeln!(o, "  {} (QoS {}): {g}", s.filter, s.qos);
     }
     if q.durability == config::Durability::Relaxed {
-        let _ = writeln!(o, "  durability = relaxed: a power cut can lose the last commits even though they were acknowledged");
+        let _ = writeln!(
+            o,
+            "  durability = relaxed: a power cut can lose the last commits even though they were acknowledged"
+        );
     }
     let _ = writeln!(o, "\nwhat the MQTT broker must allow");
     let _ = writeln!(

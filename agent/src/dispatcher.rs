@@ -112,8 +112,12 @@ impl Dispatcher {
                     Some(k) => partition_for_key(k, count),
                     None => self.sticky.partition(&r.record.topic, count),
                 };
-                let recs = pending.entry((r.record.topic.clone(), p as i32)).or_default();
-                before.entry((r.record.topic.clone(), p as i32)).or_insert(recs.len());
+                let recs = pending
+                    .entry((r.record.topic.clone(), p as i32))
+                    .or_default();
+                before
+                    .entry((r.record.topic.clone(), p as i32))
+                    .or_insert(recs.len());
                 recs.push(r);
             }
             let fits = before.keys().all(|tp| {
@@ -142,7 +146,11 @@ impl Dispatcher {
             ..Seal::default()
         };
         for ((topic, partition), recs) in pending {
-            let mut next = input.next_sequences.get(&(topic.clone(), partition)).copied().unwrap_or(0);
+            let mut next = input
+                .next_sequences
+                .get(&(topic.clone(), partition))
+                .copied()
+                .unwrap_or(0);
             for range in self.cut(next, &recs) {
                 let slice = &recs[range];
                 let bytes = batch::encode_batch(
@@ -152,7 +160,11 @@ impl Dispatcher {
                     slice,
                     self.settings.compression,
                 )
-                .map_err(|source| PlanError { topic: topic.clone(), partition, source })?;
+                .map_err(|source| PlanError {
+                    topic: topic.clone(),
+                    partition,
+                    source,
+                })?;
                 let count = slice.len() as i32;
                 seal.batches.push(SealedBatch {
                     batch_no: seal.next_batch_no,
@@ -203,6 +215,190 @@ impl Dispatcher {
 fn record_size(r: &SequencedRecord) -> usize {
     r.record.key.as_ref().map_or(0, |k| k.len())
         + r.record.value.len()
-        + r.record.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+        + r.record
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
         + 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::batch::batch_info;
+    use crate::record::Record;
+    use bytes::Bytes;
+    use rand::SeedableRng;
+
+    const PRODUCER: ProducerIdentity = ProducerIdentity {
+        producer_id: 5,
+        producer_epoch: 0,
+    };
+
+    fn chunk(first: u64, keys: &[Option<&str>]) -> JournalChunk {
+        JournalChunk {
+            first_seq: first,
+            end_seq: first + keys.len() as u64,
+            records: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| SequencedRecord {
+                    seq: first + i as u64,
+                    record: Record {
+                        topic: "t".into(),
+                        key: k.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+                        value: Bytes::from(vec![b'v'; 100]),
+                        headers: vec![],
+                        timestamp_ms: 1,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn dispatcher(max_records: usize) -> Dispatcher {
+        Dispatcher::new(
+            SealSettings {
+                device_id: "dev".into(),
+                compression: BatchCompression::None,
+                max_records,
+                max_bytes: 1 << 20,
+            },
+            StickyPartitioner::new(rand::rngs::StdRng::seed_from_u64(1)),
+        )
+    }
+
+    fn counts(n: u32) -> HashMap<String, NonZeroU32> {
+        HashMap::from([("t".to_owned(), NonZeroU32::new(n).unwrap())])
+    }
+
+    #[test]
+    fn keyed_records_land_on_their_murmur2_partition_with_contiguous_sequences() {
+        let keys = ["a", "b", "c", "d", "e", "f"].map(Some);
+        let mut d = dispatcher(100);
+        let next = BTreeMap::from([(("t".to_owned(), 0), 7)]);
+        let plan = d
+            .plan(PlanInput {
+                chunks: vec![chunk(10, &keys[..3]), chunk(13, &keys[3..])],
+                partition_counts: &counts(3),
+                room: &HashMap::new(),
+                window: 5,
+                next_sequences: &next,
+                producer: PRODUCER,
+                next_batch_no: 100,
+            })
+            .unwrap();
+        let Plan::Seal(seal) = plan else {
+            panic!("expected a seal, got {plan:?}")
+        };
+        assert_eq!(seal.consumed_chunks, vec![10, 13]);
+        assert_eq!(seal.seq_floor, 16);
+        let mut seen = 0;
+        for b in &seal.batches {
+            let info = &batch_info(&b.bytes).unwrap()[0];
+            assert_eq!(info.producer_id, 5);
+            assert_eq!(info.base_sequence, b.base_sequence);
+            assert_eq!(info.record_count, b.record_count);
+            let want_base = if b.partition == 0 { 7 } else { 0 };
+            assert_eq!(b.base_sequence, want_base, "partition {}", b.partition);
+            for r in crate::kafka::batch::decode_batch(&b.bytes).unwrap() {
+                let key = r.key.unwrap();
+                assert_eq!(
+                    partition_for_key(&key, NonZeroU32::new(3).unwrap()) as i32,
+                    b.partition
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 6);
+        let nexts: HashMap<_, _> = seal.next_sequences.iter().cloned().collect();
+        for b in &seal.batches {
+            assert_eq!(
+                nexts[&(b.topic.clone(), b.partition)],
+                b.base_sequence + b.record_count
+            );
+        }
+        assert_eq!(seal.next_batch_no, 100 + seal.batches.len() as u64);
+    }
+
+    #[test]
+    fn stops_at_the_chunk_that_overflows_the_window() {
+        let mut d = dispatcher(2);
+        let room = HashMap::from([(("t".to_owned(), 0), 2usize)]);
+        let (counts, next) = (counts(1), BTreeMap::new());
+        let input = |chunks| PlanInput {
+            chunks,
+            partition_counts: &counts,
+            room: &room,
+            window: 5,
+            next_sequences: &next,
+            producer: PRODUCER,
+            next_batch_no: 0,
+        };
+        // 3 records → 2 batches of ≤ 2 fit the room of 2; the next chunk would need a third.
+        let plan = d
+            .plan(input(vec![chunk(0, &[None; 3]), chunk(3, &[None; 2])]))
+            .unwrap();
+        let Plan::Seal(seal) = plan else {
+            panic!("expected a seal")
+        };
+        assert_eq!(seal.consumed_chunks, vec![0]);
+        assert_eq!(
+            seal.batches
+                .iter()
+                .map(|b| b.record_count)
+                .collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(seal.batches[1].base_sequence, 2);
+        // A first chunk that alone needs more than the room is blocked, not split.
+        let plan = d.plan(input(vec![chunk(0, &[None; 5])])).unwrap();
+        assert!(matches!(plan, Plan::Blocked));
+    }
+
+    #[test]
+    fn unknown_topics_ask_for_metadata_and_empty_journals_do_nothing() {
+        let mut d = dispatcher(10);
+        let (counts, room, next) = (HashMap::new(), HashMap::new(), BTreeMap::new());
+        let input = |chunks| PlanInput {
+            chunks,
+            partition_counts: &counts,
+            room: &room,
+            window: 5,
+            next_sequences: &next,
+            producer: PRODUCER,
+            next_batch_no: 0,
+        };
+        let plan = d.plan(input(vec![chunk(0, &[Some("k")])])).unwrap();
+        assert!(matches!(plan, Plan::NeedMetadata(t) if t == vec!["t".to_owned()]));
+        assert!(matches!(d.plan(input(vec![])).unwrap(), Plan::Empty));
+    }
+
+    #[test]
+    fn batches_never_straddle_the_sequence_wrap() {
+        let mut d = dispatcher(100);
+        let next = BTreeMap::from([(("t".to_owned(), 0), i32::MAX - 1)]);
+        let plan = d
+            .plan(PlanInput {
+                chunks: vec![chunk(0, &[None; 5])],
+                partition_counts: &counts(1),
+                room: &HashMap::new(),
+                window: 5,
+                next_sequences: &next,
+                producer: PRODUCER,
+                next_batch_no: 0,
+            })
+            .unwrap();
+        let Plan::Seal(seal) = plan else {
+            panic!("expected a seal")
+        };
+        let cut: Vec<(i32, i32)> = seal
+            .batches
+            .iter()
+            .map(|b| (b.base_sequence, b.record_count))
+            .collect();
+        assert_eq!(cut, vec![(i32::MAX - 1, 2), (0, 3)]);
+        assert_eq!(seal.next_sequences, vec![(("t".to_owned(), 0), 3)]);
+    }
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use kedge::config::Config;
 
 #[derive(Parser)]
-#[command(name = "kedge", version, about = "Edge agent: MQTT sensor events to Kafka, durably and exactly once")]
+#[command(
+    name = "kedge",
+    version,
+    about = "Edge agent: MQTT sensor events to Kafka, durably and exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

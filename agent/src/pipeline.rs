@@ -37,7 +37,10 @@ pub enum PipelineError {
 }
 
 /// Runs the agent until `shutdown` resolves, then stops cleanly within the configured timeout.
-pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<Arc<Stats>, PipelineError> {
+pub async fn run(
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Arc<Stats>, PipelineError> {
     let stats = Arc::new(Stats::default());
     let mqtt = mqtt_settings(config)?;
     let dir = config.queue.effective_dir(&config.agent);
@@ -46,7 +49,12 @@ pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()
         config::Durability::Relaxed => queue::Sync::Relaxed,
     };
     let queue = Arc::new(tokio::task::block_in_place(|| {
-        Queue::open(&dir, config.queue.cache.bytes(), sync, &config.agent.device_id)
+        Queue::open(
+            &dir,
+            config.queue.cache.bytes(),
+            sync,
+            &config.agent.device_id,
+        )
     })?);
     tracing::info!(queue = %dir.display(), device = %config.agent.device_id, "queue open");
 
@@ -142,7 +150,10 @@ pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()
     }
     let _ = tokio::time::timeout_at(deadline, source).await;
     let _ = drain_tx.send(Some(deadline));
-    if tokio::time::timeout_at(deadline + Duration::from_secs(1), delivery).await.is_err() {
+    if tokio::time::timeout_at(deadline + Duration::from_secs(1), delivery)
+        .await
+        .is_err()
+    {
         tracing::warn!("delivery did not stop before the shutdown deadline");
     }
     reporter.abort();
@@ -157,7 +168,11 @@ pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()
 fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
     let m = &config.mqtt;
     let credentials = match (&m.username, &m.password) {
-        (Some(u), Some(p)) => Some((u.clone(), p.resolve().map_err(|e| PipelineError::Secret(e.to_string()))?)),
+        (Some(u), Some(p)) => Some((
+            u.clone(),
+            p.resolve()
+                .map_err(|e| PipelineError::Secret(e.to_string()))?,
+        )),
         (Some(u), None) => Some((u.clone(), String::new())),
         _ => None,
     };
@@ -185,7 +200,11 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
         receive_maximum: m.receive_maximum,
         credentials,
         tls,
-        subscriptions: m.subscriptions.iter().map(|s| (s.filter.clone(), s.qos)).collect(),
+        subscriptions: m
+            .subscriptions
+            .iter()
+            .map(|s| (s.filter.clone(), s.qos))
+            .collect(),
         reconnect: (m.reconnect.initial, m.reconnect.max),
     })
 }

@@ -161,8 +161,16 @@ mod tests {
     fn router(default: Option<&str>) -> Router {
         Router::new(
             vec![
-                Rule { filter: "sensors/+/temperature".into(), topic: "temperature".into(), key_level: Some(1) },
-                Rule { filter: "sensors/#".into(), topic: "deep".into(), key_level: Some(3) },
+                Rule {
+                    filter: "sensors/+/temperature".into(),
+                    topic: "temperature".into(),
+                    key_level: Some(1),
+                },
+                Rule {
+                    filter: "sensors/#".into(),
+                    topic: "deep".into(),
+                    key_level: Some(3),
+                },
             ],
             default.map(Into::into),
             "dlq".into(),

@@ -47,9 +47,11 @@ pub fn client_config(
             }
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
     let config = match client_cert {
         Some((cert, key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
         None => builder.with_no_client_auth(),

@@ -13,10 +13,10 @@ use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataReques
 use kafka_protocol::messages::{ApiKey, ProducerId, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
+use super::KafkaError;
 use super::batch::ProducerIdentity;
 use super::connection::Connection;
 use super::errors::error_name;
-use super::KafkaError;
 
 /// Kafka error code UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -96,10 +96,14 @@ impl Cluster {
             }
             self.brokers.remove(&node);
         }
-        let addr = self.addrs.get(&node).cloned().ok_or_else(|| KafkaError::Protocol {
-            addr: String::new(),
-            reason: format!("broker {node} is not in the metadata"),
-        })?;
+        let addr = self
+            .addrs
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| KafkaError::Protocol {
+                addr: String::new(),
+                reason: format!("broker {node} is not in the metadata"),
+            })?;
         let b = Arc::new(self.connect(&addr).await?);
         self.brokers.insert(node, b.clone());
         Ok(b)
@@ -140,7 +144,12 @@ impl Cluster {
     }
 
     async fn connect(&self, addr: &str) -> Result<Broker, KafkaError> {
-        let conn = Connection::connect(addr, &self.settings.client_id, self.settings.connect_timeout).await?;
+        let conn = Connection::connect(
+            addr,
+            &self.settings.client_id,
+            self.settings.connect_timeout,
+        )
+        .await?;
         let versions = negotiate(&conn, self.settings.request_timeout).await?;
         Ok(Broker { conn, versions })
     }
@@ -148,17 +157,26 @@ impl Cluster {
     /// Refreshes brokers and the leaders of `topics`.
     pub async fn refresh_metadata(&mut self, topics: &[String]) -> Result<(), KafkaError> {
         let b = self.any_broker().await?;
-        let version = b.version(ApiKey::Metadata, 1..=12).ok_or_else(|| unsupported(&b, "Metadata v1+"))?;
+        let version = b
+            .version(ApiKey::Metadata, 1..=12)
+            .ok_or_else(|| unsupported(&b, "Metadata v1+"))?;
         let request = MetadataRequest::default()
             .with_topics(Some(
                 topics
                     .iter()
-                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone())))))
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
                     .collect(),
             ))
             // Producers let the broker create topics when its policy allows, as the Java client does.
             .with_allow_auto_topic_creation(true);
-        let response = match b.conn.call(&request, version, self.settings.request_timeout).await {
+        let response = match b
+            .conn
+            .call(&request, version, self.settings.request_timeout)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.bootstrap = None;
@@ -172,7 +190,8 @@ impl Cluster {
             .collect();
         // Connections to brokers whose address changed must not be reused.
         let addrs = &self.addrs;
-        self.brokers.retain(|node, b| addrs.get(node).is_some_and(|a| a == b.conn.addr()));
+        self.brokers
+            .retain(|node, b| addrs.get(node).is_some_and(|a| a == b.conn.addr()));
         for t in response.topics {
             let Some(name) = t.name else { continue };
             let name = name.0.to_string();
@@ -187,7 +206,10 @@ impl Cluster {
             }
             let mut leaders = vec![-1; t.partitions.len()];
             for p in &t.partitions {
-                if let Some(slot) = usize::try_from(p.partition_index).ok().and_then(|i| leaders.get_mut(i)) {
+                if let Some(slot) = usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| leaders.get_mut(i))
+                {
                     *slot = if p.error_code == 0 { p.leader_id.0 } else { -1 };
                 }
             }
@@ -207,7 +229,10 @@ impl Cluster {
             .with_transaction_timeout_ms(i32::MAX)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
-        let r = b.conn.call(&request, version, self.settings.request_timeout).await?;
+        let r = b
+            .conn
+            .call(&request, version, self.settings.request_timeout)
+            .await?;
         if r.error_code != 0 {
             return Err(KafkaError::Broker {
                 addr: b.conn.addr().to_owned(),
@@ -223,7 +248,11 @@ impl Cluster {
 
     /// The leader of `topic`/`partition`, if known.
     pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
-        let l = *self.topics.get(topic)?.leaders.get(usize::try_from(partition).ok()?)?;
+        let l = *self
+            .topics
+            .get(topic)?
+            .leaders
+            .get(usize::try_from(partition).ok()?)?;
         (l >= 0).then_some(l)
     }
 }
@@ -237,7 +266,10 @@ fn unsupported(b: &Broker, what: &str) -> KafkaError {
 
 /// ApiVersions, newest first; a broker that does not know our version answers in v0 format with
 /// UNSUPPORTED_VERSION and its own range, and we retry within it.
-async fn negotiate(conn: &Connection, timeout: Duration) -> Result<HashMap<i16, (i16, i16)>, KafkaError> {
+async fn negotiate(
+    conn: &Connection,
+    timeout: Duration,
+) -> Result<HashMap<i16, (i16, i16)>, KafkaError> {
     let mut version = 3;
     for _ in 0..2 {
         let request = ApiVersionsRequest::default()
@@ -248,7 +280,9 @@ async fn negotiate(conn: &Connection, timeout: Duration) -> Result<HashMap<i16, 
             Ok(f) => f?,
             Err(_) => {
                 conn.close("ApiVersions timed out");
-                return Err(KafkaError::Timeout { addr: conn.addr().to_owned() });
+                return Err(KafkaError::Timeout {
+                    addr: conn.addr().to_owned(),
+                });
             }
         };
         // The ApiVersions response header is always v0: the correlation id alone.
@@ -260,13 +294,22 @@ async fn negotiate(conn: &Connection, timeout: Duration) -> Result<HashMap<i16, 
         }
         frame.advance(4);
         let code = frame.clone().get_i16();
-        let decode_version = if code == UNSUPPORTED_VERSION { 0 } else { version };
-        let r = ApiVersionsResponse::decode(&mut frame, decode_version).map_err(|e| KafkaError::Protocol {
-            addr: conn.addr().to_owned(),
-            reason: format!("bad ApiVersions response: {e}"),
+        let decode_version = if code == UNSUPPORTED_VERSION {
+            0
+        } else {
+            version
+        };
+        let r = ApiVersionsResponse::decode(&mut frame, decode_version).map_err(|e| {
+            KafkaError::Protocol {
+                addr: conn.addr().to_owned(),
+                reason: format!("bad ApiVersions response: {e}"),
+            }
         })?;
-        let versions: HashMap<i16, (i16, i16)> =
-            r.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        let versions: HashMap<i16, (i16, i16)> = r
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
         if code == UNSUPPORTED_VERSION {
             match versions.get(&(ApiKey::ApiVersions as i16)) {
                 Some(&(_, max)) if max < version => {
@@ -290,4 +333,3 @@ async fn negotiate(conn: &Connection, timeout: Duration) -> Result<HashMap<i16, 
         reason: "ApiVersions negotiation did not converge".into(),
     })
 }
-

@@ -56,7 +56,11 @@ pub struct PendingResponse<R> {
 
 impl Connection {
     /// Connects over plain TCP within `timeout`.
-    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Self, KafkaError> {
+    pub async fn connect(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, KafkaError> {
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| KafkaError::Connect {
@@ -112,14 +116,20 @@ impl Connection {
     }
 
     /// Writes a request and returns the response to come.
-    pub async fn send<R: Request>(&self, request: &R, version: i16) -> Result<PendingResponse<R::Response>, KafkaError> {
+    pub async fn send<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<PendingResponse<R::Response>, KafkaError> {
         let api_key = ApiKey::try_from(R::KEY).map_err(|_| KafkaError::Protocol {
             addr: self.addr.clone(),
             reason: format!("unknown api key {}", R::KEY),
         })?;
         let mut w = self.writer.lock().await;
         if self.is_broken() {
-            return Err(KafkaError::Disconnected { addr: self.addr.clone() });
+            return Err(KafkaError::Disconnected {
+                addr: self.addr.clone(),
+            });
         }
         let correlation_id = w.next_correlation;
         w.next_correlation = w.next_correlation.wrapping_add(1);
@@ -128,11 +138,16 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
             .with_client_id(Some(self.client_id.clone()));
-        let frame = encode_frame(&header, api_key.request_header_version(version), request, version)
-            .map_err(|reason| KafkaError::Protocol {
-                addr: self.addr.clone(),
-                reason,
-            })?;
+        let frame = encode_frame(
+            &header,
+            api_key.request_header_version(version),
+            request,
+            version,
+        )
+        .map_err(|reason| KafkaError::Protocol {
+            addr: self.addr.clone(),
+            reason,
+        })?;
         let (tx, rx) = oneshot::channel();
         {
             let mut p = self.pending.lock().expect("pending lock");
@@ -162,13 +177,20 @@ impl Connection {
     }
 
     /// Sends a request and waits for its response, at most `timeout`.
-    pub async fn call<R: Request>(&self, request: &R, version: i16, timeout: Duration) -> Result<R::Response, KafkaError> {
+    pub async fn call<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, KafkaError> {
         let pending = self.send(request, version).await?;
         match tokio::time::timeout(timeout, pending.recv()).await {
             Ok(r) => r,
             Err(_) => {
                 self.close("request timed out");
-                Err(KafkaError::Timeout { addr: self.addr.clone() })
+                Err(KafkaError::Timeout {
+                    addr: self.addr.clone(),
+                })
             }
         }
     }
@@ -183,14 +205,18 @@ impl Drop for Connection {
 impl<R> PendingResponse<R> {
     /// Waits for the response frame (header included) without decoding it.
     pub async fn recv_raw(self) -> Result<Bytes, KafkaError> {
-        self.rx.await.map_err(|_| KafkaError::Disconnected { addr: self.addr.clone() })?
+        self.rx.await.map_err(|_| KafkaError::Disconnected {
+            addr: self.addr.clone(),
+        })?
     }
 }
 
 impl<R: Decodable> PendingResponse<R> {
     /// Waits for the response and decodes it.
     pub async fn recv(self) -> Result<R, KafkaError> {
-        let mut frame = self.rx.await.map_err(|_| KafkaError::Disconnected { addr: self.addr.clone() })??;
+        let mut frame = self.rx.await.map_err(|_| KafkaError::Disconnected {
+            addr: self.addr.clone(),
+        })??;
         let header_version = self.api_key.response_header_version(self.version);
         let protocol = |reason: String| KafkaError::Protocol {
             addr: self.addr.clone(),
@@ -198,14 +224,26 @@ impl<R: Decodable> PendingResponse<R> {
         };
         kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)
             .map_err(|e| protocol(format!("bad {:?} response header: {e}", self.api_key)))?;
-        R::decode(&mut frame, self.version).map_err(|e| protocol(format!("bad {:?} v{} response: {e}", self.api_key, self.version)))
+        R::decode(&mut frame, self.version).map_err(|e| {
+            protocol(format!(
+                "bad {:?} v{} response: {e}",
+                self.api_key, self.version
+            ))
+        })
     }
 }
 
-fn encode_frame<R: Encodable>(header: &RequestHeader, header_version: i16, body: &R, version: i16) -> Result<BytesMut, String> {
+fn encode_frame<R: Encodable>(
+    header: &RequestHeader,
+    header_version: i16,
+    body: &R,
+    version: i16,
+) -> Result<BytesMut, String> {
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| e.to_string())?;
     body.encode(&mut buf, version).map_err(|e| e.to_string())?;
     let len = i32::try_from(buf.len() - 4).map_err(|_| "request larger than 2 GiB".to_owned())?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
@@ -227,7 +265,11 @@ async fn read_loop(mut read: ReadHalf<Box<dyn Stream>>, pending: Pending, broken
         }
         let mut frame = frame.freeze();
         let correlation_id = frame.clone().get_i32();
-        let waiter = pending.lock().expect("pending lock").waiters.remove(&correlation_id);
+        let waiter = pending
+            .lock()
+            .expect("pending lock")
+            .waiters
+            .remove(&correlation_id);
         match waiter {
             Some(tx) => {
                 let _ = tx.send(Ok(std::mem::take(&mut frame)));

@@ -14,21 +14,23 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
 use kafka_protocol::messages::produce_response::ProduceResponse;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::KafkaError;
 use super::batch::{BatchCompression, ProducerIdentity};
 use super::client::{Broker, Cluster};
 use super::errors::{Disposition, classify_produce_error, error_name};
-use super::KafkaError;
 use crate::backoff::Backoff;
 use crate::dispatcher::{Dispatcher, Plan, PlanInput};
-use crate::queue::outbox::SealedBatch;
 use crate::queue::Queue;
+use crate::queue::outbox::SealedBatch;
 use crate::telemetry::Stats;
 
 /// Kafka error code DUPLICATE_SEQUENCE_NUMBER: the batch was already written.
@@ -127,11 +129,19 @@ impl Producer {
         };
         let batches = queue.sealed_batches()?;
         if !batches.is_empty() {
-            tracing::info!(batches = batches.len(), "resuming delivery of sealed batches");
+            tracing::info!(
+                batches = batches.len(),
+                "resuming delivery of sealed batches"
+            );
         }
         for b in batches {
             p.wanted_topics.insert(b.topic.clone());
-            p.partition((b.topic.clone(), b.partition)).slots.push_back(Slot { batch: b, sent: false });
+            p.partition((b.topic.clone(), b.partition))
+                .slots
+                .push_back(Slot {
+                    batch: b,
+                    sent: false,
+                });
         }
         Ok(p)
     }
@@ -149,15 +159,22 @@ impl Producer {
 
     /// Runs until `drain` asks to stop and everything is delivered, or its deadline passes.
     /// `journal` changes whenever a commit adds records.
-    pub async fn run(mut self, mut journal: watch::Receiver<u64>, mut drain: watch::Receiver<Drain>) {
+    pub async fn run(
+        mut self,
+        mut journal: watch::Receiver<u64>,
+        mut drain: watch::Receiver<Drain>,
+    ) {
         loop {
             let now = Instant::now();
             let deadline = *drain.borrow();
             if let Some(deadline) = deadline {
-                let idle = self.partitions.values().all(|p| p.slots.is_empty()) && self.queue.journal_is_empty();
+                let idle = self.partitions.values().all(|p| p.slots.is_empty())
+                    && self.queue.journal_is_empty();
                 if idle || now >= deadline {
                     if !idle {
-                        tracing::warn!("shutdown deadline reached; undelivered records stay in the queue");
+                        tracing::warn!(
+                            "shutdown deadline reached; undelivered records stay in the queue"
+                        );
                     }
                     break;
                 }
@@ -219,18 +236,24 @@ impl Producer {
             Ok(()) => {
                 self.metadata_backoff.reset();
                 self.metadata_due = Instant::now() + self.settings.metadata_refresh;
-                let missing: Vec<&String> =
-                    self.wanted_topics.iter().filter(|t| !self.cluster.topics().contains_key(*t)).collect();
+                let missing: Vec<&String> = self
+                    .wanted_topics
+                    .iter()
+                    .filter(|t| !self.cluster.topics().contains_key(*t))
+                    .collect();
                 if !missing.is_empty() {
                     // Retry soon: the topic may be created any moment.
                     self.metadata_due = Instant::now() + self.metadata_backoff.next_delay();
-                    tracing::warn!(?missing, "topics unknown to Kafka; their records wait in the queue");
+                    tracing::warn!(
+                        ?missing,
+                        "topics unknown to Kafka; their records wait in the queue"
+                    );
                 }
             }
             Err(e) => {
                 let delay = self.metadata_backoff.next_delay();
                 self.metadata_due = Instant::now() + delay;
-                if self.metadata_backoff.attempts() <= 1 || self.metadata_backoff.attempts() % 10 == 0 {
+                if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
                         "Kafka unreachable; records wait in the queue");
                 }
@@ -242,7 +265,11 @@ impl Producer {
         match self.cluster.init_producer_id().await {
             Ok(p) => match self.queue.set_producer(p) {
                 Ok(()) => {
-                    tracing::info!(producer_id = p.producer_id, epoch = p.producer_epoch, "new idempotent producer id");
+                    tracing::info!(
+                        producer_id = p.producer_id,
+                        epoch = p.producer_epoch,
+                        "new idempotent producer id"
+                    );
                     self.producer = Some(p);
                     self.next_sequences.clear();
                 }
@@ -258,7 +285,9 @@ impl Producer {
     /// Seals what the windows allow. Runs sled I/O and fdatasync in place: sealing is on the
     /// delivery path, and a sealed batch must be durable before its first send.
     fn seal(&mut self) {
-        let Some(producer) = self.producer else { return };
+        let Some(producer) = self.producer else {
+            return;
+        };
         let window = self.settings.max_in_flight;
         let room: HashMap<Tp, usize> = self
             .partitions
@@ -269,10 +298,18 @@ impl Producer {
             .cluster
             .topics()
             .iter()
-            .filter_map(|(name, t)| Some((name.clone(), NonZeroU32::new(u32::try_from(t.leaders.len()).ok()?)?)))
+            .filter_map(|(name, t)| {
+                Some((
+                    name.clone(),
+                    NonZeroU32::new(u32::try_from(t.leaders.len()).ok()?)?,
+                ))
+            })
             .collect();
         let result = tokio::task::block_in_place(|| -> Result<Plan, String> {
-            let chunks = self.queue.journal_head(CHUNKS_PER_SEAL).map_err(|e| e.to_string())?;
+            let chunks = self
+                .queue
+                .journal_head(CHUNKS_PER_SEAL)
+                .map_err(|e| e.to_string())?;
             let plan = self
                 .dispatcher
                 .plan(PlanInput {
@@ -299,7 +336,12 @@ impl Producer {
                     self.next_sequences.insert(tp, next);
                 }
                 for b in seal.batches {
-                    self.partition((b.topic.clone(), b.partition)).slots.push_back(Slot { batch: b, sent: false });
+                    self.partition((b.topic.clone(), b.partition))
+                        .slots
+                        .push_back(Slot {
+                            batch: b,
+                            sent: false,
+                        });
                 }
                 // More may be waiting beyond this plan: look again right away.
                 self.journal_dirty = Some(Instant::now());
@@ -310,7 +352,8 @@ impl Producer {
                 if new {
                     self.metadata_due = Instant::now();
                 }
-                self.journal_dirty = Some(self.metadata_due.max(Instant::now() + self.settings.linger));
+                self.journal_dirty =
+                    Some(self.metadata_due.max(Instant::now() + self.settings.linger));
             }
             Ok(Plan::Blocked) => self.journal_dirty = Some(Instant::now() + Duration::from_secs(1)),
             Ok(Plan::Empty) => self.journal_dirty = None,
@@ -333,7 +376,9 @@ impl Producer {
             p.retry_at = None;
             match self.cluster.leader(&tp.0, tp.1) {
                 Some(node) => by_node.entry(node).or_default().push(tp.clone()),
-                None => self.metadata_due = self.metadata_due.min(now + self.settings.retry_initial),
+                None => {
+                    self.metadata_due = self.metadata_due.min(now + self.settings.retry_initial)
+                }
             }
         }
         for (node, tps) in by_node {
@@ -349,13 +394,18 @@ impl Producer {
                 }
             };
             let Some(version) = self.produce_version(&broker) else {
-                tracing::error!(broker = broker.conn.addr(), "broker does not support Produce v7–v12 (Kafka ≥ 2.1 is needed for zstd)");
+                tracing::error!(
+                    broker = broker.conn.addr(),
+                    "broker does not support Produce v7–v12 (Kafka ≥ 2.1 is needed for zstd)"
+                );
                 for tp in &tps {
                     self.fail_partition(tp);
                 }
                 continue;
             };
-            while self.in_flight_per_node.get(&node).copied().unwrap_or(0) < self.settings.max_in_flight {
+            while self.in_flight_per_node.get(&node).copied().unwrap_or(0)
+                < self.settings.max_in_flight
+            {
                 let mut sent = Vec::new();
                 let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
                 for tp in &tps {
@@ -376,7 +426,12 @@ impl Producer {
                 }
                 let request = ProduceRequest::default()
                     .with_acks(-1)
-                    .with_timeout_ms(self.cluster.request_timeout().as_millis().min(i32::MAX as u128) as i32)
+                    .with_timeout_ms(
+                        self.cluster
+                            .request_timeout()
+                            .as_millis()
+                            .min(i32::MAX as u128) as i32,
+                    )
                     .with_topic_data(
                         topics
                             .into_iter()
@@ -399,7 +454,9 @@ impl Producer {
                                 // The response is lost; later responses on this connection
                                 // would be out of step, so the connection goes.
                                 b.conn.close("produce request timed out");
-                                Err(KafkaError::Timeout { addr: b.conn.addr().to_owned() })
+                                Err(KafkaError::Timeout {
+                                    addr: b.conn.addr().to_owned(),
+                                })
                             }
                         },
                         Err(e) => Err(e),
@@ -480,8 +537,14 @@ impl Producer {
     /// Kafka accepted `batch_no`; since a partition's sequences are accepted only in order,
     /// every older batch of the partition is written too.
     fn acknowledge(&mut self, tp: &Tp, batch_no: u64) {
-        let Some(p) = self.partitions.get_mut(tp) else { return };
-        while p.slots.front().is_some_and(|s| s.batch.batch_no <= batch_no) {
+        let Some(p) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        while p
+            .slots
+            .front()
+            .is_some_and(|s| s.batch.batch_no <= batch_no)
+        {
             let slot = p.slots.pop_front().expect("front exists");
             if let Err(e) = self.queue.remove_batch(slot.batch.batch_no) {
                 tracing::error!(error = %e, "cannot remove a delivered batch; it will be resent and deduplicated");

@@ -61,7 +61,8 @@ pub fn encode(first_seq: u64, records: &[Record]) -> Result<Vec<u8>, ChunkError>
         put_record(&mut raw, r)?;
     }
     let body = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
-    let count = u32::try_from(records.len()).map_err(|_| ChunkError::Malformed("too many records"))?;
+    let count =
+        u32::try_from(records.len()).map_err(|_| ChunkError::Malformed("too many records"))?;
     let raw_len = u32::try_from(raw.len()).map_err(|_| ChunkError::Malformed("chunk too large"))?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.push(MAGIC);
@@ -99,7 +100,9 @@ pub fn decode(bytes: &[u8]) -> Result<(ChunkHeader, Vec<SequencedRecord>), Chunk
     }
     let raw = Bytes::from(zstd::bulk::decompress(body, raw_len)?);
     if raw.len() != raw_len {
-        return Err(ChunkError::Malformed("decompressed length differs from header"));
+        return Err(ChunkError::Malformed(
+            "decompressed length differs from header",
+        ));
     }
     let mut cur = raw;
     let mut out = Vec::with_capacity(head.count as usize);
@@ -110,7 +113,9 @@ pub fn decode(bytes: &[u8]) -> Result<(ChunkHeader, Vec<SequencedRecord>), Chunk
         });
     }
     if cur.has_remaining() {
-        return Err(ChunkError::Malformed("trailing bytes after the last record"));
+        return Err(ChunkError::Malformed(
+            "trailing bytes after the last record",
+        ));
     }
     Ok((head, out))
 }
@@ -123,7 +128,10 @@ fn raw_len(r: &Record) -> usize {
         + r.value.len()
         + 8
         + 2
-        + r.headers.iter().map(|h| 2 + h.name.len() + 4 + h.value.len()).sum::<usize>()
+        + r.headers
+            .iter()
+            .map(|h| 2 + h.name.len() + 4 + h.value.len())
+            .sum::<usize>()
 }
 
 fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), ChunkError> {
@@ -134,7 +142,8 @@ fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), ChunkError> {
     }
     put_long(out, &r.value)?;
     out.put_i64(r.timestamp_ms);
-    let n = u16::try_from(r.headers.len()).map_err(|_| ChunkError::Malformed("too many headers"))?;
+    let n =
+        u16::try_from(r.headers.len()).map_err(|_| ChunkError::Malformed("too many headers"))?;
     out.put_u16(n);
     for h in &r.headers {
         put_short(out, h.name.as_bytes())?;
@@ -144,7 +153,8 @@ fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), ChunkError> {
 }
 
 fn put_short(out: &mut Vec<u8>, b: &[u8]) -> Result<(), ChunkError> {
-    let n = u16::try_from(b.len()).map_err(|_| ChunkError::Malformed("name longer than 65535 bytes"))?;
+    let n = u16::try_from(b.len())
+        .map_err(|_| ChunkError::Malformed("name longer than 65535 bytes"))?;
     out.put_u16(n);
     out.extend_from_slice(b);
     Ok(())
@@ -245,10 +255,22 @@ mod tests {
         ];
         let bytes = encode(41, &records).unwrap();
         let (head, got) = decode(&bytes).unwrap();
-        assert_eq!(head, ChunkHeader { first_seq: 41, count: 3 });
+        assert_eq!(
+            head,
+            ChunkHeader {
+                first_seq: 41,
+                count: 3
+            }
+        );
         assert_eq!(head.end_seq(), 44);
-        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![41, 42, 43]);
-        assert_eq!(got.into_iter().map(|r| r.record).collect::<Vec<_>>(), records);
+        assert_eq!(
+            got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![41, 42, 43]
+        );
+        assert_eq!(
+            got.into_iter().map(|r| r.record).collect::<Vec<_>>(),
+            records
+        );
     }
 
     #[test]
@@ -265,7 +287,10 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
         }
-        assert!(matches!(decode(b"garbage garbage garbage"), Err(ChunkError::BadHeader)));
+        assert!(matches!(
+            decode(b"garbage garbage garbage"),
+            Err(ChunkError::BadHeader)
+        ));
     }
 
     proptest! {

@@ -108,10 +108,21 @@ pub struct Queue {
 
 impl Queue {
     /// Opens (or creates) the queue in `dir`, bound to `device_id`.
-    pub fn open(dir: &Path, cache_bytes: u64, sync: Sync, device_id: &str) -> Result<Self, QueueError> {
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        sync: Sync,
+        device_id: &str,
+    ) -> Result<Self, QueueError> {
         let path = dir.to_path_buf();
-        let db_err = |source| QueueError::Db { path: dir.to_path_buf(), source };
-        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_path_buf(), source })?;
+        let db_err = |source| QueueError::Db {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -132,7 +143,14 @@ impl Queue {
             }
             Sync::Relaxed => None,
         };
-        let q = Queue { path, db, journal, outbox, meta, data_file };
+        let q = Queue {
+            path,
+            db,
+            journal,
+            outbox,
+            meta,
+            data_file,
+        };
         match q.meta.get(META_DEVICE).map_err(db_err)? {
             Some(stored) if stored.as_ref() != device_id.as_bytes() => {
                 return Err(QueueError::WrongDevice {
@@ -143,7 +161,9 @@ impl Queue {
             }
             Some(_) => {}
             None => {
-                q.meta.insert(META_DEVICE, device_id.as_bytes()).map_err(db_err)?;
+                q.meta
+                    .insert(META_DEVICE, device_id.as_bytes())
+                    .map_err(db_err)?;
                 q.sync()?;
             }
         }
@@ -151,7 +171,10 @@ impl Queue {
     }
 
     fn db_err(&self, source: sled::Error) -> QueueError {
-        QueueError::Db { path: self.path.clone(), source }
+        QueueError::Db {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Directory of the queue.
@@ -171,7 +194,8 @@ impl Queue {
 
     /// Appends one chunk of records numbered from `first_seq`; durable only after [`Queue::sync`].
     pub fn append(&self, first_seq: u64, records: &[Record]) -> Result<usize, QueueError> {
-        let bytes = chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
+        let bytes =
+            chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
         let n = bytes.len();
         self.journal
             .insert(first_seq.to_be_bytes(), bytes)
@@ -183,7 +207,10 @@ impl Queue {
     pub fn sync(&self) -> Result<(), QueueError> {
         self.db.flush().map_err(|e| self.db_err(e))?;
         if let Some(f) = &self.data_file {
-            f.sync_data().map_err(|source| QueueError::Io { path: self.path.join("db"), source })?;
+            f.sync_data().map_err(|source| QueueError::Io {
+                path: self.path.join("db"),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -193,7 +220,8 @@ impl Queue {
         let mut out = Vec::new();
         for item in self.journal.iter().take(max_chunks) {
             let (_, v) = item.map_err(|e| self.db_err(e))?;
-            let (head, records) = chunk::decode(&v).map_err(|e| QueueError::Codec(e.to_string()))?;
+            let (head, records) =
+                chunk::decode(&v).map_err(|e| QueueError::Codec(e.to_string()))?;
             out.push(JournalChunk {
                 first_seq: head.first_seq,
                 end_seq: head.end_seq(),
@@ -221,9 +249,13 @@ impl Queue {
 
     /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable.
     pub fn seal(&self, seal: &Seal) -> Result<(), QueueError> {
-        let encoded: Vec<(u64, Vec<u8>)> = seal.batches.iter().map(|b| (b.batch_no, b.encode())).collect();
-        let result: Result<(), TransactionError<()>> =
-            (&self.journal, &self.outbox, &self.meta).transaction(|(journal, outbox, meta)| {
+        let encoded: Vec<(u64, Vec<u8>)> = seal
+            .batches
+            .iter()
+            .map(|b| (b.batch_no, b.encode()))
+            .collect();
+        let result: Result<(), TransactionError<()>> = (&self.journal, &self.outbox, &self.meta)
+            .transaction(|(journal, outbox, meta)| {
                 for (no, bytes) in &encoded {
                     outbox.insert(&no.to_be_bytes(), bytes.as_slice())?;
                 }
@@ -247,7 +279,9 @@ impl Queue {
     /// Removes a batch Kafka has acknowledged. Not synced: if the removal is lost in a crash, the
     /// batch is resent and the broker recognizes it as a duplicate.
     pub fn remove_batch(&self, batch_no: u64) -> Result<(), QueueError> {
-        self.outbox.remove(batch_no.to_be_bytes()).map_err(|e| self.db_err(e))?;
+        self.outbox
+            .remove(batch_no.to_be_bytes())
+            .map_err(|e| self.db_err(e))?;
         Ok(())
     }
 
@@ -294,7 +328,10 @@ impl Queue {
             let (topic, part) = rest.split_at(rest.len() - 4);
             let topic = String::from_utf8_lossy(&topic[..topic.len() - 1]).into_owned();
             let partition = i32::from_be_bytes(part.try_into().expect("4 bytes"));
-            out.insert((topic, partition), i32::from_be_bytes(v.as_ref().try_into().expect("4 bytes")));
+            out.insert(
+                (topic, partition),
+                i32::from_be_bytes(v.as_ref().try_into().expect("4 bytes")),
+            );
         }
         Ok(out)
     }
@@ -306,7 +343,13 @@ impl Queue {
             .outbox
             .last()
             .map_err(|e| self.db_err(e))?
-            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes).map(|n| n + 1))
+            .and_then(|(k, _)| {
+                k.as_ref()
+                    .try_into()
+                    .ok()
+                    .map(u64::from_be_bytes)
+                    .map(|n| n + 1)
+            })
             .unwrap_or(0);
         Ok(stored.max(last))
     }
@@ -323,4 +366,130 @@ fn next_sequence_key(topic: &str, partition: i32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn records(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                topic: "t".into(),
+                key: None,
+                value: Bytes::from(format!("v{i}")),
+                headers: vec![],
+                timestamp_ms: 0,
+            })
+            .collect()
+    }
+
+    fn batch(no: u64) -> SealedBatch {
+        SealedBatch {
+            batch_no: no,
+            topic: "t".into(),
+            partition: 1,
+            producer: ProducerIdentity {
+                producer_id: 1,
+                producer_epoch: 0,
+            },
+            base_sequence: 0,
+            record_count: 3,
+            first_seq: 0,
+            last_seq: 2,
+            bytes: Bytes::from_static(b"batch"),
+        }
+    }
+
+    #[test]
+    fn journal_seal_and_producer_state_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+            assert_eq!(q.next_seq().unwrap(), 0);
+            q.append(0, &records(3)).unwrap();
+            q.append(3, &records(2)).unwrap();
+            q.sync().unwrap();
+            assert_eq!(q.next_seq().unwrap(), 5);
+            q.set_producer(ProducerIdentity {
+                producer_id: 9,
+                producer_epoch: 2,
+            })
+            .unwrap();
+            q.seal(&Seal {
+                consumed_chunks: vec![0],
+                seq_floor: 3,
+                batches: vec![batch(4)],
+                next_sequences: vec![(("t".into(), 1), 3)],
+                next_batch_no: 5,
+            })
+            .unwrap();
+        }
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        let head = q.journal_head(10).unwrap();
+        assert_eq!(head.len(), 1);
+        assert_eq!((head[0].first_seq, head[0].end_seq), (3, 5));
+        assert_eq!(q.next_seq().unwrap(), 5);
+        assert_eq!(q.sealed_batches().unwrap(), vec![batch(4)]);
+        assert_eq!(q.next_batch_no().unwrap(), 5);
+        assert_eq!(
+            q.next_sequences().unwrap().get(&("t".to_owned(), 1)),
+            Some(&3)
+        );
+        assert_eq!(
+            q.producer().unwrap(),
+            Some(ProducerIdentity {
+                producer_id: 9,
+                producer_epoch: 2
+            })
+        );
+        q.remove_batch(4).unwrap();
+        assert!(q.sealed_batches().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_sequence_floor_outlives_a_fully_trimmed_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Relaxed, "dev").unwrap();
+        q.append(0, &records(4)).unwrap();
+        q.seal(&Seal {
+            consumed_chunks: vec![0],
+            seq_floor: 4,
+            next_batch_no: 1,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert!(q.journal_is_empty());
+        assert_eq!(q.next_seq().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_new_producer_id_resets_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Relaxed, "dev").unwrap();
+        q.seal(&Seal {
+            next_sequences: vec![(("t".into(), 0), 42)],
+            ..Seal::default()
+        })
+        .unwrap();
+        assert_eq!(q.next_sequences().unwrap().len(), 1);
+        q.set_producer(ProducerIdentity {
+            producer_id: 2,
+            producer_epoch: 0,
+        })
+        .unwrap();
+        assert!(q.next_sequences().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_queue_copied_to_another_device_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev-a").unwrap());
+        let err = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev-b")
+            .err()
+            .expect("refused");
+        assert!(matches!(err, QueueError::WrongDevice { .. }), "{err}");
+        assert!(err.to_string().contains("dev-a"));
+    }
 }

@@ -69,7 +69,10 @@ impl SealedBatch {
         let batch_no = key
             .try_into()
             .map(u64::from_be_bytes)
-            .map_err(|_| OutboxError { batch_no: 0, what: "key is not 8 bytes" })?;
+            .map_err(|_| OutboxError {
+                batch_no: 0,
+                what: "key is not 8 bytes",
+            })?;
         let err = |what| OutboxError { batch_no, what };
         let mut b = value;
         if b.remaining() < 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2 || b.get_u8() != VERSION {
@@ -114,7 +117,10 @@ mod tests {
             batch_no: 9,
             topic: "readings".into(),
             partition: 2,
-            producer: ProducerIdentity { producer_id: 77, producer_epoch: 3 },
+            producer: ProducerIdentity {
+                producer_id: 77,
+                producer_epoch: 3,
+            },
             base_sequence: i32::MAX - 4,
             record_count: 5,
             first_seq: 100,

@@ -87,10 +87,9 @@ fn request_capacity(s: &MqttSettings) -> usize {
     usize::from(s.receive_maximum) * 2 + 64
 }
 
-fn log_connection_error(name: &str, e: &dyn std::fmt::Display, attempt: u32, delay: Duration) {
-    // One line per outage, then one per ten attempts: a broker away for a day must not flood.
-    if attempt <= 1 || attempt % 10 == 0 {
-        tracing::warn!(source = name, error = %e, attempt, retry_in = ?delay, "MQTT broker unreachable; reconnecting");
+fn log_connection_error(name: &str, e: &dyn std::fmt::Display, backoff: &Backoff, delay: Duration) {
+    if backoff.should_log() {
+        tracing::warn!(source = name, error = %e, attempt = backoff.attempts(), retry_in = ?delay, "MQTT broker unreachable; reconnecting");
     }
 }
 
@@ -172,7 +171,7 @@ macro_rules! event_loop {
                         break;
                     }
                     let delay = backoff.next_delay();
-                    log_connection_error(&$settings.name, &e, backoff.attempts(), delay);
+                    log_connection_error(&$settings.name, &e, &backoff, delay);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {
@@ -202,10 +201,16 @@ mod v5 {
         stop: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) {
-        let mut o = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+        let mut o = MqttOptions::new(
+            settings.client_id.clone(),
+            settings.host.clone(),
+            settings.port,
+        );
         o.set_keep_alive(settings.keep_alive)
             .set_clean_start(false)
-            .set_session_expiry_interval(Some(settings.session_expiry.as_secs().min(u64::from(u32::MAX)) as u32))
+            .set_session_expiry_interval(Some(
+                settings.session_expiry.as_secs().min(u64::from(u32::MAX)) as u32,
+            ))
             .set_receive_maximum(Some(settings.receive_maximum))
             .set_max_packet_size(Some(MAX_PACKET))
             .set_manual_acks(true)
@@ -217,19 +222,40 @@ mod v5 {
             o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
         }
         let (client, mut eventloop) = AsyncClient::new(o, request_capacity(&settings));
-        event_loop!(settings, events, acks, stop, stats, client, eventloop,
+        event_loop!(
+            settings,
+            events,
+            acks,
+            stop,
+            stats,
+            client,
+            eventloop,
             ack_publish = |t: AckToken| {
                 let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new(), None);
                 p.pkid = t.pkid;
                 p
             },
             headers = |p: &Publish| -> Vec<Header> {
-                p.properties.as_ref().map(|props| {
-                    props.user_properties.iter().map(|(k, v)| Header { name: k.clone(), value: Bytes::from(v.clone()) }).collect()
-                }).unwrap_or_default()
+                p.properties
+                    .as_ref()
+                    .map(|props| {
+                        props
+                            .user_properties
+                            .iter()
+                            .map(|(k, v)| Header {
+                                name: k.clone(),
+                                value: Bytes::from(v.clone()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
             },
             subscribe = |c: &AsyncClient, s: &MqttSettings| {
-                let filters: Vec<Filter> = s.subscriptions.iter().map(|(f, q)| Filter::new(f.clone(), qos(*q))).collect();
+                let filters: Vec<Filter> = s
+                    .subscriptions
+                    .iter()
+                    .map(|(f, q)| Filter::new(f.clone(), qos(*q)))
+                    .collect();
                 let c = c.clone();
                 async move { c.subscribe_many(filters).await }
             },
@@ -238,15 +264,19 @@ mod v5 {
     }
 
     fn qos(q: u8) -> QoS {
-        if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
+        if q == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        }
     }
 }
 
 mod v311 {
     use super::*;
     use rumqttc::{
-        AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
-        TlsConfiguration, Transport,
+        AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+        SubscribeReasonCode, TlsConfiguration, Transport,
     };
 
     pub(super) async fn run(
@@ -256,7 +286,11 @@ mod v311 {
         stop: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) {
-        let mut o = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+        let mut o = MqttOptions::new(
+            settings.client_id.clone(),
+            settings.host.clone(),
+            settings.port,
+        );
         o.set_keep_alive(settings.keep_alive)
             .set_clean_session(false)
             .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
@@ -269,7 +303,14 @@ mod v311 {
             o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
         }
         let (client, mut eventloop) = AsyncClient::new(o, request_capacity(&settings));
-        event_loop!(settings, events, acks, stop, stats, client, eventloop,
+        event_loop!(
+            settings,
+            events,
+            acks,
+            stop,
+            stats,
+            client,
+            eventloop,
             ack_publish = |t: AckToken| {
                 let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
                 p.pkid = t.pkid;
@@ -277,8 +318,11 @@ mod v311 {
             },
             headers = |_: &Publish| -> Vec<Header> { Vec::new() },
             subscribe = |c: &AsyncClient, s: &MqttSettings| {
-                let filters: Vec<SubscribeFilter> =
-                    s.subscriptions.iter().map(|(f, q)| SubscribeFilter::new(f.clone(), qos(*q))).collect();
+                let filters: Vec<SubscribeFilter> = s
+                    .subscriptions
+                    .iter()
+                    .map(|(f, q)| SubscribeFilter::new(f.clone(), qos(*q)))
+                    .collect();
                 let c = c.clone();
                 async move { c.subscribe_many(filters).await }
             },
@@ -287,6 +331,10 @@ mod v311 {
     }
 
     fn qos(q: u8) -> QoS {
-        if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
+        if q == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        }
     }
 }
