@@ -164,6 +164,8 @@ impl Producer {
         mut journal: watch::Receiver<u64>,
         mut drain: watch::Receiver<Drain>,
     ) {
+        // Once the commit stage is gone its channel reports closed at once; stop listening then.
+        let mut journal_open = true;
         loop {
             let now = Instant::now();
             let deadline = *drain.borrow();
@@ -193,12 +195,15 @@ impl Producer {
             let wake = self.next_wake(deadline);
             tokio::select! {
                 Some(c) = self.in_flight.next(), if !self.in_flight.is_empty() => self.complete(c),
-                changed = journal.changed() => {
-                    if changed.is_ok() && self.journal_dirty.is_none() {
-                        self.journal_dirty = Some(Instant::now() + self.settings.linger);
+                changed = journal.changed(), if journal_open => match changed {
+                    Ok(()) => {
+                        if self.journal_dirty.is_none() {
+                            self.journal_dirty = Some(Instant::now() + self.settings.linger);
+                        }
                     }
-                }
-                _ = drain.changed() => {}
+                    Err(_) => journal_open = false,
+                },
+                _ = drain.changed(), if deadline.is_none() => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
