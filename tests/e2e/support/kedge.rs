@@ -1,0 +1,172 @@
+//! The real kedge binary, run from a temp dir that holds its config, its data dir and its log.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{log_stdio, print_log_if_panicking, send_signal, wait_timeout};
+
+/// Device id every test configures; it must come back in each record's `kedge-device` header.
+pub const DEVICE_ID: &str = "e2e-dev";
+
+/// Placeholder in a config that [`Kedge::start`] replaces with its data dir.
+const DATA_DIR: &str = "@DATA_DIR@";
+
+/// Path of the kedge binary Cargo built for this test run.
+pub fn kedge_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kedge")
+}
+
+/// A complete kedge config for MQTT on `mqtt_port` and Kafka at `kafka_bootstrap`, with the given
+/// `[routing]` section (which must include the `[routing]` header and its rules).
+pub fn pipeline_config(mqtt_port: u16, kafka_bootstrap: &str, routing: &str) -> String {
+    format!(
+        r#"[agent]
+device_id = "{DEVICE_ID}"
+data_dir = "{DATA_DIR}"
+shutdown_timeout = "10s"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+protocol = "5"
+receive_maximum = 2048
+reconnect = {{ initial = "100ms", max = "1s" }}
+
+[[mqtt.subscriptions]]
+filter = "sensors/#"
+qos = 1
+
+{routing}
+
+[kafka]
+bootstrap = ["{kafka_bootstrap}"]
+linger = "5ms"
+retry_backoff = {{ initial = "100ms", max = "1s" }}
+
+[queue]
+commit_window = "5ms"
+
+[log]
+level = "info"
+"#
+    )
+}
+
+/// A kedge process; SIGKILLed when dropped, and its log tail printed if the test failed.
+pub struct Kedge {
+    /// Holds `kedge.toml`, the `data` dir and `kedge.log`; survives restarts.
+    dir: TempDir,
+    /// The running process, `None` between a kill and a restart.
+    child: Option<Child>,
+    /// How many times the process was started (marks the log).
+    starts: u32,
+}
+
+impl Kedge {
+    /// Writes `config_toml` (with `@DATA_DIR@` replaced) into a fresh temp dir and runs kedge on it.
+    pub fn start(config_toml: &str) -> Kedge {
+        let dir = tempfile::Builder::new()
+            .prefix("kedge-e2e-agent-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).expect("create data dir");
+        let config = config_toml.replace(DATA_DIR, data_dir.to_str().expect("UTF-8 temp path"));
+        std::fs::write(dir.path().join("kedge.toml"), config).expect("write kedge.toml");
+        let mut kedge = Kedge {
+            dir,
+            child: None,
+            starts: 0,
+        };
+        kedge.spawn();
+        kedge
+    }
+
+    /// Starts the process again with the same config and data dir.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart() while kedge is still running"
+        );
+        self.spawn();
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .expect("kill9() while kedge is not running");
+        send_signal(&child, libc::SIGKILL);
+        child.wait().expect("wait for killed kedge");
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status; panics if it does not exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate() while kedge is not running");
+        send_signal(&child, libc::SIGTERM);
+        let status = wait_timeout(&mut child, timeout);
+        self.child = status.is_none().then_some(child);
+        status.unwrap_or_else(|| panic!("kedge did not exit within {timeout:?} of SIGTERM"))
+    }
+
+    /// Panics if the process has exited (kedge must wait out broker outages, never give up).
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("kedge is not started");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("kedge exited unexpectedly with {status}");
+        }
+    }
+
+    /// Spawns `kedge run --config FILE --data-dir DIR`, appending its output to the log.
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = self.log();
+        let mut file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        writeln!(
+            file,
+            "===== kedge start #{} (e2e harness) =====",
+            self.starts
+        )
+        .expect("write log");
+        let (stdout, stderr) = log_stdio(&log);
+        let child = Command::new(kedge_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.path().join("kedge.toml"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .current_dir(self.dir.path())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn kedge");
+        self.child = Some(child);
+    }
+
+    /// Path of the log that collects stdout and stderr of every run.
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("kedge.log")
+    }
+}
+
+impl Drop for Kedge {
+    fn drop(&mut self) {
+        print_log_if_panicking(&self.log());
+        if let Some(mut child) = self.child.take() {
+            send_signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! mosquitto, the MQTT broker, on a loopback port with a queue big enough for an offline kedge.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{
+    free_port, log_stdio, mosquitto_bin, print_log_if_panicking, stop_child, wait_for_port,
+    wait_until,
+};
+
+/// A running mosquitto broker; killed when dropped.
+pub struct Mosquitto {
+    /// Port of the MQTT listener on 127.0.0.1.
+    port: u16,
+    /// Holds the config file and the log.
+    dir: TempDir,
+    /// The broker process.
+    child: Child,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto on a free port and waits until it accepts connections.
+    pub fn start() -> Mosquitto {
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("kedge-e2e-mosquitto-")
+            .tempdir()
+            .expect("temp dir");
+        // Persistent sessions (kedge's, while it is down) queue in memory: keep up to a million
+        // QoS 1 messages per client rather than the default 1000, which would silently drop some.
+        // Logging goes to stderr (a root mosquitto drops privileges and may not open a log file).
+        let config = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence false\n\
+             max_queued_messages 1000000\n\
+             max_inflight_messages 0\n\
+             log_dest stderr\n\
+             log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n\
+             log_timestamp_format %H:%M:%S\n"
+        );
+        let config_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&config_path, config).expect("write mosquitto.conf");
+        let log = dir.path().join("mosquitto.log");
+        let (stdout, stderr) = log_stdio(&log);
+        let mut child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn mosquitto");
+        wait_for_port("mosquitto", port, &mut child, &log);
+        Mosquitto { port, dir, child }
+    }
+
+    /// The broker's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits until some client has subscribed to exactly `filter` (mosquitto logs every SUBSCRIBE).
+    pub fn wait_subscribed(&self, filter: &str, timeout: Duration) {
+        let suffix = format!(" {filter}");
+        wait_until(
+            &format!("a subscription to {filter} (mosquitto log)"),
+            timeout,
+            || {
+                std::fs::read_to_string(self.log())
+                    .map(|log| log.lines().any(|line| line.ends_with(&suffix)))
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    /// Path of the broker's log file.
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.log")
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        print_log_if_panicking(&self.log());
+        stop_child(&mut self.child, Duration::from_secs(5));
+    }
+}
