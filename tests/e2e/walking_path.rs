@@ -87,7 +87,10 @@ fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
         );
         assert_eq!(
             record.partition,
-            partition_for_key(device.as_bytes(), std::num::NonZeroU32::new(PARTITIONS).expect("partitions > 0")),
+            partition_for_key(
+                device.as_bytes(),
+                std::num::NonZeroU32::new(PARTITIONS).expect("partitions > 0")
+            ),
             "partition of key {device}"
         );
         let mut expected_headers: Vec<(String, Vec<u8>)> = message

@@ -9,6 +9,7 @@ JoinGroup for half the session timeout) and prints one JSON object per record to
 Headers are a list of pairs, not a dict, so duplicate names stay visible. It stops once --expect
 records were read and about a second passes without another one, or when --timeout expires.
 It exits 0 even if fewer records arrived: the caller asserts on counts. A summary goes to stderr.
+With --pretty it prints one readable line per record instead (for people, e.g. scripts/demo).
 """
 
 import argparse
@@ -25,6 +26,25 @@ IDLE_AFTER_EXPECTED = 1.0
 def b64(data):
     """Base64 text of bytes, or None for a null key/value/header."""
     return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def text(data):
+    """Bytes as text for people: UTF-8 where possible, else base64."""
+    if data is None:
+        return "null"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + b64(data)
+
+
+def pretty(message):
+    """One readable line for a record: where it landed, key, headers, value."""
+    headers = " ".join(f"{name}={text(value)}" for name, value in (message.headers() or []))
+    return (
+        f"partition {message.partition()} offset {message.offset():>3}  key={text(message.key()):<6} "
+        f"[{headers}]  {text(message.value())}"
+    )
 
 
 def partitions_of(consumer, topic, deadline):
@@ -51,6 +71,7 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("--pretty", action="store_true", help="readable lines instead of JSON")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -98,7 +119,10 @@ def main():
                     "headers": [[name, b64(value)] for name, value in (message.headers() or [])],
                     "received_at": time.time(),
                 }
-                out.write(json.dumps(record, separators=(",", ":")))
+                if args.pretty:
+                    out.write(pretty(message))
+                else:
+                    out.write(json.dumps(record, separators=(",", ":")))
                 out.write("\n")
         out.flush()
     finally:
