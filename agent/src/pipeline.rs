@@ -113,6 +113,7 @@ pub async fn run(
             retry_max: config.kafka.retry_backoff.max,
             metadata_refresh: config.kafka.metadata_refresh,
             compression,
+            device_id: config.agent.device_id.clone(),
         },
         stats.clone(),
     )?;

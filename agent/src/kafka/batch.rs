@@ -373,12 +373,44 @@ fn decompress(section: &mut Bytes, compression: Compression) -> anyhow::Result<B
 
 /// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
 fn split_batches(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
+    split(bytes, true)
+}
+
+/// The complete batches at the start of `bytes`, each with its last offset; a trailing partial
+/// batch (a Fetch response is cut at its size limit) is left out rather than an error.
+pub fn complete_batches(bytes: &[u8]) -> Result<Vec<(i64, Bytes)>, BatchError> {
+    split(bytes, false)?
+        .into_iter()
+        .map(|b| {
+            // baseOffset (8) + batchLength (4) + partitionLeaderEpoch (4) + magic (1) + crc (4)
+            // + attributes (2), then lastOffsetDelta: compaction can remove records, so the
+            // record count does not give the last offset.
+            if b.len() < 27 {
+                return Err(BatchError::Truncated {
+                    at: 0,
+                    needed: 27,
+                    available: b.len(),
+                });
+            }
+            let mut at = &b[..];
+            let base = at.get_i64();
+            at.advance(15);
+            let delta = at.get_i32();
+            Ok((base + i64::from(delta), b))
+        })
+        .collect()
+}
+
+fn split(bytes: &[u8], strict: bool) -> Result<Vec<Bytes>, BatchError> {
     let bytes = Bytes::copy_from_slice(bytes);
     let mut batches = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
         if rest.len() < MAGIC_END {
+            if !strict {
+                break;
+            }
             return Err(BatchError::Truncated {
                 at,
                 needed: MAGIC_END,
@@ -395,6 +427,9 @@ fn split_batches(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
         };
         let needed = LOG_OVERHEAD + body;
         if rest.len() < needed {
+            if !strict {
+                break;
+            }
             return Err(BatchError::Truncated {
                 at,
                 needed,

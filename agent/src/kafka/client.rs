@@ -8,15 +8,20 @@ use std::time::Duration;
 use bytes::Buf;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use kafka_protocol::messages::{ApiKey, ProducerId, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProducerId, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::KafkaError;
 use super::batch::ProducerIdentity;
 use super::connection::Connection;
 use super::errors::error_name;
+use super::verify::Found;
 
 /// Kafka error code UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -332,4 +337,149 @@ async fn negotiate(
         addr: conn.addr().to_owned(),
         reason: "ApiVersions negotiation did not converge".into(),
     })
+}
+
+/// Kafka error code OFFSET_OUT_OF_RANGE: the offset is below the log start (retention).
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// ListOffsets timestamp meaning "the earliest offset".
+const EARLIEST: i64 = -2;
+/// Bytes per partition and Fetch during a tail scan.
+const SCAN_FETCH_BYTES: i32 = 4 * 1024 * 1024;
+
+impl Cluster {
+    /// The earliest offset of a partition, from its leader.
+    pub async fn earliest_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<i64, KafkaError> {
+        let node = self
+            .leader(topic, partition)
+            .ok_or_else(|| no_leader(topic, partition))?;
+        let b = self.broker(node).await?;
+        let version = b
+            .version(ApiKey::ListOffsets, 1..=7)
+            .ok_or_else(|| unsupported(&b, "ListOffsets v1+"))?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(EARLIEST),
+                    ]),
+            ]);
+        let r = b
+            .conn
+            .call(&request, version, self.settings.request_timeout)
+            .await?;
+        let p = r
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| protocol(&b, "ListOffsets response without the partition"))?;
+        if p.error_code != 0 {
+            return Err(KafkaError::Broker {
+                addr: b.conn.addr().to_owned(),
+                what: "ListOffsets",
+                code: p.error_code,
+            });
+        }
+        Ok(p.offset)
+    }
+
+    /// Reads a partition from `from` to its high watermark and collects what `device` wrote.
+    pub async fn scan_tail(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        mut from: i64,
+        device: &str,
+    ) -> Result<Found, KafkaError> {
+        let node = self
+            .leader(topic, partition)
+            .ok_or_else(|| no_leader(topic, partition))?;
+        let b = self.broker(node).await?;
+        // v4 brings isolation levels; v13 names topics by id, which we do not track.
+        let version = b
+            .version(ApiKey::Fetch, 4..=12)
+            .ok_or_else(|| unsupported(&b, "Fetch v4+"))?;
+        let mut found = Found::default();
+        loop {
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(SCAN_FETCH_BYTES)
+                .with_isolation_level(0)
+                .with_session_id(0)
+                .with_session_epoch(-1)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(partition)
+                                .with_current_leader_epoch(-1)
+                                .with_fetch_offset(from)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(SCAN_FETCH_BYTES),
+                        ]),
+                ]);
+            let r = b
+                .conn
+                .call(&request, version, self.settings.request_timeout)
+                .await?;
+            if r.error_code != 0 {
+                return Err(KafkaError::Broker {
+                    addr: b.conn.addr().to_owned(),
+                    what: "Fetch",
+                    code: r.error_code,
+                });
+            }
+            let p = r
+                .responses
+                .first()
+                .and_then(|t| t.partitions.first())
+                .ok_or_else(|| protocol(&b, "Fetch response without the partition"))?;
+            if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset > from {
+                // Retention removed the start of the range; what it removed cannot be ours
+                // to resend anyway (it was written before everything we hold).
+                from = p.log_start_offset;
+                continue;
+            }
+            if p.error_code != 0 {
+                return Err(KafkaError::Broker {
+                    addr: b.conn.addr().to_owned(),
+                    what: "Fetch",
+                    code: p.error_code,
+                });
+            }
+            let records = p.records.as_deref().unwrap_or_default();
+            let next = found
+                .add_fetched(records, device)
+                .map_err(|e| protocol(&b, &format!("unreadable batch at offset {from}: {e}")))?;
+            match next {
+                Some(n) if n > from && n < p.high_watermark => from = n,
+                _ => return Ok(found),
+            }
+        }
+    }
+}
+
+fn no_leader(topic: &str, partition: i32) -> KafkaError {
+    KafkaError::Protocol {
+        addr: String::new(),
+        reason: format!("no known leader for {topic}/{partition}"),
+    }
+}
+
+fn protocol(b: &Broker, reason: &str) -> KafkaError {
+    KafkaError::Protocol {
+        addr: b.conn.addr().to_owned(),
+        reason: reason.to_owned(),
+    }
 }

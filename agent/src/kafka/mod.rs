@@ -7,6 +7,7 @@ pub mod errors;
 pub mod partitioner;
 pub mod producer;
 pub mod sequence;
+pub mod verify;
 
 /// Errors talking to Kafka. All of them are retried by the producer; none drops data.
 #[derive(Debug, Clone, thiserror::Error)]

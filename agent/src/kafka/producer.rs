@@ -53,6 +53,8 @@ pub struct ProducerSettings {
     pub metadata_refresh: Duration,
     /// Batch compression.
     pub compression: BatchCompression,
+    /// Device id: a tail scan recognizes this device's records by it.
+    pub device_id: String,
 }
 
 type Tp = (String, i32);
@@ -66,6 +68,12 @@ struct PartitionState {
     slots: VecDeque<Slot>,
     in_flight: usize,
     rewind: bool,
+    /// The broker may hold some of the unacknowledged batches (after a restart, a lost
+    /// response, a broken connection): scan before sending any of them again.
+    verify: bool,
+    /// A verify was caused by OUT_OF_ORDER_SEQUENCE_NUMBER; a second one in a row means the
+    /// broker's sequence state no longer matches ours, and only a new producer id resolves it.
+    out_of_order: bool,
     retry_at: Option<Instant>,
     backoff: Backoff,
 }
@@ -96,6 +104,9 @@ pub struct Producer {
     metadata_due: Instant,
     metadata_backoff: Backoff,
     journal_dirty: Option<Instant>,
+    /// The broker forgot or fenced our producer id: once every partition is verified, take a
+    /// new id and re-sequence the remaining batches under it.
+    producer_lost: bool,
 }
 
 impl Producer {
@@ -125,6 +136,7 @@ impl Producer {
             wanted_topics: BTreeSet::new(),
             metadata_due: Instant::now(),
             journal_dirty: Some(Instant::now()),
+            producer_lost: false,
             settings,
         };
         let batches = queue.sealed_batches()?;
@@ -152,6 +164,8 @@ impl Producer {
             slots: VecDeque::new(),
             in_flight: 0,
             rewind: false,
+            verify: false,
+            out_of_order: false,
             retry_at: None,
             backoff: Backoff::new(initial, max),
         })
@@ -187,7 +201,16 @@ impl Producer {
             if self.producer.is_none() && self.cluster_known() {
                 self.init_producer().await;
             }
-            if self.producer.is_some() && self.journal_dirty.is_some_and(|t| now >= t) {
+            if self.producer.is_some() {
+                self.verify_partitions().await;
+            }
+            if self.producer_lost {
+                self.resequence().await;
+            }
+            if self.producer.is_some()
+                && !self.producer_lost
+                && self.journal_dirty.is_some_and(|t| now >= t)
+            {
                 self.seal();
             }
             self.send_ready().await;
@@ -375,7 +398,9 @@ impl Producer {
         let now = Instant::now();
         let mut by_node: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
         for (tp, p) in &mut self.partitions {
-            if p.rewind || p.retry_at.is_some_and(|t| now < t) || !p.slots.iter().any(|s| !s.sent) {
+            let waiting =
+                p.rewind || p.verify || self.producer_lost || p.retry_at.is_some_and(|t| now < t);
+            if waiting || !p.slots.iter().any(|s| !s.sent) {
                 continue;
             }
             p.retry_at = None;
@@ -497,18 +522,25 @@ impl Producer {
                 self.cluster.drop_broker(c.node);
                 self.metadata_due = Instant::now();
                 for (tp, _) in &c.sent {
+                    // The request may have landed: its response is what was lost.
                     self.fail_partition(tp);
+                    if let Some(p) = self.partitions.get_mut(tp) {
+                        p.verify = true;
+                    }
                 }
             }
             Ok(response) => {
-                let mut codes: HashMap<(String, i32), i16> = HashMap::new();
+                let mut codes: HashMap<(String, i32), (i16, i64)> = HashMap::new();
                 for t in &response.responses {
                     for p in &t.partition_responses {
-                        codes.insert((t.name.0.to_string(), p.index), p.error_code);
+                        codes.insert(
+                            (t.name.0.to_string(), p.index),
+                            (p.error_code, p.base_offset),
+                        );
                     }
                 }
                 for (tp, batch_no) in &c.sent {
-                    let Some(&code) = codes.get(tp) else {
+                    let Some(&(code, base_offset)) = codes.get(tp) else {
                         tracing::warn!(topic = %tp.0, partition = tp.1, "produce response lacks the partition; will resend");
                         self.fail_partition(tp);
                         continue;
@@ -518,6 +550,7 @@ impl Producer {
                             if code == DUPLICATE_SEQUENCE_NUMBER {
                                 Stats::add(&self.stats.duplicates_detected, 1);
                             }
+                            self.remember_offset(tp, *batch_no, base_offset);
                             self.acknowledge(tp, *batch_no);
                         }
                         Disposition::Retry { refresh_metadata } => {
@@ -527,7 +560,10 @@ impl Producer {
                             }
                             self.fail_partition(tp);
                         }
-                        Disposition::Resequence | Disposition::Permanent => {
+                        Disposition::Resequence => {
+                            self.producer_state_mismatch(tp, *batch_no, code)
+                        }
+                        Disposition::Permanent => {
                             tracing::error!(topic = %tp.0, partition = tp.1, error = %error_name(code),
                                 "Kafka rejected the batch; it stays queued and is retried");
                             self.fail_partition(tp);
@@ -557,6 +593,7 @@ impl Producer {
             Stats::add(&self.stats.delivered, slot.batch.record_count as u64);
             Stats::add(&self.stats.batches_delivered, 1);
             p.backoff.reset();
+            p.out_of_order = false;
         }
         if p.slots.is_empty() && p.in_flight == 0 {
             self.partitions.remove(tp);
@@ -569,6 +606,183 @@ impl Producer {
         if let Some(p) = self.partitions.get_mut(tp) {
             p.rewind = true;
         }
+    }
+
+    /// The broker's producer state disagrees with ours (DESIGN.md §3). Nothing is resent
+    /// blindly: the partition is verified first, and when the broker no longer knows or accepts
+    /// our producer id, a new one is taken once every partition is resolved.
+    fn producer_state_mismatch(&mut self, tp: &Tp, batch_no: u64, code: i16) {
+        const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+        self.fail_partition(tp);
+        let Some(p) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        let front = p
+            .slots
+            .front()
+            .is_some_and(|s| s.batch.batch_no == batch_no);
+        if code != OUT_OF_ORDER_SEQUENCE_NUMBER {
+            tracing::warn!(topic = %tp.0, partition = tp.1, error = %error_name(code),
+                "Kafka no longer accepts our producer id; verifying, then re-sequencing under a new one");
+            p.verify = true;
+            self.producer_lost = true;
+        } else if front && p.out_of_order {
+            tracing::warn!(topic = %tp.0, partition = tp.1,
+                "sequence still out of order after verification; re-sequencing under a new producer id");
+            self.producer_lost = true;
+        } else if front {
+            // Our oldest unacknowledged batch is out of order: the broker may hold it already
+            // (its dedup window is smaller after a restart) — look before resending.
+            p.verify = true;
+            p.out_of_order = true;
+        }
+        // A later batch out of order only follows from an earlier failure in the same window.
+    }
+
+    fn remember_offset(&mut self, tp: &Tp, batch_no: u64, base_offset: i64) {
+        // DUPLICATE_SEQUENCE_NUMBER comes without an offset (−1) on some brokers.
+        if base_offset < 0 {
+            return;
+        }
+        let Some(p) = self.partitions.get(tp) else {
+            return;
+        };
+        let Some(slot) = p.slots.iter().find(|s| s.batch.batch_no == batch_no) else {
+            return;
+        };
+        let next = base_offset + i64::from(slot.batch.record_count);
+        if let Err(e) = self.queue.set_acked_offset(&tp.0, tp.1, next) {
+            tracing::warn!(error = %e, "cannot record the acknowledged offset; a later scan starts earlier");
+        }
+    }
+
+    /// Scans the partitions that need it, one at a time, and drops the batches the log holds.
+    async fn verify_partitions(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<Tp> = self
+            .partitions
+            .iter()
+            .filter(|(tp, p)| {
+                p.verify
+                    && p.in_flight == 0
+                    && !p.retry_at.is_some_and(|t| now < t)
+                    && self.cluster.leader(&tp.0, tp.1).is_some()
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in ready {
+            let started = Instant::now();
+            let hint = match self.queue.acked_offset(&tp.0, tp.1) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the acknowledged offset; scanning from the start");
+                    None
+                }
+            };
+            let from = match hint {
+                Some(o) => Ok(o),
+                None => self.cluster.earliest_offset(&tp.0, tp.1).await,
+            };
+            let scanned = match from {
+                Ok(from) => self
+                    .cluster
+                    .scan_tail(&tp.0, tp.1, from, &self.settings.device_id)
+                    .await
+                    .map(|found| (from, found)),
+                Err(e) => Err(e),
+            };
+            let p = self.partitions.get_mut(&tp).expect("partition state");
+            match scanned {
+                Ok((from, found)) => {
+                    let unacked: Vec<&SealedBatch> = p.slots.iter().map(|s| &s.batch).collect();
+                    let landed = super::verify::delivered_prefix(&unacked, &found);
+                    let last_landed = landed.checked_sub(1).map(|i| unacked[i].batch_no);
+                    tracing::info!(topic = %tp.0, partition = tp.1, from_offset = from, unacknowledged = unacked.len(),
+                        already_in_kafka = landed, took = ?started.elapsed(), "verified before resending");
+                    p.verify = false;
+                    for s in &mut p.slots {
+                        s.sent = false;
+                    }
+                    if let Some(no) = last_landed {
+                        Stats::add(&self.stats.duplicates_detected, landed as u64);
+                        self.acknowledge(&tp, no);
+                    }
+                }
+                Err(e) => {
+                    let delay = p.backoff.next_delay();
+                    p.retry_at = Some(Instant::now() + delay);
+                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, retry_in = ?delay,
+                        "cannot verify what Kafka holds; nothing is resent until it can");
+                    self.cluster
+                        .drop_broker(self.cluster.leader(&tp.0, tp.1).unwrap_or(-1));
+                }
+            }
+        }
+    }
+
+    /// Takes a new producer id and moves every remaining sealed batch to it, with sequences from
+    /// 0 — only once every partition is verified and nothing is in flight, so no batch whose fate
+    /// is unknown is ever sent under a new identity.
+    async fn resequence(&mut self) {
+        let unresolved = self
+            .partitions
+            .values()
+            .any(|p| p.verify || p.in_flight > 0 || p.rewind);
+        if unresolved || !self.in_flight.is_empty() {
+            return;
+        }
+        let new = match self.cluster.init_producer_id().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get a new producer id from Kafka");
+                self.metadata_due = Instant::now() + self.metadata_backoff.next_delay();
+                return;
+            }
+        };
+        let mut batches = Vec::new();
+        let mut next_sequences = Vec::new();
+        for (tp, p) in &self.partitions {
+            let mut next = 0;
+            for s in &p.slots {
+                match rebatch(&s.batch, new, next, &self.settings) {
+                    Ok(b) => {
+                        next = super::sequence::increment(next, b.record_count);
+                        batches.push(b);
+                    }
+                    Err(e) => {
+                        tracing::error!(batch = s.batch.batch_no, error = %e, "cannot re-sequence a sealed batch; retrying later");
+                        return;
+                    }
+                }
+            }
+            next_sequences.push((tp.clone(), next));
+        }
+        if let Err(e) =
+            tokio::task::block_in_place(|| self.queue.resequence(new, &batches, &next_sequences))
+        {
+            tracing::error!(error = %e, "cannot persist the re-sequenced batches; retrying later");
+            return;
+        }
+        tracing::info!(
+            producer_id = new.producer_id,
+            epoch = new.producer_epoch,
+            batches = batches.len(),
+            "re-sequenced the undelivered batches under a new producer id"
+        );
+        self.producer = Some(new);
+        self.next_sequences = next_sequences.into_iter().collect();
+        for b in batches {
+            if let Some(p) = self.partitions.get_mut(&(b.topic.clone(), b.partition)) {
+                if let Some(slot) = p.slots.iter_mut().find(|s| s.batch.batch_no == b.batch_no) {
+                    *slot = Slot {
+                        batch: b,
+                        sent: false,
+                    };
+                }
+                p.out_of_order = false;
+            }
+        }
+        self.producer_lost = false;
     }
 
     /// A failed partition resends from its oldest batch once none of its requests is in flight,
@@ -587,4 +801,54 @@ impl Producer {
             }
         }
     }
+}
+
+/// The same records as `b`, encoded under another producer id from sequence `base`.
+fn rebatch(
+    b: &SealedBatch,
+    producer: ProducerIdentity,
+    base: i32,
+    settings: &ProducerSettings,
+) -> Result<SealedBatch, super::batch::BatchError> {
+    use crate::record::{HEADER_SEQ, Header, Record, SequencedRecord};
+    let records: Vec<SequencedRecord> = super::batch::decode_batch(&b.bytes)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let seq = r
+                .headers
+                .iter()
+                .find(|(n, _)| n == HEADER_SEQ)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(b.first_seq + i as u64);
+            SequencedRecord {
+                seq,
+                record: Record {
+                    topic: b.topic.clone(),
+                    key: r.key,
+                    value: r.value.unwrap_or_default(),
+                    // encode_batch drops kedge's own headers and appends them afresh.
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(name, value)| Header { name, value })
+                        .collect(),
+                    timestamp_ms: r.timestamp_ms,
+                },
+            }
+        })
+        .collect();
+    let bytes = super::batch::encode_batch(
+        producer,
+        base,
+        &settings.device_id,
+        &records,
+        settings.compression,
+    )?;
+    Ok(SealedBatch {
+        producer,
+        base_sequence: base,
+        bytes,
+        ..b.clone()
+    })
 }

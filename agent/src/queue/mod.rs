@@ -22,6 +22,7 @@ const META_PRODUCER: &[u8] = b"producer";
 const META_SEQ_FLOOR: &[u8] = b"seq_floor";
 const META_BATCH_NO: &[u8] = b"batch_no";
 const META_NEXT_SEQUENCE: &[u8] = b"nextseq\0";
+const META_ACKED_OFFSET: &[u8] = b"acked\0";
 
 /// What kedge acknowledges on: see `queue.durability` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,21 +300,75 @@ impl Queue {
 
     /// Persists a new producer identity; sequences of every partition restart at 0 under it.
     pub fn set_producer(&self, p: ProducerIdentity) -> Result<(), QueueError> {
-        let mut v = p.producer_id.to_be_bytes().to_vec();
-        v.extend_from_slice(&p.producer_epoch.to_be_bytes());
+        self.resequence(p, &[], &[])
+    }
+
+    /// Records where a partition's log stood after the last batch Kafka acknowledged, so a later
+    /// tail scan can start there. A hint: not synced, and an older value only means a longer scan.
+    pub fn set_acked_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), QueueError> {
+        self.meta
+            .insert(
+                partition_key(META_ACKED_OFFSET, topic, partition),
+                &next_offset.to_be_bytes(),
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// The offset recorded by [`Queue::set_acked_offset`], if any.
+    pub fn acked_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, QueueError> {
+        let v = self
+            .meta
+            .get(partition_key(META_ACKED_OFFSET, topic, partition))
+            .map_err(|e| self.db_err(e))?;
+        Ok(v.and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    /// Moves every sealed batch to a new producer id in one transaction: the batches (same
+    /// numbers, same records, new producer and sequences) replace the old ones, and the
+    /// per-partition sequences restart from `next_sequences`.
+    pub fn resequence(
+        &self,
+        producer: ProducerIdentity,
+        batches: &[SealedBatch],
+        next_sequences: &[((String, i32), i32)],
+    ) -> Result<(), QueueError> {
         let stale: Vec<sled::IVec> = self
             .meta
             .scan_prefix(META_NEXT_SEQUENCE)
             .keys()
             .collect::<Result<_, _>>()
             .map_err(|e| self.db_err(e))?;
-        let mut batch = sled::Batch::default();
-        for k in stale {
-            batch.remove(k);
+        let mut pid = producer.producer_id.to_be_bytes().to_vec();
+        pid.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+        let encoded: Vec<(u64, Vec<u8>)> =
+            batches.iter().map(|b| (b.batch_no, b.encode())).collect();
+        let result: Result<(), TransactionError<()>> =
+            (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
+                for k in &stale {
+                    meta.remove(k)?;
+                }
+                for ((topic, partition), next) in next_sequences {
+                    meta.insert(next_sequence_key(topic, *partition), &next.to_be_bytes())?;
+                }
+                meta.insert(META_PRODUCER, pid.as_slice())?;
+                for (no, bytes) in &encoded {
+                    outbox.insert(&no.to_be_bytes(), bytes.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => self.sync(),
+            Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
+            Err(TransactionError::Abort(())) => {
+                unreachable!("the resequence transaction never aborts")
+            }
         }
-        batch.insert(META_PRODUCER, v);
-        self.meta.apply_batch(batch).map_err(|e| self.db_err(e))?;
-        self.sync()
     }
 
     /// Next producer sequence of every partition that has one.
@@ -361,7 +416,12 @@ impl Queue {
 }
 
 fn next_sequence_key(topic: &str, partition: i32) -> Vec<u8> {
-    let mut k = META_NEXT_SEQUENCE.to_vec();
+    partition_key(META_NEXT_SEQUENCE, topic, partition)
+}
+
+/// `prefix`, topic, NUL, partition: topic names cannot hold NUL (config validation).
+fn partition_key(prefix: &[u8], topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());

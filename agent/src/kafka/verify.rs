@@ -1,0 +1,210 @@
+//! Verify before resend (DESIGN.md §3): after a restart, a lost response or a broken
+//! connection, find out which unacknowledged batches the broker already holds before sending
+//! any of them again.
+//!
+//! kedge scans the partition's tail from the last offset it saw acknowledged (or from the
+//! earliest offset when it never saw one) and matches its batches two ways: by producer id,
+//! epoch and base sequence in the batch headers, and by the `kedge-device`/`kedge-seq` record
+//! headers for brokers that re-batch what they store. A match on either proves the batch landed
+//! (batches are appended atomically). Only batches proven absent are resent.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use super::batch::{self, ProducerIdentity};
+use crate::queue::outbox::SealedBatch;
+use crate::record::{HEADER_DEVICE, HEADER_SEQ};
+
+/// What a tail scan found of this device's records.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// (producer id, epoch, base sequence) of every idempotent batch seen.
+    pub batches: HashSet<(i64, i16, i32)>,
+    /// `kedge-seq` of every record of this device seen.
+    pub seqs: HashSet<u64>,
+}
+
+impl Found {
+    /// Adds the complete batches of one Fetch response's record set; returns the offset after
+    /// the last complete batch, if any.
+    pub fn add_fetched(
+        &mut self,
+        records: &[u8],
+        device: &str,
+    ) -> Result<Option<i64>, batch::BatchError> {
+        let mut next = None;
+        for (last_offset, bytes) in batch::complete_batches(records)? {
+            self.add_batch(&bytes, device)?;
+            next = Some(last_offset + 1);
+        }
+        Ok(next)
+    }
+
+    fn add_batch(&mut self, bytes: &Bytes, device: &str) -> Result<(), batch::BatchError> {
+        for info in batch::batch_info(bytes)? {
+            if info.producer_id >= 0 {
+                self.batches
+                    .insert((info.producer_id, info.producer_epoch, info.base_sequence));
+            }
+        }
+        // Records are decoded only for their headers; control batches and other producers'
+        // records simply carry no kedge-seq for this device.
+        for r in batch::decode_batch(bytes)? {
+            let mine = r
+                .headers
+                .iter()
+                .any(|(n, v)| n == HEADER_DEVICE && v.as_ref() == device.as_bytes());
+            if !mine {
+                continue;
+            }
+            if let Some(seq) = r
+                .headers
+                .iter()
+                .find(|(n, _)| n == HEADER_SEQ)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+            {
+                self.seqs.insert(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `b` is proven to be in the log.
+    pub fn holds(&self, b: &SealedBatch) -> bool {
+        let ProducerIdentity {
+            producer_id,
+            producer_epoch,
+        } = b.producer;
+        self.batches
+            .contains(&(producer_id, producer_epoch, b.base_sequence))
+            || self.seqs.contains(&b.first_seq)
+            || self.seqs.contains(&b.last_seq)
+    }
+}
+
+/// The verdict for a partition's unacknowledged batches, oldest first: how many of the oldest
+/// are in the log. Sequences are accepted in order, so once one batch is missing every later
+/// one is too — unless the log says otherwise, which means something other than kedge's
+/// ordering is at work (a resequenced resend, a re-batching broker): then the last batch found
+/// counts, and everything before it is treated as delivered.
+pub fn delivered_prefix(unacked: &[&SealedBatch], found: &Found) -> usize {
+    unacked
+        .iter()
+        .rposition(|b| found.holds(b))
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::batch::{BatchCompression, encode_batch};
+    use crate::record::{Record, SequencedRecord};
+
+    const P: ProducerIdentity = ProducerIdentity {
+        producer_id: 7,
+        producer_epoch: 0,
+    };
+
+    fn sealed(no: u64, base: i32, first_seq: u64, n: u64) -> SealedBatch {
+        let recs: Vec<SequencedRecord> = (first_seq..first_seq + n)
+            .map(|seq| SequencedRecord {
+                seq,
+                record: Record {
+                    topic: "t".into(),
+                    key: None,
+                    value: Bytes::from(format!("v{seq}")),
+                    headers: vec![],
+                    timestamp_ms: 1,
+                },
+            })
+            .collect();
+        SealedBatch {
+            batch_no: no,
+            topic: "t".into(),
+            partition: 0,
+            producer: P,
+            base_sequence: base,
+            record_count: n as i32,
+            first_seq,
+            last_seq: first_seq + n - 1,
+            bytes: encode_batch(P, base, "dev", &recs, BatchCompression::Zstd).unwrap(),
+        }
+    }
+
+    /// A log as a broker returns it: batches back to back with offsets assigned.
+    fn log_of(batches: &[&SealedBatch]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut offset = 0i64;
+        for b in batches {
+            let mut bytes = b.bytes.to_vec();
+            bytes[..8].copy_from_slice(&offset.to_be_bytes());
+            offset += i64::from(b.record_count);
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    #[test]
+    fn a_scan_finds_batches_by_sequence_and_by_kedge_seq() {
+        let (a, b, c) = (
+            sealed(1, 0, 100, 3),
+            sealed(2, 3, 103, 2),
+            sealed(3, 5, 105, 4),
+        );
+        let mut found = Found::default();
+        let next = found.add_fetched(&log_of(&[&a, &b]), "dev").unwrap();
+        assert_eq!(next, Some(5));
+        assert!(found.holds(&a) && found.holds(&b) && !found.holds(&c));
+        assert_eq!(delivered_prefix(&[&a, &b, &c], &found), 2);
+
+        // A re-batching broker loses our batch headers but keeps the record headers.
+        let mut by_headers = Found::default();
+        by_headers.seqs.extend([103, 104]);
+        assert_eq!(delivered_prefix(&[&a, &b, &c], &by_headers), 2);
+
+        // Another device's records prove nothing about ours.
+        let mut other = Found::default();
+        other.add_fetched(&log_of(&[&a]), "someone-else").unwrap();
+        other.batches.clear();
+        assert_eq!(delivered_prefix(&[&a], &other), 0);
+    }
+
+    #[test]
+    fn verdicts_for_a_table_of_logs() {
+        let (a, b, c) = (sealed(1, 0, 0, 1), sealed(2, 1, 1, 1), sealed(3, 2, 2, 1));
+        let unacked = [&a, &b, &c];
+        let cases: [(&[&SealedBatch], usize); 5] = [
+            (&[], 0),
+            (&[&a], 1),
+            (&[&a, &b], 2),
+            (&[&a, &b, &c], 3),
+            // b alone: a must have landed before it (sequence order), so both count.
+            (&[&b], 2),
+        ];
+        for (log, want) in cases {
+            let mut found = Found::default();
+            found.add_fetched(&log_of(log), "dev").unwrap();
+            assert_eq!(
+                delivered_prefix(&unacked, &found),
+                want,
+                "log of {} batches",
+                log.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_trailing_batch_is_left_for_the_next_fetch() {
+        let (a, b) = (sealed(1, 0, 0, 2), sealed(2, 2, 2, 2));
+        let log = log_of(&[&a, &b]);
+        let cut = &log[..log.len() - 5];
+        let mut found = Found::default();
+        assert_eq!(found.add_fetched(cut, "dev").unwrap(), Some(2));
+        assert!(found.holds(&a) && !found.holds(&b));
+        assert_eq!(
+            Found::default().add_fetched(&log[..10], "dev").unwrap(),
+            None
+        );
+    }
+}
