@@ -114,6 +114,7 @@ pub async fn run(
             metadata_refresh: config.kafka.metadata_refresh,
             compression,
             device_id: config.agent.device_id.clone(),
+            dead_letter_topic: config.routing.dead_letter_topic.clone(),
         },
         stats.clone(),
     )?;

@@ -39,5 +39,7 @@ pub struct SequencedRecord {
 pub const HEADER_DEVICE: &str = "kedge-device";
 /// Header carrying the record's per-device sequence number, in decimal ASCII.
 pub const HEADER_SEQ: &str = "kedge-seq";
+/// Header on records Kafka refused, naming the topic they were meant for.
+pub const HEADER_TOPIC: &str = "kedge-topic";
 /// Header on dead-lettered records saying why they were dead-lettered.
 pub const HEADER_ERROR: &str = "kedge-error";

@@ -13,6 +13,8 @@ pub struct Stats {
     pub journaled: AtomicU64,
     /// Records routed to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Records dropped because not even the dead-letter topic accepts them.
+    pub dropped: AtomicU64,
     /// Journal commits (one write, one flush, one fdatasync each).
     pub commits: AtomicU64,
     /// Records sealed into Kafka batches.
@@ -37,12 +39,13 @@ impl Stats {
     pub fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "received={} acked_to_source={} journaled={} dead_lettered={} commits={} sealed={} \
-             delivered={} batches_delivered={} duplicates_detected={} retries={}",
+            "received={} acked_to_source={} journaled={} dead_lettered={} dropped={} commits={} \
+             sealed={} delivered={} batches_delivered={} duplicates_detected={} retries={}",
             g(&self.received),
             g(&self.source_acked),
             g(&self.journaled),
             g(&self.dead_lettered),
+            g(&self.dropped),
             g(&self.commits),
             g(&self.sealed),
             g(&self.delivered),

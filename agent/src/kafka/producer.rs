@@ -55,6 +55,8 @@ pub struct ProducerSettings {
     pub compression: BatchCompression,
     /// Device id: a tail scan recognizes this device's records by it.
     pub device_id: String,
+    /// Where batches Kafka refuses for good go, with the reason in a `kedge-error` header.
+    pub dead_letter_topic: String,
 }
 
 type Tp = (String, i32);
@@ -62,6 +64,18 @@ type Tp = (String, i32);
 struct Slot {
     batch: SealedBatch,
     sent: bool,
+    /// Kafka refused the batch for good with this error code: it moves to the dead-letter topic.
+    refused: Option<i16>,
+}
+
+impl Slot {
+    fn new(batch: SealedBatch) -> Self {
+        Slot {
+            batch,
+            sent: false,
+            refused: None,
+        }
+    }
 }
 
 struct PartitionState {
@@ -150,10 +164,7 @@ impl Producer {
             p.wanted_topics.insert(b.topic.clone());
             p.partition((b.topic.clone(), b.partition))
                 .slots
-                .push_back(Slot {
-                    batch: b,
-                    sent: false,
-                });
+                .push_back(Slot::new(b));
         }
         Ok(p)
     }
@@ -203,6 +214,9 @@ impl Producer {
             }
             if self.producer.is_some() {
                 self.verify_partitions().await;
+            }
+            if self.producer.is_some() {
+                self.dead_letter_refused();
             }
             if self.producer_lost {
                 self.resequence().await;
@@ -366,10 +380,7 @@ impl Producer {
                 for b in seal.batches {
                     self.partition((b.topic.clone(), b.partition))
                         .slots
-                        .push_back(Slot {
-                            batch: b,
-                            sent: false,
-                        });
+                        .push_back(Slot::new(b));
                 }
                 // More may be waiting beyond this plan: look again right away.
                 self.journal_dirty = Some(Instant::now());
@@ -398,8 +409,12 @@ impl Producer {
         let now = Instant::now();
         let mut by_node: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
         for (tp, p) in &mut self.partitions {
-            let waiting =
-                p.rewind || p.verify || self.producer_lost || p.retry_at.is_some_and(|t| now < t);
+            let refused = p.slots.iter().any(|s| s.refused.is_some());
+            let waiting = p.rewind
+                || p.verify
+                || refused
+                || self.producer_lost
+                || p.retry_at.is_some_and(|t| now < t);
             if waiting || !p.slots.iter().any(|s| !s.sent) {
                 continue;
             }
@@ -564,9 +579,12 @@ impl Producer {
                             self.producer_state_mismatch(tp, *batch_no, code)
                         }
                         Disposition::Permanent => {
-                            tracing::error!(topic = %tp.0, partition = tp.1, error = %error_name(code),
-                                "Kafka rejected the batch; it stays queued and is retried");
                             self.fail_partition(tp);
+                            if let Some(s) = self.partitions.get_mut(tp).and_then(|p| {
+                                p.slots.iter_mut().find(|s| s.batch.batch_no == *batch_no)
+                            }) {
+                                s.refused = Some(code);
+                            }
                         }
                     }
                 }
@@ -665,7 +683,7 @@ impl Producer {
             .filter(|(tp, p)| {
                 p.verify
                     && p.in_flight == 0
-                    && !p.retry_at.is_some_and(|t| now < t)
+                    && p.retry_at.is_none_or(|t| now >= t)
                     && self.cluster.leader(&tp.0, tp.1).is_some()
             })
             .map(|(tp, _)| tp.clone())
@@ -720,6 +738,113 @@ impl Producer {
         }
     }
 
+    /// Moves batches Kafka refused for good (too large, invalid, not authorized) to the
+    /// dead-letter topic, so that one bad batch never blocks its partition. The refused batch
+    /// leaves a gap in its partition's sequences, so the rest move to a new producer id.
+    fn dead_letter_refused(&mut self) {
+        let Some(producer) = self.producer else {
+            return;
+        };
+        let refused: Vec<(Tp, u64, i16)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.in_flight == 0)
+            .flat_map(|(tp, p)| {
+                p.slots
+                    .iter()
+                    .filter_map(move |s| Some((tp.clone(), s.batch.batch_no, s.refused?)))
+            })
+            .collect();
+        for (tp, batch_no, code) in refused {
+            let dlq = self.settings.dead_letter_topic.clone();
+            let Some(count) = self
+                .cluster
+                .topics()
+                .get(&dlq)
+                .map(|t| t.leaders.len())
+                .filter(|n| *n > 0)
+            else {
+                if self.wanted_topics.insert(dlq.clone()) {
+                    self.metadata_due = Instant::now();
+                }
+                continue;
+            };
+            let slot_batch = {
+                let p = &self.partitions[&tp];
+                p.slots
+                    .iter()
+                    .find(|s| s.batch.batch_no == batch_no)
+                    .map(|s| s.batch.clone())
+            };
+            let Some(batch) = slot_batch else { continue };
+            let reason = format!(
+                "Kafka refused the batch for {}/{}: {}",
+                tp.0,
+                tp.1,
+                error_name(code)
+            );
+            let mut seal = crate::queue::Seal {
+                removed_batches: vec![batch_no],
+                next_batch_no: self.next_batch_no,
+                ..crate::queue::Seal::default()
+            };
+            if tp.0 == dlq {
+                // The dead-letter topic itself refuses them: nothing is left to try.
+                tracing::error!(first_seq = batch.first_seq, last_seq = batch.last_seq, records = batch.record_count,
+                    reason = %reason, "records dropped: even the dead-letter topic refuses them");
+                Stats::add(&self.stats.dropped, batch.record_count as u64);
+            } else {
+                // Partition 0 would do; spreading by the batch number keeps one bad day from
+                // piling onto one partition.
+                let partition = (batch_no % count as u64) as i32;
+                let dlq_tp = (dlq.clone(), partition);
+                let base = self.next_sequences.get(&dlq_tp).copied().unwrap_or(0);
+                match rebatch(
+                    &batch,
+                    producer,
+                    base,
+                    &self.settings,
+                    Some((&dlq, partition, &reason)),
+                ) {
+                    Ok(mut moved) => {
+                        moved.batch_no = self.next_batch_no;
+                        seal.next_batch_no = moved.batch_no + 1;
+                        seal.next_sequences
+                            .push((dlq_tp, super::sequence::increment(base, moved.record_count)));
+                        seal.batches.push(moved);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = batch_no, "cannot rebuild a refused batch for the dead-letter topic");
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = tokio::task::block_in_place(|| self.queue.seal(&seal)) {
+                tracing::error!(error = %e, "cannot move a refused batch to the dead-letter topic; retrying later");
+                continue;
+            }
+            tracing::warn!(topic = %tp.0, partition = tp.1, records = batch.record_count, reason = %reason,
+                "batch moved to the dead-letter topic");
+            Stats::add(&self.stats.dead_lettered, batch.record_count as u64);
+            self.next_batch_no = seal.next_batch_no;
+            for (dlq_tp, next) in seal.next_sequences {
+                self.next_sequences.insert(dlq_tp, next);
+            }
+            if let Some(p) = self.partitions.get_mut(&tp) {
+                p.slots.retain(|s| s.batch.batch_no != batch_no);
+                // The rest of the partition follows a gap the broker will not accept.
+                if !p.slots.is_empty() {
+                    self.producer_lost = true;
+                }
+            }
+            for b in seal.batches {
+                self.partition((b.topic.clone(), b.partition))
+                    .slots
+                    .push_back(Slot::new(b));
+            }
+        }
+    }
+
     /// Takes a new producer id and moves every remaining sealed batch to it, with sequences from
     /// 0 — only once every partition is verified and nothing is in flight, so no batch whose fate
     /// is unknown is ever sent under a new identity.
@@ -744,7 +869,7 @@ impl Producer {
         for (tp, p) in &self.partitions {
             let mut next = 0;
             for s in &p.slots {
-                match rebatch(&s.batch, new, next, &self.settings) {
+                match rebatch(&s.batch, new, next, &self.settings, None) {
                     Ok(b) => {
                         next = super::sequence::increment(next, b.record_count);
                         batches.push(b);
@@ -774,10 +899,7 @@ impl Producer {
         for b in batches {
             if let Some(p) = self.partitions.get_mut(&(b.topic.clone(), b.partition)) {
                 if let Some(slot) = p.slots.iter_mut().find(|s| s.batch.batch_no == b.batch_no) {
-                    *slot = Slot {
-                        batch: b,
-                        sent: false,
-                    };
+                    *slot = Slot::new(b);
                 }
                 p.out_of_order = false;
             }
@@ -803,14 +925,17 @@ impl Producer {
     }
 }
 
-/// The same records as `b`, encoded under another producer id from sequence `base`.
+/// The same records as `b`, encoded under another producer id from sequence `base` — or, with
+/// `dead_letter` (topic, partition, reason), moved there with the reason and the original topic
+/// in headers.
 fn rebatch(
     b: &SealedBatch,
     producer: ProducerIdentity,
     base: i32,
     settings: &ProducerSettings,
+    dead_letter: Option<(&str, i32, &str)>,
 ) -> Result<SealedBatch, super::batch::BatchError> {
-    use crate::record::{HEADER_SEQ, Header, Record, SequencedRecord};
+    use crate::record::{HEADER_ERROR, HEADER_SEQ, HEADER_TOPIC, Header, Record, SequencedRecord};
     let records: Vec<SequencedRecord> = super::batch::decode_batch(&b.bytes)?
         .into_iter()
         .enumerate()
@@ -832,6 +957,18 @@ fn rebatch(
                         .headers
                         .into_iter()
                         .map(|(name, value)| Header { name, value })
+                        .chain(dead_letter.iter().flat_map(|(_, _, reason)| {
+                            [
+                                Header {
+                                    name: HEADER_ERROR.to_owned(),
+                                    value: bytes::Bytes::from(reason.to_string()),
+                                },
+                                Header {
+                                    name: HEADER_TOPIC.to_owned(),
+                                    value: bytes::Bytes::from(b.topic.clone()),
+                                },
+                            ]
+                        }))
                         .collect(),
                     timestamp_ms: r.timestamp_ms,
                 },
@@ -845,7 +982,13 @@ fn rebatch(
         &records,
         settings.compression,
     )?;
+    let (topic, partition) = match dead_letter {
+        Some((t, p, _)) => (t.to_owned(), p),
+        None => (b.topic.clone(), b.partition),
+    };
     Ok(SealedBatch {
+        topic,
+        partition,
         producer,
         base_sequence: base,
         bytes,

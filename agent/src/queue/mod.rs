@@ -87,7 +87,8 @@ pub struct JournalChunk {
 pub struct Seal {
     /// Journal chunk keys (first kedge-seq) whose records are all in `batches`.
     pub consumed_chunks: Vec<u64>,
-    /// One past the last kedge-seq consumed: the floor for sequence numbers after a restart.
+    /// One past the last kedge-seq consumed: the floor for sequence numbers after a restart
+    /// (written only when chunks are consumed).
     pub seq_floor: u64,
     /// The sealed batches.
     pub batches: Vec<SealedBatch>,
@@ -95,6 +96,8 @@ pub struct Seal {
     pub next_sequences: Vec<((String, i32), i32)>,
     /// Next batch number after these batches.
     pub next_batch_no: u64,
+    /// Sealed batches these batches replace (a batch Kafka refused, moved to the dead-letter topic).
+    pub removed_batches: Vec<u64>,
 }
 
 /// The open queue.
@@ -264,7 +267,12 @@ impl Queue {
                     meta.insert(next_sequence_key(topic, *partition), &next.to_be_bytes())?;
                 }
                 meta.insert(META_BATCH_NO, &seal.next_batch_no.to_be_bytes())?;
-                meta.insert(META_SEQ_FLOOR, &seal.seq_floor.to_be_bytes())?;
+                if !seal.consumed_chunks.is_empty() {
+                    meta.insert(META_SEQ_FLOOR, &seal.seq_floor.to_be_bytes())?;
+                }
+                for no in &seal.removed_batches {
+                    outbox.remove(&no.to_be_bytes())?;
+                }
                 for first in &seal.consumed_chunks {
                     journal.remove(&first.to_be_bytes())?;
                 }
@@ -483,6 +491,7 @@ mod tests {
                 batches: vec![batch(4)],
                 next_sequences: vec![(("t".into(), 1), 3)],
                 next_batch_no: 5,
+                removed_batches: vec![],
             })
             .unwrap();
         }
