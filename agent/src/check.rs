@@ -88,8 +88,10 @@ pub fn describe(c: &Config, path: &Path) -> String {
         let g = if s.qos == 0 {
             "at-most-once: QoS 0 messages are never acknowledged, so one lost in flight or during a crash is gone"
         } else {
-            "at-least-once into Kafka: acknowledged to the broker only once durable in the journal, \
-             delivered until Kafka acknowledges; a crash can resend a message the broker had not seen acknowledged"
+            "no acknowledged message is lost: acknowledged to the broker only once durable in the journal, \
+             and each journaled record is written to Kafka once (the producer verifies what Kafka holds before \
+             it resends). A crash between the journal commit and the acknowledgement makes the broker redeliver \
+             the message, which is then journaled again: at-least-once on the MQTT hop"
         };
         let _ = writeln!(o, "  {} (QoS {}): {g}", s.filter, s.qos);
     }

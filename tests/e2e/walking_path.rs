@@ -129,6 +129,11 @@ fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
         .count();
     eprintln!("walking_path: {out_of_order} records out of publish order within their key");
 
+    eprintln!(
+        "walking_path: kedge peak RSS {} KiB ({})",
+        kedge.peak_rss_kib(),
+        crate::support::kedge::kedge_bin()
+    );
     let status = kedge.terminate(Duration::from_secs(15));
     assert!(status.success(), "kedge exited with {status} on SIGTERM");
 }

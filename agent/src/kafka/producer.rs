@@ -565,8 +565,9 @@ impl Producer {
                             if code == DUPLICATE_SEQUENCE_NUMBER {
                                 Stats::add(&self.stats.duplicates_detected, 1);
                             }
-                            self.remember_offset(tp, *batch_no, base_offset);
+                            let end = self.end_offset(tp, *batch_no, base_offset);
                             self.acknowledge(tp, *batch_no);
+                            self.remember_offset(tp, end);
                         }
                         Disposition::Retry { refresh_metadata } => {
                             tracing::debug!(topic = %tp.0, partition = tp.1, error = %error_name(code), "retriable produce error");
@@ -657,19 +658,23 @@ impl Producer {
         // A later batch out of order only follows from an earlier failure in the same window.
     }
 
-    fn remember_offset(&mut self, tp: &Tp, batch_no: u64, base_offset: i64) {
+    /// The log offset after `batch_no`, from its Produce response.
+    fn end_offset(&self, tp: &Tp, batch_no: u64, base_offset: i64) -> Option<i64> {
         // DUPLICATE_SEQUENCE_NUMBER comes without an offset (−1) on some brokers.
         if base_offset < 0 {
-            return;
+            return None;
         }
-        let Some(p) = self.partitions.get(tp) else {
-            return;
-        };
-        let Some(slot) = p.slots.iter().find(|s| s.batch.batch_no == batch_no) else {
-            return;
-        };
-        let next = base_offset + i64::from(slot.batch.record_count);
-        if let Err(e) = self.queue.set_acked_offset(&tp.0, tp.1, next) {
+        let p = self.partitions.get(tp)?;
+        let slot = p.slots.iter().find(|s| s.batch.batch_no == batch_no)?;
+        Some(base_offset + i64::from(slot.batch.record_count))
+    }
+
+    /// Records where the next tail scan may start. Written after the batch's removal: sled
+    /// loses a suffix of its writes in a crash, so a surviving hint implies a surviving removal,
+    /// and a batch that comes back always lies after the hint.
+    fn remember_offset(&self, tp: &Tp, end: Option<i64>) {
+        let Some(end) = end else { return };
+        if let Err(e) = self.queue.set_acked_offset(&tp.0, tp.1, end) {
             tracing::warn!(error = %e, "cannot record the acknowledged offset; a later scan starts earlier");
         }
     }

@@ -16,8 +16,10 @@ pub const DEVICE_ID: &str = "e2e-dev";
 const DATA_DIR: &str = "@DATA_DIR@";
 
 /// Path of the kedge binary Cargo built for this test run.
-pub fn kedge_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kedge")
+/// The kedge binary under test: `KEDGE_BIN` when set (e.g. a release build, for figures),
+/// else the one cargo built for this test run.
+pub fn kedge_bin() -> String {
+    std::env::var("KEDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kedge").to_owned())
 }
 
 /// A complete kedge config for MQTT on `mqtt_port` and Kafka at `kafka_bootstrap`, with the given
@@ -93,6 +95,18 @@ impl Kedge {
             "restart() while kedge is still running"
         );
         self.spawn();
+    }
+
+    /// Peak resident set size of the running process so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("kedge is running").id();
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything) and reaps it.
