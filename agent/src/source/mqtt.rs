@@ -14,6 +14,8 @@ use crate::telemetry::Stats;
 
 /// Largest MQTT packet accepted; rumqttc's default (10 KiB) is too small for many payloads.
 const MAX_PACKET: u32 = 1024 * 1024;
+/// Outgoing QoS 1 publishes in flight: kedge publishes nothing, so the smallest table will do.
+const OUTGOING_INFLIGHT: u16 = 8;
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +215,9 @@ mod v5 {
             ))
             .set_receive_maximum(Some(settings.receive_maximum))
             .set_max_packet_size(Some(MAX_PACKET))
+            // kedge only subscribes; rumqttc sizes its outgoing-publish table by this limit
+            // (u16::MAX by default: about 10 MiB resident for nothing).
+            .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
             .set_manual_acks(true)
             .set_request_channel_capacity(request_capacity(&settings));
         if let Some((u, p)) = &settings.credentials {
@@ -294,6 +299,7 @@ mod v311 {
         o.set_keep_alive(settings.keep_alive)
             .set_clean_session(false)
             .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
+            .set_inflight(OUTGOING_INFLIGHT)
             .set_manual_acks(true)
             .set_request_channel_capacity(request_capacity(&settings));
         if let Some((u, p)) = &settings.credentials {
