@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -19,7 +20,16 @@ use super::KafkaError;
 /// Largest response frame accepted; a corrupt length prefix must not allocate gigabytes.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
-/// A byte stream to a broker (plain TCP today, TLS later).
+/// TLS for broker connections.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The rustls client configuration (roots, client certificate).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name to verify certificates against; `None` uses each broker's host.
+    pub server_name: Option<String>,
+}
+
+/// A byte stream to a broker: plain TCP or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
@@ -55,25 +65,40 @@ pub struct PendingResponse<R> {
 }
 
 impl Connection {
-    /// Connects over plain TCP within `timeout`.
+    /// Connects over TCP, then TLS when `tls` is set, all within `timeout`.
     pub async fn connect(
         addr: &str,
         client_id: &str,
         timeout: Duration,
+        tls: Option<&TlsSettings>,
     ) -> Result<Self, KafkaError> {
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| KafkaError::Connect {
-                addr: addr.to_owned(),
-                reason: format!("no answer within {timeout:?}"),
-            })?
-            .map_err(|e| KafkaError::Connect {
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })?;
-        // Requests are small and latency matters more than packet count on loopback and LAN.
-        let _ = tcp.set_nodelay(true);
-        Ok(Self::over(addr, client_id, Box::new(tcp)))
+        let connect_err = |reason: String| KafkaError::Connect {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let stream = tokio::time::timeout(timeout, async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            // Requests are small and latency matters more than packet count on loopback and LAN.
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = tls else {
+                return Ok(Box::new(tcp) as Box<dyn Stream>);
+            };
+            let name = tls.server_name.as_deref().unwrap_or_else(|| host_of(addr));
+            let server_name = ServerName::try_from(name.to_owned())
+                .map_err(|e| connect_err(format!("invalid TLS server name {name:?}: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| {
+                    connect_err(format!("TLS handshake failed: {}", tls_reason(&e, name)))
+                })?;
+            Ok(Box::new(stream) as Box<dyn Stream>)
+        })
+        .await
+        .map_err(|_| connect_err(format!("no answer within {timeout:?}")))??;
+        Ok(Self::over(addr, client_id, stream))
     }
 
     /// Wraps an established stream.
@@ -230,6 +255,39 @@ impl<R: Decodable> PendingResponse<R> {
                 self.api_key, self.version
             ))
         })
+    }
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// A TLS failure in words an operator can act on; rustls's own names otherwise.
+fn tls_reason(e: &std::io::Error, name: &str) -> String {
+    use rustls::CertificateError as C;
+    let Some(rustls::Error::InvalidCertificate(cert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return e.to_string();
+    };
+    match cert {
+        C::UnknownIssuer => {
+            "the broker's certificate is not signed by a trusted CA (check kafka.tls.ca_file)"
+                .into()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+            "the broker's certificate is not valid for the name {name:?} (check kafka.tls.server_name)"
+        ),
+        C::Expired | C::ExpiredContext { .. } => "the broker's certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the broker's certificate is not valid yet (check the clock)".into()
+        }
+        other => format!("invalid broker certificate: {other:?}"),
     }
 }
 
