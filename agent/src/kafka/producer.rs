@@ -95,6 +95,8 @@ pub struct Producer {
     wanted_topics: BTreeSet<String>,
     metadata_due: Instant,
     metadata_backoff: Backoff,
+    /// When a failed InitProducerId may be tried again (the loop wakes for other reasons too).
+    producer_retry_at: Instant,
     journal_dirty: Option<Instant>,
 }
 
@@ -124,6 +126,7 @@ impl Producer {
             in_flight_per_node: HashMap::new(),
             wanted_topics: BTreeSet::new(),
             metadata_due: Instant::now(),
+            producer_retry_at: Instant::now(),
             journal_dirty: Some(Instant::now()),
             settings,
         };
@@ -184,7 +187,7 @@ impl Producer {
             if now >= self.metadata_due {
                 self.refresh_metadata().await;
             }
-            if self.producer.is_none() && self.cluster_known() {
+            if self.producer.is_none() && self.cluster_known() && now >= self.producer_retry_at {
                 self.init_producer().await;
             }
             if self.producer.is_some() && self.journal_dirty.is_some_and(|t| now >= t) {
@@ -218,8 +221,11 @@ impl Producer {
 
     fn next_wake(&self, deadline: Drain) -> Instant {
         let mut wake = self.metadata_due;
-        if let Some(t) = self.journal_dirty {
-            wake = wake.min(t);
+        // Without a producer id nothing can be sealed: a due journal must not spin the loop.
+        match (self.producer, self.journal_dirty) {
+            (Some(_), Some(t)) => wake = wake.min(t),
+            (None, _) => wake = wake.min(self.producer_retry_at),
+            (Some(_), None) => {}
         }
         for p in self.partitions.values() {
             if let Some(t) = p.retry_at {
@@ -281,8 +287,13 @@ impl Producer {
                 Err(e) => tracing::error!(error = %e, "cannot persist the producer id"),
             },
             Err(e) => {
-                tracing::warn!(error = %e, "cannot get a producer id from Kafka");
-                self.metadata_due = Instant::now() + self.metadata_backoff.next_delay();
+                let delay = self.metadata_backoff.next_delay();
+                self.producer_retry_at = Instant::now() + delay;
+                self.metadata_due = self.producer_retry_at;
+                if self.metadata_backoff.should_log() {
+                    tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
+                        "cannot get a producer id from Kafka; records wait in the queue");
+                }
             }
         }
     }
