@@ -6,5 +6,6 @@
 mod config_errors;
 mod crash_restart;
 mod kafka_down;
+mod kafka_tls;
 mod support;
 mod walking_path;

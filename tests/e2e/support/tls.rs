@@ -1,0 +1,292 @@
+//! Kafka over TLS for tests: tansu (which terminates no TLS itself) behind a rustls terminator,
+//! with a throwaway CA and server certificate made by the `openssl` CLI at test time.
+//!
+//! tansu advertises the terminator's address, so kedge's leader connections (from Metadata) go
+//! through TLS too. The terminator sniffs the first byte of each connection: a TLS handshake
+//! record (0x16) is terminated, anything else (a Kafka frame starts with a length, 0x00 for any
+//! sane size) is passed through in the clear, so that the plain confluent-kafka consumer can
+//! read back what kedge wrote over TLS.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::{
+    free_port, log_stdio, print_log_if_panicking, run, stop_child, tansu_bin, wait_for_port,
+};
+
+/// tansu behind a TLS terminator on 127.0.0.1.
+pub struct TlsKafka {
+    /// Holds the CA, the certificates and tansu's log.
+    dir: TempDir,
+    /// tansu's own (plain) port.
+    tansu_port: u16,
+    /// The terminator's port: the one advertised to clients.
+    port: u16,
+    /// The tansu process.
+    tansu: Option<Child>,
+    /// TLS sessions the terminator completed.
+    sessions: Arc<AtomicUsize>,
+    /// Stops the terminator.
+    stop: Option<oneshot::Sender<()>>,
+    /// The terminator's thread.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsKafka {
+    /// Makes a CA (`ca.pem`), a second unrelated CA (`wrong-ca.pem`), a server certificate for
+    /// 127.0.0.1 signed by the first, and starts tansu and the terminator.
+    pub fn start() -> TlsKafka {
+        let dir = tempfile::Builder::new()
+            .prefix("kedge-e2e-tls-")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=kedge-e2e-ca",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ],
+            &[
+                "-keyout",
+                "wrong-ca.key",
+                "-out",
+                "wrong-ca.pem",
+                "-subj",
+                "/CN=kedge-e2e-wrong-ca",
+            ],
+        );
+        openssl(
+            d,
+            &["req", "-newkey", "rsa:2048", "-nodes"],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san.ext");
+        openssl(
+            d,
+            &["x509", "-req", "-days", "1", "-CAcreateserial"],
+            &[
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+
+        let (tansu_port, port) = (free_port(), free_port());
+        let log = d.join("tansu.log");
+        let (stdout, stderr) = log_stdio(&log);
+        let mut tansu = Command::new(tansu_bin())
+            .arg("broker")
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{tansu_port}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .current_dir(d)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tansu");
+        wait_for_port("tansu", tansu_port, &mut tansu, &log);
+
+        let config = server_config(&d.join("server.pem"), &d.join("server.key"));
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = oneshot::channel();
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .expect("bind the TLS terminator");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let counter = sessions.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("tokio listener");
+                tokio::select! {
+                    _ = terminate(listener, config, tansu_port, counter) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        TlsKafka {
+            dir,
+            tansu_port,
+            port,
+            tansu: Some(tansu),
+            sessions,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The bootstrap address: the terminator.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed the server certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A CA that did not sign the server certificate.
+    pub fn wrong_ca_file(&self) -> PathBuf {
+        self.dir.path().join("wrong-ca.pem")
+    }
+
+    /// TLS sessions completed so far.
+    pub fn tls_sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
+
+    /// Creates a topic through tansu's own port; one that already exists is fine.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let mut command = Command::new(tansu_bin());
+        command
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.tansu_port)])
+            .current_dir(self.dir.path());
+        let output = run(command, Duration::from_secs(60));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() || said.contains("already exists"),
+            "tansu topic create {name} failed ({}):\n{said}",
+            output.status
+        );
+    }
+}
+
+impl Drop for TlsKafka {
+    fn drop(&mut self) {
+        print_log_if_panicking(&self.dir.path().join("tansu.log"));
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(mut child) = self.tansu.take() {
+            stop_child(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+/// Runs `openssl` in `dir`; the key material lives and dies in the temp dir.
+fn openssl(dir: &Path, args: &[&str], more: &[&str]) {
+    let mut command = Command::new("openssl");
+    command.args(args).args(more).current_dir(dir);
+    let output = run(command, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "openssl {args:?} {more:?} failed (is the openssl CLI installed?):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A rustls server config for the certificate and key.
+fn server_config(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
+    let certs = rustls_pemfile::certs(&mut std::fs::read(cert).expect("cert").as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse cert");
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key).expect("key").as_slice())
+        .expect("parse key")
+        .expect("a key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    Arc::new(config)
+}
+
+/// Accepts connections forever, relaying each to tansu (TLS terminated, or plain as it came).
+async fn terminate(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    tansu_port: u16,
+    sessions: Arc<AtomicUsize>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let sessions = sessions.clone();
+        tokio::spawn(async move {
+            let Ok(mut upstream) = TcpStream::connect((Ipv4Addr::LOCALHOST, tansu_port)).await
+            else {
+                return;
+            };
+            let mut first = [0u8; 1];
+            if client.peek(&mut first).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if first[0] == 0x16 {
+                // A failed handshake (e.g. the client does not trust our CA) just ends here.
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                sessions.fetch_add(1, Ordering::SeqCst);
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            } else {
+                let mut client = client;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+    }
+}
