@@ -351,3 +351,15 @@ fn fail_all(pending: &Pending, why: &str) {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_strips_the_port_and_ipv6_brackets() {
+        assert_eq!(host_of("kafka.example:9093"), "kafka.example");
+        assert_eq!(host_of("127.0.0.1:9092"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9092"), "::1");
+    }
+}

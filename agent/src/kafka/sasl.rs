@@ -134,3 +134,260 @@ pub fn check_credentials(sasl: &SaslSettings) -> Result<(), String> {
         .map(drop)
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::sasl_authenticate_response::SaslAuthenticateResponse;
+    use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
+    use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use ring::{digest, hmac, pbkdf2};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::super::scram::base64;
+    use super::*;
+
+    const SALT: &[u8] = b"kedge-test-salt!";
+    const ITERATIONS: u32 = 4096;
+
+    /// How the scripted broker behaves.
+    #[derive(Clone, Copy)]
+    struct Broker {
+        /// The mechanism it enables.
+        enabled: Mechanism,
+        /// The password it knows for user "edge".
+        password: &'static str,
+        /// Whether it sends a wrong server signature (an impostor that does not know it).
+        forge_signature: bool,
+    }
+
+    /// SCRAM-SHA-512 server side (RFC 5802 §3): checks the proof, returns ServerSignature.
+    fn server_check(password: &str, auth_message: &str, proof: &[u8]) -> Option<Vec<u8>> {
+        let mut salted = [0u8; 64];
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA512,
+            std::num::NonZeroU32::new(ITERATIONS).unwrap(),
+            SALT,
+            password.as_bytes(),
+            &mut salted,
+        );
+        let salted = hmac::Key::new(hmac::HMAC_SHA512, &salted);
+        let stored = digest::digest(&digest::SHA512, hmac::sign(&salted, b"Client Key").as_ref());
+        let signature = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA512, stored.as_ref()),
+            auth_message.as_bytes(),
+        );
+        let client_key: Vec<u8> = proof
+            .iter()
+            .zip(signature.as_ref())
+            .map(|(p, s)| p ^ s)
+            .collect();
+        if digest::digest(&digest::SHA512, &client_key).as_ref() != stored.as_ref() {
+            return None;
+        }
+        let server_key = hmac::sign(&salted, b"Server Key");
+        let server_signature = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA512, server_key.as_ref()),
+            auth_message.as_bytes(),
+        );
+        Some(server_signature.as_ref().to_vec())
+    }
+
+    /// Serves SaslHandshake and SaslAuthenticate frames until the client hangs up.
+    async fn serve(mut stream: DuplexStream, broker: Broker) {
+        let mut first_bare = String::new();
+        let mut server_first = String::new();
+        loop {
+            let Ok(len) = stream.read_i32().await else {
+                return;
+            };
+            let mut frame = vec![0u8; len as usize];
+            stream.read_exact(&mut frame).await.unwrap();
+            let mut frame = bytes::Bytes::from(frame);
+            let (key, version) = (frame.clone().get_i16(), {
+                let mut f = frame.clone();
+                f.advance(2);
+                f.get_i16()
+            });
+            let api = ApiKey::try_from(key).unwrap();
+            let header =
+                RequestHeader::decode(&mut frame, api.request_header_version(version)).unwrap();
+            let mut body = BytesMut::new();
+            match api {
+                ApiKey::SaslHandshake => {
+                    let r = SaslHandshakeRequest::decode(&mut frame, version).unwrap();
+                    let code = if r.mechanism.as_str() == broker.enabled.name() {
+                        0
+                    } else {
+                        33
+                    };
+                    SaslHandshakeResponse::default()
+                        .with_error_code(code)
+                        .with_mechanisms(vec![StrBytes::from_static_str(broker.enabled.name())])
+                        .encode(&mut body, version)
+                        .unwrap();
+                }
+                ApiKey::SaslAuthenticate => {
+                    let r = SaslAuthenticateRequest::decode(&mut frame, version).unwrap();
+                    let token = String::from_utf8(r.auth_bytes.to_vec()).unwrap();
+                    let (code, message, reply) = if broker.enabled == Mechanism::Plain {
+                        if token == format!("\0edge\0{}", broker.password) {
+                            (0, None, String::new())
+                        } else {
+                            (58, Some("Invalid username or password"), String::new())
+                        }
+                    } else if let Some(bare) = token.strip_prefix("n,,") {
+                        first_bare = bare.to_owned();
+                        let nonce = bare.split(",r=").nth(1).unwrap();
+                        server_first = format!(
+                            "r={nonce}server-part,s={},i={ITERATIONS}",
+                            base64::encode(SALT)
+                        );
+                        (0, None, server_first.clone())
+                    } else {
+                        let (without_proof, proof) = token.rsplit_once(",p=").unwrap();
+                        let auth = format!("{first_bare},{server_first},{without_proof}");
+                        match server_check(broker.password, &auth, &base64::decode(proof).unwrap())
+                        {
+                            Some(mut signature) => {
+                                if broker.forge_signature {
+                                    signature[0] ^= 1;
+                                }
+                                (0, None, format!("v={}", base64::encode(&signature)))
+                            }
+                            None => (
+                                58,
+                                Some(
+                                    "Authentication failed during authentication due to invalid \
+                                     credentials with SASL mechanism SCRAM-SHA-512",
+                                ),
+                                String::new(),
+                            ),
+                        }
+                    };
+                    SaslAuthenticateResponse::default()
+                        .with_error_code(code)
+                        .with_error_message(message.map(StrBytes::from_static_str))
+                        .with_auth_bytes(Bytes::from(reply))
+                        .encode(&mut body, version)
+                        .unwrap();
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+            let mut head = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut head, api.response_header_version(version))
+                .unwrap();
+            let mut out = BytesMut::new();
+            out.put_i32((head.len() + body.len()) as i32);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&body);
+            stream.write_all(&out).await.unwrap();
+        }
+    }
+
+    /// Authenticates as "edge" with `password` over `mechanism` against `broker`.
+    async fn login(mechanism: Mechanism, password: &str, broker: Broker) -> Result<(), KafkaError> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(server, broker));
+        let conn = Connection::over("broker:9093", "kedge-test", Box::new(client));
+        let sasl = SaslSettings {
+            mechanism,
+            username: "edge".into(),
+            password: password.into(),
+        };
+        authenticate(&conn, &sasl, Some(1), Some(2), Duration::from_secs(5)).await
+    }
+
+    const SCRAM: Broker = Broker {
+        enabled: Mechanism::ScramSha512,
+        password: "s3cret",
+        forge_signature: false,
+    };
+
+    #[tokio::test]
+    async fn scram_sha512_exchange_with_a_broker() {
+        login(Mechanism::ScramSha512, "s3cret", SCRAM)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_password_names_user_broker_and_the_brokers_message() {
+        let e = login(Mechanism::ScramSha512, "wrong", SCRAM)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "authentication failed for user \"edge\" at Kafka broker broker:9093: \
+             SASL_AUTHENTICATION_FAILED: Authentication failed during authentication due to \
+             invalid credentials with SASL mechanism SCRAM-SHA-512"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_cannot_prove_the_password_is_refused() {
+        let impostor = Broker {
+            forge_signature: true,
+            ..SCRAM
+        };
+        let e = login(Mechanism::ScramSha512, "s3cret", impostor)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("signature does not match"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unsupported_mechanism_lists_the_brokers() {
+        let e = login(Mechanism::ScramSha256, "s3cret", SCRAM)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "authentication failed for user \"edge\" at Kafka broker broker:9093: SaslHandshake \
+             for SCRAM-SHA-256 answered UNSUPPORTED_SASL_MECHANISM; the broker offers [SCRAM-SHA-512]"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_sends_rfc4616_token() {
+        let plain = Broker {
+            enabled: Mechanism::Plain,
+            password: "pw",
+            forge_signature: false,
+        };
+        login(Mechanism::Plain, "pw", plain).await.unwrap();
+        let e = login(Mechanism::Plain, "nope", plain).await.unwrap_err();
+        assert!(
+            e.to_string().contains("Invalid username or password"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn brokers_without_sasl_authenticate_are_refused() {
+        let (client, _server) = tokio::io::duplex(1024);
+        let conn = Connection::over("old:9092", "kedge-test", Box::new(client));
+        let sasl = SaslSettings {
+            mechanism: Mechanism::Plain,
+            username: "edge".into(),
+            password: "pw".into(),
+        };
+        let e = authenticate(&conn, &sasl, Some(1), None, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, KafkaError::Auth { .. }), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let sasl = SaslSettings {
+            mechanism: Mechanism::Plain,
+            username: "edge".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{sasl:?}").contains("hunter2"));
+    }
+}
