@@ -109,7 +109,12 @@ impl Connection {
             closed: None,
         }));
         let broken = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read_loop(read, pending.clone(), broken.clone()));
+        let reader = tokio::spawn(read_loop(
+            read,
+            addr.to_owned(),
+            pending.clone(),
+            broken.clone(),
+        ));
         Connection {
             addr: addr.to_owned(),
             writer: tokio::sync::Mutex::new(Writer {
@@ -136,7 +141,7 @@ impl Connection {
     /// Marks the connection unusable, failing every pending request.
     pub fn close(&self, why: &str) {
         self.broken.store(true, Ordering::Relaxed);
-        fail_all(&self.pending, why);
+        fail_all(&self.pending, &self.addr, why);
         self.reader.abort();
     }
 
@@ -308,7 +313,12 @@ fn encode_frame<R: Encodable>(
     Ok(buf)
 }
 
-async fn read_loop(mut read: ReadHalf<Box<dyn Stream>>, pending: Pending, broken: Arc<AtomicBool>) {
+async fn read_loop(
+    mut read: ReadHalf<Box<dyn Stream>>,
+    addr: String,
+    pending: Pending,
+    broken: Arc<AtomicBool>,
+) {
     let why = loop {
         let len = match read.read_i32().await {
             Ok(n) => n,
@@ -336,17 +346,18 @@ async fn read_loop(mut read: ReadHalf<Box<dyn Stream>>, pending: Pending, broken
         }
     };
     broken.store(true, Ordering::Relaxed);
-    fail_all(&pending, &why);
+    fail_all(&pending, &addr, &why);
 }
 
-fn fail_all(pending: &Pending, why: &str) {
+/// Fails every waiting request; the address keeps the error naming its broker.
+fn fail_all(pending: &Pending, addr: &str, why: &str) {
     let mut p = pending.lock().expect("pending lock");
     if p.closed.is_none() {
         p.closed = Some(why.to_owned());
     }
     for (_, tx) in p.waiters.drain() {
         let _ = tx.send(Err(KafkaError::Io {
-            addr: String::new(),
+            addr: addr.to_owned(),
             reason: why.to_owned(),
         }));
     }

@@ -79,7 +79,14 @@ pub async fn authenticate(
     };
     let request = SaslHandshakeRequest::default()
         .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
-    let r = conn.call(&request, handshake, timeout).await?;
+    // Some brokers (tansu 0.6) hang up on a mechanism they lack instead of answering with
+    // UNSUPPORTED_SASL_MECHANISM; say which step it was.
+    let r = conn.call(&request, handshake, timeout).await.map_err(|e| {
+        fail(format!(
+            "SaslHandshake for {} failed (does the broker offer it?): {e}",
+            sasl.mechanism.name()
+        ))
+    })?;
     if r.error_code != 0 {
         let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
         return Err(fail(format!(
@@ -91,7 +98,10 @@ pub async fn authenticate(
     }
     let step = |token: Vec<u8>| async move {
         let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
-        let r = conn.call(&request, authenticate, timeout).await?;
+        let r = conn
+            .call(&request, authenticate, timeout)
+            .await
+            .map_err(|e| fail(format!("SaslAuthenticate failed: {e}")))?;
         if r.error_code != 0 {
             let message = r.error_message.as_ref().map_or("", |m| m.as_str());
             return Err(fail(format!("{}: {message}", error_name(r.error_code))));

@@ -112,22 +112,7 @@ impl TlsKafka {
         );
 
         let (tansu_port, port) = (free_port(), free_port());
-        let log = d.join("tansu.log");
-        let (stdout, stderr) = log_stdio(&log);
-        let mut tansu = Command::new(tansu_bin())
-            .arg("broker")
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{tansu_port}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(d)
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn tansu");
-        wait_for_port("tansu", tansu_port, &mut tansu, &log);
+        let tansu = spawn_tansu(d, tansu_port, port, &[]);
 
         let config = server_config(&d.join("server.pem"), &d.join("server.key"));
         let sessions = Arc::new(AtomicUsize::new(0));
@@ -207,6 +192,48 @@ impl TlsKafka {
     }
 }
 
+/// tansu with `--authentication`: it speaks SCRAM-SHA-512 but, with memory storage, has no
+/// users (creating one needs an authenticated connection), so every login fails.
+pub struct AuthTansu {
+    /// Holds tansu's log.
+    dir: TempDir,
+    /// tansu's port.
+    port: u16,
+    /// The tansu process.
+    child: Option<Child>,
+}
+
+impl AuthTansu {
+    /// Starts tansu requiring authentication on a free port.
+    pub fn start() -> AuthTansu {
+        let dir = tempfile::Builder::new()
+            .prefix("kedge-e2e-tansu-auth-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let child = spawn_tansu(dir.path(), port, port, &["--authentication"]);
+        AuthTansu {
+            dir,
+            port,
+            child: Some(child),
+        }
+    }
+
+    /// The bootstrap address.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AuthTansu {
+    fn drop(&mut self) {
+        print_log_if_panicking(&self.dir.path().join("tansu.log"));
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
 impl Drop for TlsKafka {
     fn drop(&mut self) {
         print_log_if_panicking(&self.dir.path().join("tansu.log"));
@@ -220,6 +247,28 @@ impl Drop for TlsKafka {
             stop_child(&mut child, Duration::from_secs(5));
         }
     }
+}
+
+/// Starts tansu (memory storage) on `port`, advertising `advertised`, logging to `dir`/tansu.log.
+pub fn spawn_tansu(dir: &Path, port: u16, advertised: u16, extra: &[&str]) -> Child {
+    let log = dir.join("tansu.log");
+    let (stdout, stderr) = log_stdio(&log);
+    let mut tansu = Command::new(tansu_bin())
+        .arg("broker")
+        .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args([
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn tansu");
+    wait_for_port("tansu", port, &mut tansu, &log);
+    tansu
 }
 
 /// Runs `openssl` in `dir`; the key material lives and dies in the temp dir.
