@@ -66,6 +66,30 @@ fn records_reach_kafka_over_tls() {
 }
 
 #[test]
+fn records_reach_kafka_over_mutual_tls() {
+    let kafka = TlsKafka::start_mutual();
+    kafka.create_topic("readings", 3);
+    let mosquitto = Mosquitto::start();
+    let (cert, key) = kafka.client_cert();
+    let config = format!(
+        "{}client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        tls_config(&mosquitto, &kafka, &kafka.ca_file()),
+        cert.display(),
+        key.display()
+    );
+    let mut kedge = Kedge::start(&config);
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+
+    let published = readings(READINGS, 10);
+    let publishing = Publishing::start(mosquitto.port(), published.clone(), None);
+    publishing.wait_acked(Duration::from_secs(60));
+    assert_all_arrived(&kafka, &published);
+    // The terminator completes no handshake without a client certificate the CA signed.
+    assert!(kafka.tls_sessions() >= 1, "no TLS session was made");
+    kedge.assert_running();
+}
+
+#[test]
 fn wrong_ca_is_reported_and_nothing_is_lost() {
     let kafka = TlsKafka::start();
     kafka.create_topic("readings", 3);

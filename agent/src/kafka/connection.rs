@@ -365,7 +365,30 @@ fn fail_all(pending: &Pending, addr: &str, why: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{host_of, tls_reason};
+    use rustls::CertificateError;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_check() {
+        let unknown_ca = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert!(tls_reason(&unknown_ca, "k").contains("check kafka.tls.ca_file"));
+        let wrong_name = io(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        ));
+        assert_eq!(
+            tls_reason(&wrong_name, "kafka.example"),
+            "the broker's certificate is not valid for the name \"kafka.example\" \
+             (check kafka.tls.server_name)"
+        );
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert_eq!(tls_reason(&eof, "k"), "tls handshake eof");
+    }
 
     #[test]
     fn host_of_strips_the_port_and_ipv6_brackets() {

@@ -44,77 +44,52 @@ impl TlsKafka {
     /// Makes a CA (`ca.pem`), a second unrelated CA (`wrong-ca.pem`), a server certificate for
     /// 127.0.0.1 signed by the first, and starts tansu and the terminator.
     pub fn start() -> TlsKafka {
+        TlsKafka::start_with(false)
+    }
+
+    /// Like [`TlsKafka::start`], but the terminator requires a client certificate signed by the
+    /// CA (mutual TLS); [`TlsKafka::client_cert`] is one.
+    pub fn start_mutual() -> TlsKafka {
+        TlsKafka::start_with(true)
+    }
+
+    fn start_with(mutual: bool) -> TlsKafka {
         let dir = tempfile::Builder::new()
             .prefix("kedge-e2e-tls-")
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
-        openssl(
-            d,
-            &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                "/CN=kedge-e2e-ca",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ],
-            &[
-                "-keyout",
-                "wrong-ca.key",
-                "-out",
-                "wrong-ca.pem",
-                "-subj",
-                "/CN=kedge-e2e-wrong-ca",
-            ],
-        );
-        openssl(
-            d,
-            &["req", "-newkey", "rsa:2048", "-nodes"],
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
         std::fs::write(
             d.join("san.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         )
         .expect("write san.ext");
-        openssl(
-            d,
-            &["x509", "-req", "-days", "1", "-CAcreateserial"],
-            &[
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-out",
-                "server.pem",
-                "-extfile",
-                "san.ext",
-            ],
-        );
+        // Extensions make v3 certificates; webpki refuses v1 ones.
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+            .expect("write client.ext");
+        for command in [
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -keyout ca.key -out ca.pem -subj /CN=kedge-e2e-ca",
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -keyout wrong-ca.key -out wrong-ca.pem \
+             -subj /CN=kedge-e2e-wrong-ca",
+            "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+            "x509 -req -days 1 -CAcreateserial -in server.csr -CA ca.pem -CAkey ca.key \
+             -out server.pem -extfile san.ext",
+            "req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=kedge-e2e-client",
+            "x509 -req -days 1 -CAcreateserial -in client.csr -CA ca.pem -CAkey ca.key -out client.pem \
+             -extfile client.ext",
+        ] {
+            openssl(d, command);
+        }
 
         let (tansu_port, port) = (free_port(), free_port());
         let tansu = spawn_tansu(d, tansu_port, port, &[]);
 
-        let config = server_config(&d.join("server.pem"), &d.join("server.key"));
+        let client_ca = mutual.then(|| d.join("ca.pem"));
+        let config = server_config(
+            &d.join("server.pem"),
+            &d.join("server.key"),
+            client_ca.as_deref(),
+        );
         let sessions = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = oneshot::channel();
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
@@ -158,6 +133,12 @@ impl TlsKafka {
     /// A CA that did not sign the server certificate.
     pub fn wrong_ca_file(&self) -> PathBuf {
         self.dir.path().join("wrong-ca.pem")
+    }
+
+    /// A client certificate and key signed by the CA.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        (d.join("client.pem"), d.join("client.key"))
     }
 
     /// TLS sessions completed so far.
@@ -271,34 +252,48 @@ pub fn spawn_tansu(dir: &Path, port: u16, advertised: u16, extra: &[&str]) -> Ch
     tansu
 }
 
-/// Runs `openssl` in `dir`; the key material lives and dies in the temp dir.
-fn openssl(dir: &Path, args: &[&str], more: &[&str]) {
+/// Runs `openssl` with whitespace-separated `args` in `dir`; the keys live and die in the temp dir.
+fn openssl(dir: &Path, args: &str) {
     let mut command = Command::new("openssl");
-    command.args(args).args(more).current_dir(dir);
+    command.args(args.split_whitespace()).current_dir(dir);
     let output = run(command, Duration::from_secs(60));
     assert!(
         output.status.success(),
-        "openssl {args:?} {more:?} failed (is the openssl CLI installed?):\n{}",
+        "openssl {args} failed (is the openssl CLI installed?):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
-/// A rustls server config for the certificate and key.
-fn server_config(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
+/// A rustls server config for the certificate and key; with `client_ca`, clients must present
+/// a certificate it signed.
+fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Arc<rustls::ServerConfig> {
     let certs = rustls_pemfile::certs(&mut std::fs::read(cert).expect("cert").as_slice())
         .collect::<Result<Vec<_>, _>>()
         .expect("parse cert");
     let key = rustls_pemfile::private_key(&mut std::fs::read(key).expect("key").as_slice())
         .expect("parse key")
         .expect("a key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut std::fs::read(ca).expect("ca").as_slice()) {
+                roots.add(cert.expect("parse ca")).expect("add ca");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(certs, key).expect("server config");
     Arc::new(config)
 }
 
