@@ -248,5 +248,10 @@ fn kafka_sasl(k: &config::KafkaConfig) -> Result<Option<SaslSettings>, PipelineE
             .map_err(|e| PipelineError::KafkaSasl(e.to_string()))?,
     };
     sasl::check_credentials(&settings).map_err(PipelineError::KafkaSasl)?;
+    if settings.mechanism == Mechanism::Plain && k.tls.is_none() {
+        tracing::warn!(
+            "kafka.sasl: PLAIN without [kafka.tls] sends the password in the clear; enable TLS"
+        );
+    }
     Ok(Some(settings))
 }

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::KafkaError;
 use super::connection::Connection;
 use super::errors::error_name;
-use super::scram::{ScramClient, ScramError, ScramHash};
+use super::scram::{self, ScramClient, ScramError, ScramHash};
 
 /// A SASL mechanism kedge speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +129,8 @@ pub async fn authenticate(
             client.verify_server_final(&server_final).map_err(scram)?;
         }
     }
+    // A broker with connections.max.reauth.ms (KIP-368) closes the connection when the session
+    // lifetime ends; the next request reconnects and authenticates again.
     Ok(())
 }
 
@@ -140,9 +142,7 @@ pub fn check_credentials(sasl: &SaslSettings) -> Result<(), String> {
         }
         return Ok(());
     }
-    ScramClient::new(ScramHash::Sha256, &sasl.username, &sasl.password)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    scram::check_credentials(&sasl.username, &sasl.password).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

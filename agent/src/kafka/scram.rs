@@ -90,8 +90,7 @@ impl ScramClient {
         password: &str,
         nonce: &str,
     ) -> Result<Self, ScramError> {
-        saslprep_ascii(username, "user name")?;
-        saslprep_ascii(password, "password")?;
+        check_credentials(username, password)?;
         // RFC 5802 §5.1: '=' and ',' in the name are escaped as =3D and =2C.
         let name = username.replace('=', "=3D").replace(',', "=2C");
         Ok(ScramClient {
@@ -198,6 +197,12 @@ impl ScramClient {
             Err(ScramError::BadServerSignature)
         }
     }
+}
+
+/// Checks that SCRAM can use the credentials as they are (see [`saslprep_ascii`]).
+pub fn check_credentials(username: &str, password: &str) -> Result<(), ScramError> {
+    saslprep_ascii(username, "user name")?;
+    saslprep_ascii(password, "password")
 }
 
 /// SASLprep (RFC 4013) of printable ASCII is the identity; everything else is refused.

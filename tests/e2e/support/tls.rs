@@ -1,5 +1,6 @@
-//! Kafka over TLS for tests: tansu (which terminates no TLS itself) behind a rustls terminator,
-//! with a throwaway CA and server certificate made by the `openssl` CLI at test time.
+//! Kafka peers for the security tests. [`TlsKafka`]: tansu (whose `--cert` listener did not
+//! complete a TLS handshake here) behind a rustls terminator, with a throwaway CA and
+//! certificates made by the `openssl` CLI at test time. [`AuthTansu`]: tansu requiring SASL.
 //!
 //! tansu advertises the terminator's address, so kedge's leader connections (from Metadata) go
 //! through TLS too. The terminator sniffs the first byte of each connection: a TLS handshake
