@@ -71,8 +71,9 @@ fn records_reach_kafka_over_mutual_tls() {
     kafka.create_topic("readings", 3);
     let mosquitto = Mosquitto::start();
     let (cert, key) = kafka.client_cert();
+    // The certificate is also valid for "localhost": the configured name replaces the host.
     let config = format!(
-        "{}client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        "{}client_cert_file = \"{}\"\nclient_key_file = \"{}\"\nserver_name = \"localhost\"\n",
         tls_config(&mosquitto, &kafka, &kafka.ca_file()),
         cert.display(),
         key.display()
@@ -135,4 +136,27 @@ fn wrong_ca_is_reported_and_nothing_is_lost() {
     assert_all_arrived(&kafka, &published);
     assert!(kafka.tls_sessions() >= 1, "no TLS session was made");
     kedge.assert_running();
+}
+
+#[test]
+fn certificate_for_another_name_is_reported() {
+    let kafka = TlsKafka::start();
+    let mosquitto = Mosquitto::start();
+    let config = format!(
+        "{}server_name = \"kafka.wrong.example\"\n",
+        tls_config(&mosquitto, &kafka, &kafka.ca_file())
+    );
+    let mut kedge = Kedge::start(&config);
+    let expected = format!(
+        "cannot connect to Kafka broker {}: TLS handshake failed: the broker's certificate is \
+         not valid for the name \\\"kafka.wrong.example\\\" (check kafka.tls.server_name)",
+        kafka.bootstrap()
+    );
+    wait_until(
+        "kedge to log the name mismatch",
+        Duration::from_secs(30),
+        || kedge.log_text().contains(&expected),
+    );
+    kedge.assert_running();
+    assert_eq!(kafka.tls_sessions(), 0, "a TLS session with the wrong name");
 }
