@@ -65,8 +65,13 @@ pub fn describe(c: &Config, path: &Path) -> String {
     );
     let _ = writeln!(
         o,
-        "kafka         {} — {}, acks=all, idempotent, linger {}, batches ≤ {} records / {}, ≤ {} in flight",
+        "kafka         {}{}{} — {}, acks=all, idempotent, linger {}, batches ≤ {} records / {}, ≤ {} in flight",
         k.bootstrap.join(", "),
+        if k.tls.is_some() { " (TLS)" } else { "" },
+        k.sasl
+            .as_ref()
+            .map(|s| format!(" (SASL {} as {})", s.mechanism, s.username))
+            .unwrap_or_default(),
         k.compression,
         config::HumanDuration(k.linger),
         k.batch_max_records,

@@ -12,8 +12,10 @@ use crate::config::{self, Config};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::kafka::batch::BatchCompression;
 use crate::kafka::client::{Cluster, ClusterSettings};
+use crate::kafka::connection::TlsSettings;
 use crate::kafka::partitioner::StickyPartitioner;
 use crate::kafka::producer::{Producer, ProducerSettings};
+use crate::kafka::sasl::{self, Mechanism, SaslSettings};
 use crate::queue::{self, Queue};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings, Protocol};
@@ -31,6 +33,12 @@ pub enum PipelineError {
     /// TLS material could not be loaded.
     #[error("mqtt.tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// Kafka's TLS material could not be loaded.
+    #[error("kafka.tls: {0}")]
+    KafkaTls(crate::tls::TlsError),
+    /// Kafka's SASL password could not be read or is unusable.
+    #[error("kafka.sasl.password: {0}")]
+    KafkaSasl(String),
     /// The queue could not be opened.
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
@@ -101,6 +109,8 @@ pub async fn run(
         client_id: config.kafka.client_id.clone(),
         connect_timeout: config.kafka.connect_timeout,
         request_timeout: config.kafka.request_timeout,
+        tls: kafka_tls(&config.kafka).map_err(PipelineError::KafkaTls)?,
+        sasl: kafka_sasl(&config.kafka)?,
     });
     let producer = Producer::new(
         queue.clone(),
@@ -209,4 +219,41 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
             .collect(),
         reconnect: (m.reconnect.initial, m.reconnect.max),
     })
+}
+
+/// The rustls configuration for `[kafka.tls]`, if present.
+fn kafka_tls(k: &config::KafkaConfig) -> Result<Option<TlsSettings>, crate::tls::TlsError> {
+    let Some(t) = &k.tls else { return Ok(None) };
+    let client = match (&t.client_cert_file, &t.client_key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    Ok(Some(TlsSettings {
+        config: crate::tls::client_config(t.ca_file.as_deref(), client)?,
+        server_name: t.server_name.clone(),
+    }))
+}
+
+/// The credentials for `[kafka.sasl]`, if present, with the password resolved and checked.
+fn kafka_sasl(k: &config::KafkaConfig) -> Result<Option<SaslSettings>, PipelineError> {
+    let Some(s) = &k.sasl else { return Ok(None) };
+    let settings = SaslSettings {
+        mechanism: match s.mechanism {
+            config::SaslMechanism::Plain => Mechanism::Plain,
+            config::SaslMechanism::ScramSha256 => Mechanism::ScramSha256,
+            config::SaslMechanism::ScramSha512 => Mechanism::ScramSha512,
+        },
+        username: s.username.clone(),
+        password: s
+            .password
+            .resolve()
+            .map_err(|e| PipelineError::KafkaSasl(e.to_string()))?,
+    };
+    sasl::check_credentials(&settings).map_err(PipelineError::KafkaSasl)?;
+    if settings.mechanism == Mechanism::Plain && k.tls.is_none() {
+        tracing::warn!(
+            "kafka.sasl: PLAIN without [kafka.tls] sends the password in the clear; enable TLS"
+        );
+    }
+    Ok(Some(settings))
 }

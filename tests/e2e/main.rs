@@ -6,5 +6,7 @@
 mod config_errors;
 mod crash_restart;
 mod kafka_down;
+mod kafka_sasl;
+mod kafka_tls;
 mod support;
 mod walking_path;

@@ -268,7 +268,7 @@ fn default_qos() -> u8 {
     1
 }
 
-/// `[mqtt.tls]`: TLS to the broker.
+/// `[mqtt.tls]` and `[kafka.tls]`: TLS to a broker.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -278,7 +278,7 @@ pub struct TlsConfig {
     pub client_cert_file: Option<PathBuf>,
     /// Client private key for mutual TLS; requires `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
-    /// Name to verify the broker certificate against; defaults to `mqtt.host`.
+    /// Name to verify the broker certificate against; defaults to the broker's host.
     pub server_name: Option<String>,
 }
 
@@ -430,6 +430,58 @@ pub struct KafkaConfig {
     /// How often cluster metadata is refreshed.
     #[serde(default = "secs::<300>", deserialize_with = "deserialize_duration")]
     pub metadata_refresh: Duration,
+    /// TLS to every broker; present means TLS is used.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication; present means every connection authenticates.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+}
+
+/// `[kafka.sasl]`: credentials for SASL authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// The SASL mechanism.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password: inline, `{ env = "..." }` or `{ file = "..." }`.
+    pub password: Secret,
+}
+
+/// A SASL mechanism name as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaslMechanism {
+    /// `"PLAIN"` (RFC 4616): the password travels in the clear, so use it with TLS.
+    Plain,
+    /// `"SCRAM-SHA-256"` (RFC 7677).
+    ScramSha256,
+    /// `"SCRAM-SHA-512"` (KIP-84).
+    ScramSha512,
+}
+
+impl<'de> Deserialize<'de> for SaslMechanism {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(
+            d,
+            &[
+                ("PLAIN", Self::Plain),
+                ("SCRAM-SHA-256", Self::ScramSha256),
+                ("SCRAM-SHA-512", Self::ScramSha512),
+            ],
+        )
+    }
+}
+
+impl fmt::Display for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        })
+    }
 }
 
 fn default_kafka_client_id() -> String {

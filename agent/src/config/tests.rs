@@ -218,7 +218,7 @@ bootstrap = ["k:9092"]
         error(text),
         "kedge.toml:6:3: kafka.lingr: unknown key; expected one of: bootstrap, client_id, \
          compression, linger, batch_max_records, batch_max_bytes, max_in_flight, \
-         connect_timeout, request_timeout, retry_backoff, metadata_refresh"
+         connect_timeout, request_timeout, retry_backoff, metadata_refresh, tls, sasl"
     );
 }
 
@@ -656,5 +656,77 @@ proptest! {
             let lines = text.lines().count() + 1;
             prop_assert!(err.line <= lines, "line {} of {}", err.line, lines);
         }
+    }
+}
+
+const KAFKA_BASE: &str =
+    "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n";
+
+#[test]
+fn kafka_tls_and_sasl_parse() {
+    let config = parse(&format!(
+        "{KAFKA_BASE}[kafka.tls]\nca_file = \"/etc/kedge/kafka-ca.pem\"\nserver_name = \"kafka.example\"\n\
+         [kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"edge-17\"\npassword = {{ env = \"KAFKA_PASSWORD\" }}\n"
+    ))
+    .expect("parses");
+    let tls = config.kafka.tls.expect("tls present");
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(Path::new("/etc/kedge/kafka-ca.pem"))
+    );
+    assert_eq!(tls.effective_server_name("k"), "kafka.example");
+    let sasl = config.kafka.sasl.expect("sasl present");
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(sasl.username, "edge-17");
+    assert_eq!(
+        sasl.password,
+        Secret::Env {
+            env: "KAFKA_PASSWORD".into()
+        }
+    );
+    let plain = parse(&format!(
+        "{KAFKA_BASE}[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\n"
+    ))
+    .expect("parses");
+    assert_eq!(
+        plain.kafka.sasl.map(|s| s.mechanism),
+        Some(SaslMechanism::Plain)
+    );
+    assert_eq!(plain.kafka.tls, None);
+    let default = parse(KAFKA_BASE).expect("parses");
+    assert_eq!((default.kafka.tls, default.kafka.sasl), (None, None));
+}
+
+#[test]
+fn kafka_tls_and_sasl_errors_are_located() {
+    let cases = [
+        (
+            "[kafka.tls]\nclient_cert_file = \"c.pem\"",
+            "kedge.toml:6:20: kafka.tls.client_cert_file: client_cert_file requires client_key_file",
+        ),
+        (
+            "[kafka.tls]\nserver_name = \"\"",
+            "kedge.toml:6:15: kafka.tls.server_name: must not be empty",
+        ),
+        (
+            "[kafka.sasl]\nmechanism = \"GSSAPI\"\nusername = \"u\"\npassword = \"p\"",
+            "kedge.toml:6:13: kafka.sasl.mechanism: expected one of \"PLAIN\", \"SCRAM-SHA-256\", \"SCRAM-SHA-512\", found \"GSSAPI\"",
+        ),
+        (
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"jörg\"\npassword = \"p\"",
+            "kedge.toml:7:12: kafka.sasl.username: SCRAM user names must be printable ASCII",
+        ),
+        (
+            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"\"\npassword = \"p\"",
+            "kedge.toml:7:12: kafka.sasl.username: must not be empty",
+        ),
+        (
+            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"",
+            "kedge.toml:5:1: kafka.sasl.password: missing required key",
+        ),
+    ];
+    for (section, want) in cases {
+        let got = error(&format!("{KAFKA_BASE}{section}\n"));
+        assert!(got.contains(want), "{section:?}:\n got {got}\nwant {want}");
     }
 }

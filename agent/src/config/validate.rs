@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{
     AgentConfig, Backoff, ByteSize, Config, HumanDuration, KafkaConfig, LogConfig, MqttConfig,
-    QueueConfig, RoutingConfig,
+    QueueConfig, RoutingConfig, SaslConfig, SaslMechanism, TlsConfig,
 };
 
 /// Longest device id; it also bounds the default MQTT client id.
@@ -157,34 +157,7 @@ fn mqtt(mqtt: &MqttConfig, agent: &AgentConfig) -> Check {
         return fail("mqtt.password", "a password requires mqtt.username");
     }
     if let Some(tls) = &mqtt.tls {
-        let paths = [
-            ("ca_file", &tls.ca_file),
-            ("client_cert_file", &tls.client_cert_file),
-            ("client_key_file", &tls.client_key_file),
-        ];
-        for (key, path) in paths {
-            if let Some(path) = path {
-                not_empty(&format!("mqtt.tls.{key}"), &path.to_string_lossy())?;
-            }
-        }
-        match (&tls.client_cert_file, &tls.client_key_file) {
-            (Some(_), None) => {
-                return fail(
-                    "mqtt.tls.client_cert_file",
-                    "client_cert_file requires client_key_file; set both for mutual TLS, or neither",
-                );
-            }
-            (None, Some(_)) => {
-                return fail(
-                    "mqtt.tls.client_key_file",
-                    "client_key_file requires client_cert_file; set both for mutual TLS, or neither",
-                );
-            }
-            _ => {}
-        }
-        if let Some(server_name) = &tls.server_name {
-            not_empty("mqtt.tls.server_name", server_name)?;
-        }
+        tls_config("mqtt.tls", tls)?;
     }
     backoff("mqtt.reconnect", &mqtt.reconnect)?;
     if mqtt.subscriptions.is_empty() {
@@ -296,7 +269,66 @@ fn kafka(kafka: &KafkaConfig) -> Check {
     positive("kafka.connect_timeout", kafka.connect_timeout)?;
     positive("kafka.request_timeout", kafka.request_timeout)?;
     backoff("kafka.retry_backoff", &kafka.retry_backoff)?;
-    positive("kafka.metadata_refresh", kafka.metadata_refresh)
+    positive("kafka.metadata_refresh", kafka.metadata_refresh)?;
+    if let Some(tls) = &kafka.tls {
+        tls_config("kafka.tls", tls)?;
+    }
+    if let Some(s) = &kafka.sasl {
+        sasl(s)?;
+    }
+    Ok(())
+}
+
+fn tls_config(prefix: &str, tls: &TlsConfig) -> Check {
+    let paths = [
+        ("ca_file", &tls.ca_file),
+        ("client_cert_file", &tls.client_cert_file),
+        ("client_key_file", &tls.client_key_file),
+    ];
+    for (key, path) in paths {
+        if let Some(path) = path {
+            not_empty(&format!("{prefix}.{key}"), &path.to_string_lossy())?;
+        }
+    }
+    match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(_), None) => {
+            return fail(
+                format!("{prefix}.client_cert_file"),
+                "client_cert_file requires client_key_file; set both for mutual TLS, or neither",
+            );
+        }
+        (None, Some(_)) => {
+            return fail(
+                format!("{prefix}.client_key_file"),
+                "client_key_file requires client_cert_file; set both for mutual TLS, or neither",
+            );
+        }
+        _ => {}
+    }
+    if let Some(server_name) = &tls.server_name {
+        not_empty(&format!("{prefix}.server_name"), server_name)?;
+    }
+    Ok(())
+}
+
+fn sasl(sasl: &SaslConfig) -> Check {
+    not_empty("kafka.sasl.username", &sasl.username)?;
+    let ascii = |c: char| c == ' ' || c.is_ascii_graphic();
+    match sasl.mechanism {
+        SaslMechanism::Plain if sasl.username.contains('\0') => fail(
+            "kafka.sasl.username",
+            "PLAIN user names must not contain NUL characters",
+        ),
+        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512
+            if !sasl.username.chars().all(ascii) =>
+        {
+            fail(
+                "kafka.sasl.username",
+                "SCRAM user names must be printable ASCII (kedge implements SASLprep for ASCII only)",
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 fn host_port(value: &str) -> Result<(), String> {

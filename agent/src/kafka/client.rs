@@ -19,8 +19,9 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::KafkaError;
 use super::batch::ProducerIdentity;
-use super::connection::Connection;
+use super::connection::{Connection, TlsSettings};
 use super::errors::error_name;
+use super::sasl::{self, SaslSettings};
 use super::verify::Found;
 
 /// Kafka error code UNSUPPORTED_VERSION.
@@ -37,6 +38,10 @@ pub struct ClusterSettings {
     pub connect_timeout: Duration,
     /// Limit for one request's response.
     pub request_timeout: Duration,
+    /// TLS for every broker connection, bootstrap and leaders alike.
+    pub tls: Option<TlsSettings>,
+    /// SASL authentication after ApiVersions on every connection.
+    pub sasl: Option<SaslSettings>,
 }
 
 /// A connected broker with its negotiated API versions.
@@ -153,10 +158,22 @@ impl Cluster {
             addr,
             &self.settings.client_id,
             self.settings.connect_timeout,
+            self.settings.tls.as_ref(),
         )
         .await?;
         let versions = negotiate(&conn, self.settings.request_timeout).await?;
-        Ok(Broker { conn, versions })
+        let broker = Broker { conn, versions };
+        if let Some(credentials) = &self.settings.sasl {
+            sasl::authenticate(
+                &broker.conn,
+                credentials,
+                broker.version(ApiKey::SaslHandshake, 1..=1),
+                broker.version(ApiKey::SaslAuthenticate, 0..=2),
+                self.settings.request_timeout,
+            )
+            .await?;
+        }
+        Ok(broker)
     }
 
     /// Refreshes brokers and the leaders of `topics`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -19,7 +20,16 @@ use super::KafkaError;
 /// Largest response frame accepted; a corrupt length prefix must not allocate gigabytes.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
-/// A byte stream to a broker (plain TCP today, TLS later).
+/// TLS for broker connections.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The rustls client configuration (roots, client certificate).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name to verify certificates against; `None` uses each broker's host.
+    pub server_name: Option<String>,
+}
+
+/// A byte stream to a broker: plain TCP or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
@@ -55,25 +65,40 @@ pub struct PendingResponse<R> {
 }
 
 impl Connection {
-    /// Connects over plain TCP within `timeout`.
+    /// Connects over TCP, then TLS when `tls` is set, all within `timeout`.
     pub async fn connect(
         addr: &str,
         client_id: &str,
         timeout: Duration,
+        tls: Option<&TlsSettings>,
     ) -> Result<Self, KafkaError> {
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| KafkaError::Connect {
-                addr: addr.to_owned(),
-                reason: format!("no answer within {timeout:?}"),
-            })?
-            .map_err(|e| KafkaError::Connect {
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })?;
-        // Requests are small and latency matters more than packet count on loopback and LAN.
-        let _ = tcp.set_nodelay(true);
-        Ok(Self::over(addr, client_id, Box::new(tcp)))
+        let connect_err = |reason: String| KafkaError::Connect {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let stream = tokio::time::timeout(timeout, async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            // Requests are small and latency matters more than packet count on loopback and LAN.
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = tls else {
+                return Ok(Box::new(tcp) as Box<dyn Stream>);
+            };
+            let name = tls.server_name.as_deref().unwrap_or_else(|| host_of(addr));
+            let server_name = ServerName::try_from(name.to_owned())
+                .map_err(|e| connect_err(format!("invalid TLS server name {name:?}: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| {
+                    connect_err(format!("TLS handshake failed: {}", tls_reason(&e, name)))
+                })?;
+            Ok(Box::new(stream) as Box<dyn Stream>)
+        })
+        .await
+        .map_err(|_| connect_err(format!("no answer within {timeout:?}")))??;
+        Ok(Self::over(addr, client_id, stream))
     }
 
     /// Wraps an established stream.
@@ -84,7 +109,12 @@ impl Connection {
             closed: None,
         }));
         let broken = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read_loop(read, pending.clone(), broken.clone()));
+        let reader = tokio::spawn(read_loop(
+            read,
+            addr.to_owned(),
+            pending.clone(),
+            broken.clone(),
+        ));
         Connection {
             addr: addr.to_owned(),
             writer: tokio::sync::Mutex::new(Writer {
@@ -111,7 +141,7 @@ impl Connection {
     /// Marks the connection unusable, failing every pending request.
     pub fn close(&self, why: &str) {
         self.broken.store(true, Ordering::Relaxed);
-        fail_all(&self.pending, why);
+        fail_all(&self.pending, &self.addr, why);
         self.reader.abort();
     }
 
@@ -233,6 +263,39 @@ impl<R: Decodable> PendingResponse<R> {
     }
 }
 
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// A TLS failure in words an operator can act on; rustls's own names otherwise.
+fn tls_reason(e: &std::io::Error, name: &str) -> String {
+    use rustls::CertificateError as C;
+    let Some(rustls::Error::InvalidCertificate(cert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return e.to_string();
+    };
+    match cert {
+        C::UnknownIssuer => {
+            "the broker's certificate is not signed by a trusted CA (check kafka.tls.ca_file)"
+                .into()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+            "the broker's certificate is not valid for the name {name:?} (check kafka.tls.server_name)"
+        ),
+        C::Expired | C::ExpiredContext { .. } => "the broker's certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the broker's certificate is not valid yet (check the clock)".into()
+        }
+        other => format!("invalid broker certificate: {other:?}"),
+    }
+}
+
 fn encode_frame<R: Encodable>(
     header: &RequestHeader,
     header_version: i16,
@@ -250,7 +313,12 @@ fn encode_frame<R: Encodable>(
     Ok(buf)
 }
 
-async fn read_loop(mut read: ReadHalf<Box<dyn Stream>>, pending: Pending, broken: Arc<AtomicBool>) {
+async fn read_loop(
+    mut read: ReadHalf<Box<dyn Stream>>,
+    addr: String,
+    pending: Pending,
+    broken: Arc<AtomicBool>,
+) {
     let why = loop {
         let len = match read.read_i32().await {
             Ok(n) => n,
@@ -278,18 +346,54 @@ async fn read_loop(mut read: ReadHalf<Box<dyn Stream>>, pending: Pending, broken
         }
     };
     broken.store(true, Ordering::Relaxed);
-    fail_all(&pending, &why);
+    fail_all(&pending, &addr, &why);
 }
 
-fn fail_all(pending: &Pending, why: &str) {
+/// Fails every waiting request; the address keeps the error naming its broker.
+fn fail_all(pending: &Pending, addr: &str, why: &str) {
     let mut p = pending.lock().expect("pending lock");
     if p.closed.is_none() {
         p.closed = Some(why.to_owned());
     }
     for (_, tx) in p.waiters.drain() {
         let _ = tx.send(Err(KafkaError::Io {
-            addr: String::new(),
+            addr: addr.to_owned(),
             reason: why.to_owned(),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_of, tls_reason};
+    use rustls::CertificateError;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_check() {
+        let unknown_ca = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert!(tls_reason(&unknown_ca, "k").contains("check kafka.tls.ca_file"));
+        let wrong_name = io(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        ));
+        assert_eq!(
+            tls_reason(&wrong_name, "kafka.example"),
+            "the broker's certificate is not valid for the name \"kafka.example\" \
+             (check kafka.tls.server_name)"
+        );
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert_eq!(tls_reason(&eof, "k"), "tls handshake eof");
+    }
+
+    #[test]
+    fn host_of_strips_the_port_and_ipv6_brackets() {
+        assert_eq!(host_of("kafka.example:9093"), "kafka.example");
+        assert_eq!(host_of("127.0.0.1:9092"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9092"), "::1");
     }
 }

@@ -6,6 +6,8 @@ pub mod connection;
 pub mod errors;
 pub mod partitioner;
 pub mod producer;
+pub mod sasl;
+pub mod scram;
 pub mod sequence;
 pub mod verify;
 
@@ -46,6 +48,16 @@ pub enum KafkaError {
         /// Broker address.
         addr: String,
         /// What was wrong.
+        reason: String,
+    },
+    /// SASL authentication failed (wrong credentials, unsupported mechanism, bad server proof).
+    #[error("authentication failed for user {user:?} at Kafka broker {addr}: {reason}")]
+    Auth {
+        /// Broker address.
+        addr: String,
+        /// The user name (never the password).
+        user: String,
+        /// Why, with the broker's message when it sent one.
         reason: String,
     },
     /// The broker answered a request with an error code.

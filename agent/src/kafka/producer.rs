@@ -117,6 +117,8 @@ pub struct Producer {
     wanted_topics: BTreeSet<String>,
     metadata_due: Instant,
     metadata_backoff: Backoff,
+    /// When a failed InitProducerId may be tried again (the loop wakes for other reasons too).
+    producer_retry_at: Instant,
     journal_dirty: Option<Instant>,
     /// The broker forgot or fenced our producer id: once every partition is verified, take a
     /// new id and re-sequence the remaining batches under it.
@@ -149,6 +151,7 @@ impl Producer {
             in_flight_per_node: HashMap::new(),
             wanted_topics: BTreeSet::new(),
             metadata_due: Instant::now(),
+            producer_retry_at: Instant::now(),
             journal_dirty: Some(Instant::now()),
             producer_lost: false,
             settings,
@@ -209,7 +212,7 @@ impl Producer {
             if now >= self.metadata_due {
                 self.refresh_metadata().await;
             }
-            if self.producer.is_none() && self.cluster_known() {
+            if self.producer.is_none() && self.cluster_known() && now >= self.producer_retry_at {
                 self.init_producer().await;
             }
             if self.producer.is_some() {
@@ -218,7 +221,7 @@ impl Producer {
             if self.producer.is_some() {
                 self.dead_letter_refused();
             }
-            if self.producer_lost {
+            if self.producer_lost && now >= self.producer_retry_at {
                 self.resequence().await;
             }
             if self.producer.is_some()
@@ -255,8 +258,15 @@ impl Producer {
 
     fn next_wake(&self, deadline: Drain) -> Instant {
         let mut wake = self.metadata_due;
-        if let Some(t) = self.journal_dirty {
-            wake = wake.min(t);
+        // Without a producer id nothing can be sealed: a due journal must not spin the loop.
+        // Nor while the producer id is being replaced.
+        match (
+            self.producer.filter(|_| !self.producer_lost),
+            self.journal_dirty,
+        ) {
+            (Some(_), Some(t)) => wake = wake.min(t),
+            (None, _) => wake = wake.min(self.producer_retry_at),
+            (Some(_), None) => {}
         }
         for p in self.partitions.values() {
             if let Some(t) = p.retry_at {
@@ -318,8 +328,13 @@ impl Producer {
                 Err(e) => tracing::error!(error = %e, "cannot persist the producer id"),
             },
             Err(e) => {
-                tracing::warn!(error = %e, "cannot get a producer id from Kafka");
-                self.metadata_due = Instant::now() + self.metadata_backoff.next_delay();
+                let delay = self.metadata_backoff.next_delay();
+                self.producer_retry_at = Instant::now() + delay;
+                self.metadata_due = self.producer_retry_at;
+                if self.metadata_backoff.should_log() {
+                    tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
+                        "cannot get a producer id from Kafka; records wait in the queue");
+                }
             }
         }
     }
@@ -864,8 +879,11 @@ impl Producer {
         let new = match self.cluster.init_producer_id().await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot get a new producer id from Kafka");
-                self.metadata_due = Instant::now() + self.metadata_backoff.next_delay();
+                let delay = self.metadata_backoff.next_delay();
+                self.producer_retry_at = Instant::now() + delay;
+                if self.metadata_backoff.should_log() {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot get a new producer id from Kafka");
+                }
                 return;
             }
         };

@@ -139,6 +139,11 @@ impl Kedge {
         }
     }
 
+    /// Everything kedge logged so far, over all its runs.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
     /// Spawns `kedge run --config FILE --data-dir DIR`, appending its output to the log.
     fn spawn(&mut self) {
         self.starts += 1;

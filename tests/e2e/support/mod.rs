@@ -6,6 +6,7 @@ pub mod kedge;
 pub mod mosquitto;
 pub mod publish;
 pub mod tansu;
+pub mod tls;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
