@@ -255,13 +255,7 @@ impl Cluster {
             .conn
             .call(&request, version, self.settings.request_timeout)
             .await?;
-        if r.error_code != 0 {
-            return Err(KafkaError::Broker {
-                addr: b.conn.addr().to_owned(),
-                what: "InitProducerId",
-                code: r.error_code,
-            });
-        }
+        answered(&b, "InitProducerId", r.error_code)?;
         Ok(ProducerIdentity {
             producer_id: r.producer_id.0,
             producer_epoch: r.producer_epoch,
@@ -398,13 +392,7 @@ impl Cluster {
             .first()
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| protocol(&b, "ListOffsets response without the partition"))?;
-        if p.error_code != 0 {
-            return Err(KafkaError::Broker {
-                addr: b.conn.addr().to_owned(),
-                what: "ListOffsets",
-                code: p.error_code,
-            });
-        }
+        answered(&b, "ListOffsets", p.error_code)?;
         Ok(p.offset)
     }
 
@@ -450,13 +438,7 @@ impl Cluster {
                 .conn
                 .call(&request, version, self.settings.request_timeout)
                 .await?;
-            if r.error_code != 0 {
-                return Err(KafkaError::Broker {
-                    addr: b.conn.addr().to_owned(),
-                    what: "Fetch",
-                    code: r.error_code,
-                });
-            }
+            answered(&b, "Fetch", r.error_code)?;
             let p = r
                 .responses
                 .first()
@@ -468,13 +450,7 @@ impl Cluster {
                 from = p.log_start_offset;
                 continue;
             }
-            if p.error_code != 0 {
-                return Err(KafkaError::Broker {
-                    addr: b.conn.addr().to_owned(),
-                    what: "Fetch",
-                    code: p.error_code,
-                });
-            }
+            answered(&b, "Fetch", p.error_code)?;
             let records = p.records.as_deref().unwrap_or_default();
             let next = found
                 .add_fetched(records, device)
@@ -485,6 +461,18 @@ impl Cluster {
             }
         }
     }
+}
+
+/// An error for a non-zero Kafka error code in `what`'s response.
+fn answered(b: &Broker, what: &'static str, code: i16) -> Result<(), KafkaError> {
+    if code == 0 {
+        return Ok(());
+    }
+    Err(KafkaError::Broker {
+        addr: b.conn.addr().to_owned(),
+        what,
+        code,
+    })
 }
 
 fn no_leader(topic: &str, partition: i32) -> KafkaError {

@@ -97,12 +97,19 @@ fn log_connection_error(name: &str, e: &dyn std::fmt::Display, backoff: &Backoff
 
 /// The event loop is the same for both protocol versions; only the rumqttc types differ.
 macro_rules! event_loop {
-    ($settings:ident, $events:ident, $acks:ident, $stop:ident, $stats:ident, $client:ident, $eventloop:ident,
+    ($settings:ident, $options:ident, $events:ident, $acks:ident, $stop:ident, $stats:ident,
      ack_publish = $ack_publish:expr, headers = $headers:expr, subscribe = $subscribe:expr, suback_ok = $suback_ok:expr) => {{
+        if let Some((u, p)) = &$settings.credentials {
+            $options.set_credentials(u.clone(), p.clone());
+        }
+        if let Some(tls) = &$settings.tls {
+            $options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
+        }
+        let (client, mut eventloop) = AsyncClient::new($options, request_capacity(&$settings));
         let mut backoff = Backoff::new($settings.reconnect.0, $settings.reconnect.1);
         let mut events = Some($events);
         let mut stop = $stop;
-        let acker_client = $client.clone();
+        let acker_client = client.clone();
         let mut acks = $acks;
         let acks_stats = $stats.clone();
         // Acks go out in the order the commits release them, which is arrival order.
@@ -121,7 +128,7 @@ macro_rules! event_loop {
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
             let polled = tokio::select! {
-                p = $eventloop.poll() => p,
+                p = eventloop.poll() => p,
                 _ = stop.changed(), if events.is_some() => {
                     // Stop forwarding: the commit stage drains and then closes the ack channel,
                     // after which the acker disconnects. Unacknowledged messages stay with the
@@ -154,7 +161,7 @@ macro_rules! event_loop {
                     backoff.reset();
                     tracing::info!(source = %$settings.name, session_present = c.session_present, "connected to the MQTT broker");
                     if !c.session_present {
-                        if let Err(e) = $subscribe(&$client, &$settings).await {
+                        if let Err(e) = $subscribe(&client, &$settings).await {
                             tracing::error!(source = %$settings.name, error = %e, "cannot subscribe");
                         }
                     }
@@ -220,21 +227,13 @@ mod v5 {
             .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
             .set_manual_acks(true)
             .set_request_channel_capacity(request_capacity(&settings));
-        if let Some((u, p)) = &settings.credentials {
-            o.set_credentials(u.clone(), p.clone());
-        }
-        if let Some(tls) = &settings.tls {
-            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
-        }
-        let (client, mut eventloop) = AsyncClient::new(o, request_capacity(&settings));
         event_loop!(
             settings,
+            o,
             events,
             acks,
             stop,
             stats,
-            client,
-            eventloop,
             ack_publish = |t: AckToken| {
                 let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new(), None);
                 p.pkid = t.pkid;
@@ -302,21 +301,13 @@ mod v311 {
             .set_inflight(OUTGOING_INFLIGHT)
             .set_manual_acks(true)
             .set_request_channel_capacity(request_capacity(&settings));
-        if let Some((u, p)) = &settings.credentials {
-            o.set_credentials(u.clone(), p.clone());
-        }
-        if let Some(tls) = &settings.tls {
-            o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
-        }
-        let (client, mut eventloop) = AsyncClient::new(o, request_capacity(&settings));
         event_loop!(
             settings,
+            o,
             events,
             acks,
             stop,
             stats,
-            client,
-            eventloop,
             ack_publish = |t: AckToken| {
                 let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
                 p.pkid = t.pkid;
