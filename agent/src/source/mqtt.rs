@@ -98,7 +98,7 @@ fn log_connection_error(name: &str, e: &dyn std::fmt::Display, backoff: &Backoff
 /// The event loop is the same for both protocol versions; only the rumqttc types differ.
 macro_rules! event_loop {
     ($settings:ident, $options:ident, $events:ident, $acks:ident, $stop:ident, $stats:ident,
-     ack_publish = $ack_publish:expr, headers = $headers:expr, subscribe = $subscribe:expr, suback_ok = $suback_ok:expr) => {{
+     ack_publish = $ack_publish:expr, headers = $headers:expr, filter = $filter:ident) => {{
         if let Some((u, p)) = &$settings.credentials {
             $options.set_credentials(u.clone(), p.clone());
         }
@@ -161,14 +161,17 @@ macro_rules! event_loop {
                     backoff.reset();
                     tracing::info!(source = %$settings.name, session_present = c.session_present, "connected to the MQTT broker");
                     if !c.session_present {
-                        if let Err(e) = $subscribe(&client, &$settings).await {
+                        let filters = $settings.subscriptions.iter().map(|(f, q)| {
+                            $filter::new(f.clone(), if *q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce })
+                        });
+                        if let Err(e) = client.subscribe_many(filters.collect::<Vec<_>>()).await {
                             tracing::error!(source = %$settings.name, error = %e, "cannot subscribe");
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(s))) => {
                     for (code, (filter, _)) in s.return_codes.iter().zip(&$settings.subscriptions) {
-                        if !$suback_ok(code) {
+                        if !matches!(code, SubscribeReasonCode::Success(_)) {
                             tracing::error!(source = %$settings.name, filter = %filter, reason = ?code, "the broker refused the subscription");
                         }
                     }
@@ -254,25 +257,8 @@ mod v5 {
                     })
                     .unwrap_or_default()
             },
-            subscribe = |c: &AsyncClient, s: &MqttSettings| {
-                let filters: Vec<Filter> = s
-                    .subscriptions
-                    .iter()
-                    .map(|(f, q)| Filter::new(f.clone(), qos(*q)))
-                    .collect();
-                let c = c.clone();
-                async move { c.subscribe_many(filters).await }
-            },
-            suback_ok = |c: &SubscribeReasonCode| matches!(c, SubscribeReasonCode::Success(_))
+            filter = Filter
         );
-    }
-
-    fn qos(q: u8) -> QoS {
-        if q == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        }
     }
 }
 
@@ -314,24 +300,7 @@ mod v311 {
                 p
             },
             headers = |_: &Publish| -> Vec<Header> { Vec::new() },
-            subscribe = |c: &AsyncClient, s: &MqttSettings| {
-                let filters: Vec<SubscribeFilter> = s
-                    .subscriptions
-                    .iter()
-                    .map(|(f, q)| SubscribeFilter::new(f.clone(), qos(*q)))
-                    .collect();
-                let c = c.clone();
-                async move { c.subscribe_many(filters).await }
-            },
-            suback_ok = |c: &SubscribeReasonCode| matches!(c, SubscribeReasonCode::Success(_))
+            filter = SubscribeFilter
         );
-    }
-
-    fn qos(q: u8) -> QoS {
-        if q == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        }
     }
 }
