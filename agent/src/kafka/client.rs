@@ -287,7 +287,8 @@ async fn negotiate(
     timeout: Duration,
 ) -> Result<HashMap<i16, (i16, i16)>, KafkaError> {
     let mut version = 3;
-    for _ in 0..2 {
+    for _ in 0..3 {
+        let attempted = version;
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("kedge"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
@@ -310,31 +311,36 @@ async fn negotiate(
         }
         frame.advance(4);
         let code = frame.clone().get_i16();
-        let decode_version = if code == UNSUPPORTED_VERSION {
-            0
-        } else {
-            version
-        };
-        let r = ApiVersionsResponse::decode(&mut frame, decode_version).map_err(|e| {
-            KafkaError::Protocol {
+        if code == UNSUPPORTED_VERSION {
+            // Kafka answers in v0 format with its own range; librdkafka's mock answers in a
+            // shape of its own. Use the range when it reads as v0, else fall back to v0.
+            let max = ApiVersionsResponse::decode(&mut frame.clone(), 0)
+                .ok()
+                .and_then(|r| {
+                    r.api_keys
+                        .iter()
+                        .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+                        .map(|k| k.max_version)
+                });
+            match max {
+                Some(max) if max < version => version = max,
+                _ if version > 0 => version = 0,
+                _ => {}
+            }
+            if version < attempted {
+                continue;
+            }
+        }
+        let r =
+            ApiVersionsResponse::decode(&mut frame, version).map_err(|e| KafkaError::Protocol {
                 addr: conn.addr().to_owned(),
                 reason: format!("bad ApiVersions response: {e}"),
-            }
-        })?;
+            })?;
         let versions: HashMap<i16, (i16, i16)> = r
             .api_keys
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
-        if code == UNSUPPORTED_VERSION {
-            match versions.get(&(ApiKey::ApiVersions as i16)) {
-                Some(&(_, max)) if max < version => {
-                    version = max;
-                    continue;
-                }
-                _ => {}
-            }
-        }
         if code != 0 {
             return Err(KafkaError::Broker {
                 addr: conn.addr().to_owned(),

@@ -64,15 +64,27 @@ type Tp = (String, i32);
 struct Slot {
     batch: SealedBatch,
     sent: bool,
+    /// Kafka acknowledged it, but an older batch of the partition is still unresolved: it
+    /// leaves the queue with the batches before it. (A later acknowledgement proves nothing
+    /// about an earlier batch on a broker that does not check sequences.)
+    acked: bool,
+    /// Log offset after the batch, when its acknowledgement said where it landed.
+    end_offset: Option<i64>,
     /// Kafka refused the batch for good with this error code: it moves to the dead-letter topic.
     refused: Option<i16>,
 }
 
 impl Slot {
+    fn sendable(&self) -> bool {
+        !self.sent && !self.acked
+    }
+
     fn new(batch: SealedBatch) -> Self {
         Slot {
             batch,
             sent: false,
+            acked: false,
+            end_offset: None,
             refused: None,
         }
     }
@@ -430,7 +442,7 @@ impl Producer {
                 || refused
                 || self.producer_lost
                 || p.retry_at.is_some_and(|t| now < t);
-            if waiting || !p.slots.iter().any(|s| !s.sent) {
+            if waiting || !p.slots.iter().any(Slot::sendable) {
                 continue;
             }
             p.retry_at = None;
@@ -470,7 +482,7 @@ impl Producer {
                 let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
                 for tp in &tps {
                     let p = self.partitions.get_mut(tp).expect("partition state");
-                    if let Some(slot) = p.slots.iter_mut().find(|s| !s.sent) {
+                    if let Some(slot) = p.slots.iter_mut().find(|s| s.sendable()) {
                         slot.sent = true;
                         p.in_flight += 1;
                         sent.push((tp.clone(), slot.batch.batch_no));
@@ -581,8 +593,7 @@ impl Producer {
                                 Stats::add(&self.stats.duplicates_detected, 1);
                             }
                             let end = self.end_offset(tp, *batch_no, base_offset);
-                            self.acknowledge(tp, *batch_no);
-                            self.remember_offset(tp, end);
+                            self.acknowledge(tp, *batch_no, end);
                         }
                         Disposition::Retry { refresh_metadata } => {
                             tracing::debug!(topic = %tp.0, partition = tp.1, error = %error_name(code), "retriable produce error");
@@ -609,25 +620,35 @@ impl Producer {
         self.rewind_idle_partitions();
     }
 
-    /// Kafka accepted `batch_no`; since a partition's sequences are accepted only in order,
-    /// every older batch of the partition is written too.
-    fn acknowledge(&mut self, tp: &Tp, batch_no: u64) {
+    /// Kafka holds `batch_no`. It leaves the queue once every older batch of its partition has
+    /// left too; the log offset after the last one that leaves is remembered for tail scans —
+    /// only then, so that no batch still queued lies before it.
+    fn acknowledge(&mut self, tp: &Tp, batch_no: u64, end_offset: Option<i64>) {
         let Some(p) = self.partitions.get_mut(tp) else {
             return;
         };
-        while p
-            .slots
-            .front()
-            .is_some_and(|s| s.batch.batch_no <= batch_no)
-        {
+        if let Some(s) = p.slots.iter_mut().find(|s| s.batch.batch_no == batch_no) {
+            s.acked = true;
+            s.end_offset = end_offset;
+        }
+        let mut hint = None;
+        while p.slots.front().is_some_and(|s| s.acked) {
             let slot = p.slots.pop_front().expect("front exists");
             if let Err(e) = self.queue.remove_batch(slot.batch.batch_no) {
-                tracing::error!(error = %e, "cannot remove a delivered batch; it will be resent and deduplicated");
+                tracing::error!(error = %e, "cannot remove a delivered batch; it will be verified again");
             }
             Stats::add(&self.stats.delivered, slot.batch.record_count as u64);
             Stats::add(&self.stats.batches_delivered, 1);
             p.backoff.reset();
             p.out_of_order = false;
+            hint = slot.end_offset.or(hint);
+        }
+        // Written after the removals: sled loses a suffix of its writes in a crash, so a
+        // surviving hint implies surviving removals.
+        if let Some(end) = hint
+            && let Err(e) = self.queue.set_acked_offset(&tp.0, tp.1, end)
+        {
+            tracing::warn!(error = %e, "cannot record the acknowledged offset; a later scan starts earlier");
         }
         if p.slots.is_empty() && p.in_flight == 0 {
             self.partitions.remove(tp);
@@ -684,16 +705,6 @@ impl Producer {
         Some(base_offset + i64::from(slot.batch.record_count))
     }
 
-    /// Records where the next tail scan may start. Written after the batch's removal: sled
-    /// loses a suffix of its writes in a crash, so a surviving hint implies a surviving removal,
-    /// and a batch that comes back always lies after the hint.
-    fn remember_offset(&self, tp: &Tp, end: Option<i64>) {
-        let Some(end) = end else { return };
-        if let Err(e) = self.queue.set_acked_offset(&tp.0, tp.1, end) {
-            tracing::warn!(error = %e, "cannot record the acknowledged offset; a later scan starts earlier");
-        }
-    }
-
     /// Scans the partitions that need it, one at a time, and drops the batches the log holds.
     async fn verify_partitions(&mut self) {
         let now = Instant::now();
@@ -732,18 +743,21 @@ impl Producer {
             let p = self.partitions.get_mut(&tp).expect("partition state");
             match scanned {
                 Ok((from, found)) => {
-                    let unacked: Vec<&SealedBatch> = p.slots.iter().map(|s| &s.batch).collect();
-                    let landed = super::verify::delivered_prefix(&unacked, &found);
-                    let last_landed = landed.checked_sub(1).map(|i| unacked[i].batch_no);
-                    tracing::info!(topic = %tp.0, partition = tp.1, from_offset = from, unacknowledged = unacked.len(),
-                        already_in_kafka = landed, took = ?started.elapsed(), "verified before resending");
+                    let landed: Vec<u64> = p
+                        .slots
+                        .iter()
+                        .filter(|s| !s.acked && found.holds(&s.batch))
+                        .map(|s| s.batch.batch_no)
+                        .collect();
+                    tracing::info!(topic = %tp.0, partition = tp.1, from_offset = from, unacknowledged = p.slots.len(),
+                        already_in_kafka = landed.len(), took = ?started.elapsed(), "verified before resending");
                     p.verify = false;
                     for s in &mut p.slots {
                         s.sent = false;
                     }
-                    if let Some(no) = last_landed {
-                        Stats::add(&self.stats.duplicates_detected, landed as u64);
-                        self.acknowledge(&tp, no);
+                    Stats::add(&self.stats.duplicates_detected, landed.len() as u64);
+                    for no in landed {
+                        self.acknowledge(&tp, no, None);
                     }
                 }
                 Err(e) => {
@@ -891,7 +905,8 @@ impl Producer {
         let mut next_sequences = Vec::new();
         for (tp, p) in &self.partitions {
             let mut next = 0;
-            for s in &p.slots {
+            // Acknowledged batches wait only for older ones to leave; they are not resent.
+            for s in p.slots.iter().filter(|s| !s.acked) {
                 match rebatch(&s.batch, new, next, &self.settings, None) {
                     Ok(b) => {
                         next = super::sequence::increment(next, b.record_count);
@@ -937,7 +952,7 @@ impl Producer {
         for p in self.partitions.values_mut() {
             if p.rewind && p.in_flight == 0 {
                 p.rewind = false;
-                let resent = p.slots.iter().filter(|s| s.sent).count() as u64;
+                let resent = p.slots.iter().filter(|s| s.sent && !s.acked).count() as u64;
                 Stats::add(&self.stats.retries, resent);
                 for s in &mut p.slots {
                     s.sent = false;

@@ -6,7 +6,9 @@
 //! earliest offset when it never saw one) and matches its batches two ways: by producer id,
 //! epoch and base sequence in the batch headers, and by the `kedge-device`/`kedge-seq` record
 //! headers for brokers that re-batch what they store. A match on either proves the batch landed
-//! (batches are appended atomically). Only batches proven absent are resent.
+//! (batches are appended atomically). Only batches proven absent are resent. Each batch is
+//! judged on its own: a later batch in the log proves nothing about an earlier one on a broker
+//! that does not check sequences (or has lost its state for the producer).
 
 use std::collections::HashSet;
 
@@ -83,18 +85,6 @@ impl Found {
     }
 }
 
-/// The verdict for a partition's unacknowledged batches, oldest first: how many of the oldest
-/// are in the log. Sequences are accepted in order, so once one batch is missing every later
-/// one is too — unless the log says otherwise, which means something other than kedge's
-/// ordering is at work (a resequenced resend, a re-batching broker): then the last batch found
-/// counts, and everything before it is treated as delivered.
-pub fn delivered_prefix(unacked: &[&SealedBatch], found: &Found) -> usize {
-    unacked
-        .iter()
-        .rposition(|b| found.holds(b))
-        .map_or(0, |i| i + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,41 +146,35 @@ mod tests {
         let next = found.add_fetched(&log_of(&[&a, &b]), "dev").unwrap();
         assert_eq!(next, Some(5));
         assert!(found.holds(&a) && found.holds(&b) && !found.holds(&c));
-        assert_eq!(delivered_prefix(&[&a, &b, &c], &found), 2);
 
         // A re-batching broker loses our batch headers but keeps the record headers.
         let mut by_headers = Found::default();
         by_headers.seqs.extend([103, 104]);
-        assert_eq!(delivered_prefix(&[&a, &b, &c], &by_headers), 2);
+        assert!(!by_headers.holds(&a) && by_headers.holds(&b) && !by_headers.holds(&c));
 
         // Another device's records prove nothing about ours.
         let mut other = Found::default();
         other.add_fetched(&log_of(&[&a]), "someone-else").unwrap();
         other.batches.clear();
-        assert_eq!(delivered_prefix(&[&a], &other), 0);
+        assert!(!other.holds(&a));
     }
 
     #[test]
     fn verdicts_for_a_table_of_logs() {
         let (a, b, c) = (sealed(1, 0, 0, 1), sealed(2, 1, 1, 1), sealed(3, 2, 2, 1));
-        let unacked = [&a, &b, &c];
-        let cases: [(&[&SealedBatch], usize); 5] = [
-            (&[], 0),
-            (&[&a], 1),
-            (&[&a, &b], 2),
-            (&[&a, &b, &c], 3),
-            // b alone: a must have landed before it (sequence order), so both count.
-            (&[&b], 2),
+        let cases: [(&[&SealedBatch], [bool; 3]); 5] = [
+            (&[], [false, false, false]),
+            (&[&a], [true, false, false]),
+            (&[&a, &b], [true, true, false]),
+            (&[&a, &b, &c], [true, true, true]),
+            // b alone (a broker without sequence checks took b although a failed): a is resent.
+            (&[&b], [false, true, false]),
         ];
         for (log, want) in cases {
             let mut found = Found::default();
             found.add_fetched(&log_of(log), "dev").unwrap();
-            assert_eq!(
-                delivered_prefix(&unacked, &found),
-                want,
-                "log of {} batches",
-                log.len()
-            );
+            let got = [found.holds(&a), found.holds(&b), found.holds(&c)];
+            assert_eq!(got, want, "log of {} batches", log.len());
         }
     }
 
