@@ -1,5 +1,5 @@
-//! End-to-end tests: real mosquitto, real tansu (Kafka protocol) or librdkafka's mock cluster, the
-//! real kedge binary, and an independent confluent-kafka consumer, all on 127.0.0.1 with free ports.
+//! End-to-end tests: real mosquitto, real tansu (Kafka protocol), the real kedge binary, and an
+//! independent confluent-kafka consumer, all on 127.0.0.1 with free ports.
 //!
 //! Peers come from `scripts/install-peers.sh` (`<repo>/.peers`, or `$KEDGE_PEERS_DIR`).
 

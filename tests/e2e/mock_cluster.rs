@@ -84,7 +84,7 @@ fn run_with_fault(
         &mock.bootstrap(),
         "readings",
         MESSAGES,
-        Duration::from_secs(30),
+        Duration::from_secs(20),
     );
     eprintln!(
         "mock_cluster {name}: read back {} records {:.1?} after the first publish",
