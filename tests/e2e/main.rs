@@ -8,5 +8,6 @@ mod crash_restart;
 mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;
+mod mock_cluster;
 mod support;
 mod walking_path;

@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod kedge;
+pub mod mock_cluster;
 pub mod mosquitto;
 pub mod publish;
 pub mod tansu;
