@@ -298,20 +298,23 @@ impl Producer {
         let topics: Vec<String> = topics.into_iter().collect();
         match self.cluster.refresh_metadata(&topics).await {
             Ok(()) => {
-                self.metadata_backoff.reset();
-                self.metadata_due = Instant::now() + self.settings.metadata_refresh;
                 let missing: Vec<&String> = self
                     .wanted_topics
                     .iter()
                     .filter(|t| !self.cluster.topics().contains_key(*t))
                     .collect();
-                if !missing.is_empty() {
-                    // Retry soon: the topic may be created any moment.
-                    self.metadata_due = Instant::now() + self.metadata_backoff.next_delay();
-                    tracing::warn!(
-                        ?missing,
-                        "topics unknown to Kafka; their records wait in the queue"
-                    );
+                if missing.is_empty() {
+                    self.metadata_backoff.reset();
+                    self.metadata_due = Instant::now() + self.settings.metadata_refresh;
+                } else {
+                    // Look again soon, backing off: the topic may be created any moment, or
+                    // never, and a missing topic must not flood the log.
+                    let delay = self.metadata_backoff.next_delay();
+                    self.metadata_due = Instant::now() + delay;
+                    if self.metadata_backoff.should_log() {
+                        tracing::warn!(?missing, retry_in = ?delay,
+                            "topics unknown to Kafka; their records wait in the queue");
+                    }
                 }
             }
             Err(e) => {
