@@ -4,8 +4,10 @@
 pub mod consume;
 pub mod kedge;
 pub mod mosquitto;
+pub mod proxy;
 pub mod publish;
 pub mod tansu;
+pub mod verdict;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
