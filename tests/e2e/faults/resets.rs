@@ -17,8 +17,8 @@ use crate::support::verdict::{Stopwatch, read_back};
 
 /// Messages published.
 const MESSAGES: usize = 60_000;
-/// Publishing pace, messages per second (about twelve seconds in all).
-const PER_SECOND: u32 = 5_000;
+/// Publishing pace, messages per second (about twenty seconds in all).
+const PER_SECOND: u32 = 3_000;
 /// Connection resets while requests are in flight.
 const RESETS: usize = 50;
 /// Upstream cuts in the middle of a request.
@@ -39,20 +39,25 @@ fn connection_resets_mid_produce_neither_lose_nor_duplicate() {
     let proxy = &broker.proxy;
     let (mut in_flight, mut cuts) = (0, 0);
     let started = Instant::now();
-    // Every sixth fault is a cut, the others resets, all while the stream flows.
+    // Every third of the first 30 faults is a cut (early, while the publisher still feeds kedge
+    // and cuts find upstream traffic), the others resets.
     for fault in 1..=RESETS + CUTS {
         std::thread::sleep(Duration::from_millis(rng.random_range(40..=160)));
-        if fault % 6 == 0 {
+        if fault % 3 == 0 && fault <= 3 * CUTS {
             let killed = proxy.killed();
             proxy.cut_after(rng.random_range(0..=4096));
-            if wait_for_change(killed, || proxy.killed()) {
+            if wait_for_change(killed, || proxy.killed(), Duration::from_secs(3)) {
                 cuts += 1;
             } else {
                 proxy.cut_after(u64::MAX);
             }
         } else {
             // Reset just after request bytes went upstream, i.e. while a response is outstanding.
-            if wait_for_change(proxy.bytes_up(), || proxy.bytes_up()) {
+            if wait_for_change(
+                proxy.bytes_up(),
+                || proxy.bytes_up(),
+                Duration::from_secs(1),
+            ) {
                 in_flight += 1;
             }
             proxy.reset();
@@ -95,9 +100,9 @@ fn connection_resets_mid_produce_neither_lose_nor_duplicate() {
     verdict.assert_exactly_once();
 }
 
-/// Waits up to a second for a proxy counter to move past `before`; false if it did not.
-fn wait_for_change(before: u64, counter: impl Fn() -> u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(1);
+/// Waits up to `timeout` for a proxy counter to move past `before`; false if it did not.
+fn wait_for_change(before: u64, counter: impl Fn() -> u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
     while counter() == before {
         if Instant::now() >= deadline {
             return false;
