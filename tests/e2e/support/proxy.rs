@@ -44,9 +44,9 @@ struct Shared {
     live: AtomicU64,
     /// Connections ended by a reset or a cut.
     killed: AtomicU64,
-    /// Bytes forwarded client → upstream.
+    /// Bytes handed on client → upstream.
     bytes_up: AtomicU64,
-    /// Bytes forwarded upstream → client.
+    /// Bytes handed on upstream → client.
     bytes_down: AtomicU64,
 }
 
@@ -302,15 +302,16 @@ async fn forward(
                 }
             }
         }
-        if to.write_all(chunk).await.is_err() {
-            return End::Closed;
-        }
+        // Counted before the write, so that a peer that has read them sees them counted.
         let counter = if upstream_bound {
             &shared.bytes_up
         } else {
             &shared.bytes_down
         };
         counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if to.write_all(chunk).await.is_err() {
+            return End::Closed;
+        }
         if cut {
             return End::Cut;
         }
