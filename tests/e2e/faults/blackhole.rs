@@ -64,8 +64,9 @@ fn blackhole_longer_than_request_timeout_then_heal() {
     );
     verdict.report(&format!("blackhole ({BLACKHOLES} × {SILENCE:?})"), MESSAGES);
     eprintln!(
-        "blackhole: kedge logged {} failed produce requests",
-        kedge.log_count("will resend")
+        "blackhole: kedge logged {} failed produce requests, {} rejected batches",
+        kedge.log_count("will resend"),
+        kedge.log_count("Kafka rejected the batch")
     );
     kedge.assert_running();
     assert!(

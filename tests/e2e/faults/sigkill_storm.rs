@@ -66,9 +66,11 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
     );
     verdict.report(&format!("sigkill_storm ({KILLS} kills)"), MESSAGES);
     eprintln!(
-        "sigkill_storm: kedge logged {} failed produce requests, {} resumptions of sealed batches",
+        "sigkill_storm: kedge logged {} failed produce requests, {} resumptions of sealed \
+         batches, {} rejected batches",
         kedge.log_count("will resend"),
-        kedge.log_count("resuming delivery of sealed batches")
+        kedge.log_count("resuming delivery of sealed batches"),
+        kedge.log_count("Kafka rejected the batch")
     );
     kedge.assert_running();
     assert_eq!(
