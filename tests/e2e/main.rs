@@ -5,6 +5,7 @@
 
 mod config_errors;
 mod crash_restart;
+mod faults;
 mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;

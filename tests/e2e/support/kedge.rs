@@ -174,6 +174,13 @@ impl Kedge {
         self.child = Some(child);
     }
 
+    /// How many lines of kedge's log (all runs so far) contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.log())
+            .map(|log| log.lines().filter(|line| line.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
     /// Path of the log that collects stdout and stderr of every run.
     fn log(&self) -> PathBuf {
         self.dir.path().join("kedge.log")

@@ -5,9 +5,11 @@ pub mod consume;
 pub mod kedge;
 pub mod mock_cluster;
 pub mod mosquitto;
+pub mod proxy;
 pub mod publish;
 pub mod tansu;
 pub mod tls;
+pub mod verdict;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

@@ -71,62 +71,57 @@ impl Publishing {
     /// Connects to mosquitto on 127.0.0.1:`port` and publishes `messages` at QoS 1 in order,
     /// as fast as the broker acknowledges them or at most `per_second` if given.
     pub fn start(port: u16, messages: Vec<Message>, per_second: Option<u32>) -> Publishing {
+        Publishing::start_split(port, messages, 1, per_second)
+    }
+
+    /// Like [`Publishing::start`] over `connections` MQTT connections: connection `k` publishes
+    /// messages `k`, `k + connections`, … in order, at `per_second / connections` each.
+    pub fn start_split(
+        port: u16,
+        messages: Vec<Message>,
+        connections: usize,
+        per_second: Option<u32>,
+    ) -> Publishing {
+        assert!(connections > 0, "at least one MQTT connection");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let mut options = MqttOptions::new(format!("e2e-publisher-{port}"), "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_outgoing_inflight_upper_limit(1000);
-        let (client, mut eventloop) = AsyncClient::new(options, 1000);
         let (acked, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (ack_count, refusal_count) = (acked.clone(), refused.clone());
-        runtime.spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(ack)))
-                        if ack.reason == PubAckReason::Success =>
-                    {
-                        ack_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if refusal_count.fetch_add(1, Ordering::Relaxed) < 10 {
-                            eprintln!("publisher: PUBACK {} refused: {:?}", ack.pkid, ack.reason);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        eprintln!("publisher: MQTT connection error: {error}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        });
         let total = messages.len();
         let started = Instant::now();
-        runtime.spawn(async move {
-            for (i, message) in messages.into_iter().enumerate() {
-                if let Some(rate) = per_second {
-                    let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
-                    tokio::time::sleep_until(due.into()).await;
+        let mut shares: Vec<Vec<Message>> = vec![Vec::new(); connections];
+        for (i, message) in messages.into_iter().enumerate() {
+            shares[i % connections].push(message);
+        }
+        let share_rate = per_second.map(|rate| f64::from(rate) / connections as f64);
+        for (k, share) in shares.into_iter().enumerate() {
+            let client_id = format!("e2e-publisher-{port}-{k}");
+            let client = connect(&runtime, client_id, port, acked.clone(), refused.clone());
+            runtime.spawn(async move {
+                for (i, message) in share.into_iter().enumerate() {
+                    if let Some(rate) = share_rate {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    let properties = PublishProperties {
+                        user_properties: message.user_properties,
+                        ..Default::default()
+                    };
+                    client
+                        .publish_with_properties(
+                            message.topic,
+                            QoS::AtLeastOnce,
+                            false,
+                            message.payload,
+                            properties,
+                        )
+                        .await
+                        .expect("queue MQTT publish");
                 }
-                let properties = PublishProperties {
-                    user_properties: message.user_properties,
-                    ..Default::default()
-                };
-                client
-                    .publish_with_properties(
-                        message.topic,
-                        QoS::AtLeastOnce,
-                        false,
-                        message.payload,
-                        properties,
-                    )
-                    .await
-                    .expect("queue MQTT publish");
-            }
-        });
+            });
+        }
         Publishing {
             _runtime: runtime,
             total,
@@ -160,4 +155,38 @@ impl Publishing {
         );
         elapsed
     }
+}
+
+/// Starts an MQTT 5 client on `runtime` whose event loop counts PUBACKs; returns its handle.
+fn connect(
+    runtime: &Runtime,
+    client_id: String,
+    port: u16,
+    acked: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+) -> AsyncClient {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_outgoing_inflight_upper_limit(1000);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    runtime.spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) if ack.reason == PubAckReason::Success => {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if refused.fetch_add(1, Ordering::Relaxed) < 10 {
+                        eprintln!("publisher: PUBACK {} refused: {:?}", ack.pkid, ack.reason);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    eprintln!("publisher: MQTT connection error: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    client
 }

@@ -28,16 +28,24 @@ impl Tansu {
 
     /// Starts tansu on a chosen port (e.g. one kedge was configured with before the broker existed).
     pub fn start_on(port: u16) -> Tansu {
+        Tansu::start_advertising(port, port)
+    }
+
+    /// Starts tansu on `port` advertising 127.0.0.1:`advertised` in its metadata, so that clients
+    /// that bootstrap through a proxy on that port keep using the proxy.
+    pub fn start_advertising(port: u16, advertised: u16) -> Tansu {
         let dir = tempfile::Builder::new()
             .prefix("kedge-e2e-tansu-")
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join("tansu.log");
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let (stdout, stderr) = log_stdio(&log);
         let mut child = Command::new(tansu_bin())
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &advertised_url])
             .args(["--storage-engine", "memory://tansu/"])
             .current_dir(dir.path())
             .stdout(stdout)
