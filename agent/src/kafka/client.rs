@@ -419,6 +419,7 @@ impl Cluster {
             .version(ApiKey::Fetch, 4..=12)
             .ok_or_else(|| unsupported(&b, "Fetch v4+"))?;
         let mut found = Found::default();
+        let mut rescanned = false;
         loop {
             let request = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
@@ -445,11 +446,16 @@ impl Cluster {
                 .call(&request, version, self.settings.request_timeout)
                 .await?;
             answered(&b, "Fetch", r.error_code)?;
-            let p = r
-                .responses
-                .first()
-                .and_then(|t| t.partitions.first())
-                .ok_or_else(|| protocol(&b, "Fetch response without the partition"))?;
+            let Some(p) = r.responses.first().and_then(|t| t.partitions.first()) else {
+                // tansu leaves out a partition whose log ends before `from` (a replaced or
+                // truncated log, where Kafka says OFFSET_OUT_OF_RANGE): scan it from its start.
+                if rescanned {
+                    return Ok(found);
+                }
+                rescanned = true;
+                from = self.earliest_offset(topic, partition).await?;
+                continue;
+            };
             if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset > from {
                 // Retention removed the start of the range; what it removed cannot be ours
                 // to resend anyway (it was written before everything we hold).
