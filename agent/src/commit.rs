@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::queue::Queue;
+use crate::queue::budget::Budget;
 use crate::route::{Event, Router};
 use crate::telemetry::Stats;
 
@@ -30,6 +31,8 @@ pub struct CommitSettings {
     pub max_records: usize,
     /// Commit early at this many payload bytes.
     pub max_bytes: usize,
+    /// Disk budget and what to do when the queue is full.
+    pub budget: Budget,
 }
 
 /// Runs until `rx` closes and everything received is durable. Acknowledgements go to `acks`
@@ -79,9 +82,41 @@ pub async fn run<A: Send + 'static>(
             records.push(record);
             tokens.extend(i.ack);
         }
+        // Wait for room: the events are not acknowledged meanwhile, so the source's broker
+        // keeps them (backpressure), unless the policy drops records to make room.
+        let mut full_since: Option<Instant> = None;
+        loop {
+            match tokio::task::block_in_place(|| queue.make_room(&settings.budget, &mut records)) {
+                Ok(room) if room.admitted => {
+                    for (topic, n) in &room.dropped {
+                        tracing::warn!(%topic, records = n, "queue full: records dropped");
+                    }
+                    break;
+                }
+                Ok(room) => {
+                    if full_since.is_none() {
+                        full_since = Some(Instant::now());
+                        tracing::warn!(
+                            live_bytes = queue.live_bytes(),
+                            max_bytes = settings.budget.max_bytes,
+                            min_free = settings.budget.min_free,
+                            dropped = ?room.dropped,
+                            "queue full: holding acknowledgements until Kafka drains it"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot make room in the queue"),
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        if let Some(since) = full_since {
+            tracing::info!(waited = ?since.elapsed(), "queue has room again");
+        }
+        backoff.reset();
         // Retry until the commit is durable: the events are not acknowledged meanwhile, so
         // the source's broker keeps them, and the source stops receiving once its window fills.
-        loop {
+        // ENOSPC lands here too when the budget was not enough: same treatment.
+        while !records.is_empty() {
             let result = tokio::task::block_in_place(|| {
                 queue.append(next_seq, &records)?;
                 queue.sync()

@@ -14,6 +14,7 @@ use crate::kafka::batch::BatchCompression;
 use crate::kafka::client::{Cluster, ClusterSettings};
 use crate::kafka::partitioner::StickyPartitioner;
 use crate::kafka::producer::{Producer, ProducerSettings};
+use crate::queue::budget::{self, Budget, FullPolicy};
 use crate::queue::{self, Queue};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings, Protocol};
@@ -57,6 +58,7 @@ pub async fn run(
         )
     })?);
     tracing::info!(queue = %dir.display(), device = %config.agent.device_id, "queue open");
+    let budget = disk_budget(&config.queue, &queue);
 
     let (events_tx, events_rx) = mpsc::channel(usize::from(config.mqtt.receive_maximum) + 256);
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
@@ -82,6 +84,7 @@ pub async fn run(
         window: config.queue.commit_window,
         max_records: config.queue.commit_max_records,
         max_bytes: config.queue.commit_max_bytes.bytes() as usize,
+        budget,
     };
     let compression = match config.kafka.compression {
         config::Compression::Zstd => BatchCompression::Zstd,
@@ -163,6 +166,48 @@ pub async fn run(
     }
     tracing::info!(stats = %stats.summary(), "stopped");
     Ok(stats)
+}
+
+/// The queue's disk budget: the configured `max_bytes`, or a share of the free space at start.
+fn disk_budget(q: &config::QueueConfig, queue: &Queue) -> Budget {
+    let min_free = q.min_free.bytes();
+    let free = budget::free_bytes(queue.path());
+    let on_disk = budget::dir_size(queue.path()).unwrap_or(0);
+    let max_bytes = match (q.max_bytes, &free) {
+        (Some(m), _) => m.bytes(),
+        (None, Ok(free)) => budget::default_max_bytes(*free, on_disk, min_free),
+        (None, Err(e)) => {
+            // Without statvfs there is no safe default; the min_free check is skipped too.
+            tracing::warn!(error = %e, "cannot read the free space of the queue's filesystem; no byte limit");
+            u64::MAX
+        }
+    };
+    if let (Some(m), Ok(free)) = (q.max_bytes, &free)
+        && m.bytes() > free.saturating_add(on_disk)
+    {
+        tracing::warn!(
+            max_bytes = m.bytes(),
+            free,
+            "queue.max_bytes is more than the disk has; min_free still guards it"
+        );
+    }
+    let policy = match q.when_full {
+        config::WhenFull::Backpressure => FullPolicy::Backpressure,
+        config::WhenFull::DropOldest => FullPolicy::DropOldest,
+        config::WhenFull::DropNewest => FullPolicy::DropNewest,
+    };
+    tracing::info!(
+        max_bytes,
+        min_free,
+        live_bytes = queue.live_bytes(),
+        when_full = %q.when_full,
+        "queue disk budget"
+    );
+    Budget {
+        max_bytes,
+        min_free,
+        policy,
+    }
 }
 
 fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
