@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::queue::Queue;
 use crate::queue::budget::Budget;
+use crate::queue::{Queue, QueueError};
 use crate::route::{Event, Router};
 use crate::telemetry::Stats;
 
@@ -35,8 +35,34 @@ pub struct CommitSettings {
     pub budget: Budget,
 }
 
-/// Runs until `rx` closes and everything received is durable. Acknowledgements go to `acks`
-/// in arrival order; `committed` is bumped after every commit.
+/// Why the commit stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitEnd {
+    /// The source closed and everything received is durable.
+    Drained,
+    /// The database failed an I/O (ENOSPC, EIO): sled refuses every later write until it is
+    /// reopened (DESIGN.md §8), so the pipeline must reopen the queue.
+    QueuePoisoned {
+        /// First kedge-seq never acknowledged to the source: chunks from here on may have
+        /// reached the disk anyway, and the source redelivers their events.
+        unacked_from: Option<u64>,
+    },
+}
+
+/// Whether `e` leaves the sled handle (or the data file's page cache) unusable until reopened.
+fn poisons(e: &QueueError) -> bool {
+    matches!(
+        e,
+        QueueError::Db {
+            source: sled::Error::Io(_),
+            ..
+        } | QueueError::Io { .. }
+    )
+}
+
+/// Runs until `rx` closes and everything received is durable, or until the database needs a
+/// reopen. Acknowledgements go to `acks` in arrival order; `committed` is bumped after every
+/// commit.
 pub async fn run<A: Send + 'static>(
     queue: Arc<Queue>,
     router: Router,
@@ -45,12 +71,12 @@ pub async fn run<A: Send + 'static>(
     acks: mpsc::UnboundedSender<Vec<A>>,
     committed: watch::Sender<u64>,
     stats: Arc<Stats>,
-) {
+) -> CommitEnd {
     let mut next_seq = match tokio::task::block_in_place(|| queue.next_seq()) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the journal's sequence; nothing will be acknowledged");
-            return;
+            return CommitEnd::QueuePoisoned { unacked_from: None };
         }
     };
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -105,6 +131,12 @@ pub async fn run<A: Send + 'static>(
                         );
                     }
                 }
+                Err(e) if poisons(&e) => {
+                    tracing::error!(error = %e, "queue I/O failed while making room; reopening it");
+                    return CommitEnd::QueuePoisoned {
+                        unacked_from: Some(next_seq),
+                    };
+                }
                 Err(e) => tracing::error!(error = %e, "cannot make room in the queue"),
             }
             tokio::time::sleep(backoff.next_delay()).await;
@@ -123,6 +155,14 @@ pub async fn run<A: Send + 'static>(
             });
             match result {
                 Ok(()) => break,
+                Err(e) if poisons(&e) => {
+                    // Nothing of this batch is acknowledged: the source's broker redelivers it
+                    // after the reopen.
+                    tracing::error!(error = %e, "journal commit failed on I/O (disk full?); the queue will be reopened, events stay unacknowledged");
+                    return CommitEnd::QueuePoisoned {
+                        unacked_from: Some(next_seq),
+                    };
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::error!(error = %e, retry_in = ?delay, "journal commit failed; events stay unacknowledged");
@@ -142,4 +182,5 @@ pub async fn run<A: Send + 'static>(
             tracing::debug!("source closed before acknowledgements could be released");
         }
     }
+    CommitEnd::Drained
 }

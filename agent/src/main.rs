@@ -79,8 +79,41 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        kedge::pipeline::run(&config, shutdown_signal()).await?;
-        Ok(())
+        let mut backoff = kedge::backoff::Backoff::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        let mut reopening = false;
+        let mut unacked_from = None;
+        loop {
+            match kedge::pipeline::run(&config, shutdown_signal(), unacked_from).await {
+                Err(kedge::pipeline::PipelineError::QueuePoisoned { unacked_from: from }) => {
+                    reopening = true;
+                    // That run already discarded the previous range; a failed open (below)
+                    // did not, and keeps it.
+                    unacked_from = from;
+                }
+                // While reopening after a failed I/O the disk may still be full: keep trying.
+                Err(kedge::pipeline::PipelineError::Queue(kedge::queue::QueueError::Db {
+                    source: sled::Error::Io(e),
+                    ..
+                })) if reopening => {
+                    tracing::error!(error = %e, "cannot reopen the queue yet");
+                }
+                other => {
+                    other?;
+                    return Ok(());
+                }
+            }
+            // Reopen rather than exit: a restart by systemd would do the same, slower, and
+            // without systemd nothing would.
+            let delay = backoff.next_delay();
+            tracing::warn!(retry_in = ?delay, "reopening the queue");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
     })
 }
 

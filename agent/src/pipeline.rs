@@ -35,12 +35,22 @@ pub enum PipelineError {
     /// The queue could not be opened.
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
+    /// The queue's database failed an I/O and must be reopened: run the pipeline again,
+    /// passing `unacked_from` on.
+    #[error("the queue database failed an I/O (disk full?) and must be reopened")]
+    QueuePoisoned {
+        /// First kedge-seq that was never acknowledged to the source.
+        unacked_from: Option<u64>,
+    },
 }
 
 /// Runs the agent until `shutdown` resolves, then stops cleanly within the configured timeout.
+/// `unacked_from` comes from a [`PipelineError::QueuePoisoned`] of the previous run: journal
+/// chunks from there on were never acknowledged and are discarded, since the source redelivers.
 pub async fn run(
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
+    unacked_from: Option<u64>,
 ) -> Result<Arc<Stats>, PipelineError> {
     let stats = Arc::new(Stats::default());
     let mqtt = mqtt_settings(config)?;
@@ -58,6 +68,9 @@ pub async fn run(
         )
     })?);
     tracing::info!(queue = %dir.display(), device = %config.agent.device_id, "queue open");
+    if let Some(from) = unacked_from {
+        tokio::task::block_in_place(|| queue.discard_unacknowledged(from))?;
+    }
     let budget = disk_budget(&config.queue, &queue);
 
     let (events_tx, events_rx) = mpsc::channel(usize::from(config.mqtt.receive_maximum) + 256);
@@ -121,7 +134,7 @@ pub async fn run(
     )?;
 
     let source = tokio::spawn(mqtt::run(mqtt, events_tx, acks_rx, stop_rx, stats.clone()));
-    let committer = tokio::spawn(commit::run(
+    let mut committer = tokio::spawn(commit::run(
         queue.clone(),
         router,
         commit_settings,
@@ -142,24 +155,53 @@ pub async fn run(
         }
     });
 
-    shutdown.await;
-    let deadline = Instant::now() + config.agent.shutdown_timeout;
-    tracing::info!(timeout = ?config.agent.shutdown_timeout, "shutting down: committing and acknowledging what was received");
+    // The committer ends early only when the queue needs a reopen (sled poisons itself on an
+    // I/O error such as ENOSPC): then stop everything, so the caller can open it again.
+    let poisoned = tokio::select! {
+        _ = shutdown => None,
+        end = &mut committer => match end {
+            Ok(commit::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
+            // A committer that ended otherwise (a panic) left nothing durable half-done.
+            Ok(commit::CommitEnd::Drained) | Err(_) => Some(None),
+        },
+    };
+    // Nothing more can be committed to a poisoned queue: stop quickly and reopen.
+    let grace = if poisoned.is_some() {
+        Duration::from_secs(1)
+    } else {
+        config.agent.shutdown_timeout
+    };
+    let deadline = Instant::now() + grace;
+    tracing::info!(timeout = ?grace, "shutting down: committing and acknowledging what was received");
     let _ = stop_tx.send(true);
     // The committer ends once the source has stopped forwarding and everything received is
     // durable; the source then releases the acks and disconnects.
-    if tokio::time::timeout_at(deadline, committer).await.is_err() {
+    if poisoned.is_none()
+        && tokio::time::timeout_at(deadline, &mut committer)
+            .await
+            .is_err()
+    {
         tracing::warn!("journal commit did not finish before the shutdown deadline");
     }
     let _ = tokio::time::timeout_at(deadline, source).await;
     let _ = drain_tx.send(Some(deadline));
-    if tokio::time::timeout_at(deadline + Duration::from_secs(1), delivery)
-        .await
-        .is_err()
-    {
+    let mut delivery = delivery;
+    let delivery_stopped =
+        tokio::time::timeout_at(deadline + Duration::from_secs(1), &mut delivery)
+            .await
+            .is_ok();
+    if !delivery_stopped {
         tracing::warn!("delivery did not stop before the shutdown deadline");
     }
     reporter.abort();
+    if let Some(unacked_from) = poisoned {
+        // Every task must let go of the queue before it can be reopened: sled locks its file.
+        if !delivery_stopped {
+            delivery.abort();
+            let _ = delivery.await;
+        }
+        return Err(PipelineError::QueuePoisoned { unacked_from });
+    }
     let flushed = tokio::task::block_in_place(|| queue.sync());
     if let Err(e) = flushed {
         tracing::error!(error = %e, "final queue flush failed");

@@ -5,6 +5,7 @@
 
 mod config_errors;
 mod crash_restart;
+mod disk_full;
 mod kafka_down;
 mod support;
 mod walking_path;

@@ -282,6 +282,35 @@ impl Queue {
         Ok(())
     }
 
+    /// Deletes journal chunks from kedge-seq `from` on: a commit that failed on I/O may have
+    /// reached the disk although its events were never acknowledged, and the source redelivers
+    /// them; keeping the chunk would deliver them twice.
+    pub fn discard_unacknowledged(&self, from: u64) -> Result<(), QueueError> {
+        let mut removed = 0u64;
+        for item in self.journal.range(from.to_be_bytes()..) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            if self
+                .journal
+                .remove(&k)
+                .map_err(|e| self.db_err(e))?
+                .is_some()
+            {
+                self.live
+                    .fetch_sub(v.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.sync()?;
+            tracing::warn!(
+                from_seq = from,
+                chunks = removed,
+                "discarded journal chunks of a failed commit; their events are redelivered by the source"
+            );
+        }
+        Ok(())
+    }
+
     /// Records lost to damaged journal chunks since the queue was created.
     pub fn lost_records(&self) -> Result<u64, QueueError> {
         Ok(self.meta_u64(META_LOST_RECORDS)?.unwrap_or(0))
@@ -445,6 +474,21 @@ mod tests {
             let got = seqs(&q);
             assert!(got.windows(2).all(|w| w[0] < w[1]), "{keep}: {got:?}");
         }
+    }
+
+    #[test]
+    fn chunks_of_a_failed_commit_are_discarded_and_the_acknowledged_kept() {
+        let (_data, dir) = layout();
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        q.append(0, &records(3)).unwrap();
+        q.append(3, &records(2)).unwrap();
+        let before = q.live_bytes();
+        let failed = q.journal.get(3u64.to_be_bytes()).unwrap().unwrap().len() as u64;
+        q.discard_unacknowledged(3).unwrap();
+        assert_eq!(seqs(&q), vec![0, 1, 2]);
+        assert_eq!(q.live_bytes(), before - failed);
+        q.discard_unacknowledged(100).unwrap();
+        assert_eq!(seqs(&q), vec![0, 1, 2]);
     }
 
     #[test]

@@ -125,6 +125,11 @@ impl Kedge {
         }
     }
 
+    /// Whether kedge's log (all runs) contains `text`.
+    pub fn log_contains(&self, text: &str) -> bool {
+        std::fs::read_to_string(self.log()).is_ok_and(|l| l.contains(text))
+    }
+
     /// Spawns `kedge run --config FILE --data-dir DIR`, appending its output to the log.
     fn spawn(&mut self) {
         self.starts += 1;
