@@ -29,11 +29,41 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Look into the queue of a stopped kedge, or rescue its records.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Validate a configuration and print the pipeline it describes.
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Records and bytes pending per topic and partition, oldest record, disk use, losses.
+    Stats {
+        /// Configuration file (gives the queue directory and device id).
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+    },
+    /// List journal chunks and sealed batches.
+    Inspect {
+        /// Configuration file (gives the queue directory and device id).
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+    },
+    /// Dump every pending record to stdout, one JSON object per line (for rescue).
+    Export {
+        /// Configuration file (gives the queue directory and device id).
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+        /// Output format; only `jsonl`.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
     },
 }
 
@@ -50,6 +80,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Queue { command } => match queue_tool(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, data_dir } => match run(&config, data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -58,6 +95,29 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
+    use kedge::queue::tools;
+    let path = match &command {
+        QueueCommand::Stats { config } | QueueCommand::Inspect { config } => config,
+        QueueCommand::Export { config, .. } => config,
+    };
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = config.queue.effective_dir(&config.agent);
+    let queue = tools::open_existing(&dir, &config.agent.device_id)?;
+    match command {
+        QueueCommand::Stats { .. } => print!("{}", tools::stats(&queue)?),
+        QueueCommand::Inspect { .. } => print!("{}", tools::inspect(&queue)?),
+        QueueCommand::Export { .. } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = tools::export_jsonl(&queue, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            eprintln!("exported {n} records from {}", dir.display());
+        }
+    }
+    Ok(())
 }
 
 fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {

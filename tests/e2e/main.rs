@@ -7,5 +7,6 @@ mod config_errors;
 mod crash_restart;
 mod disk_full;
 mod kafka_down;
+mod queue_tools;
 mod support;
 mod walking_path;

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod chunk;
 pub mod outbox;
 pub mod recovery;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::fs::File;
