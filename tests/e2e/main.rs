@@ -4,6 +4,7 @@
 //! Peers come from `scripts/install-peers.sh` (`<repo>/.peers`, or `$KEDGE_PEERS_DIR`).
 
 mod config_errors;
+mod crash_loop;
 mod crash_restart;
 mod disk_full;
 mod kafka_down;
