@@ -160,6 +160,12 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
                 })) if reopening => {
                     tracing::error!(error = %e, "cannot reopen the queue yet");
                 }
+                // The previous run's tasks may not all have let go of the queue yet.
+                Err(kedge::pipeline::PipelineError::Queue(
+                    e @ kedge::queue::QueueError::InUse { .. },
+                )) if reopening => {
+                    tracing::error!(error = %e, "cannot reopen the queue yet");
+                }
                 other => {
                     other?;
                     return Ok(());

@@ -68,6 +68,7 @@ pub async fn run(
         )
     })?);
     tracing::info!(queue = %dir.display(), device = %config.agent.device_id, "queue open");
+    report_damage(&queue);
     if let Some(from) = unacked_from {
         tokio::task::block_in_place(|| queue.discard_unacknowledged(from))?;
     }
@@ -208,6 +209,21 @@ pub async fn run(
     }
     tracing::info!(stats = %stats.summary(), "stopped");
     Ok(stats)
+}
+
+/// Logs, at every start, what recovery has cost so far, so that it is never silent.
+fn report_damage(queue: &Queue) {
+    match queue.lost_records() {
+        Ok(0) => {}
+        Ok(n) => tracing::error!(
+            records = n,
+            "records were lost to damaged journal chunks (see `kedge queue stats`)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the lost-records counter"),
+    }
+    if let Ok(Some(p)) = queue.quarantined_db() {
+        tracing::error!(moved_to = %p.display(), "this queue was started fresh after the previous one could not be opened");
+    }
 }
 
 /// The queue's disk budget: the configured `max_bytes`, or a share of the free space at start.

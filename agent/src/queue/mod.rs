@@ -4,6 +4,7 @@
 //! and `meta` (device id, producer identity, per-partition next sequence, counters). A seal moves
 //! records from the journal to the outbox in one sled transaction across the three trees.
 
+mod blobs;
 pub mod budget;
 pub mod chunk;
 pub mod outbox;
@@ -118,6 +119,8 @@ pub struct Queue {
     outbox: sled::Tree,
     meta: sled::Tree,
     data_file: Option<File>,
+    /// With [`Sync::Fsync`]: sled's blob files, which its flush does not fsync.
+    blobs: Option<blobs::BlobSync>,
     recovery: recovery::Recovery,
     /// Bytes of chunks and sealed batches held: what the disk budget counts.
     live: std::sync::atomic::AtomicU64,
@@ -157,6 +160,7 @@ impl Queue {
             journal,
             outbox,
             meta,
+            blobs: data_file.as_ref().map(|_| blobs::BlobSync::default()),
             data_file,
             recovery,
             live: live.into(),
@@ -230,6 +234,12 @@ impl Queue {
         if let Some(f) = &self.data_file {
             f.sync_data().map_err(|source| QueueError::Io {
                 path: self.path.join("db"),
+                source,
+            })?;
+        }
+        if let Some(b) = &self.blobs {
+            b.sync(&self.path).map_err(|source| QueueError::Io {
+                path: self.path.join("blobs"),
                 source,
             })?;
         }

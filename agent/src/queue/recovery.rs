@@ -181,14 +181,23 @@ fn check_not_in_use(dir: &Path) -> Result<(), QueueError> {
         // No data file yet: a fresh queue, nobody can hold it.
         return Ok(());
     };
-    // SAFETY: flock on a descriptor we own; the lock goes with `file` when it is dropped.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-        return Ok(());
+    // A just-dropped sled handle releases its lock only when its background threads finish:
+    // give that a moment, so that a reopen in the same process is not taken for another kedge.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        // SAFETY: flock on a descriptor we own; the lock goes with `file` when it is dropped.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     use std::os::unix::fs::MetadataExt;
     let pid = file.metadata().ok().and_then(|m| lock_holder(m.ino()));
