@@ -8,7 +8,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::queue::Queue;
+use crate::queue::budget::Budget;
+use crate::queue::{Queue, QueueError};
 use crate::route::{Event, Router};
 use crate::telemetry::Stats;
 
@@ -30,10 +31,38 @@ pub struct CommitSettings {
     pub max_records: usize,
     /// Commit early at this many payload bytes.
     pub max_bytes: usize,
+    /// Disk budget and what to do when the queue is full.
+    pub budget: Budget,
 }
 
-/// Runs until `rx` closes and everything received is durable. Acknowledgements go to `acks`
-/// in arrival order; `committed` is bumped after every commit.
+/// Why the commit stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitEnd {
+    /// The source closed and everything received is durable.
+    Drained,
+    /// The database failed an I/O (ENOSPC, EIO): sled refuses every later write until it is
+    /// reopened (DESIGN.md §8), so the pipeline must reopen the queue.
+    QueuePoisoned {
+        /// First kedge-seq never acknowledged to the source: chunks from here on may have
+        /// reached the disk anyway, and the source redelivers their events.
+        unacked_from: Option<u64>,
+    },
+}
+
+/// Whether `e` leaves the sled handle (or the data file's page cache) unusable until reopened.
+fn poisons(e: &QueueError) -> bool {
+    matches!(
+        e,
+        QueueError::Db {
+            source: sled::Error::Io(_),
+            ..
+        } | QueueError::Io { .. }
+    )
+}
+
+/// Runs until `rx` closes and everything received is durable, or until the database needs a
+/// reopen. Acknowledgements go to `acks` in arrival order; `committed` is bumped after every
+/// commit.
 pub async fn run<A: Send + 'static>(
     queue: Arc<Queue>,
     router: Router,
@@ -42,12 +71,12 @@ pub async fn run<A: Send + 'static>(
     acks: mpsc::UnboundedSender<Vec<A>>,
     committed: watch::Sender<u64>,
     stats: Arc<Stats>,
-) {
+) -> CommitEnd {
     let mut next_seq = match tokio::task::block_in_place(|| queue.next_seq()) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the journal's sequence; nothing will be acknowledged");
-            return;
+            return CommitEnd::QueuePoisoned { unacked_from: None };
         }
     };
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -79,15 +108,61 @@ pub async fn run<A: Send + 'static>(
             records.push(record);
             tokens.extend(i.ack);
         }
+        // Wait for room: the events are not acknowledged meanwhile, so the source's broker
+        // keeps them (backpressure), unless the policy drops records to make room.
+        let mut full_since: Option<Instant> = None;
+        loop {
+            match tokio::task::block_in_place(|| queue.make_room(&settings.budget, &mut records)) {
+                Ok(room) if room.admitted => {
+                    for (topic, n) in &room.dropped {
+                        tracing::warn!(%topic, records = n, "queue full: records dropped");
+                    }
+                    break;
+                }
+                Ok(room) => {
+                    if full_since.is_none() {
+                        full_since = Some(Instant::now());
+                        tracing::warn!(
+                            live_bytes = queue.live_bytes(),
+                            max_bytes = settings.budget.max_bytes,
+                            min_free = settings.budget.min_free,
+                            dropped = ?room.dropped,
+                            "queue full: holding acknowledgements until Kafka drains it"
+                        );
+                    }
+                }
+                Err(e) if poisons(&e) => {
+                    tracing::error!(error = %e, "queue I/O failed while making room; reopening it");
+                    return CommitEnd::QueuePoisoned {
+                        unacked_from: Some(next_seq),
+                    };
+                }
+                Err(e) => tracing::error!(error = %e, "cannot make room in the queue"),
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        if let Some(since) = full_since {
+            tracing::info!(waited = ?since.elapsed(), "queue has room again");
+        }
+        backoff.reset();
         // Retry until the commit is durable: the events are not acknowledged meanwhile, so
         // the source's broker keeps them, and the source stops receiving once its window fills.
-        loop {
+        // ENOSPC lands here too when the budget was not enough: same treatment.
+        while !records.is_empty() {
             let result = tokio::task::block_in_place(|| {
                 queue.append(next_seq, &records)?;
                 queue.sync()
             });
             match result {
                 Ok(()) => break,
+                Err(e) if poisons(&e) => {
+                    // Nothing of this batch is acknowledged: the source's broker redelivers it
+                    // after the reopen.
+                    tracing::error!(error = %e, "journal commit failed on I/O (disk full?); the queue will be reopened, events stay unacknowledged");
+                    return CommitEnd::QueuePoisoned {
+                        unacked_from: Some(next_seq),
+                    };
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::error!(error = %e, retry_in = ?delay, "journal commit failed; events stay unacknowledged");
@@ -107,4 +182,5 @@ pub async fn run<A: Send + 'static>(
             tracing::debug!("source closed before acknowledgements could be released");
         }
     }
+    CommitEnd::Drained
 }

@@ -29,11 +29,41 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Look into the queue of a stopped kedge, or rescue its records.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Validate a configuration and print the pipeline it describes.
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Records and bytes pending per topic and partition, oldest record, disk use, losses.
+    Stats {
+        /// Configuration file (gives the queue directory and device id).
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+    },
+    /// List journal chunks and sealed batches.
+    Inspect {
+        /// Configuration file (gives the queue directory and device id).
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+    },
+    /// Dump every pending record to stdout, one JSON object per line (for rescue).
+    Export {
+        /// Configuration file (gives the queue directory and device id).
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+        /// Output format; only `jsonl`.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
     },
 }
 
@@ -50,6 +80,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Queue { command } => match queue_tool(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, data_dir } => match run(&config, data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -58,6 +95,29 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
+    use kedge::queue::tools;
+    let path = match &command {
+        QueueCommand::Stats { config } | QueueCommand::Inspect { config } => config,
+        QueueCommand::Export { config, .. } => config,
+    };
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = config.queue.effective_dir(&config.agent);
+    let queue = tools::open_existing(&dir, &config.agent.device_id)?;
+    match command {
+        QueueCommand::Stats { .. } => print!("{}", tools::stats(&queue)?),
+        QueueCommand::Inspect { .. } => print!("{}", tools::inspect(&queue)?),
+        QueueCommand::Export { .. } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = tools::export_jsonl(&queue, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            eprintln!("exported {n} records from {}", dir.display());
+        }
+    }
+    Ok(())
 }
 
 fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
@@ -79,8 +139,47 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        kedge::pipeline::run(&config, shutdown_signal()).await?;
-        Ok(())
+        let mut backoff = kedge::backoff::Backoff::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        let mut reopening = false;
+        let mut unacked_from = None;
+        loop {
+            match kedge::pipeline::run(&config, shutdown_signal(), unacked_from).await {
+                Err(kedge::pipeline::PipelineError::QueuePoisoned { unacked_from: from }) => {
+                    reopening = true;
+                    // That run already discarded the previous range; a failed open (below)
+                    // did not, and keeps it.
+                    unacked_from = from;
+                }
+                // While reopening after a failed I/O the disk may still be full: keep trying.
+                Err(kedge::pipeline::PipelineError::Queue(kedge::queue::QueueError::Db {
+                    source: sled::Error::Io(e),
+                    ..
+                })) if reopening => {
+                    tracing::error!(error = %e, "cannot reopen the queue yet");
+                }
+                // The previous run's tasks may not all have let go of the queue yet.
+                Err(kedge::pipeline::PipelineError::Queue(
+                    e @ kedge::queue::QueueError::InUse { .. },
+                )) if reopening => {
+                    tracing::error!(error = %e, "cannot reopen the queue yet");
+                }
+                other => {
+                    other?;
+                    return Ok(());
+                }
+            }
+            // Reopen rather than exit: a restart by systemd would do the same, slower, and
+            // without systemd nothing would.
+            let delay = backoff.next_delay();
+            tracing::warn!(retry_in = ?delay, "reopening the queue");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
     })
 }
 

@@ -16,6 +16,7 @@ use crate::kafka::connection::TlsSettings;
 use crate::kafka::partitioner::StickyPartitioner;
 use crate::kafka::producer::{Producer, ProducerSettings};
 use crate::kafka::sasl::{self, Mechanism, SaslSettings};
+use crate::queue::budget::{self, Budget, FullPolicy};
 use crate::queue::{self, Queue};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings, Protocol};
@@ -42,12 +43,22 @@ pub enum PipelineError {
     /// The queue could not be opened.
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
+    /// The queue's database failed an I/O and must be reopened: run the pipeline again,
+    /// passing `unacked_from` on.
+    #[error("the queue database failed an I/O (disk full?) and must be reopened")]
+    QueuePoisoned {
+        /// First kedge-seq that was never acknowledged to the source.
+        unacked_from: Option<u64>,
+    },
 }
 
 /// Runs the agent until `shutdown` resolves, then stops cleanly within the configured timeout.
+/// `unacked_from` comes from a [`PipelineError::QueuePoisoned`] of the previous run: journal
+/// chunks from there on were never acknowledged and are discarded, since the source redelivers.
 pub async fn run(
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
+    unacked_from: Option<u64>,
 ) -> Result<Arc<Stats>, PipelineError> {
     let stats = Arc::new(Stats::default());
     let mqtt = mqtt_settings(config)?;
@@ -65,6 +76,11 @@ pub async fn run(
         )
     })?);
     tracing::info!(queue = %dir.display(), device = %config.agent.device_id, "queue open");
+    report_damage(&queue);
+    if let Some(from) = unacked_from {
+        tokio::task::block_in_place(|| queue.discard_unacknowledged(from))?;
+    }
+    let budget = disk_budget(&config.queue, &queue);
 
     let (events_tx, events_rx) = mpsc::channel(usize::from(config.mqtt.receive_maximum) + 256);
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
@@ -90,6 +106,7 @@ pub async fn run(
         window: config.queue.commit_window,
         max_records: config.queue.commit_max_records,
         max_bytes: config.queue.commit_max_bytes.bytes() as usize,
+        budget,
     };
     let compression = match config.kafka.compression {
         config::Compression::Zstd => BatchCompression::Zstd,
@@ -130,7 +147,7 @@ pub async fn run(
     )?;
 
     let source = tokio::spawn(mqtt::run(mqtt, events_tx, acks_rx, stop_rx, stats.clone()));
-    let committer = tokio::spawn(commit::run(
+    let mut committer = tokio::spawn(commit::run(
         queue.clone(),
         router,
         commit_settings,
@@ -151,30 +168,116 @@ pub async fn run(
         }
     });
 
-    shutdown.await;
-    let deadline = Instant::now() + config.agent.shutdown_timeout;
-    tracing::info!(timeout = ?config.agent.shutdown_timeout, "shutting down: committing and acknowledging what was received");
+    // The committer ends early only when the queue needs a reopen (sled poisons itself on an
+    // I/O error such as ENOSPC): then stop everything, so the caller can open it again.
+    let poisoned = tokio::select! {
+        _ = shutdown => None,
+        end = &mut committer => match end {
+            Ok(commit::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
+            // A committer that ended otherwise (a panic) left nothing durable half-done.
+            Ok(commit::CommitEnd::Drained) | Err(_) => Some(None),
+        },
+    };
+    // Nothing more can be committed to a poisoned queue: stop quickly and reopen.
+    let grace = if poisoned.is_some() {
+        Duration::from_secs(1)
+    } else {
+        config.agent.shutdown_timeout
+    };
+    let deadline = Instant::now() + grace;
+    tracing::info!(timeout = ?grace, "shutting down: committing and acknowledging what was received");
     let _ = stop_tx.send(true);
     // The committer ends once the source has stopped forwarding and everything received is
     // durable; the source then releases the acks and disconnects.
-    if tokio::time::timeout_at(deadline, committer).await.is_err() {
+    if poisoned.is_none()
+        && tokio::time::timeout_at(deadline, &mut committer)
+            .await
+            .is_err()
+    {
         tracing::warn!("journal commit did not finish before the shutdown deadline");
     }
     let _ = tokio::time::timeout_at(deadline, source).await;
     let _ = drain_tx.send(Some(deadline));
-    if tokio::time::timeout_at(deadline + Duration::from_secs(1), delivery)
-        .await
-        .is_err()
-    {
+    let mut delivery = delivery;
+    let delivery_stopped =
+        tokio::time::timeout_at(deadline + Duration::from_secs(1), &mut delivery)
+            .await
+            .is_ok();
+    if !delivery_stopped {
         tracing::warn!("delivery did not stop before the shutdown deadline");
     }
     reporter.abort();
+    if let Some(unacked_from) = poisoned {
+        // Every task must let go of the queue before it can be reopened: sled locks its file.
+        if !delivery_stopped {
+            delivery.abort();
+            let _ = delivery.await;
+        }
+        return Err(PipelineError::QueuePoisoned { unacked_from });
+    }
     let flushed = tokio::task::block_in_place(|| queue.sync());
     if let Err(e) = flushed {
         tracing::error!(error = %e, "final queue flush failed");
     }
     tracing::info!(stats = %stats.summary(), "stopped");
     Ok(stats)
+}
+
+/// Logs, at every start, what recovery has cost so far, so that it is never silent.
+fn report_damage(queue: &Queue) {
+    match queue.lost_records() {
+        Ok(0) => {}
+        Ok(n) => tracing::error!(
+            records = n,
+            "records were lost to damaged journal chunks (see `kedge queue stats`)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the lost-records counter"),
+    }
+    if let Ok(Some(p)) = queue.quarantined_db() {
+        tracing::error!(moved_to = %p.display(), "this queue was started fresh after the previous one could not be opened");
+    }
+}
+
+/// The queue's disk budget: the configured `max_bytes`, or a share of the free space at start.
+fn disk_budget(q: &config::QueueConfig, queue: &Queue) -> Budget {
+    let min_free = q.min_free.bytes();
+    let free = budget::free_bytes(queue.path());
+    let on_disk = budget::dir_size(queue.path()).unwrap_or(0);
+    let max_bytes = match (q.max_bytes, &free) {
+        (Some(m), _) => m.bytes(),
+        (None, Ok(free)) => budget::default_max_bytes(*free, on_disk, min_free),
+        (None, Err(e)) => {
+            // Without statvfs there is no safe default; the min_free check is skipped too.
+            tracing::warn!(error = %e, "cannot read the free space of the queue's filesystem; no byte limit");
+            u64::MAX
+        }
+    };
+    if let (Some(m), Ok(free)) = (q.max_bytes, &free)
+        && m.bytes() > free.saturating_add(on_disk)
+    {
+        tracing::warn!(
+            max_bytes = m.bytes(),
+            free,
+            "queue.max_bytes is more than the disk has; min_free still guards it"
+        );
+    }
+    let policy = match q.when_full {
+        config::WhenFull::Backpressure => FullPolicy::Backpressure,
+        config::WhenFull::DropOldest => FullPolicy::DropOldest,
+        config::WhenFull::DropNewest => FullPolicy::DropNewest,
+    };
+    tracing::info!(
+        max_bytes,
+        min_free,
+        live_bytes = queue.live_bytes(),
+        when_full = %q.when_full,
+        "queue disk budget"
+    );
+    Budget {
+        max_bytes,
+        min_free,
+        policy,
+    }
 }
 
 fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {

@@ -4,11 +4,14 @@
 //! Peers come from `scripts/install-peers.sh` (`<repo>/.peers`, or `$KEDGE_PEERS_DIR`).
 
 mod config_errors;
+mod crash_loop;
 mod crash_restart;
+mod disk_full;
 mod faults;
 mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
+mod queue_tools;
 mod support;
 mod walking_path;

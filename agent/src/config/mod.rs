@@ -542,6 +542,12 @@ pub struct QueueConfig {
     pub cache: ByteSize,
     /// Whether a commit waits for the disk.
     pub durability: Durability,
+    /// Most bytes the queue may hold; `None`: half of the space free at start, minus `min_free`.
+    pub max_bytes: Option<ByteSize>,
+    /// Free space on the queue's filesystem below which the queue counts as full.
+    pub min_free: ByteSize,
+    /// What a full queue does with new records.
+    pub when_full: WhenFull,
 }
 
 impl Default for QueueConfig {
@@ -553,6 +559,9 @@ impl Default for QueueConfig {
             commit_max_bytes: ByteSize::mib(1),
             cache: ByteSize::mib(8),
             durability: Durability::Fsync,
+            max_bytes: None,
+            min_free: ByteSize::mib(64),
+            when_full: WhenFull::Backpressure,
         }
     }
 }
@@ -588,6 +597,41 @@ impl fmt::Display for Durability {
         f.write_str(match self {
             Self::Fsync => "fsync",
             Self::Relaxed => "relaxed",
+        })
+    }
+}
+
+/// What a full queue does (`queue.when_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WhenFull {
+    /// Stop committing, so MQTT acks stop and the broker's session keeps the data; `"backpressure"`.
+    #[default]
+    Backpressure,
+    /// Delete the oldest unsealed records to make room, counting them; `"drop-oldest"`.
+    DropOldest,
+    /// Acknowledge and discard new records, counting them; `"drop-newest"`.
+    DropNewest,
+}
+
+impl<'de> Deserialize<'de> for WhenFull {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(
+            d,
+            &[
+                ("backpressure", Self::Backpressure),
+                ("drop-oldest", Self::DropOldest),
+                ("drop-newest", Self::DropNewest),
+            ],
+        )
+    }
+}
+
+impl fmt::Display for WhenFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Backpressure => "backpressure",
+            Self::DropOldest => "drop-oldest",
+            Self::DropNewest => "drop-newest",
         })
     }
 }

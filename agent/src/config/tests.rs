@@ -114,6 +114,9 @@ fn defaults_match_the_schema() {
     assert_eq!(queue.commit_max_bytes, ByteSize::mib(1));
     assert_eq!(queue.cache, ByteSize::mib(8));
     assert_eq!(queue.durability, Durability::Fsync);
+    assert_eq!(queue.max_bytes, None);
+    assert_eq!(queue.min_free, ByteSize::mib(64));
+    assert_eq!(queue.when_full, WhenFull::Backpressure);
 
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Auto);
@@ -491,6 +494,14 @@ fn semantic_errors_are_located_at_the_value() {
             "kedge.toml:6:22: queue.commit_max_records: must be at least 1",
         ),
         (
+            "subscriptions = [{ filter = \"a\" }]\n[queue]\nmax_bytes = \"1KiB\"",
+            "kedge.toml:6:13: queue.max_bytes: must be at least queue.commit_max_bytes, or one commit never fits",
+        ),
+        (
+            "subscriptions = [{ filter = \"a\" }]\n[queue]\nwhen_full = \"drop-all\"",
+            "kedge.toml:6:13: queue.when_full: expected one of \"backpressure\", \"drop-oldest\", \"drop-newest\", found \"drop-all\"",
+        ),
+        (
             "subscriptions = [{ filter = \"a\" }]\n[agent]\ndevice_id = \"\"",
             "kedge.toml:6:13: agent.device_id: device id must not be empty",
         ),
@@ -729,4 +740,18 @@ fn kafka_tls_and_sasl_errors_are_located() {
         let got = error(&format!("{KAFKA_BASE}{section}\n"));
         assert!(got.contains(want), "{section:?}:\n got {got}\nwant {want}");
     }
+}
+
+#[test]
+fn the_disk_budget_keys_parse() {
+    let base = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n";
+    let c = parse(&format!(
+        "{base}[queue]\nmax_bytes = \"2GiB\"\nmin_free = \"10MiB\"\nwhen_full = \"drop-oldest\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.queue.max_bytes, Some(ByteSize::mib(2048)));
+    assert_eq!(c.queue.min_free, ByteSize::mib(10));
+    assert_eq!(c.queue.when_full, WhenFull::DropOldest);
+    let c = parse(&format!("{base}[queue]\nwhen_full = \"drop-newest\"\n")).unwrap();
+    assert_eq!(c.queue.when_full, WhenFull::DropNewest);
 }

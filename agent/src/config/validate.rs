@@ -360,6 +360,15 @@ fn queue(queue: &QueueConfig) -> Check {
     if queue.cache.bytes() == 0 {
         return fail("queue.cache", "must be greater than 0 B");
     }
+    if queue
+        .max_bytes
+        .is_some_and(|b| b.bytes() < queue.commit_max_bytes.bytes())
+    {
+        return fail(
+            "queue.max_bytes",
+            "must be at least queue.commit_max_bytes, or one commit never fits",
+        );
+    }
     Ok(())
 }
 

@@ -4,8 +4,12 @@
 //! and `meta` (device id, producer identity, per-partition next sequence, counters). A seal moves
 //! records from the journal to the outbox in one sled transaction across the three trees.
 
+mod blobs;
+pub mod budget;
 pub mod chunk;
 pub mod outbox;
+pub mod recovery;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -66,6 +70,17 @@ pub enum QueueError {
         /// Device id in the config.
         configured: String,
     },
+    /// Another process holds the queue open: sled locks its data file.
+    #[error(
+        "the queue at {path} is in use by a running kedge{}; stop it first",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        /// Directory of the database.
+        path: PathBuf,
+        /// The process holding the lock, when `/proc/locks` tells.
+        pid: Option<u32>,
+    },
     /// A chunk or batch could not be encoded or decoded.
     #[error("{0}")]
     Codec(String),
@@ -108,6 +123,11 @@ pub struct Queue {
     outbox: sled::Tree,
     meta: sled::Tree,
     data_file: Option<File>,
+    /// With [`Sync::Fsync`]: sled's blob files, which its flush does not fsync.
+    blobs: Option<blobs::BlobSync>,
+    recovery: recovery::Recovery,
+    /// Bytes of chunks and sealed batches held: what the disk budget counts.
+    live: std::sync::atomic::AtomicU64,
 }
 
 impl Queue {
@@ -123,21 +143,12 @@ impl Queue {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            // kedge flushes itself after each group commit; sled's background flusher would
-            // only add writes.
-            .flush_every_ms(None)
-            .open()
-            .map_err(db_err)?;
+        let (db, recovery) = recovery::open_db(dir, cache_bytes)?;
         let journal = db.open_tree("journal").map_err(db_err)?;
         let outbox = db.open_tree("outbox").map_err(db_err)?;
         let meta = db.open_tree("meta").map_err(db_err)?;
+        let live = budget::measure(&journal).map_err(db_err)?
+            + budget::measure(&outbox).map_err(db_err)?;
         let data_file = match sync {
             // sled's flush uses sync_file_range, which flushes neither the drive cache nor
             // metadata (DESIGN.md §8): keep the data file open to fdatasync it after each flush.
@@ -153,7 +164,10 @@ impl Queue {
             journal,
             outbox,
             meta,
+            blobs: data_file.as_ref().map(|_| blobs::BlobSync::default()),
             data_file,
+            recovery,
+            live: live.into(),
         };
         match q.meta.get(META_DEVICE).map_err(db_err)? {
             Some(stored) if stored.as_ref() != device_id.as_bytes() => {
@@ -186,6 +200,11 @@ impl Queue {
         &self.path
     }
 
+    /// What had to be repaired to open the queue.
+    pub fn recovery(&self) -> &recovery::Recovery {
+        &self.recovery
+    }
+
     /// The next kedge-seq to assign: past every record ever journaled, also after a restart.
     pub fn next_seq(&self) -> Result<u64, QueueError> {
         let floor = self.meta_u64(META_SEQ_FLOOR)?.unwrap_or(0);
@@ -201,9 +220,15 @@ impl Queue {
         let bytes =
             chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
         let n = bytes.len();
-        self.journal
+        let old = self
+            .journal
             .insert(first_seq.to_be_bytes(), bytes)
             .map_err(|e| self.db_err(e))?;
+        let old = old.map_or(0, |o| o.len() as u64);
+        self.live
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.live
+            .fetch_sub(old, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 
@@ -216,16 +241,31 @@ impl Queue {
                 source,
             })?;
         }
+        if let Some(b) = &self.blobs {
+            b.sync(&self.path).map_err(|source| QueueError::Io {
+                path: self.path.join("blobs"),
+                source,
+            })?;
+        }
         Ok(())
     }
 
-    /// Reads up to `max_chunks` chunks from the head of the journal.
+    /// Reads up to `max_chunks` chunks from the head of the journal. A chunk that cannot be
+    /// decoded is quarantined (see [`recovery`]) rather than stalling delivery forever.
     pub fn journal_head(&self, max_chunks: usize) -> Result<Vec<JournalChunk>, QueueError> {
         let mut out = Vec::new();
-        for item in self.journal.iter().take(max_chunks) {
-            let (_, v) = item.map_err(|e| self.db_err(e))?;
-            let (head, records) =
-                chunk::decode(&v).map_err(|e| QueueError::Codec(e.to_string()))?;
+        for item in self.journal.iter() {
+            if out.len() >= max_chunks {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let (head, records) = match chunk::decode(&v) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    self.quarantine_chunk(&k, &v, &e)?;
+                    continue;
+                }
+            };
             out.push(JournalChunk {
                 first_seq: head.first_seq,
                 end_seq: head.end_seq(),
@@ -258,8 +298,11 @@ impl Queue {
             .iter()
             .map(|b| (b.batch_no, b.encode()))
             .collect();
+        // Bytes the seal frees, reset on each attempt: sled may rerun the closure on conflict.
+        let freed = std::cell::Cell::new(0u64);
         let result: Result<(), TransactionError<()>> = (&self.journal, &self.outbox, &self.meta)
             .transaction(|(journal, outbox, meta)| {
+                freed.set(0);
                 for (no, bytes) in &encoded {
                     outbox.insert(&no.to_be_bytes(), bytes.as_slice())?;
                 }
@@ -267,30 +310,51 @@ impl Queue {
                     meta.insert(next_sequence_key(topic, *partition), &next.to_be_bytes())?;
                 }
                 meta.insert(META_BATCH_NO, &seal.next_batch_no.to_be_bytes())?;
-                if !seal.consumed_chunks.is_empty() {
+                // Never lower the floor: a drop or a quarantine may have raised it past this seal.
+                let floor = meta
+                    .get(META_SEQ_FLOOR)?
+                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(0);
+                if !seal.consumed_chunks.is_empty() && seal.seq_floor > floor {
                     meta.insert(META_SEQ_FLOOR, &seal.seq_floor.to_be_bytes())?;
                 }
                 for no in &seal.removed_batches {
-                    outbox.remove(&no.to_be_bytes())?;
+                    if let Some(old) = outbox.remove(&no.to_be_bytes())? {
+                        freed.set(freed.get() + old.len() as u64);
+                    }
                 }
                 for first in &seal.consumed_chunks {
-                    journal.remove(&first.to_be_bytes())?;
+                    if let Some(old) = journal.remove(&first.to_be_bytes())? {
+                        freed.set(freed.get() + old.len() as u64);
+                    }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         match result {
-            Ok(()) => self.sync(),
+            Ok(()) => {
+                let added: u64 = encoded.iter().map(|(_, b)| b.len() as u64).sum();
+                self.live
+                    .fetch_add(added, std::sync::atomic::Ordering::Relaxed);
+                self.live
+                    .fetch_sub(freed.get(), std::sync::atomic::Ordering::Relaxed);
+                self.sync()
+            }
             Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
             Err(TransactionError::Abort(())) => unreachable!("the seal transaction never aborts"),
         }
     }
 
     /// Removes a batch Kafka has acknowledged. Not synced: if the removal is lost in a crash, the
-    /// batch is resent and the broker recognizes it as a duplicate.
+    /// batch comes back, and the tail scan at the next start finds it in Kafka.
     pub fn remove_batch(&self, batch_no: u64) -> Result<(), QueueError> {
-        self.outbox
+        let old = self
+            .outbox
             .remove(batch_no.to_be_bytes())
             .map_err(|e| self.db_err(e))?;
+        if let Some(old) = old {
+            self.live
+                .fetch_sub(old.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -356,8 +420,11 @@ impl Queue {
         pid.extend_from_slice(&producer.producer_epoch.to_be_bytes());
         let encoded: Vec<(u64, Vec<u8>)> =
             batches.iter().map(|b| (b.batch_no, b.encode())).collect();
+        // Bytes of the batches replaced, reset on each attempt: sled may rerun the closure.
+        let replaced = std::cell::Cell::new(0u64);
         let result: Result<(), TransactionError<()>> =
             (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
+                replaced.set(0);
                 for k in &stale {
                     meta.remove(k)?;
                 }
@@ -366,12 +433,21 @@ impl Queue {
                 }
                 meta.insert(META_PRODUCER, pid.as_slice())?;
                 for (no, bytes) in &encoded {
-                    outbox.insert(&no.to_be_bytes(), bytes.as_slice())?;
+                    if let Some(old) = outbox.insert(&no.to_be_bytes(), bytes.as_slice())? {
+                        replaced.set(replaced.get() + old.len() as u64);
+                    }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         match result {
-            Ok(()) => self.sync(),
+            Ok(()) => {
+                let added: u64 = encoded.iter().map(|(_, b)| b.len() as u64).sum();
+                self.live
+                    .fetch_add(added, std::sync::atomic::Ordering::Relaxed);
+                self.live
+                    .fetch_sub(replaced.get(), std::sync::atomic::Ordering::Relaxed);
+                self.sync()
+            }
             Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
             Err(TransactionError::Abort(())) => {
                 unreachable!("the resequence transaction never aborts")

@@ -1,0 +1,465 @@
+//! `kedge queue stats | inspect | export`: look into a stopped kedge's queue, and rescue its
+//! records. A running kedge holds sled's file lock, so opening fails with
+//! [`QueueError::InUse`] naming its pid.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Queue, QueueError, Sync, budget, chunk};
+use crate::kafka::batch::decode_batch;
+use crate::record::HEADER_SEQ;
+
+/// Opens an existing queue for a tool; refuses to create one where there is none.
+pub fn open_existing(dir: &Path, device_id: &str) -> Result<Queue, QueueError> {
+    if !dir.join("db").exists() {
+        return Err(QueueError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no kedge queue here (no sled `db` file)",
+            ),
+        });
+    }
+    // A small cache: the tools read every chunk once.
+    Queue::open(dir, 4 << 20, Sync::Relaxed, device_id)
+}
+
+#[derive(Default)]
+struct Pending {
+    records: u64,
+    bytes: u64,
+    batches: u64,
+}
+
+/// A human-readable report: pending records and bytes per topic and partition, the oldest
+/// record's age, disk use, sealed batches, losses and drops.
+pub fn stats(q: &Queue) -> Result<String, QueueError> {
+    let now_ms = now_ms();
+    let mut journal: BTreeMap<String, Pending> = BTreeMap::new();
+    let (mut chunks, mut bad_chunks, mut chunk_bytes) = (0u64, 0u64, 0u64);
+    let mut oldest: Option<(i64, u64)> = None;
+    for item in q.journal.iter() {
+        let (_, v) = item.map_err(|e| q.db_err(e))?;
+        chunks += 1;
+        chunk_bytes += v.len() as u64;
+        match chunk::decode(&v) {
+            Ok((_, records)) => {
+                for r in records {
+                    let p = journal.entry(r.record.topic.clone()).or_default();
+                    p.records += 1;
+                    p.bytes += r.record.value.len() as u64;
+                    oldest = older(oldest, (r.record.timestamp_ms, r.seq));
+                }
+            }
+            Err(_) => bad_chunks += 1,
+        }
+    }
+    let mut outbox: BTreeMap<(String, i32), Pending> = BTreeMap::new();
+    for b in q.sealed_batches()? {
+        let p = outbox.entry((b.topic.clone(), b.partition)).or_default();
+        p.batches += 1;
+        p.records += u64::try_from(b.record_count).unwrap_or(0);
+        p.bytes += b.bytes.len() as u64;
+        if let Some(ts) = base_timestamp(&b.bytes) {
+            oldest = older(oldest, (ts, b.first_seq));
+        }
+    }
+    let mut o = String::new();
+    let _ = writeln!(o, "queue            {}", q.path().display());
+    let on_disk = budget::dir_size(q.path()).unwrap_or(0);
+    let free = budget::free_bytes(q.path())
+        .map(human)
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let _ = writeln!(
+        o,
+        "disk             {} on disk (sled files; never shrink), {} live (chunks + batches), {} free",
+        human(on_disk),
+        human(q.live_bytes()),
+        free
+    );
+    let _ = writeln!(
+        o,
+        "journal          {chunks} chunks, {} compressed, {} records not yet sealed{}",
+        human(chunk_bytes),
+        journal.values().map(|p| p.records).sum::<u64>(),
+        if bad_chunks > 0 {
+            format!(", {bad_chunks} DAMAGED chunks (quarantined when delivery reaches them)")
+        } else {
+            String::new()
+        }
+    );
+    for (topic, p) in &journal {
+        let _ = writeln!(
+            o,
+            "  {topic:<30} {:>10} records {:>12} payload",
+            p.records,
+            human(p.bytes)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "sealed batches   {} batches, {} records, {}",
+        outbox.values().map(|p| p.batches).sum::<u64>(),
+        outbox.values().map(|p| p.records).sum::<u64>(),
+        human(outbox.values().map(|p| p.bytes).sum())
+    );
+    for ((topic, partition), p) in &outbox {
+        let _ = writeln!(
+            o,
+            "  {:<30} {:>10} records {:>12} in {} batches",
+            format!("{topic}/{partition}"),
+            p.records,
+            human(p.bytes),
+            p.batches
+        );
+    }
+    match oldest {
+        Some((ts, seq)) => {
+            let age = (now_ms - ts).max(0) as u64;
+            let _ = writeln!(
+                o,
+                "oldest record    kedge-seq {seq}, {} old",
+                human_age(age / 1000)
+            );
+        }
+        None => {
+            let _ = writeln!(o, "oldest record    none pending");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "lost records     {} (damaged chunks; {} kept in the quarantine tree)",
+        q.lost_records()?,
+        q.quarantined_chunks()?
+    );
+    let dropped = q.dropped_records()?;
+    if dropped.is_empty() {
+        let _ = writeln!(o, "dropped records  0 (queue.when_full)");
+    } else {
+        for (topic, n) in dropped {
+            let _ = writeln!(o, "dropped records  {topic}: {n} (queue.when_full)");
+        }
+    }
+    if let Some(p) = q.quarantined_db()? {
+        let _ = writeln!(
+            o,
+            "QUARANTINED      an unopenable queue was moved to {} and a fresh one started",
+            p.display()
+        );
+    }
+    Ok(o)
+}
+
+/// One line per journal chunk and per sealed batch.
+pub fn inspect(q: &Queue) -> Result<String, QueueError> {
+    let mut o = String::new();
+    let _ = writeln!(o, "journal chunks (key = first kedge-seq):");
+    for item in q.journal.iter() {
+        let (k, v) = item.map_err(|e| q.db_err(e))?;
+        let key = <[u8; 8]>::try_from(k.as_ref()).map_or(u64::MAX, u64::from_be_bytes);
+        match chunk::decode(&v) {
+            Ok((h, records)) => {
+                let mut topics: BTreeMap<&str, u64> = BTreeMap::new();
+                for r in &records {
+                    *topics.entry(r.record.topic.as_str()).or_default() += 1;
+                }
+                let _ = writeln!(
+                    o,
+                    "  chunk {key:>12}  seq {}..{}  {} records  {} bytes  topics {topics:?}",
+                    h.first_seq,
+                    h.end_seq(),
+                    h.count,
+                    v.len()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(o, "  chunk {key:>12}  DAMAGED ({e})  {} bytes", v.len());
+            }
+        }
+    }
+    let _ = writeln!(o, "sealed batches:");
+    for b in q.sealed_batches()? {
+        let _ = writeln!(
+            o,
+            "  batch {:>8}  {}/{}  producer {}/{}  sequence {}  {} records  seq {}..={}  {} bytes",
+            b.batch_no,
+            b.topic,
+            b.partition,
+            b.producer.producer_id,
+            b.producer.producer_epoch,
+            b.base_sequence,
+            b.record_count,
+            b.first_seq,
+            b.last_seq,
+            b.bytes.len()
+        );
+    }
+    Ok(o)
+}
+
+/// Writes every pending record as one JSON object per line, sealed batches first (they are
+/// older), then the journal: topic, partition (sealed only), key and value in base64, headers,
+/// kedge-seq, timestamp. Returns how many records were written.
+pub fn export_jsonl(q: &Queue, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let mut n = 0u64;
+    for b in q.sealed_batches()? {
+        let records = decode_batch(&b.bytes).map_err(|e| ExportError::Batch {
+            batch_no: b.batch_no,
+            message: e.to_string(),
+        })?;
+        for r in records {
+            let seq = r
+                .headers
+                .iter()
+                .find(|(k, _)| k == HEADER_SEQ)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            let line = serde_json::json!({
+                "topic": b.topic,
+                "partition": b.partition,
+                "key": r.key.as_deref().map(base64),
+                "value": r.value.as_deref().map(base64),
+                "headers": r.headers.iter().map(|(k, v)| serde_json::json!({"name": k, "value": base64(v)})).collect::<Vec<_>>(),
+                "kedge_seq": seq,
+                "timestamp_ms": r.timestamp_ms,
+                "sealed": true,
+            });
+            writeln!(out, "{line}")?;
+            n += 1;
+        }
+    }
+    for item in q.journal.iter() {
+        let (k, v) = item.map_err(|e| q.db_err(e))?;
+        let (_, records) = match chunk::decode(&v) {
+            Ok(d) => d,
+            Err(e) => {
+                let key = <[u8; 8]>::try_from(k.as_ref()).map_or(u64::MAX, u64::from_be_bytes);
+                tracing::error!(chunk = key, error = %e, "damaged journal chunk skipped");
+                continue;
+            }
+        };
+        for r in records {
+            let line = serde_json::json!({
+                "topic": r.record.topic,
+                "partition": null,
+                "key": r.record.key.as_deref().map(base64),
+                "value": base64(&r.record.value),
+                "headers": r.record.headers.iter().map(|h| serde_json::json!({"name": h.name, "value": base64(&h.value)})).collect::<Vec<_>>(),
+                "kedge_seq": r.seq,
+                "timestamp_ms": r.record.timestamp_ms,
+                "sealed": false,
+            });
+            writeln!(out, "{line}")?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The queue could not be read.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A sealed batch could not be decoded.
+    #[error("sealed batch {batch_no}: {message}")]
+    Batch {
+        /// The batch.
+        batch_no: u64,
+        /// The decoder's error.
+        message: String,
+    },
+    /// The output could not be written.
+    #[error("writing the export: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// The older of two (timestamp, kedge-seq) pairs.
+fn older(a: Option<(i64, u64)>, b: (i64, u64)) -> Option<(i64, u64)> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// Base timestamp of a v2 record batch (bytes 27..35), without decoding it.
+fn base_timestamp(batch: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(batch.get(27..35)?.try_into().ok()?))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 172_800 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::batch::{BatchCompression, ProducerIdentity, encode_batch};
+    use crate::queue::Seal;
+    use crate::queue::outbox::SealedBatch;
+    use crate::record::{Header, Record, SequencedRecord};
+    use bytes::Bytes;
+
+    fn record(topic: &str, i: u64) -> Record {
+        Record {
+            topic: topic.into(),
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Bytes::from(format!("value {i}")),
+            headers: vec![Header {
+                name: "unit".into(),
+                value: Bytes::from_static(b"C"),
+            }],
+            timestamp_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), enc);
+        }
+    }
+
+    /// A queue with one sealed batch of 2 records of "a" (seq 0, 1) and a chunk of 3 of "b".
+    fn queue(dir: &Path) -> Queue {
+        let q = Queue::open(dir, 1 << 20, Sync::Relaxed, "dev").unwrap();
+        q.append(0, &[record("a", 0), record("a", 1)]).unwrap();
+        q.append(2, &[record("b", 2), record("b", 3), record("b", 4)])
+            .unwrap();
+        let producer = ProducerIdentity {
+            producer_id: 7,
+            producer_epoch: 0,
+        };
+        let sealed: Vec<SequencedRecord> = (0..2)
+            .map(|i| SequencedRecord {
+                seq: i,
+                record: record("a", i),
+            })
+            .collect();
+        let bytes = encode_batch(producer, 0, "dev", &sealed, BatchCompression::Zstd).unwrap();
+        q.seal(&Seal {
+            consumed_chunks: vec![0],
+            seq_floor: 2,
+            batches: vec![SealedBatch {
+                batch_no: 0,
+                topic: "a".into(),
+                partition: 3,
+                producer,
+                base_sequence: 0,
+                record_count: 2,
+                first_seq: 0,
+                last_seq: 1,
+                bytes,
+            }],
+            next_sequences: vec![(("a".into(), 3), 2)],
+            next_batch_no: 1,
+            removed_batches: vec![],
+        })
+        .unwrap();
+        q
+    }
+
+    #[test]
+    fn stats_and_inspect_show_pending_records_per_topic_and_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path());
+        let s = stats(&q).unwrap();
+        assert!(s.contains("3 records not yet sealed"), "{s}");
+        assert!(s.contains("1 batches, 2 records"), "{s}");
+        assert!(s.contains("a/3"), "{s}");
+        assert!(s.contains("oldest record    kedge-seq 0"), "{s}");
+        assert!(s.contains("lost records     0"), "{s}");
+        let i = inspect(&q).unwrap();
+        assert!(i.contains("seq 2..5  3 records"), "{i}");
+        assert!(
+            i.contains("a/3  producer 7/0  sequence 0  2 records  seq 0..=1"),
+            "{i}"
+        );
+    }
+
+    #[test]
+    fn export_writes_every_pending_record_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path());
+        let mut out = Vec::new();
+        assert_eq!(export_jsonl(&q, &mut out).unwrap(), 5);
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let seqs: Vec<u64> = lines
+            .iter()
+            .map(|l| l["kedge_seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+        assert_eq!(lines[0]["topic"], "a");
+        assert_eq!(lines[0]["partition"], 3);
+        assert_eq!(lines[0]["value"], base64(b"value 0"));
+        assert_eq!(lines[4]["topic"], "b");
+        assert_eq!(lines[4]["key"], base64(b"k4"));
+        assert_eq!(lines[4]["headers"][0]["name"], "unit");
+    }
+
+    #[test]
+    fn a_missing_queue_is_an_error_not_a_new_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open_existing(&dir.path().join("queue"), "dev")
+            .err()
+            .expect("no queue");
+        assert!(err.to_string().contains("no kedge queue here"), "{err}");
+        assert!(!dir.path().join("queue").exists());
+    }
+}
