@@ -119,6 +119,12 @@ impl Cluster {
         Ok(b)
     }
 
+    /// Whether the connection to `node` broke and has not been dropped yet: requests may still
+    /// be failing on it, and a new connection now could overtake them.
+    pub fn connection_broken(&self, node: i32) -> bool {
+        self.brokers.get(&node).is_some_and(|b| b.conn.is_broken())
+    }
+
     /// Forgets a broker's connection after a failure, so the next use reconnects.
     pub fn drop_broker(&mut self, node: i32) {
         if let Some(b) = self.brokers.remove(&node) {

@@ -457,6 +457,13 @@ impl Producer {
             }
         }
         for (node, tps) in by_node {
+            // Batches still in flight on a broken connection fail any moment now; sending their
+            // successors on a fresh connection first would only earn OUT_OF_ORDER answers.
+            if self.in_flight_per_node.get(&node).is_some_and(|n| *n > 0)
+                && self.cluster.connection_broken(node)
+            {
+                continue;
+            }
             let broker = match self.cluster.broker(node).await {
                 Ok(b) => b,
                 Err(e) => {
