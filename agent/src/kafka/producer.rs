@@ -177,9 +177,10 @@ impl Producer {
         }
         for b in batches {
             p.wanted_topics.insert(b.topic.clone());
-            p.partition((b.topic.clone(), b.partition))
-                .slots
-                .push_back(Slot::new(b));
+            let state = p.partition((b.topic.clone(), b.partition));
+            // Any of them may have been sent before the restart: look before resending.
+            state.verify = true;
+            state.slots.push_back(Slot::new(b));
         }
         Ok(p)
     }

@@ -7,6 +7,7 @@ mod blackhole;
 mod forgotten_producer;
 mod resets;
 mod sigkill_storm;
+mod verify_time;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
