@@ -259,3 +259,67 @@ fn an_old_broker_gets_zstd_at_produce_v7_and_metadata_v1() {
     );
     assert_eq!(outcome.out_of_order, 0, "old_broker: {outcome:?}");
 }
+
+/// Produce error code MESSAGE_TOO_LARGE: the broker will never take the batch.
+const MESSAGE_TOO_LARGE: i16 = 10;
+
+#[test]
+fn a_batch_refused_for_good_goes_to_the_dead_letter_topic() {
+    let mut mock = MockCluster::start(
+        BROKERS,
+        &[("readings", PARTITIONS), ("kedge-dead-letter", 1)],
+    );
+    let mosquitto = Mosquitto::start();
+    let _kedge = Kedge::start(&config(mosquitto.port(), mock.brokers(), UNPIPELINED));
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    let published = readings(MESSAGES, DEVICES);
+    let publishing = Publishing::start(mosquitto.port(), published.clone(), Some(PER_SECOND));
+    after_acked(&publishing, 300);
+    mock.command(&format!("errors produce {MESSAGE_TOO_LARGE}"));
+    publishing.wait_acked(Duration::from_secs(30));
+
+    let delivered = consume(
+        &mock.bootstrap(),
+        "readings",
+        MESSAGES,
+        Duration::from_secs(10),
+    );
+    let dead = consume(
+        &mock.bootstrap(),
+        "kedge-dead-letter",
+        1,
+        Duration::from_secs(10),
+    );
+    eprintln!(
+        "mock_cluster dead_letter: {} records in readings, {} in kedge-dead-letter",
+        delivered.len(),
+        dead.len()
+    );
+    assert!(
+        !dead.is_empty(),
+        "the refused batch reached the dead-letter topic"
+    );
+    for record in &dead {
+        let why = record.header("kedge-error").expect("kedge-error header");
+        assert!(
+            why.contains("MESSAGE_TOO_LARGE"),
+            "reason names the error: {why}"
+        );
+        assert_eq!(record.header("kedge-topic").as_deref(), Some("readings"));
+    }
+    // Every message is in exactly one of the two topics, under its own kedge-seq.
+    let all: Vec<Consumed> = delivered.into_iter().chain(dead).collect();
+    let tally = tally(&published, &all);
+    assert_eq!(tally.unknown, 0, "records never published");
+    assert!(
+        tally.missing.is_empty(),
+        "{} messages missing",
+        tally.missing.len()
+    );
+    assert_eq!(
+        tally.duplicates, 0,
+        "messages in both topics or twice in one"
+    );
+    let seqs: HashSet<u64> = all.iter().map(Consumed::seq).collect();
+    assert_eq!(seqs.len(), all.len(), "kedge-seq duplicates");
+}
