@@ -1,6 +1,7 @@
-//! tansu, a Kafka-compatible broker, with in-memory storage on a loopback port.
+//! tansu, a Kafka-compatible broker, on a loopback port: in-memory storage, or sqlite with a
+//! tansu built with libsql.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -18,6 +19,12 @@ pub struct Tansu {
     dir: TempDir,
     /// The broker process, `None` once stopped.
     child: Option<Child>,
+    /// The tansu binary.
+    binary: PathBuf,
+    /// `--storage-engine`, relative to `dir` for sqlite.
+    storage: String,
+    /// Port advertised in metadata.
+    advertised: u16,
 }
 
 impl Tansu {
@@ -34,30 +41,51 @@ impl Tansu {
     /// Starts tansu on `port` advertising 127.0.0.1:`advertised` in its metadata, so that clients
     /// that bootstrap through a proxy on that port keep using the proxy.
     pub fn start_advertising(port: u16, advertised: u16) -> Tansu {
+        Tansu::start_with(Path::new(&tansu_bin()), port, advertised, "memory://tansu/")
+    }
+
+    /// Starts `binary` with `storage` (e.g. `sqlite://tansu.db`, relative to the broker's own
+    /// directory, which outlives [`Tansu::restart`]).
+    pub fn start_with(binary: &Path, port: u16, advertised: u16, storage: &str) -> Tansu {
         let dir = tempfile::Builder::new()
             .prefix("kedge-e2e-tansu-")
             .tempdir()
             .expect("temp dir");
-        let log = dir.path().join("tansu.log");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
+        let mut tansu = Tansu {
+            port,
+            dir,
+            child: None,
+            binary: binary.to_owned(),
+            storage: storage.to_owned(),
+            advertised,
+        };
+        tansu.spawn();
+        tansu
+    }
+
+    /// Stops the broker and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = self.log();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised_url = format!("tcp://127.0.0.1:{}", self.advertised);
         let (stdout, stderr) = log_stdio(&log);
-        let mut child = Command::new(tansu_bin())
+        let mut child = Command::new(&self.binary)
             .arg("broker")
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &advertised_url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(dir.path())
+            .args(["--storage-engine", &self.storage])
+            .current_dir(self.dir.path())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn tansu");
-        wait_for_port("tansu", port, &mut child, &log);
-        Tansu {
-            port,
-            dir,
-            child: Some(child),
-        }
+        wait_for_port("tansu", self.port, &mut child, &log);
+        self.child = Some(child);
     }
 
     /// The broker's port on 127.0.0.1.
@@ -72,7 +100,7 @@ impl Tansu {
 
     /// Creates a topic; a topic that already exists (a client may have auto-created it) is fine.
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let mut command = Command::new(tansu_bin());
+        let mut command = Command::new(&self.binary);
         command
             .args([
                 "topic",
