@@ -8,6 +8,9 @@ use std::time::Duration;
 use bytes::Buf;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::describe_producers_request::{
+    DescribeProducersRequest, TopicRequest,
+};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::list_offsets_request::{
@@ -22,7 +25,7 @@ use super::batch::ProducerIdentity;
 use super::connection::{Connection, TlsSettings};
 use super::errors::error_name;
 use super::sasl::{self, SaslSettings};
-use super::verify::Found;
+use super::verify::{Found, ProducerState};
 
 /// Kafka error code UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -408,6 +411,48 @@ impl Cluster {
         Ok(p.offset)
     }
 
+    /// The producers the partition's leader holds state for, or `None` when the broker does not
+    /// support DescribeProducers (Kafka < 2.8, tansu).
+    pub async fn describe_producers(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Vec<ProducerState>>, KafkaError> {
+        let node = self
+            .leader(topic, partition)
+            .ok_or_else(|| no_leader(topic, partition))?;
+        let b = self.broker(node).await?;
+        let Some(version) = b.version(ApiKey::DescribeProducers, 0..=0) else {
+            return Ok(None);
+        };
+        let request = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_indexes(vec![partition]),
+        ]);
+        let r = b
+            .conn
+            .call(&request, version, self.settings.request_timeout)
+            .await?;
+        let p = r
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| protocol(&b, "DescribeProducers response without the partition"))?;
+        answered(&b, "DescribeProducers", p.error_code)?;
+        Ok(Some(
+            p.active_producers
+                .iter()
+                .map(|s| ProducerState {
+                    producer_id: s.producer_id.0,
+                    // The wire carries the epoch as int32; producer epochs are int16.
+                    producer_epoch: i16::try_from(s.producer_epoch).unwrap_or(-1),
+                    last_sequence: s.last_sequence,
+                })
+                .collect(),
+        ))
+    }
+
     /// Reads a partition from `from` to its high watermark and collects what `device` wrote.
     pub async fn scan_tail(
         &mut self,
@@ -504,5 +549,147 @@ fn protocol(b: &Broker, reason: &str) -> KafkaError {
     KafkaError::Protocol {
         addr: b.conn.addr().to_owned(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::describe_producers_response::{
+        DescribeProducersResponse, PartitionResponse, ProducerState as WireState, TopicResponse,
+    };
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::Encodable;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-broker cluster on loopback that answers ApiVersions, Metadata for topic `t` (one
+    /// partition, led by itself) and, when `describe` is set, DescribeProducers with one state.
+    async fn scripted_broker(describe: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    while let Ok(len) = stream.read_i32().await {
+                        let mut frame = vec![0u8; len as usize];
+                        stream.read_exact(&mut frame).await.unwrap();
+                        let mut frame = Bytes::from(frame);
+                        let key = frame.clone().get_i16();
+                        let version = frame.slice(2..4).get_i16();
+                        let api = ApiKey::try_from(key).unwrap();
+                        let header =
+                            RequestHeader::decode(&mut frame, api.request_header_version(version))
+                                .unwrap();
+                        let mut body = BytesMut::new();
+                        match api {
+                            ApiKey::ApiVersions => {
+                                let mut keys = vec![
+                                    ApiVersion::default()
+                                        .with_api_key(ApiKey::ApiVersions as i16)
+                                        .with_max_version(3),
+                                    ApiVersion::default()
+                                        .with_api_key(ApiKey::Metadata as i16)
+                                        .with_min_version(1)
+                                        .with_max_version(12),
+                                ];
+                                if describe {
+                                    keys.push(
+                                        ApiVersion::default()
+                                            .with_api_key(ApiKey::DescribeProducers as i16),
+                                    );
+                                }
+                                ApiVersionsResponse::default()
+                                    .with_api_keys(keys)
+                                    .encode(&mut body, version)
+                                    .unwrap();
+                            }
+                            ApiKey::Metadata => MetadataResponse::default()
+                                .with_brokers(vec![
+                                    MetadataResponseBroker::default()
+                                        .with_node_id(BrokerId(1))
+                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                        .with_port(i32::from(addr.port())),
+                                ])
+                                .with_topics(vec![
+                                    MetadataResponseTopic::default()
+                                        .with_name(Some(TopicName(StrBytes::from_static_str("t"))))
+                                        .with_partitions(vec![
+                                            MetadataResponsePartition::default()
+                                                .with_leader_id(BrokerId(1)),
+                                        ]),
+                                ])
+                                .encode(&mut body, version)
+                                .unwrap(),
+                            ApiKey::DescribeProducers => DescribeProducersResponse::default()
+                                .with_topics(vec![
+                                    TopicResponse::default()
+                                        .with_name(TopicName(StrBytes::from_static_str("t")))
+                                        .with_partitions(vec![
+                                            PartitionResponse::default().with_active_producers(
+                                                vec![
+                                                    WireState::default()
+                                                        .with_producer_id(ProducerId(42))
+                                                        .with_producer_epoch(3)
+                                                        .with_last_sequence(99),
+                                                ],
+                                            ),
+                                        ]),
+                                ])
+                                .encode(&mut body, version)
+                                .unwrap(),
+                            other => panic!("unexpected request {other:?}"),
+                        }
+                        let mut head = BytesMut::new();
+                        ResponseHeader::default()
+                            .with_correlation_id(header.correlation_id)
+                            .encode(&mut head, api.response_header_version(version))
+                            .unwrap();
+                        let mut out = BytesMut::new();
+                        out.put_i32((head.len() + body.len()) as i32);
+                        out.extend_from_slice(&head);
+                        out.extend_from_slice(&body);
+                        stream.write_all(&out).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr.to_string()
+    }
+
+    async fn cluster(bootstrap: String) -> Cluster {
+        let mut c = Cluster::new(ClusterSettings {
+            bootstrap: vec![bootstrap],
+            client_id: "kedge-test".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            tls: None,
+            sasl: None,
+        });
+        c.refresh_metadata(&["t".to_owned()]).await.unwrap();
+        c
+    }
+
+    #[tokio::test]
+    async fn describe_producers_reads_the_leaders_state_or_says_it_cannot() {
+        let mut c = cluster(scripted_broker(true).await).await;
+        let states = c.describe_producers("t", 0).await.unwrap();
+        assert_eq!(
+            states,
+            Some(vec![ProducerState {
+                producer_id: 42,
+                producer_epoch: 3,
+                last_sequence: 99
+            }])
+        );
+        let mut old = cluster(scripted_broker(false).await).await;
+        assert_eq!(old.describe_producers("t", 0).await.unwrap(), None);
     }
 }

@@ -716,7 +716,7 @@ impl Producer {
         Some(base_offset + i64::from(slot.batch.record_count))
     }
 
-    /// Scans the partitions that need it, one at a time, and drops the batches the log holds.
+    /// Verifies the partitions that need it, one at a time, and drops the batches the log holds.
     async fn verify_partitions(&mut self) {
         let now = Instant::now();
         let ready: Vec<Tp> = self
@@ -732,35 +732,11 @@ impl Producer {
             .collect();
         for tp in ready {
             let started = Instant::now();
-            let hint = match self.queue.acked_offset(&tp.0, tp.1) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the acknowledged offset; scanning from the start");
-                    None
-                }
-            };
-            let from = match hint {
-                Some(o) => Ok(o),
-                None => self.cluster.earliest_offset(&tp.0, tp.1).await,
-            };
-            let scanned = match from {
-                Ok(from) => self
-                    .cluster
-                    .scan_tail(&tp.0, tp.1, from, &self.settings.device_id)
-                    .await
-                    .map(|found| (from, found)),
-                Err(e) => Err(e),
-            };
+            let result = self.find_landed(&tp).await;
             let p = self.partitions.get_mut(&tp).expect("partition state");
-            match scanned {
-                Ok((from, found)) => {
-                    let landed: Vec<u64> = p
-                        .slots
-                        .iter()
-                        .filter(|s| !s.acked && found.holds(&s.batch))
-                        .map(|s| s.batch.batch_no)
-                        .collect();
-                    tracing::info!(topic = %tp.0, partition = tp.1, from_offset = from, unacknowledged = p.slots.len(),
+            match result {
+                Ok((method, landed)) => {
+                    tracing::info!(topic = %tp.0, partition = tp.1, method, unacknowledged = p.slots.len(),
                         already_in_kafka = landed.len(), took = ?started.elapsed(), "verified before resending");
                     p.verify = false;
                     for s in &mut p.slots {
@@ -781,6 +757,53 @@ impl Producer {
                 }
             }
         }
+    }
+
+    /// The unacknowledged batches of `tp` that are in the log, and how that was established:
+    /// the leader's producer state where it has one (DescribeProducers), else a tail scan.
+    async fn find_landed(&mut self, tp: &Tp) -> Result<(&'static str, Vec<u64>), KafkaError> {
+        let pending: Vec<SealedBatch> = self.partitions[tp]
+            .slots
+            .iter()
+            .filter(|s| !s.acked)
+            .map(|s| s.batch.clone())
+            .collect();
+        match self.cluster.describe_producers(&tp.0, tp.1).await {
+            Ok(Some(states)) => {
+                let refs: Vec<&SealedBatch> = pending.iter().collect();
+                if let Some(landed) = super::verify::landed_by_state(&refs, &states) {
+                    let nos = pending
+                        .iter()
+                        .zip(landed)
+                        .filter(|(_, l)| *l)
+                        .map(|(b, _)| b.batch_no);
+                    return Ok(("describe-producers", nos.collect()));
+                }
+            }
+            Ok(None) => {}
+            // Not authorized, or a broker in trouble: the scan has its own chance.
+            Err(e) => tracing::debug!(error = %e, "DescribeProducers failed; scanning the tail"),
+        }
+        let hint = match self.queue.acked_offset(&tp.0, tp.1) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the acknowledged offset; scanning from the start");
+                None
+            }
+        };
+        let from = match hint {
+            Some(o) => o,
+            None => self.cluster.earliest_offset(&tp.0, tp.1).await?,
+        };
+        let found = self
+            .cluster
+            .scan_tail(&tp.0, tp.1, from, &self.settings.device_id)
+            .await?;
+        let landed = pending
+            .iter()
+            .filter(|b| found.holds(b))
+            .map(|b| b.batch_no);
+        Ok(("tail-scan", landed.collect()))
     }
 
     /// Moves batches Kafka refused for good (too large, invalid, not authorized) to the

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 
 use super::batch::{self, ProducerIdentity};
+use super::sequence;
 use crate::queue::outbox::SealedBatch;
 use crate::record::{HEADER_DEVICE, HEADER_SEQ};
 
@@ -83,6 +84,37 @@ impl Found {
             || self.seqs.contains(&b.first_seq)
             || self.seqs.contains(&b.last_seq)
     }
+}
+
+/// What a partition leader holds for one producer (DescribeProducers, Kafka ≥ 2.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the last record appended for the producer, −1 when none.
+    pub last_sequence: i32,
+}
+
+/// Whether each batch is in the log, from the leader's producer states: the leader appends a
+/// producer's sequences in order, so a batch landed exactly when its last sequence is at or
+/// before the producer's last one. `None` when the leader holds no state for some batch's
+/// producer and epoch (expired, lost, or never seen): then only a tail scan can tell.
+pub fn landed_by_state(batches: &[&SealedBatch], states: &[ProducerState]) -> Option<Vec<bool>> {
+    batches
+        .iter()
+        .map(|b| {
+            let s = states.iter().find(|s| {
+                s.producer_id == b.producer.producer_id
+                    && s.producer_epoch == b.producer.producer_epoch
+            })?;
+            Some(
+                s.last_sequence >= 0
+                    && sequence::covers(s.last_sequence, b.base_sequence, b.record_count),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,6 +208,41 @@ mod tests {
             let got = [found.holds(&a), found.holds(&b), found.holds(&c)];
             assert_eq!(got, want, "log of {} batches", log.len());
         }
+    }
+
+    #[test]
+    fn producer_states_decide_per_batch_or_defer_to_a_scan() {
+        // Batches of 1 record at sequences 0, 1, 2.
+        let (a, b, c) = (sealed(1, 0, 0, 1), sealed(2, 1, 1, 1), sealed(3, 2, 2, 1));
+        let batches = [&a, &b, &c];
+        let state = |last| ProducerState {
+            producer_id: P.producer_id,
+            producer_epoch: P.producer_epoch,
+            last_sequence: last,
+        };
+        let cases: [(Vec<ProducerState>, Option<[bool; 3]>); 6] = [
+            (vec![state(-1)], Some([false, false, false])),
+            (vec![state(0)], Some([true, false, false])),
+            (vec![state(1)], Some([true, true, false])),
+            (vec![state(2)], Some([true, true, true])),
+            // Unknown producer (expired or lost state): only a scan can tell.
+            (vec![], None),
+            // Same id, other epoch: not ours to judge by.
+            (
+                vec![ProducerState {
+                    producer_epoch: 1,
+                    ..state(2)
+                }],
+                None,
+            ),
+        ];
+        for (states, want) in cases {
+            let got = landed_by_state(&batches, &states);
+            assert_eq!(got, want.map(Vec::from), "states {states:?}");
+        }
+        // Across the int32 wrap: a batch at i32::MAX is covered by a later last sequence of 3.
+        let wrapped = sealed(4, i32::MAX, 10, 1);
+        assert_eq!(landed_by_state(&[&wrapped], &[state(3)]), Some(vec![true]));
     }
 
     #[test]
