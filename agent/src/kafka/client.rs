@@ -513,6 +513,12 @@ impl Cluster {
                 from = p.log_start_offset;
                 continue;
             }
+            if p.error_code == OFFSET_OUT_OF_RANGE && !rescanned {
+                // The log ends before `from`: it was replaced (topic recreated) or truncated.
+                rescanned = true;
+                from = self.earliest_offset(topic, partition).await?;
+                continue;
+            }
             answered(&b, "Fetch", p.error_code)?;
             let records = p.records.as_deref().unwrap_or_default();
             let next = found
