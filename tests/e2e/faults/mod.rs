@@ -8,6 +8,7 @@ mod broker_restart;
 mod forgotten_producer;
 mod resets;
 mod sigkill_storm;
+mod topic_recreated;
 mod verify_time;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -128,6 +128,23 @@ impl Tansu {
         );
     }
 
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["topic", "delete", name])
+            .args(["--broker", &format!("tcp://{}", self.bootstrap())])
+            .current_dir(self.dir.path());
+        let output = run(command, Duration::from_secs(60));
+        assert!(
+            output.status.success(),
+            "tansu topic delete {name} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Stops the broker (SIGTERM, SIGKILL after 5 s); it loses all its data.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
