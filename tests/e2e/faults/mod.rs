@@ -4,6 +4,7 @@
 //! no `kedge-seq` appears twice (MQTT redeliveries under a new `kedge-seq` are allowed, counted).
 
 mod blackhole;
+mod bootstrap_move;
 mod broker_restart;
 mod forgotten_producer;
 mod resets;
