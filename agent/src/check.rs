@@ -88,6 +88,15 @@ pub fn describe(c: &Config, path: &Path) -> String {
         q.commit_max_bytes,
         q.cache
     );
+    let budget = match q.max_bytes {
+        Some(b) => b.to_string(),
+        None => "half of the free disk space at start".to_owned(),
+    };
+    let _ = writeln!(
+        o,
+        "              disk budget {budget}, keeping {} free; when full: {}",
+        q.min_free, q.when_full
+    );
     let _ = writeln!(o, "\ndelivery guarantee");
     for s in &m.subscriptions {
         let g = if s.qos == 0 {
