@@ -1,5 +1,6 @@
 //! kedge: an edge agent that moves sensor events from MQTT through a durable queue to Kafka.
 
+pub mod audit;
 pub mod backoff;
 pub mod check;
 pub mod commit;

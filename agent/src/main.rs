@@ -34,6 +34,23 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Read a topic back from Kafka and report lost, duplicated and reordered records per device
+    /// (exit 0 when clean, 1 on loss or duplicates, 2 when it cannot read).
+    Audit {
+        /// Broker to bootstrap from, `host:port` (plaintext, no authentication).
+        #[arg(long)]
+        bootstrap: String,
+        /// Topic to read; repeat it for every topic a kedge writes to, since one sequence spans
+        /// them all and a record routed elsewhere would otherwise look lost.
+        #[arg(long, required = true)]
+        topic: Vec<String>,
+        /// Judge only this device (`kedge-device` header).
+        #[arg(long)]
+        device: Option<String>,
+        /// Start every partition at this offset instead of its earliest.
+        #[arg(long)]
+        from_offset: Option<i64>,
+    },
     /// Validate a configuration and print the pipeline it describes.
     Check {
         /// Configuration file.
@@ -80,6 +97,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Audit {
+            bootstrap,
+            topic,
+            device,
+            from_offset,
+        } => audit(kedge::audit::AuditSettings {
+            bootstrap,
+            topics: topic,
+            device,
+            from_offset,
+        }),
         Command::Queue { command } => match queue_tool(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -94,6 +122,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn audit(settings: kedge::audit::AuditSettings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(kedge::audit::audit(&settings)) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

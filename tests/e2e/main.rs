@@ -3,6 +3,7 @@
 //!
 //! Peers come from `scripts/install-peers.sh` (`<repo>/.peers`, or `$KEDGE_PEERS_DIR`).
 
+mod audit;
 mod config_errors;
 mod crash_loop;
 mod crash_restart;
