@@ -7,6 +7,7 @@ pub mod commit;
 pub mod config;
 pub mod dispatcher;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod queue;
 pub mod record;

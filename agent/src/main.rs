@@ -51,6 +51,12 @@ enum Command {
         #[arg(long)]
         from_offset: Option<i64>,
     },
+    /// Summarise a running agent (from its metrics listener) or a stopped one (from its queue).
+    Status {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+    },
     /// Validate a configuration and print the pipeline it describes.
     Check {
         /// Configuration file.
@@ -108,6 +114,13 @@ fn main() -> ExitCode {
             device,
             from_offset,
         }),
+        Command::Status { config } => match status(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Queue { command } => match queue_tool(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -150,6 +163,30 @@ fn audit(settings: kedge::audit::AuditSettings) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn status(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let timeout = std::time::Duration::from_secs(2);
+    let why_not = match config.metrics.listen {
+        Some(addr) => match kedge::ops::get(addr, "/metrics", timeout) {
+            Ok((200, metrics)) => {
+                let ready = kedge::ops::get(addr, "/health/ready", timeout)
+                    .map(|(_, body)| body)
+                    .unwrap_or_else(|e| format!("unknown ({e})\n"));
+                print!("{}", kedge::ops::status::running(addr, &metrics, &ready));
+                return Ok(());
+            }
+            Ok((code, _)) => format!("{addr} answered HTTP {code}"),
+            Err(e) => format!("nothing answers at {addr}: {e}"),
+        },
+        None => "metrics.listen is not configured, so a running agent cannot be asked".to_owned(),
+    };
+    let dir = config.queue.effective_dir(&config.agent);
+    let queue = kedge::queue::tools::open_existing(&dir, &config.agent.device_id)?;
+    println!("kedge is not running ({why_not}); its queue says:");
+    print!("{}", kedge::queue::tools::stats(&queue)?);
+    Ok(())
 }
 
 fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {

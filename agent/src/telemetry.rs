@@ -1,6 +1,6 @@
 //! Counters of what went through the pipeline, and log setup.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Pipeline counters; every stage adds to its own.
 #[derive(Debug, Default)]
@@ -27,6 +27,8 @@ pub struct Stats {
     pub duplicates_detected: AtomicU64,
     /// Batches sent again after an error or a lost response.
     pub retries: AtomicU64,
+    /// Whether the MQTT session is up (for the metrics endpoint).
+    pub mqtt_connected: AtomicBool,
 }
 
 impl Stats {

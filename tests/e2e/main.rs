@@ -13,6 +13,7 @@ mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
+mod ops;
 mod queue_tools;
 mod support;
 mod walking_path;
