@@ -58,6 +58,48 @@ impl Stats {
     }
 }
 
+/// Lets a log line that repeats in a loop through at most once per interval, counting the
+/// occurrences it held back, so that a long outage does not flood the device's log.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    /// Milliseconds since [`epoch`] of the last line let through, plus one (0: never).
+    last_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+/// The process-wide time base of every [`LogGate`].
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl LogGate {
+    /// A gate that lets the first occurrence through.
+    pub const fn new() -> Self {
+        LogGate {
+            last_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(occurrences held back since the last line)` when this one should be logged.
+    pub fn pass(&self, every: std::time::Duration) -> Option<u64> {
+        let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= every.as_millis() as u64;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// Installs the log subscriber: human-readable on a terminal, JSON otherwise (or as configured).
 pub fn init_logging(log: &crate::config::LogConfig) -> Result<(), String> {
     use std::io::IsTerminal;
@@ -79,4 +121,21 @@ pub fn init_logging(log: &crate::config::LogConfig) -> Result<(), String> {
             .try_init()
     };
     result.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn log_gate_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let gate = LogGate::new();
+        assert_eq!(gate.pass(Duration::from_millis(50)), Some(0));
+        assert_eq!(gate.pass(Duration::from_millis(50)), None);
+        assert_eq!(gate.pass(Duration::from_millis(50)), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(gate.pass(Duration::from_millis(50)), Some(2));
+        assert_eq!(gate.pass(Duration::ZERO), Some(0));
+    }
 }
