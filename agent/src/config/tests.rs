@@ -243,7 +243,7 @@ fn unknown_top_level_section() {
     let text = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n[quueue]\n";
     assert_eq!(
         error(text),
-        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log"
+        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log, metrics"
     );
 }
 
