@@ -228,7 +228,10 @@ pub async fn run(
     };
     let deadline = Instant::now() + grace;
     tracing::info!(timeout = ?grace, "shutting down: committing and acknowledging what was received");
-    sd_notify::notify("STOPPING=1");
+    // A reopen after a queue I/O error is no stop: systemd hears READY=1 again after it.
+    if poisoned.is_none() {
+        sd_notify::notify("STOPPING=1");
+    }
     let _ = stop_tx.send(true);
     // The committer ends once the source has stopped forwarding and everything received is
     // durable; the source then releases the acks and disconnects.

@@ -29,6 +29,53 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Whether the MQTT session is up (for the metrics endpoint).
     pub mqtt_connected: AtomicBool,
+    /// Time of each durable journal commit (append + flush + fdatasync).
+    pub commit_latency: Histogram,
+}
+
+/// Upper bounds, in seconds, of the commit latency buckets: from a fast SSD to a worn SD card.
+pub const COMMIT_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A latency histogram over [`COMMIT_BUCKETS`], lock-free for the hot path.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); beyond the last bound only in `count`.
+    buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = COMMIT_BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Cumulative counts per bucket bound, the total count and the sum in seconds.
+    pub fn read(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut total = 0;
+        let cumulative = COMMIT_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, b)| {
+                total += b.load(Ordering::Relaxed);
+                (le, total)
+            })
+            .collect();
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (cumulative, count, sum)
+    }
 }
 
 impl Stats {
@@ -137,5 +184,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(gate.pass(Duration::from_millis(50)), Some(2));
         assert_eq!(gate.pass(Duration::ZERO), Some(0));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(2));
+        let (buckets, count, sum) = h.read();
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[3], (0.005, 2));
+        assert_eq!(buckets[9], (1.0, 2));
+        assert_eq!(count, 3);
+        assert!((sum - 2.0033).abs() < 1e-9, "{sum}");
     }
 }

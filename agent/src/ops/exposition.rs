@@ -11,6 +11,8 @@ use crate::telemetry::Stats;
 pub struct Snapshot {
     /// Counters, in exposition order: (name, help, value).
     pub counters: Vec<(&'static str, &'static str, u64)>,
+    /// Commit latency: cumulative (bound, count) per bucket, count, sum in seconds.
+    pub commit_latency: (Vec<(f64, u64)>, u64, f64),
     /// Bytes of journal chunks and sealed batches the queue holds.
     pub queue_live_bytes: u64,
     /// The queue's byte budget (`u64::MAX` when unknown).
@@ -105,6 +107,19 @@ impl Snapshot {
         for (name, help, value) in &self.counters {
             metric(&mut o, name, help, "counter", &value.to_string());
         }
+        let (buckets, count, sum) = &self.commit_latency;
+        let name = "kedge_journal_commit_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Time of a durable journal commit (append, flush, fdatasync).\n# TYPE {name} histogram"
+        );
+        for (le, n) in buckets {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
         metric(
             &mut o,
             "kedge_queue_live_bytes",
@@ -217,8 +232,12 @@ mod tests {
     fn renders_counters_and_gauges_in_text_format() {
         let stats = Stats::default();
         Stats::add(&stats.received, 3);
+        stats
+            .commit_latency
+            .observe(std::time::Duration::from_millis(2));
         let s = Snapshot {
             counters: Snapshot::counters_of(&stats),
+            commit_latency: stats.commit_latency.read(),
             queue_live_bytes: 10,
             queue_max_bytes: u64::MAX,
             oldest_pending_age: Some(1.5),
@@ -235,6 +254,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nkedge_queue_live_bytes 10\n"), "{text}");
+        assert!(
+            text.contains("kedge_journal_commit_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("\nkedge_queue_oldest_pending_age_seconds 1.5\n"),
             "{text}"

@@ -45,6 +45,7 @@ impl OpsState {
             .flatten();
         Snapshot {
             counters: Snapshot::counters_of(&self.stats),
+            commit_latency: self.stats.commit_latency.read(),
             queue_live_bytes: self.queue.live_bytes(),
             queue_max_bytes: self.queue_max_bytes,
             oldest_pending_age: oldest.map(|ts| (now_ms.saturating_sub(ts)).max(0) as f64 / 1000.0),
