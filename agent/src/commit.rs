@@ -149,12 +149,16 @@ pub async fn run<A: Send + 'static>(
         // the source's broker keeps them, and the source stops receiving once its window fills.
         // ENOSPC lands here too when the budget was not enough: same treatment.
         while !records.is_empty() {
+            let started = Instant::now();
             let result = tokio::task::block_in_place(|| {
                 queue.append(next_seq, &records)?;
                 queue.sync()
             });
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    stats.commit_latency.observe(started.elapsed());
+                    break;
+                }
                 Err(e) if poisons(&e) => {
                     // Nothing of this batch is acknowledged: the source's broker redelivers it
                     // after the reopen.

@@ -1,11 +1,13 @@
 //! kedge: an edge agent that moves sensor events from MQTT through a durable queue to Kafka.
 
+pub mod audit;
 pub mod backoff;
 pub mod check;
 pub mod commit;
 pub mod config;
 pub mod dispatcher;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod queue;
 pub mod record;

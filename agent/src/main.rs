@@ -34,6 +34,29 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Read a topic back from Kafka and report lost, duplicated and reordered records per device
+    /// (exit 0 when clean, 1 on loss or duplicates, 2 when it cannot read).
+    Audit {
+        /// Broker to bootstrap from, `host:port` (plaintext, no authentication).
+        #[arg(long)]
+        bootstrap: String,
+        /// Topic to read; repeat it for every topic a kedge writes to, since one sequence spans
+        /// them all and a record routed elsewhere would otherwise look lost.
+        #[arg(long, required = true)]
+        topic: Vec<String>,
+        /// Judge only this device (`kedge-device` header).
+        #[arg(long)]
+        device: Option<String>,
+        /// Start every partition at this offset instead of its earliest.
+        #[arg(long)]
+        from_offset: Option<i64>,
+    },
+    /// Summarise a running agent (from its metrics listener) or a stopped one (from its queue).
+    Status {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
+    },
     /// Validate a configuration and print the pipeline it describes.
     Check {
         /// Configuration file.
@@ -80,6 +103,24 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Audit {
+            bootstrap,
+            topic,
+            device,
+            from_offset,
+        } => audit(kedge::audit::AuditSettings {
+            bootstrap,
+            topics: topic,
+            device,
+            from_offset,
+        }),
+        Command::Status { config } => match status(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Queue { command } => match queue_tool(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -95,6 +136,57 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn audit(settings: kedge::audit::AuditSettings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(kedge::audit::audit(&settings)) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn status(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let timeout = std::time::Duration::from_secs(2);
+    let why_not = match config.metrics.listen {
+        Some(addr) => match kedge::ops::get(addr, "/metrics", timeout) {
+            Ok((200, metrics)) => {
+                let ready = kedge::ops::get(addr, "/health/ready", timeout)
+                    .map(|(_, body)| body)
+                    .unwrap_or_else(|e| format!("unknown ({e})\n"));
+                print!("{}", kedge::ops::status::running(addr, &metrics, &ready));
+                return Ok(());
+            }
+            Ok((code, _)) => format!("{addr} answered HTTP {code}"),
+            Err(e) => format!("nothing answers at {addr}: {e}"),
+        },
+        None => "metrics.listen is not configured, so a running agent cannot be asked".to_owned(),
+    };
+    let dir = config.queue.effective_dir(&config.agent);
+    let queue = kedge::queue::tools::open_existing(&dir, &config.agent.device_id)?;
+    println!("kedge is not running ({why_not}); its queue says:");
+    print!("{}", kedge::queue::tools::stats(&queue)?);
+    Ok(())
 }
 
 fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {

@@ -16,6 +16,8 @@ use crate::kafka::connection::TlsSettings;
 use crate::kafka::partitioner::StickyPartitioner;
 use crate::kafka::producer::{Producer, ProducerSettings};
 use crate::kafka::sasl::{self, Mechanism, SaslSettings};
+use crate::ops::exposition::Readiness;
+use crate::ops::{self, OpsState, sd_notify};
 use crate::queue::budget::{self, Budget, FullPolicy};
 use crate::queue::{self, Queue};
 use crate::route::{Router, Rule};
@@ -40,6 +42,14 @@ pub enum PipelineError {
     /// Kafka's SASL password could not be read or is unusable.
     #[error("kafka.sasl.password: {0}")]
     KafkaSasl(String),
+    /// The metrics listener could not be bound.
+    #[error("metrics.listen: cannot listen on {addr}: {source}")]
+    MetricsListen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The queue could not be opened.
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
@@ -146,6 +156,27 @@ pub async fn run(
         stats.clone(),
     )?;
 
+    // Bound last before the tasks start: an earlier failure must not leave it serving.
+    let ops = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| PipelineError::MetricsListen { addr, source })?;
+            tracing::info!(%addr, "metrics and health listener");
+            let state = Arc::new(OpsState {
+                stats: stats.clone(),
+                queue: queue.clone(),
+                queue_max_bytes: budget.max_bytes,
+                readiness: Readiness {
+                    max_pending_age: config.metrics.ready_max_pending_age.as_secs_f64(),
+                    max_queue_percent: config.metrics.ready_max_queue_percent,
+                },
+            });
+            Some(tokio::spawn(ops::serve(listener, state)))
+        }
+        None => None,
+    };
+
     let source = tokio::spawn(mqtt::run(mqtt, events_tx, acks_rx, stop_rx, stats.clone()));
     let mut committer = tokio::spawn(commit::run(
         queue.clone(),
@@ -157,6 +188,17 @@ pub async fn run(
         stats.clone(),
     ));
     let delivery = tokio::spawn(producer.run(committed_rx, drain_rx));
+
+    sd_notify::notify("READY=1");
+    let watchdog = sd_notify::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                sd_notify::notify("WATCHDOG=1");
+            }
+        })
+    });
 
     let reporter_stats = stats.clone();
     let reporter = tokio::spawn(async move {
@@ -186,6 +228,10 @@ pub async fn run(
     };
     let deadline = Instant::now() + grace;
     tracing::info!(timeout = ?grace, "shutting down: committing and acknowledging what was received");
+    // A reopen after a queue I/O error is no stop: systemd hears READY=1 again after it.
+    if poisoned.is_none() {
+        sd_notify::notify("STOPPING=1");
+    }
     let _ = stop_tx.send(true);
     // The committer ends once the source has stopped forwarding and everything received is
     // durable; the source then releases the acks and disconnects.
@@ -207,6 +253,10 @@ pub async fn run(
         tracing::warn!("delivery did not stop before the shutdown deadline");
     }
     reporter.abort();
+    // The next run (after a queue reopen) binds the listener again.
+    for task in ops.iter().chain(&watchdog) {
+        task.abort();
+    }
     if let Some(unacked_from) = poisoned {
         // Every task must let go of the queue before it can be reopened: sled locks its file.
         if !delivery_stopped {

@@ -3,6 +3,7 @@
 //!
 //! Peers come from `scripts/install-peers.sh` (`<repo>/.peers`, or `$KEDGE_PEERS_DIR`).
 
+mod audit;
 mod config_errors;
 mod crash_loop;
 mod crash_restart;
@@ -12,6 +13,7 @@ mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
+mod ops;
 mod queue_tools;
 mod support;
 mod walking_path;

@@ -129,6 +129,17 @@ fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
         .count();
     eprintln!("walking_path: {out_of_order} records out of publish order within their key");
 
+    // kedge's own consumer agrees with the independent one: nothing lost, nothing twice.
+    let (code, out, err) =
+        crate::audit::kedge_audit(&["--bootstrap", &tansu.bootstrap(), "--topic", "readings"]);
+    assert_eq!(code, 0, "kedge audit:\n{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "device {DEVICE_ID}: {MESSAGES} records, kedge-seq "
+        )),
+        "{out}"
+    );
+
     eprintln!(
         "walking_path: kedge peak RSS {} KiB ({})",
         kedge.peak_rss_kib(),

@@ -47,6 +47,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The metrics and health listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -633,6 +636,29 @@ impl fmt::Display for WhenFull {
             Self::DropOldest => "drop-oldest",
             Self::DropNewest => "drop-newest",
         })
+    }
+}
+
+/// `[metrics]`: Prometheus metrics and health checks over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the listener (`/metrics`, `/health/live`, `/health/ready`); off when absent.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/health/ready` fails while the oldest pending record is older than this.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub ready_max_pending_age: Duration,
+    /// `/health/ready` fails while the queue holds more than this percentage of its budget.
+    pub ready_max_queue_percent: u8,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ready_max_pending_age: Duration::from_secs(300),
+            ready_max_queue_percent: 90,
+        }
     }
 }
 

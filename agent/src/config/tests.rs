@@ -243,7 +243,7 @@ fn unknown_top_level_section() {
     let text = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n[quueue]\n";
     assert_eq!(
         error(text),
-        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log"
+        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log, metrics"
     );
 }
 
@@ -754,4 +754,35 @@ fn the_disk_budget_keys_parse() {
     assert_eq!(c.queue.when_full, WhenFull::DropOldest);
     let c = parse(&format!("{base}[queue]\nwhen_full = \"drop-newest\"\n")).unwrap();
     assert_eq!(c.queue.when_full, WhenFull::DropNewest);
+}
+
+#[test]
+fn metrics_are_off_by_default_and_parse_with_positions() {
+    let config = parse(MINIMAL).expect("minimal config parses");
+    assert_eq!(config.metrics, MetricsConfig::default());
+    assert_eq!(config.metrics.listen, None);
+    let text = format!(
+        "{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9464\"\nready_max_pending_age = \"30s\"\n"
+    );
+    let config = parse(&text).expect("metrics parse");
+    assert_eq!(config.metrics.listen, Some(([127, 0, 0, 1], 9464).into()));
+    assert_eq!(
+        config.metrics.ready_max_pending_age,
+        Duration::from_secs(30)
+    );
+
+    let text = format!("{MINIMAL}\n[metrics]\nlisten = \"localhost\"\n");
+    let line = text.lines().count();
+    let e = error(&text);
+    assert!(
+        e.starts_with(&format!("kedge.toml:{line}:10: metrics.listen:")),
+        "{e}"
+    );
+    let text = format!("{MINIMAL}\n[metrics]\nready_max_queue_percent = 0\n");
+    let line = text.lines().count();
+    let e = error(&text);
+    assert_eq!(
+        e,
+        format!("kedge.toml:{line}:27: metrics.ready_max_queue_percent: must be between 1 and 100")
+    );
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{
-    AgentConfig, Backoff, ByteSize, Config, HumanDuration, KafkaConfig, LogConfig, MqttConfig,
-    QueueConfig, RoutingConfig, SaslConfig, SaslMechanism, TlsConfig,
+    AgentConfig, Backoff, ByteSize, Config, HumanDuration, KafkaConfig, LogConfig, MetricsConfig,
+    MqttConfig, QueueConfig, RoutingConfig, SaslConfig, SaslMechanism, TlsConfig,
 };
 
 /// Longest device id; it also bounds the default MQTT client id.
@@ -40,7 +40,21 @@ pub(super) fn validate(config: &Config) -> Check {
     routing(&config.routing)?;
     kafka(&config.kafka)?;
     queue(&config.queue)?;
+    metrics(&config.metrics)?;
     log(&config.log)
+}
+
+fn metrics(metrics: &MetricsConfig) -> Check {
+    if !(1..=100).contains(&metrics.ready_max_queue_percent) {
+        return fail(
+            "metrics.ready_max_queue_percent",
+            "must be between 1 and 100",
+        );
+    }
+    if metrics.ready_max_pending_age.is_zero() {
+        return fail("metrics.ready_max_pending_age", "must be greater than 0s");
+    }
+    Ok(())
 }
 
 /// The characters allowed in device ids, client ids and Kafka topic names.

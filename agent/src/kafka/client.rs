@@ -21,7 +21,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, ProducerId, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::KafkaError;
-use super::batch::ProducerIdentity;
+use super::batch::{BatchError, ProducerIdentity};
 use super::connection::{Connection, TlsSettings};
 use super::errors::error_name;
 use super::sasl::{self, SaslSettings};
@@ -187,6 +187,17 @@ impl Cluster {
 
     /// Refreshes brokers and the leaders of `topics`.
     pub async fn refresh_metadata(&mut self, topics: &[String]) -> Result<(), KafkaError> {
+        // Producers let the broker create topics when its policy allows, as the Java client does.
+        self.metadata(topics, true).await
+    }
+
+    /// Refreshes brokers and the leaders of `topics` without ever creating a topic: readers
+    /// such as `kedge audit` must not leave empty topics behind a typo.
+    pub async fn describe_topics(&mut self, topics: &[String]) -> Result<(), KafkaError> {
+        self.metadata(topics, false).await
+    }
+
+    async fn metadata(&mut self, topics: &[String], create: bool) -> Result<(), KafkaError> {
         let b = self.any_broker().await?;
         let version = b
             .version(ApiKey::Metadata, 1..=12)
@@ -201,8 +212,7 @@ impl Cluster {
                     })
                     .collect(),
             ))
-            // Producers let the broker create topics when its policy allows, as the Java client does.
-            .with_allow_auto_topic_creation(true);
+            .with_allow_auto_topic_creation(create);
         let response = match b
             .conn
             .call(&request, version, self.settings.request_timeout)
@@ -458,9 +468,33 @@ impl Cluster {
         &mut self,
         topic: &str,
         partition: i32,
-        mut from: i64,
+        from: i64,
         device: &str,
     ) -> Result<Found, KafkaError> {
+        let mut found = Found::default();
+        self.read_partition(topic, partition, from, Duration::ZERO, |records| {
+            found.add_fetched(records, device)
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Reads a partition from `from` up to its high watermark, handing each Fetch's record set
+    /// to `take`, which returns the offset after the last complete batch it consumed.
+    ///
+    /// With a non-zero `wait` each Fetch asks for at least one byte and lets the broker wait
+    /// that long for it: tansu answers a Fetch that asks for zero bytes with no data at all
+    /// (seen with records written by librdkafka), so a reader that must see everything waits.
+    ///
+    /// Shared by the tail scan and `kedge audit`, so both survive the same broker quirks.
+    pub async fn read_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        mut from: i64,
+        wait: Duration,
+        mut take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
+    ) -> Result<(), KafkaError> {
         let node = self
             .leader(topic, partition)
             .ok_or_else(|| no_leader(topic, partition))?;
@@ -469,13 +503,13 @@ impl Cluster {
         let version = b
             .version(ApiKey::Fetch, 4..=12)
             .ok_or_else(|| unsupported(&b, "Fetch v4+"))?;
-        let mut found = Found::default();
+        let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         let mut rescanned = false;
         loop {
             let request = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(0)
-                .with_min_bytes(0)
+                .with_max_wait_ms(wait_ms)
+                .with_min_bytes(i32::from(wait_ms > 0))
                 .with_max_bytes(SCAN_FETCH_BYTES)
                 .with_isolation_level(0)
                 .with_session_id(0)
@@ -501,7 +535,7 @@ impl Cluster {
                 // tansu leaves out a partition whose log ends before `from` (a replaced or
                 // truncated log, where Kafka says OFFSET_OUT_OF_RANGE): scan it from its start.
                 if rescanned {
-                    return Ok(found);
+                    return Ok(());
                 }
                 rescanned = true;
                 from = self.earliest_offset(topic, partition).await?;
@@ -521,12 +555,11 @@ impl Cluster {
             }
             answered(&b, "Fetch", p.error_code)?;
             let records = p.records.as_deref().unwrap_or_default();
-            let next = found
-                .add_fetched(records, device)
+            let next = take(records)
                 .map_err(|e| protocol(&b, &format!("unreadable batch at offset {from}: {e}")))?;
             match next {
                 Some(n) if n > from && n < p.high_watermark => from = n,
-                _ => return Ok(found),
+                _ => return Ok(()),
             }
         }
     }

@@ -31,12 +31,14 @@ use crate::backoff::Backoff;
 use crate::dispatcher::{Dispatcher, Plan, PlanInput};
 use crate::queue::Queue;
 use crate::queue::outbox::SealedBatch;
-use crate::telemetry::Stats;
+use crate::telemetry::{LogGate, Stats};
 
 /// Kafka error code DUPLICATE_SEQUENCE_NUMBER: the batch was already written.
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 /// Journal chunks read per seal; bounds the work of one plan.
 const CHUNKS_PER_SEAL: usize = 64;
+/// Shortest interval between two lines of an error that repeats with every delivery round.
+const LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Producer settings from the config.
 #[derive(Debug, Clone)]
@@ -468,7 +470,11 @@ impl Producer {
             let broker = match self.cluster.broker(node).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(node, error = %e, "cannot reach partition leader");
+                    // Tried again on every round while the broker is away: log it sparingly.
+                    static GATE: LogGate = LogGate::new();
+                    if let Some(held) = GATE.pass(LOG_EVERY) {
+                        tracing::warn!(node, error = %e, repeated = held, "cannot reach partition leader");
+                    }
                     for tp in &tps {
                         self.fail_partition(tp);
                     }

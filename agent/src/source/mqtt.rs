@@ -159,6 +159,7 @@ macro_rules! event_loop {
                 }
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
                     backoff.reset();
+                    $stats.mqtt_connected.store(true, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(source = %$settings.name, session_present = c.session_present, "connected to the MQTT broker");
                     if !c.session_present {
                         let filters = $settings.subscriptions.iter().map(|(f, q)| {
@@ -179,6 +180,7 @@ macro_rules! event_loop {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
+                    $stats.mqtt_connected.store(false, std::sync::atomic::Ordering::Relaxed);
                     if events.is_none() {
                         break;
                     }

@@ -144,6 +144,11 @@ impl Kedge {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
+    /// The config file kedge runs with (its data dir is given on the command line).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("kedge.toml")
+    }
+
     /// Spawns `kedge run --config FILE --data-dir DIR`, appending its output to the log.
     fn spawn(&mut self) {
         self.starts += 1;

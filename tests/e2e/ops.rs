@@ -1,0 +1,140 @@
+//! The metrics and health listener against a real pipeline: counters move as records flow,
+//! readiness fails with its reason while Kafka is unreachable and recovers when it is back;
+//! `kedge status` reads the running agent.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::kedge::{Kedge, pipeline_config};
+use crate::support::mosquitto::Mosquitto;
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::publish::{Publishing, readings};
+use crate::support::tansu::Tansu;
+use crate::support::{free_port, run, wait_until};
+
+const ROUTING: &str = r#"[routing]
+dead_letter_topic = "kedge-dead-letter"
+
+[[routing.rules]]
+filter = "sensors/+/reading"
+topic = "readings"
+key_level = 1"#;
+
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    kedge::ops::get(addr, path, Duration::from_secs(5)).ok()
+}
+
+/// The value of an unlabelled metric in a scrape.
+fn value(addr: SocketAddr, name: &str) -> f64 {
+    let (status, body) = get(addr, "/metrics").expect("scrape /metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn metrics_move_and_readiness_follows_kafka() {
+    let tansu_port = free_port();
+    let proxy = Proxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, tansu_port)));
+    let tansu = Tansu::start_advertising(tansu_port, proxy.port());
+    tansu.create_topic("readings", 3);
+    let mosquitto = Mosquitto::start();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let config = pipeline_config(
+        mosquitto.port(),
+        &proxy.addr(),
+        &format!("{ROUTING}\n\n[metrics]\nlisten = \"{addr}\"\nready_max_pending_age = \"2s\"\n"),
+    );
+    let mut kedge = Kedge::start(&config);
+    wait_until("the metrics listener", Duration::from_secs(30), || {
+        get(addr, "/health/live").is_some_and(|(s, _)| s == 200)
+    });
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    assert_eq!(value(addr, "kedge_mqtt_connected"), 1.0);
+    assert!(value(addr, "kedge_process_resident_memory_bytes") > 1e6);
+    assert_eq!(get(addr, "/nope").map(|(s, _)| s), Some(404));
+
+    let messages = readings(300, 10);
+    let publishing = Publishing::start(mosquitto.port(), messages[..200].to_vec(), None);
+    publishing.wait_acked(Duration::from_secs(60));
+    wait_until("200 records delivered", Duration::from_secs(60), || {
+        value(addr, "kedge_records_delivered_total") >= 200.0
+    });
+    assert_eq!(value(addr, "kedge_records_received_total"), 200.0);
+    assert_eq!(value(addr, "kedge_records_journaled_total"), 200.0);
+    assert!(value(addr, "kedge_batches_delivered_total") >= 1.0);
+    assert_eq!(
+        get(addr, "/health/ready"),
+        Some((200, "ready\n".to_owned()))
+    );
+
+    // `kedge status` finds the running agent through its listener.
+    let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
+    status.args(["status", "--config"]).arg(kedge.config_path());
+    let out = run(status, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("kedge is running"), "{text}");
+    assert!(text.contains("delivered 200"), "{text}");
+
+    // Kafka unreachable: records wait, and readiness says why once they are too old.
+    // reset() leaves the proxy passing traffic: refuse new connections right after it.
+    proxy.reset();
+    proxy.set_mode(Mode::Refuse);
+    let publishing = Publishing::start(mosquitto.port(), messages[200..].to_vec(), None);
+    publishing.wait_acked(Duration::from_secs(60));
+    wait_until("not ready", Duration::from_secs(30), || {
+        get(addr, "/health/ready")
+            .is_some_and(|(s, body)| s == 503 && body.starts_with("oldest pending record is "))
+    });
+    let (status, json) = get(addr, "/health/ready?format=json").expect("ready json");
+    assert_eq!(status, 503);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json["ready"], false);
+    assert!(
+        json["reasons"][0].as_str().unwrap().contains("Kafka"),
+        "{json}"
+    );
+    assert!(value(addr, "kedge_queue_oldest_pending_age_seconds") > 2.0);
+    assert!(value(addr, "kedge_queue_live_bytes") > 0.0);
+    assert_eq!(get(addr, "/health/live").map(|(s, _)| s), Some(200));
+    // Every delivery round fails while Kafka is away; the log says so sparingly.
+    std::thread::sleep(Duration::from_secs(3));
+    let unreachable = kedge.log_count("cannot reach partition leader");
+    assert!(
+        unreachable <= 2,
+        "{unreachable} lines about the unreachable leader"
+    );
+
+    // Kafka back: everything is delivered and the agent is ready again.
+    proxy.set_mode(Mode::Pass);
+    wait_until("ready again", Duration::from_secs(60), || {
+        get(addr, "/health/ready").is_some_and(|(s, _)| s == 200)
+    });
+    wait_until("300 records delivered", Duration::from_secs(60), || {
+        value(addr, "kedge_records_delivered_total") >= 300.0
+    });
+    assert_eq!(value(addr, "kedge_queue_oldest_pending_age_seconds"), 0.0);
+
+    let (code, out, err) =
+        crate::audit::kedge_audit(&["--bootstrap", &proxy.addr(), "--topic", "readings"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status = kedge.terminate(Duration::from_secs(15));
+    assert!(status.success(), "kedge exited with {status}");
+
+    // Stopped: `kedge status` reads the queue instead.
+    let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
+    status.args(["status", "--config"]).arg(kedge.config_path());
+    let out = run(status, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kedge is not running"), "{text}");
+    assert!(text.contains("queue "), "{text}");
+}
