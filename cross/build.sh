@@ -26,6 +26,9 @@ if [ "$BUILD_STD" = 1 ]; then
   if [ "$*" = "-p kedge-bench" ]; then
     RUSTC_BOOTSTRAP=1 cargo-zigbuild rustc --locked --profile "$KEDGE_PROFILE" --target "$target" \
       -Zbuild-std=std,panic_abort -p kedge-bench --bin queue-bench -- -C link-self-contained=no
+  elif [ $# -gt 0 ]; then
+    log "with -Zbuild-std only '-p kedge-bench' is supported as extra arguments, not: $*"
+    exit 2
   fi
 else
   cargo-zigbuild build --locked --profile "$KEDGE_PROFILE" --target "$target" -p kedge --bin kedge
