@@ -22,6 +22,21 @@ pub fn kedge_bin() -> String {
     std::env::var("KEDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kedge").to_owned())
 }
 
+/// A `Command` for [`kedge_bin`], prefixed by `KEDGE_RUNNER` when set (whitespace-separated, e.g.
+/// `qemu-aarch64-static` to run an ARM build here; see cross/test-aarch64.sh).
+pub fn kedge_command() -> Command {
+    let runner = std::env::var("KEDGE_RUNNER").unwrap_or_default();
+    let mut runner = runner.split_whitespace();
+    match runner.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(runner).arg(kedge_bin());
+            command
+        }
+        None => Command::new(kedge_bin()),
+    }
+}
+
 /// A complete kedge config for MQTT on `mqtt_port` and Kafka at `kafka_bootstrap`, with the given
 /// `[routing]` section (which must include the `[routing]` header and its rules).
 pub fn pipeline_config(mqtt_port: u16, kafka_bootstrap: &str, routing: &str) -> String {
@@ -165,7 +180,7 @@ impl Kedge {
         )
         .expect("write log");
         let (stdout, stderr) = log_stdio(&log);
-        let child = Command::new(kedge_bin())
+        let child = kedge_command()
             .arg("run")
             .arg("--config")
             .arg(self.dir.path().join("kedge.toml"))

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# kedge on aarch64, tested on this x86_64 machine under qemu-aarch64-static:
+#   1. the library's unit tests, cross-compiled (debug) and run under qemu;
+#   2. the device build (cross/build.sh: static, stripped, --version and check under qemu);
+#   3. the MQTT → Kafka walking-path end-to-end test with that binary under qemu (cross/e2e.sh).
+# Not part of scripts/test: see cross/README.md for how long it takes.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+target=aarch64-unknown-linux-musl
+# shellcheck source=cross/env.sh
+. "$here/env.sh"
+cd "$KEDGE_ROOT"
+ensure_all "$target"
+t0=$(date +%s)
+
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static \
+  cargo-zigbuild test --locked --target "$target" -p kedge --lib
+t1=$(date +%s)
+
+"$here/build.sh" "$target"
+t2=$(date +%s)
+
+KEDGE_BIN=$(kedge_out "$target") "$here/e2e.sh" "$target"
+t3=$(date +%s)
+log "test-aarch64: unit tests $((t1 - t0)) s, device build $((t2 - t1)) s, walking path $((t3 - t2)) s, total $((t3 - t0)) s"
