@@ -14,14 +14,7 @@ const MESSAGES: usize = 20_000;
 /// Publishing pace, messages per second (the whole run takes about four seconds).
 const PER_SECOND: u32 = 5_000;
 
-/// Readings are routed to `readings`, keyed by device.
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 #[test]
 fn sigkill_mid_stream_loses_nothing() {

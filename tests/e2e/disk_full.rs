@@ -20,13 +20,7 @@ const MESSAGES: usize = 150_000;
 /// What kedge logs when sled failed an I/O and the queue is reopened.
 const REOPENING: &str = "reopening the queue";
 
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 /// An 8 MiB tmpfs, unmounted when dropped.
 struct SmallFs {

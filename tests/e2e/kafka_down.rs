@@ -18,14 +18,7 @@ const READINGS: usize = 2_000;
 /// Messages no routing rule matches (and there is no default topic).
 const STRAYS: usize = 25;
 
-/// Only readings have a rule; with no `default_topic` everything else is dead-lettered.
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 #[test]
 fn messages_published_while_kafka_is_down_arrive_once_it_is_up() {

@@ -15,14 +15,7 @@ use crate::support::wait_until;
 /// Readings published per test.
 const READINGS: usize = 500;
 
-/// Readings are routed to `readings`, keyed by device.
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 /// A pipeline config for `kafka` with `[kafka.tls]` trusting `ca_file`.
 fn tls_config(mosquitto: &Mosquitto, kafka: &TlsKafka, ca_file: &Path) -> String {

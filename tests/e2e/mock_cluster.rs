@@ -34,14 +34,7 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 
-/// Readings go to `readings`, keyed by device.
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 /// What one run delivered, as the independent consumer read it back.
 #[derive(Debug)]

@@ -13,13 +13,7 @@ use crate::support::publish::{Publishing, readings};
 use crate::support::tansu::Tansu;
 use crate::support::{free_port, run, wait_until};
 
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     kedge::ops::get(addr, path, Duration::from_secs(5)).ok()

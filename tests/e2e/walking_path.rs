@@ -19,14 +19,7 @@ const DEVICES: usize = 50;
 /// Partitions of the `readings` topic.
 const PARTITIONS: u32 = 3;
 
-/// Readings are routed to `readings`, keyed by the device level of the MQTT topic.
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 #[test]
 fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {

@@ -389,10 +389,7 @@ impl Cluster {
         topic: &str,
         partition: i32,
     ) -> Result<i64, KafkaError> {
-        let node = self
-            .leader(topic, partition)
-            .ok_or_else(|| no_leader(topic, partition))?;
-        let b = self.broker(node).await?;
+        let b = self.leader_broker(topic, partition).await?;
         let version = b
             .version(ApiKey::ListOffsets, 1..=7)
             .ok_or_else(|| unsupported(&b, "ListOffsets v1+"))?;
@@ -421,6 +418,18 @@ impl Cluster {
         Ok(p.offset)
     }
 
+    /// The connected leader of `topic`/`partition`.
+    async fn leader_broker(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Broker>, KafkaError> {
+        let node = self
+            .leader(topic, partition)
+            .ok_or_else(|| no_leader(topic, partition))?;
+        self.broker(node).await
+    }
+
     /// The producers the partition's leader holds state for, or `None` when the broker does not
     /// support DescribeProducers (Kafka < 2.8, tansu).
     pub async fn describe_producers(
@@ -428,10 +437,7 @@ impl Cluster {
         topic: &str,
         partition: i32,
     ) -> Result<Option<Vec<ProducerState>>, KafkaError> {
-        let node = self
-            .leader(topic, partition)
-            .ok_or_else(|| no_leader(topic, partition))?;
-        let b = self.broker(node).await?;
+        let b = self.leader_broker(topic, partition).await?;
         let Some(version) = b.version(ApiKey::DescribeProducers, 0..=0) else {
             return Ok(None);
         };
@@ -495,10 +501,7 @@ impl Cluster {
         wait: Duration,
         mut take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
     ) -> Result<(), KafkaError> {
-        let node = self
-            .leader(topic, partition)
-            .ok_or_else(|| no_leader(topic, partition))?;
-        let b = self.broker(node).await?;
+        let b = self.leader_broker(topic, partition).await?;
         // v4 brings isolation levels; v13 names topics by id, which we do not track.
         let version = b
             .version(ApiKey::Fetch, 4..=12)

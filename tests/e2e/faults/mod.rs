@@ -19,14 +19,7 @@ use crate::support::kedge::pipeline_config;
 use crate::support::proxy::Proxy;
 use crate::support::tansu::Tansu;
 
-/// Readings go to `readings` (3 partitions), keyed by the device level of the MQTT topic.
-const ROUTING: &str = r#"[routing]
-dead_letter_topic = "kedge-dead-letter"
-
-[[routing.rules]]
-filter = "sensors/+/reading"
-topic = "readings"
-key_level = 1"#;
+use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 /// The topic every fault test reads back.
 const TOPIC: &str = "readings";

@@ -37,6 +37,16 @@ pub fn kedge_command() -> Command {
     }
 }
 
+/// The routing most tests use: `sensors/+/reading` → `readings`, keyed by the device level;
+/// anything else (with no default topic) → `kedge-dead-letter`.
+pub const READINGS_ROUTING: &str = r#"[routing]
+dead_letter_topic = "kedge-dead-letter"
+
+[[routing.rules]]
+filter = "sensors/+/reading"
+topic = "readings"
+key_level = 1"#;
+
 /// A complete kedge config for MQTT on `mqtt_port` and Kafka at `kafka_bootstrap`, with the given
 /// `[routing]` section (which must include the `[routing]` header and its rules).
 pub fn pipeline_config(mqtt_port: u16, kafka_bootstrap: &str, routing: &str) -> String {
