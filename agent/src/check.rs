@@ -38,6 +38,25 @@ pub fn describe(c: &Config, path: &Path) -> String {
     for s in &m.subscriptions {
         let _ = writeln!(o, "  subscribe   {} (QoS {})", s.filter, s.qos);
     }
+    for p in &c.plugins {
+        let subjects = if p.subjects.is_empty() {
+            "every event".to_owned()
+        } else {
+            p.subjects.join(", ")
+        };
+        let _ = writeln!(
+            o,
+            "plugin        {} — {} on {subjects}; memory {}, timeout {}{}, when failing: {}",
+            p.name,
+            p.path.display(),
+            p.memory,
+            config::HumanDuration(p.timeout),
+            p.tick
+                .map(|t| format!(", tick every {}", config::HumanDuration(t)))
+                .unwrap_or_default(),
+            p.on_failure
+        );
+    }
     let _ = writeln!(o, "routes");
     for r in &c.routing.rules {
         let key = match r.key_level {

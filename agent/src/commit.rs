@@ -12,6 +12,7 @@ use crate::queue::budget::Budget;
 use crate::queue::{Queue, QueueError};
 use crate::route::{Event, Router};
 use crate::telemetry::Stats;
+use crate::transform::chain::{Applied, Chain};
 
 /// An event with the token that acknowledges it to its source (none for QoS 0).
 #[derive(Debug)]
@@ -20,6 +21,14 @@ pub struct Incoming<A> {
     pub event: Event,
     /// Acknowledgement to release once the event is durable.
     pub ack: Option<A>,
+}
+
+/// What turns events into records: the plugin chain, then routing.
+pub struct Stages {
+    /// The plugins, in config order (possibly none).
+    pub chain: Chain,
+    /// Topic and key per event.
+    pub router: Router,
 }
 
 /// Group commit limits.
@@ -65,7 +74,7 @@ fn poisons(e: &QueueError) -> bool {
 /// commit.
 pub async fn run<A: Send + 'static>(
     queue: Arc<Queue>,
-    router: Router,
+    mut stages: Stages,
     settings: CommitSettings,
     mut rx: mpsc::Receiver<Incoming<A>>,
     acks: mpsc::UnboundedSender<Vec<A>>,
@@ -80,33 +89,50 @@ pub async fn run<A: Send + 'static>(
         }
     };
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let mut bytes = batch[0].event.payload.len();
-        let deadline = Instant::now() + settings.window;
-        while batch.len() < settings.max_records && bytes < settings.max_bytes {
-            tokio::select! {
-                next = rx.recv() => match next {
-                    Some(i) => {
-                        bytes += i.event.payload.len();
-                        batch.push(i);
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+    loop {
+        let next_tick = stages.chain.next_tick();
+        let first = tokio::select! {
+            first = rx.recv() => match first {
+                Some(first) => Some(first),
+                None => break,
+            },
+            _ = sleep_until_some(next_tick), if next_tick.is_some() => None,
+        };
+        let (events, tokens) = match first {
+            Some(first) => {
+                let batch = gather(first, &mut rx, &settings).await;
+                let (events, tokens): (Vec<Event>, Vec<Option<A>>) =
+                    batch.into_iter().map(|i| (i.event, i.ack)).unzip();
+                let tokens: Vec<A> = tokens.into_iter().flatten().collect();
+                (transform(&mut stages, events).await, tokens)
             }
+            None => {
+                let router = &stages.router;
+                let topic_for = |s: &str| router.topic_for(s).map(str::to_owned);
+                let events =
+                    tokio::task::block_in_place(|| stages.chain.tick(&topic_for, now_ms()));
+                (events, Vec::new())
+            }
+        };
+        if events.is_empty() && tokens.is_empty() {
+            continue;
         }
-        let mut tokens = Vec::with_capacity(batch.len());
-        let mut records = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(events.len());
         let mut dead = 0;
-        for i in batch {
-            let (record, dead_lettered) = router.route(i.event);
+        for event in events {
+            let (record, dead_lettered) = stages.router.route(event);
             if dead_lettered {
                 dead += 1;
                 tracing::debug!(topic = %record.topic, "record dead-lettered");
             }
             records.push(record);
-            tokens.extend(i.ack);
+        }
+        if records.is_empty() {
+            // Plugins dropped every event: nothing to make durable before acknowledging.
+            if acks.send(tokens).is_err() {
+                tracing::debug!("source closed before acknowledgements could be released");
+            }
+            continue;
         }
         // Wait for room: the events are not acknowledged meanwhile, so the source's broker
         // keeps them (backpressure), unless the policy drops records to make room.
@@ -187,4 +213,70 @@ pub async fn run<A: Send + 'static>(
         }
     }
     CommitEnd::Drained
+}
+
+/// Gathers events after `first` until the commit window closes or a limit is reached.
+async fn gather<A>(
+    first: Incoming<A>,
+    rx: &mut mpsc::Receiver<Incoming<A>>,
+    settings: &CommitSettings,
+) -> Vec<Incoming<A>> {
+    let mut batch = vec![first];
+    let mut bytes = batch[0].event.payload.len();
+    let deadline = Instant::now() + settings.window;
+    while batch.len() < settings.max_records && bytes < settings.max_bytes {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some(i) => {
+                    bytes += i.event.payload.len();
+                    batch.push(i);
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    batch
+}
+
+/// Runs the plugin chain. While a plugin holds the pipeline, waits and offers the batch again:
+/// its events stay unacknowledged, so the source's broker keeps them.
+async fn transform(stages: &mut Stages, events: Vec<Event>) -> Vec<Event> {
+    if stages.chain.is_empty() {
+        return events;
+    }
+    let mut held_since: Option<Instant> = None;
+    loop {
+        let router = &stages.router;
+        let topic_for = |s: &str| router.topic_for(s).map(str::to_owned);
+        let chain = &mut stages.chain;
+        match tokio::task::block_in_place(|| chain.apply(&events, &topic_for, now_ms())) {
+            Applied::Events(out) => {
+                if let Some(since) = held_since {
+                    tracing::info!(waited = ?since.elapsed(), "plugin works again; pipeline resumed");
+                }
+                return out;
+            }
+            Applied::Held { plugin, until } => {
+                if held_since.is_none() {
+                    held_since = Some(Instant::now());
+                    tracing::error!(%plugin, "plugin keeps failing and on_failure = \"backpressure\": holding the pipeline, nothing is acknowledged until it works again");
+                }
+                tokio::time::sleep_until(Instant::from_std(until)).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

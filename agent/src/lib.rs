@@ -15,3 +15,4 @@ pub mod route;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+pub mod transform;

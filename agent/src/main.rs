@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write as _;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kedge::config::Config;
@@ -57,6 +59,11 @@ enum Command {
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
     },
+    /// Compile and try out WebAssembly transform plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Validate a configuration and print the pipeline it describes.
     Check {
         /// Configuration file.
@@ -87,6 +94,53 @@ enum QueueCommand {
         /// Output format; only `jsonl`.
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
         format: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a plugin component ahead of time for a device (`.cwasm`), with the exact engine
+    /// settings kedge runs plugins with.
+    Compile {
+        /// The component (`.wasm`).
+        input: PathBuf,
+        /// Rust target triple of the device, e.g. aarch64-unknown-linux-musl or
+        /// armv7-unknown-linux-musleabihf (Pulley); this machine when absent.
+        #[arg(long)]
+        target: Option<String>,
+        /// Where to write the artifact.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Run a plugin on sample events (JSON lines) and print its verdicts, one line per event.
+    Test {
+        /// The plugin (`.wasm` or `.cwasm`).
+        plugin: PathBuf,
+        /// Sample events: {"subject": …, "value": …, "key": …, "headers": [[n, v]], "timestamp_ms": …}.
+        #[arg(long)]
+        input: PathBuf,
+        /// A setting for the plugin's init, `key=value`; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// The clock the plugin sees (`now-ms`), milliseconds since the Unix epoch; the real
+        /// clock when absent.
+        #[arg(long)]
+        now: Option<i64>,
+        /// The `default-topic` the plugin sees.
+        #[arg(long)]
+        default_topic: Option<String>,
+        /// After the events, call `tick` with this clock; repeatable.
+        #[arg(long = "tick", value_name = "NOW_MS")]
+        ticks: Vec<i64>,
+        /// Memory limit per instance, e.g. `16MiB`.
+        #[arg(long, default_value = "16MiB")]
+        memory: String,
+        /// Longest one call may run, e.g. `200ms`.
+        #[arg(long, default_value = "200ms")]
+        timeout: String,
+        /// Most bytes of results one call may return, e.g. `8MiB`.
+        #[arg(long, default_value = "8MiB")]
+        max_output: String,
     },
 }
 
@@ -122,6 +176,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Queue { command } => match queue_tool(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Plugin { command } => match plugin_tool(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -210,6 +271,92 @@ fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
+    use kedge::transform::{engine, load, tester};
+    match command {
+        PluginCommand::Compile {
+            input,
+            target,
+            output,
+        } => {
+            let target = target.map_or(engine::Target::Host, engine::Target::Triple);
+            let started = std::time::Instant::now();
+            let artifact = kedge::transform::compile(&input, &target)?;
+            load::write_atomically(&output, &artifact)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!(
+                "compiled {} for {} in {:.1?}: {} ({} bytes)",
+                input.display(),
+                target.code()?,
+                started.elapsed(),
+                output.display(),
+                artifact.len()
+            );
+            Ok(())
+        }
+        PluginCommand::Test {
+            plugin,
+            input,
+            settings,
+            now,
+            default_topic,
+            ticks,
+            memory,
+            timeout,
+            max_output,
+        } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let samples = tester::parse_samples(&text, &input.display().to_string())
+                .map_err(anyhow::Error::msg)?;
+            let mut config = Vec::new();
+            for kv in settings {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--config {kv:?}: expected KEY=VALUE"))?;
+                config.push((k.to_owned(), v.to_owned()));
+            }
+            let memory = kedge::config::ByteSize::parse(&memory)
+                .map_err(|e| anyhow::anyhow!("--memory {memory:?}: {e}"))?;
+            let timeout = kedge::config::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
+            let max_output = kedge::config::ByteSize::parse(&max_output)
+                .map_err(|e| anyhow::anyhow!("--max-output {max_output:?}: {e}"))?;
+            let limits =
+                kedge::transform::plugin::Limits::new(memory.bytes(), timeout, max_output.bytes());
+            let mut plugin =
+                kedge::transform::open_for_test(&plugin, config, limits, !ticks.is_empty())?;
+            let info = tester::RunInfo {
+                source: "mqtt".to_owned(),
+                default_topic,
+                now_ms: now.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64)
+                }),
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for (i, outcome) in tester::run(&mut plugin, &samples, &info).iter().enumerate() {
+                writeln!(out, "{}", tester::show_outcome(i, outcome))?;
+            }
+            for t in ticks {
+                writeln!(out, "{}", tester::tick(&mut plugin, t))?;
+            }
+            out.flush()?;
+            let stats = plugin.stats().snapshot();
+            eprintln!(
+                "{} events, {} calls, {} instance recycles; counters: {:?}",
+                stats.events.max(samples.len() as u64),
+                stats.calls,
+                stats.recycles,
+                stats.counters
+            );
+            Ok(())
+        }
+    }
 }
 
 fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::commit::{self, CommitSettings};
+use crate::commit::{self, CommitSettings, Stages};
 use crate::config::{self, Config};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::kafka::batch::BatchCompression;
@@ -53,6 +53,9 @@ pub enum PipelineError {
     /// The queue could not be opened.
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Plugins(#[from] crate::transform::load::TransformError),
     /// The queue's database failed an I/O and must be reopened: run the pipeline again,
     /// passing `unacked_from` on.
     #[error("the queue database failed an I/O (disk full?) and must be reopened")]
@@ -60,6 +63,11 @@ pub enum PipelineError {
         /// First kedge-seq that was never acknowledged to the source.
         unacked_from: Option<u64>,
     },
+}
+
+/// Where compiled plugins are cached: `{agent.data_dir}/plugin-cache`.
+pub fn plugin_cache_dir(config: &Config) -> std::path::PathBuf {
+    config.agent.data_dir.join("plugin-cache")
 }
 
 /// Runs the agent until `shutdown` resolves, then stops cleanly within the configured timeout.
@@ -72,6 +80,16 @@ pub async fn run(
 ) -> Result<Arc<Stats>, PipelineError> {
     let stats = Arc::new(Stats::default());
     let mqtt = mqtt_settings(config)?;
+    // Before the queue opens: a plugin that cannot start is a config error, reported at once.
+    let plugins = tokio::task::block_in_place(|| {
+        crate::transform::load::load(
+            &config.plugins,
+            Some(&plugin_cache_dir(config)),
+            &config.mqtt.name,
+            &config.routing.dead_letter_topic,
+            false,
+        )
+    })?;
     let dir = config.queue.effective_dir(&config.agent);
     let sync = match config.queue.durability {
         config::Durability::Fsync => queue::Sync::Fsync,
@@ -171,6 +189,7 @@ pub async fn run(
                     max_pending_age: config.metrics.ready_max_pending_age.as_secs_f64(),
                     max_queue_percent: config.metrics.ready_max_queue_percent,
                 },
+                plugins: plugins.chain.stats(),
             });
             Some(tokio::spawn(ops::serve(listener, state)))
         }
@@ -178,9 +197,13 @@ pub async fn run(
     };
 
     let source = tokio::spawn(mqtt::run(mqtt, events_tx, acks_rx, stop_rx, stats.clone()));
+    let crate::transform::load::Loaded {
+        chain,
+        ticker: _ticker,
+    } = plugins;
     let mut committer = tokio::spawn(commit::run(
         queue.clone(),
-        router,
+        Stages { chain, router },
         commit_settings,
         events_rx,
         acks_tx,

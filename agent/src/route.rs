@@ -34,6 +34,24 @@ pub struct Event {
     pub headers: Vec<Header>,
     /// Receive time, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
+    /// Partitioning key a plugin set; otherwise the matching rule's `key_level` decides.
+    pub key: Option<Bytes>,
+    /// Kafka topic a plugin chose, bypassing the routing rules.
+    pub topic: Option<String>,
+}
+
+impl Event {
+    /// An event as a source delivers it: no key or topic chosen yet.
+    pub fn new(subject: String, payload: Bytes, headers: Vec<Header>, timestamp_ms: i64) -> Self {
+        Event {
+            subject,
+            payload,
+            headers,
+            timestamp_ms,
+            key: None,
+            topic: None,
+        }
+    }
 }
 
 impl Router {
@@ -51,6 +69,15 @@ impl Router {
         &self.dead_letter_topic
     }
 
+    /// The Kafka topic the rules pick for MQTT topic `subject`, if any.
+    pub fn topic_for(&self, subject: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| topic_matches(&r.filter, subject))
+            .map(|r| r.topic.as_str())
+            .or(self.default_topic.as_deref())
+    }
+
     /// Routes one event. Returns the record and whether it was dead-lettered.
     pub fn route(&self, event: Event) -> (Record, bool) {
         let Event {
@@ -58,6 +85,8 @@ impl Router {
             payload,
             mut headers,
             timestamp_ms,
+            key: chosen_key,
+            topic: chosen_topic,
         } = event;
         let record = |topic: String, key: Option<Bytes>, headers: Vec<Header>| Record {
             topic,
@@ -66,13 +95,18 @@ impl Router {
             headers,
             timestamp_ms,
         };
+        if let Some(topic) = chosen_topic {
+            let dead = topic == self.dead_letter_topic;
+            return (record(topic, chosen_key, headers), dead);
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             if !topic_matches(&rule.filter, &subject) {
                 continue;
             }
-            let key = match rule.key_level {
-                None => None,
-                Some(level) => match subject.split('/').nth(level) {
+            let key = match (chosen_key.clone(), rule.key_level) {
+                (Some(key), _) => Some(key),
+                (None, None) => None,
+                (None, Some(level)) => match subject.split('/').nth(level) {
                     Some(k) => Some(Bytes::copy_from_slice(k.as_bytes())),
                     None => {
                         headers.push(error_header(format!(
@@ -86,7 +120,7 @@ impl Router {
             return (record(rule.topic.clone(), key, headers), false);
         }
         match &self.default_topic {
-            Some(t) => (record(t.clone(), None, headers), false),
+            Some(t) => (record(t.clone(), chosen_key, headers), false),
             None => {
                 headers.push(error_header(format!(
                     "no routing rule matches MQTT topic {subject:?} and no default topic is configured"
@@ -150,12 +184,7 @@ mod tests {
     }
 
     fn ev(subject: &str) -> Event {
-        Event {
-            subject: subject.into(),
-            payload: Bytes::from_static(b"21.5"),
-            headers: vec![],
-            timestamp_ms: 7,
-        }
+        Event::new(subject.into(), Bytes::from_static(b"21.5"), vec![], 7)
     }
 
     fn router(default: Option<&str>) -> Router {
@@ -203,5 +232,41 @@ mod tests {
         let (r, dead) = router(None).route(ev("other/x"));
         assert!(dead);
         assert_eq!(r.headers[0].name, HEADER_ERROR);
+    }
+
+    #[test]
+    fn a_plugin_chosen_topic_and_key_win_over_the_rules() {
+        let mut e = ev("sensors/dev-7/temperature");
+        e.key = Some(Bytes::from_static(b"s1"));
+        let (r, dead) = router(None).route(e.clone());
+        assert!(!dead);
+        assert_eq!(
+            (r.topic.as_str(), r.key.as_deref()),
+            ("temperature", Some(&b"s1"[..]))
+        );
+        e.topic = Some("other".into());
+        let (r, _) = router(None).route(e.clone());
+        assert_eq!(
+            (r.topic.as_str(), r.key.as_deref()),
+            ("other", Some(&b"s1"[..]))
+        );
+        e.topic = Some("dlq".into());
+        assert!(router(None).route(e).1);
+        // A plugin key also saves events whose topic lacks the rule's key level.
+        let mut e = ev("sensors/a/b");
+        e.key = Some(Bytes::from_static(b"k"));
+        let (r, dead) = router(None).route(e);
+        assert!(!dead);
+        assert_eq!(r.topic, "deep");
+    }
+
+    #[test]
+    fn topic_for_follows_the_rules_then_the_default() {
+        assert_eq!(
+            router(None).topic_for("sensors/a/temperature"),
+            Some("temperature")
+        );
+        assert_eq!(router(None).topic_for("other"), None);
+        assert_eq!(router(Some("f")).topic_for("other"), Some("f"));
     }
 }

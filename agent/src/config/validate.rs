@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{
     AgentConfig, Backoff, ByteSize, Config, HumanDuration, KafkaConfig, LogConfig, MetricsConfig,
-    MqttConfig, QueueConfig, RoutingConfig, SaslConfig, SaslMechanism, TlsConfig,
+    MqttConfig, PluginConfig, QueueConfig, RoutingConfig, SaslConfig, SaslMechanism, TlsConfig,
 };
 
 /// Longest device id; it also bounds the default MQTT client id.
@@ -41,7 +41,66 @@ pub(super) fn validate(config: &Config) -> Check {
     kafka(&config.kafka)?;
     queue(&config.queue)?;
     metrics(&config.metrics)?;
+    plugins(&config.plugins)?;
     log(&config.log)
+}
+
+/// Smallest plugin memory limit: below this not even a Rust plugin's stack fits.
+const PLUGIN_MEMORY_MIN: u64 = 1 << 20;
+/// Largest plugin memory limit: 32-bit WebAssembly addresses 4 GiB.
+const PLUGIN_MEMORY_MAX: u64 = 4 << 30;
+
+fn plugins(plugins: &[PluginConfig]) -> Check {
+    for (i, p) in plugins.iter().enumerate() {
+        let path = format!("plugin[{i}]");
+        name(&p.name, 64, "plugin name").map_err(at(format!("{path}.name")))?;
+        if let Some(j) = plugins[..i].iter().position(|q| q.name == p.name) {
+            return fail(
+                format!("{path}.name"),
+                format!("plugin name {:?} is already used by plugin[{j}]", p.name),
+            );
+        }
+        if p.path.as_os_str().is_empty() {
+            return fail(format!("{path}.path"), "must not be empty");
+        }
+        for (k, filter) in p.subjects.iter().enumerate() {
+            mqtt_filter(filter).map_err(at(format!("{path}.subjects[{k}]")))?;
+        }
+        let memory = p.memory.bytes();
+        if !(PLUGIN_MEMORY_MIN..=PLUGIN_MEMORY_MAX).contains(&memory) {
+            return fail(
+                format!("{path}.memory"),
+                format!("must be between 1 MiB and 4 GiB, got {}", p.memory),
+            );
+        }
+        if p.timeout.is_zero() {
+            return fail(format!("{path}.timeout"), "must be greater than 0s");
+        }
+        if p.max_output.bytes() == 0 {
+            return fail(format!("{path}.max_output"), "must be greater than 0");
+        }
+        if p.tick.is_some_and(|t| t.is_zero()) {
+            return fail(format!("{path}.tick"), "must be greater than 0s");
+        }
+        if p.failure_window.is_zero() {
+            return fail(format!("{path}.failure_window"), "must be greater than 0s");
+        }
+        backoff(&format!("{path}.circuit_backoff"), &p.circuit_backoff)?;
+        for (k, var) in p.env.iter().enumerate() {
+            if var.is_empty() || var.contains('=') || var.contains('\0') {
+                return fail(
+                    format!("{path}.env[{k}]"),
+                    format!("{var:?} is not an environment variable name"),
+                );
+            }
+        }
+        for (k, dir) in p.dirs.iter().enumerate() {
+            if dir.guest.is_empty() {
+                return fail(format!("{path}.dirs[{k}].guest"), "must not be empty");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn metrics(metrics: &MetricsConfig) -> Check {
@@ -220,7 +279,7 @@ fn mqtt_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn kafka_topic(topic: &str) -> Result<(), String> {
+pub(crate) fn kafka_topic(topic: &str) -> Result<(), String> {
     if topic == "." || topic == ".." {
         return Err(format!("invalid Kafka topic name {topic:?}"));
     }

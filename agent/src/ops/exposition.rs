@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::telemetry::Stats;
+use crate::transform::stats::PluginSnapshot;
 
 /// Everything a scrape reports, read at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +28,122 @@ pub struct Snapshot {
     pub mqtt_connected: bool,
     /// Resident set size of the process in bytes, when /proc tells it.
     pub resident_bytes: Option<u64>,
+    /// Per-plugin counters, in config order.
+    pub plugins: Vec<PluginSnapshot>,
+}
+
+/// The per-plugin families, each labelled by plugin (and verdict, fault kind or counter name).
+fn plugin_metrics(o: &mut String, plugins: &[PluginSnapshot]) {
+    if plugins.is_empty() {
+        return;
+    }
+    type Rows<'a> = Vec<(String, String)>;
+    let family = |o: &mut String, name: &str, help: &str, kind: &str, rows: Rows<'_>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(o, "{name}{{{labels}}} {value}");
+        }
+    };
+    let each = |f: &dyn Fn(&PluginSnapshot) -> u64| -> Rows<'_> {
+        plugins
+            .iter()
+            .map(|p| (format!("plugin=\"{}\"", escape(&p.name)), f(p).to_string()))
+            .collect()
+    };
+    let by = |label: &str, f: &dyn Fn(&PluginSnapshot) -> Vec<(String, u64)>| -> Rows<'_> {
+        plugins
+            .iter()
+            .flat_map(|p| {
+                f(p).into_iter().map(move |(k, v)| {
+                    (
+                        format!("plugin=\"{}\",{label}=\"{}\"", escape(&p.name), escape(&k)),
+                        v.to_string(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let owned = |v: &[(&'static str, u64)]| v.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+    family(
+        o,
+        "kedge_plugin_events_total",
+        "Events given to the plugin.",
+        "counter",
+        each(&|p| p.events),
+    );
+    family(
+        o,
+        "kedge_plugin_calls_total",
+        "process calls, including bisection re-runs.",
+        "counter",
+        each(&|p| p.calls),
+    );
+    family(
+        o,
+        "kedge_plugin_verdicts_total",
+        "Verdicts the plugin returned, by kind.",
+        "counter",
+        by("verdict", &|p| owned(&p.verdicts)),
+    );
+    family(
+        o,
+        "kedge_plugin_outputs_total",
+        "Records the plugin made (replacements and tick emissions).",
+        "counter",
+        each(&|p| p.outputs),
+    );
+    family(
+        o,
+        "kedge_plugin_faulted_events_total",
+        "Events dead-lettered because the plugin faulted, by fault.",
+        "counter",
+        by("fault", &|p| owned(&p.faults)),
+    );
+    family(
+        o,
+        "kedge_plugin_recycles_total",
+        "Instances replaced after a trap, timeout or memory overrun.",
+        "counter",
+        each(&|p| p.recycles),
+    );
+    family(
+        o,
+        "kedge_plugin_circuit_open",
+        "1 while the plugin's circuit is open.",
+        "gauge",
+        each(&|p| u64::from(p.circuit_open)),
+    );
+    family(
+        o,
+        "kedge_plugin_circuit_opened_total",
+        "Times the plugin's circuit opened.",
+        "counter",
+        each(&|p| p.circuit_opened),
+    );
+    family(
+        o,
+        "kedge_plugin_logs_suppressed_total",
+        "Plugin log lines dropped by the rate limit.",
+        "counter",
+        each(&|p| p.logs_suppressed),
+    );
+    family(
+        o,
+        "kedge_plugin_counter_total",
+        "The plugin's own counters (counter-add).",
+        "counter",
+        by("name", &|p| p.counters.clone()),
+    );
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// What makes `/health/ready` fail.
@@ -173,6 +290,7 @@ impl Snapshot {
                 &rss.to_string(),
             );
         }
+        plugin_metrics(&mut o, &self.plugins);
         o
     }
 

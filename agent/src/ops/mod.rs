@@ -31,6 +31,8 @@ pub struct OpsState {
     pub queue_max_bytes: u64,
     /// Readiness limits.
     pub readiness: Readiness,
+    /// Every plugin's counters.
+    pub plugins: Vec<Arc<crate::transform::stats::PluginStats>>,
 }
 
 impl OpsState {
@@ -61,6 +63,7 @@ impl OpsState {
                 .mqtt_connected
                 .load(std::sync::atomic::Ordering::Relaxed),
             resident_bytes: exposition::resident_bytes(),
+            plugins: self.plugins.iter().map(|p| p.snapshot()).collect(),
         }
     }
 }

@@ -147,12 +147,12 @@ macro_rules! event_loop {
                     let Some(tx) = &events else { continue };
                     Stats::add(&$stats.received, 1);
                     let ack = (p.qos != QoS::AtMostOnce).then_some(AckToken { pkid: p.pkid });
-                    let event = crate::route::Event {
-                        subject: String::from_utf8_lossy(p.topic.as_ref()).into_owned(),
-                        headers: $headers(&p),
-                        payload: Bytes::clone(&p.payload),
-                        timestamp_ms: now_ms(),
-                    };
+                    let event = crate::route::Event::new(
+                        String::from_utf8_lossy(p.topic.as_ref()).into_owned(),
+                        Bytes::clone(&p.payload),
+                        $headers(&p),
+                        now_ms(),
+                    );
                     if tx.send(Incoming { event, ack }).await.is_err() {
                         break;
                     }

@@ -1,0 +1,196 @@
+//! What a plugin instance sees of kedge: the WIT host imports (`log`, `counter-add`), WASI p2
+//! with no ambient authority, and the memory limiter.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::stats::{PluginStats, truncate};
+
+/// Bindings for plugins of the `transform` world.
+pub mod plain {
+    wasmtime::component::bindgen!({ path: "../wit", world: "transform" });
+}
+
+/// Bindings for plugins of the `windowed` world (`transform` plus `tick`).
+pub mod windowed {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "windowed",
+        with: {
+            "kedge:transform/types": super::plain::kedge::transform::types,
+            "kedge:transform/host": super::plain::kedge::transform::host,
+        },
+    });
+}
+
+pub use plain::kedge::transform::types::{BatchInfo, Event, Header, Output, PluginError, Verdict};
+use plain::kedge::transform::{host, types};
+
+/// Longest log line kept from a plugin.
+const MAX_LOG_LINE: usize = 1024;
+/// Log lines a plugin may write per second, sustained, and in a burst.
+const LOG_RATE: f64 = 50.0;
+const LOG_BURST: f64 = 100.0;
+
+/// What the config grants a plugin beyond computing.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Environment variables passed through, with their values at start.
+    pub env: Vec<(String, String)>,
+    /// Host directories the plugin may read (and write, if so marked).
+    pub dirs: Vec<DirGrant>,
+    /// Whether the plugin may open sockets and resolve names.
+    pub network: bool,
+    /// Whether the plugin's stderr goes to kedge's stderr (`kedge plugin test`).
+    pub stderr: bool,
+}
+
+/// One host directory made visible to a plugin.
+#[derive(Debug, Clone)]
+pub struct DirGrant {
+    /// The directory on the device.
+    pub host: PathBuf,
+    /// Where the plugin sees it.
+    pub guest: String,
+    /// Whether the plugin may write.
+    pub writable: bool,
+}
+
+/// The store data of one plugin instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// The memory limit, and whether the plugin ran into it.
+    pub limits: MemoryLimit,
+    stats: Arc<PluginStats>,
+    log_tokens: f64,
+    log_refilled: Instant,
+}
+
+impl HostState {
+    /// Fresh state for a new instance.
+    pub fn new(
+        grants: &Grants,
+        memory: usize,
+        stats: Arc<PluginStats>,
+    ) -> Result<Self, std::io::Error> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&grants.env).allow_tcp(false).allow_udp(false);
+        if grants.network {
+            wasi.inherit_network()
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true);
+        }
+        if grants.stderr {
+            wasi.inherit_stderr();
+        }
+        for dir in &grants.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| std::io::Error::other(format!("{}: {e:#}", dir.host.display())))?;
+        }
+        Ok(HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: MemoryLimit {
+                max: memory,
+                exceeded: false,
+            },
+            stats,
+            log_tokens: LOG_BURST,
+            log_refilled: Instant::now(),
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) {
+        let now = Instant::now();
+        let refill = now.duration_since(self.log_refilled).as_secs_f64() * LOG_RATE;
+        self.log_tokens = (self.log_tokens + refill).min(LOG_BURST);
+        self.log_refilled = now;
+        if self.log_tokens < 1.0 {
+            PluginStats::add(&self.stats.logs_suppressed, 1);
+            return;
+        }
+        self.log_tokens -= 1.0;
+        let plugin = self.stats.name.as_str();
+        let message = truncate(&message, MAX_LOG_LINE);
+        match level {
+            host::Level::Trace => tracing::trace!(plugin, "{message}"),
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        self.stats.counter_add(&name, delta);
+    }
+}
+
+/// Caps one instance's linear memories, and notes when the plugin hit the cap so that the
+/// trap that usually follows is reported as a memory overrun.
+#[derive(Debug)]
+pub struct MemoryLimit {
+    max: usize,
+    /// Whether a growth was refused since the instance started.
+    pub exceeded: bool,
+}
+
+/// Most table elements an instance may have (function references; a plugin needs few).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// A linker with WASI p2 and kedge's host interface.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    plain::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}

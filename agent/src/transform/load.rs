@@ -1,0 +1,249 @@
+//! Loading plugins from the config: components are compiled once and cached, artifacts from
+//! `kedge plugin compile` are checked against this engine's settings, and each plugin is
+//! started once so that a broken one stops kedge at start rather than in the field.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::artifact;
+use super::chain::{Chain, Stage, WhenOpen};
+use super::circuit::Circuit;
+use super::engine::{self, EngineError, Target, Ticker};
+use super::host::{self, DirGrant, Grants};
+use super::plugin::{LoadError, Plugin};
+use super::stats::PluginStats;
+use crate::config::{OnFailure, PluginConfig};
+
+/// Why the plugins could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// The engine could not be built.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// One plugin could not be loaded; `plugin[i]` names it in the config.
+    #[error("plugin[{index}] ({name}): {path}: {why}")]
+    Plugin {
+        /// Position in the config.
+        index: usize,
+        /// The plugin's name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the plugin deadline ticker: {0}")]
+    Ticker(std::io::Error),
+}
+
+/// The plugins of a config, ready to run, and the ticker that enforces their deadlines.
+pub struct Loaded {
+    /// The chain.
+    pub chain: Chain,
+    /// Enforces call deadlines while it lives: keep it as long as the chain.
+    pub ticker: Option<Ticker>,
+}
+
+/// What a file holds.
+enum Kind {
+    Component,
+    CoreModule,
+    Artifact,
+    Other,
+}
+
+fn kind(bytes: &[u8]) -> Kind {
+    // The binary format's layer field: 1 for components, 0 for core modules.
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Kind::Component,
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => Kind::CoreModule,
+        _ if artifact::is_artifact(bytes) => Kind::Artifact,
+        _ => Kind::Other,
+    }
+}
+
+/// Reads the plugin at `path` into a component for `engine`. Components are compiled, through
+/// `cache` when given; artifacts must carry `fingerprint`.
+pub fn component(
+    engine: &Engine,
+    fingerprint: &str,
+    path: &Path,
+    name: &str,
+    cache: Option<&Path>,
+) -> Result<Component, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    match kind(&bytes) {
+        Kind::Artifact => {
+            let code = artifact::unwrap(fingerprint, &bytes).map_err(|e| e.to_string())?;
+            deserialize(engine, code)
+        }
+        Kind::Component => compile_cached(engine, fingerprint, &bytes, name, cache),
+        Kind::CoreModule => Err(
+            "is a core WebAssembly module, not a component: wrap it with `wasm-tools component new` (see plugins/README.md)".to_owned(),
+        ),
+        Kind::Other => Err(
+            "is neither a WebAssembly component nor an artifact from `kedge plugin compile`".to_owned(),
+        ),
+    }
+}
+
+fn deserialize(engine: &Engine, code: &[u8]) -> Result<Component, String> {
+    // SAFETY: the bytes come from a file that carries kedge's header for exactly this engine's
+    // settings, which only `kedge plugin compile` or kedge's own cache write; wasmtime checks
+    // its version and settings again. Whoever can write the plugin directory can run code as
+    // kedge, as with the binary itself.
+    unsafe { Component::deserialize(engine, code) }
+        .map_err(|e| format!("cannot load the compiled plugin: {e:#}"))
+}
+
+#[cfg(feature = "compiler")]
+fn compile_cached(
+    engine: &Engine,
+    fingerprint: &str,
+    component: &[u8],
+    name: &str,
+    cache: Option<&Path>,
+) -> Result<Component, String> {
+    let Some(dir) = cache else {
+        return Component::new(engine, component).map_err(|e| format!("cannot compile: {e:#}"));
+    };
+    let cached = artifact::cache_path(dir, name, fingerprint, component);
+    if let Ok(bytes) = std::fs::read(&cached) {
+        match artifact::unwrap(fingerprint, &bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|code| deserialize(engine, code))
+        {
+            Ok(c) => return Ok(c),
+            Err(why) => {
+                tracing::warn!(cache = %cached.display(), %why, "cached plugin unusable; compiling again")
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let compiled =
+        Component::new(engine, component).map_err(|e| format!("cannot compile: {e:#}"))?;
+    tracing::info!(plugin = name, took = ?started.elapsed(), "plugin compiled");
+    match compiled.serialize() {
+        Ok(code) => {
+            if let Err(e) = write_atomically(&cached, &artifact::wrap(fingerprint, &code)) {
+                tracing::warn!(cache = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled at every start");
+            }
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot serialize the compiled plugin"),
+    }
+    Ok(compiled)
+}
+
+#[cfg(not(feature = "compiler"))]
+fn compile_cached(
+    _: &Engine,
+    _: &str,
+    _: &[u8],
+    _: &str,
+    _: Option<&Path>,
+) -> Result<Component, String> {
+    Err("this kedge was built without the plugin compiler: compile the plugin elsewhere with `kedge plugin compile --target <this device's triple>` and configure the .cwasm".to_owned())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that a crash never
+/// leaves a half-written file under the final name.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Loads every configured plugin, in order. `cache` is where compiled components are kept.
+pub fn load(
+    plugins: &[PluginConfig],
+    cache: Option<&Path>,
+    source: &str,
+    dead_letter_topic: &str,
+    stderr: bool,
+) -> Result<Loaded, TransformError> {
+    if plugins.is_empty() {
+        return Ok(Loaded {
+            chain: Chain::new(Vec::new(), source.to_owned(), dead_letter_topic.to_owned()),
+            ticker: None,
+        });
+    }
+    let engine = engine::build(&Target::Host)?;
+    let fingerprint = engine::fingerprint(&Target::Host)?;
+    let linker = host::linker(&engine).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+    let ticker = Ticker::start(&engine).map_err(TransformError::Ticker)?;
+    let mut stages = Vec::with_capacity(plugins.len());
+    for (index, p) in plugins.iter().enumerate() {
+        let fail = |why: String| TransformError::Plugin {
+            index,
+            name: p.name.clone(),
+            path: p.path.clone(),
+            why,
+        };
+        let component = component(&engine, &fingerprint, &p.path, &p.name, cache).map_err(fail)?;
+        let plugin = Plugin::load(
+            &engine,
+            &linker,
+            &component,
+            p.tick.is_some(),
+            settings(p, stderr),
+            std::sync::Arc::new(PluginStats::new(&p.name)),
+        )
+        .map_err(|e: LoadError| fail(e.to_string()))?;
+        if p.tick.is_none() && plugin.has_tick() {
+            tracing::warn!(plugin = %p.name, "the plugin implements tick, but no `tick` interval is configured: it will never be called");
+        }
+        stages.push(Stage::new(
+            plugin,
+            p.subjects.clone(),
+            Circuit::new(
+                p.max_failures,
+                p.failure_window,
+                p.circuit_backoff.initial,
+                p.circuit_backoff.max,
+            ),
+            match p.on_failure {
+                OnFailure::DeadLetter => WhenOpen::DeadLetter,
+                OnFailure::Backpressure => WhenOpen::Hold,
+            },
+            p.tick,
+        ));
+        tracing::info!(plugin = %p.name, path = %p.path.display(), "plugin loaded");
+    }
+    Ok(Loaded {
+        chain: Chain::new(stages, source.to_owned(), dead_letter_topic.to_owned()),
+        ticker: Some(ticker),
+    })
+}
+
+/// The limits, grants and `init` settings of plugin `p`.
+pub fn settings(p: &PluginConfig, stderr: bool) -> super::plugin::Settings {
+    super::plugin::Settings {
+        limits: super::plugin::Limits::new(p.memory.bytes(), p.timeout, p.max_output.bytes()),
+        grants: Grants {
+            env: p
+                .env
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+                .collect(),
+            dirs: p
+                .dirs
+                .iter()
+                .map(|d| DirGrant {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    writable: d.writable,
+                })
+                .collect(),
+            network: p.network,
+            stderr,
+        },
+        config: p.config.clone(),
+    }
+}

@@ -1,0 +1,276 @@
+//! One loaded plugin: its compiled component, the live instance and its limits. Faults are
+//! classified here and a poisoned instance is dropped; the next call gets a fresh one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use super::engine::deadline_ticks;
+use super::host::{BatchInfo, Event, Grants, HostState, Output, Verdict, plain, windowed};
+use super::isolate::Fault;
+use super::stats::PluginStats;
+
+/// How one plugin runs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most bytes of linear memory per instance.
+    pub memory: usize,
+    /// Longest one `process` or `tick` call may run.
+    pub timeout: Duration,
+    /// Longest instantiation plus `init` may run.
+    pub init_timeout: Duration,
+    /// Most bytes of verdicts and outputs one call may return.
+    pub max_output: usize,
+}
+
+/// Longest an instantiation plus `init` may take at least: interpreters (Python, JS) start
+/// slower than one call is allowed to run.
+const INIT_TIMEOUT_MIN: Duration = Duration::from_secs(5);
+
+impl Limits {
+    /// Limits from the config's values; `init` gets at least [`INIT_TIMEOUT_MIN`].
+    pub fn new(memory: u64, timeout: Duration, max_output: u64) -> Self {
+        Limits {
+            memory: usize::try_from(memory).unwrap_or(usize::MAX),
+            timeout,
+            init_timeout: timeout.max(INIT_TIMEOUT_MIN),
+            max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// Everything about one plugin but its code.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Its limits.
+    pub limits: Limits,
+    /// What it may use beyond computing.
+    pub grants: Grants,
+    /// Its `init` settings.
+    pub config: Vec<(String, String)>,
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The component does not implement the contract.
+    #[error(
+        "does not implement kedge:transform@0.1.0 (world `transform` or `windowed`): {0}; build it against wit/transform.wit"
+    )]
+    Contract(String),
+    /// `tick` is configured but the plugin has no `tick` export.
+    #[error(
+        "`tick` is set, but the plugin implements the `transform` world, which has no tick; build it for the `windowed` world or remove `tick`"
+    )]
+    NoTick,
+    /// The first instance could not be made or initialised.
+    #[error("{0}")]
+    Start(Fault),
+}
+
+enum Pre {
+    Plain(plain::TransformPre<HostState>),
+    Windowed(windowed::WindowedPre<HostState>),
+}
+
+enum Bindings {
+    Plain(plain::Transform),
+    Windowed(windowed::Windowed),
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Bindings,
+}
+
+/// A plugin ready to run, with at most one live instance.
+pub struct Plugin {
+    engine: Engine,
+    pre: Pre,
+    limits: Limits,
+    grants: Grants,
+    config: Vec<(String, String)>,
+    live: Option<Live>,
+    stats: Arc<PluginStats>,
+}
+
+impl Plugin {
+    /// Links `component` against kedge's host and starts a first instance, so that a plugin
+    /// that cannot start is reported before anything runs through it.
+    pub fn load(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        component: &Component,
+        wants_tick: bool,
+        settings: Settings,
+        stats: Arc<PluginStats>,
+    ) -> Result<Self, LoadError> {
+        let Settings {
+            limits,
+            grants,
+            config,
+        } = settings;
+        let instance_pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let pre = match windowed::WindowedPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Windowed(pre),
+            Err(_) if wants_tick => return Err(LoadError::NoTick),
+            Err(_) => Pre::Plain(
+                plain::TransformPre::new(instance_pre)
+                    .map_err(|e| LoadError::Contract(format!("{e:#}")))?,
+            ),
+        };
+        let mut plugin = Plugin {
+            engine: engine.clone(),
+            pre,
+            limits,
+            grants,
+            config,
+            live: None,
+            stats,
+        };
+        plugin.live().map_err(LoadError::Start)?;
+        Ok(plugin)
+    }
+
+    /// Whether the plugin implements `tick`.
+    pub fn has_tick(&self) -> bool {
+        matches!(self.pre, Pre::Windowed(_))
+    }
+
+    /// The plugin's counters.
+    pub fn stats(&self) -> &Arc<PluginStats> {
+        &self.stats
+    }
+
+    /// The live instance, made and initialised if there is none.
+    fn live(&mut self) -> Result<&mut Live, Fault> {
+        if self.live.is_none() {
+            self.live = Some(self.start()?);
+        }
+        Ok(self.live.as_mut().expect("just made"))
+    }
+
+    fn start(&self) -> Result<Live, Fault> {
+        let state = HostState::new(&self.grants, self.limits.memory, self.stats.clone())
+            .map_err(|e| Fault::Init(e.to_string()))?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(self.limits.init_timeout));
+        let bindings = match &self.pre {
+            Pre::Plain(pre) => pre.instantiate(&mut store).map(Bindings::Plain),
+            Pre::Windowed(pre) => pre.instantiate(&mut store).map(Bindings::Windowed),
+        }
+        .map_err(|e| Fault::Init(classify(&e, &store).to_string()))?;
+        let init = match &bindings {
+            Bindings::Plain(b) => b.call_init(&mut store, &self.config),
+            Bindings::Windowed(b) => b.call_init(&mut store, &self.config),
+        };
+        match init {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(e)) => Err(Fault::Init(e.message)),
+            Err(e) => Err(Fault::Init(classify(&e, &store).to_string())),
+        }
+    }
+
+    /// Runs `process` on `events`. After a fault that poisons the instance, the instance is
+    /// dropped (and counted), so the next call starts a fresh one.
+    pub fn process(&mut self, info: &BatchInfo, events: &[Event]) -> Result<Vec<Verdict>, Fault> {
+        PluginStats::add(&self.stats.calls, 1);
+        let timeout = self.limits.timeout;
+        let live = self.live()?;
+        live.store.set_epoch_deadline(deadline_ticks(timeout));
+        let result = match &live.bindings {
+            Bindings::Plain(b) => b.call_process(&mut live.store, info, events),
+            Bindings::Windowed(b) => b.call_process(&mut live.store, info, events),
+        };
+        let verdicts = match result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(Fault::Plugin(e.message)),
+            Err(e) => return Err(self.poisoned(&e)),
+        };
+        if verdicts.len() != events.len() {
+            return Err(Fault::WrongCount {
+                got: verdicts.len(),
+                want: events.len(),
+            });
+        }
+        let bytes = verdicts.iter().map(verdict_bytes).sum();
+        if bytes > self.limits.max_output {
+            return Err(Fault::OutputTooLarge {
+                bytes,
+                max: self.limits.max_output,
+            });
+        }
+        Ok(verdicts)
+    }
+
+    /// Runs `tick` (the plugin must implement it).
+    pub fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, Fault> {
+        let timeout = self.limits.timeout;
+        let live = self.live()?;
+        live.store.set_epoch_deadline(deadline_ticks(timeout));
+        let result = match &live.bindings {
+            Bindings::Windowed(b) => b.call_tick(&mut live.store, now_ms),
+            Bindings::Plain(_) => return Ok(Vec::new()),
+        };
+        let outputs = match result {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(Fault::Plugin(e.message)),
+            Err(e) => return Err(self.poisoned(&e)),
+        };
+        let bytes = outputs.iter().map(output_bytes).sum();
+        if bytes > self.limits.max_output {
+            return Err(Fault::OutputTooLarge {
+                bytes,
+                max: self.limits.max_output,
+            });
+        }
+        Ok(outputs)
+    }
+
+    /// Drops the instance a trap poisoned and says why it trapped.
+    fn poisoned(&mut self, e: &wasmtime::Error) -> Fault {
+        let fault = match &self.live {
+            Some(live) => classify(e, &live.store),
+            None => Fault::Trap(e.to_string()),
+        };
+        self.live = None;
+        PluginStats::add(&self.stats.recycles, 1);
+        tracing::warn!(plugin = %self.stats.name, fault = %fault, "plugin instance recycled");
+        fault
+    }
+}
+
+/// What a wasmtime error from a call means.
+fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> Fault {
+    if store.data().limits.exceeded {
+        return Fault::Memory;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Fault::Timeout,
+        Some(trap) => Fault::Trap(trap.to_string()),
+        None => Fault::Trap(e.to_string()),
+    }
+}
+
+fn output_bytes(o: &Output) -> usize {
+    o.value.len()
+        + o.key.as_ref().map_or(0, Vec::len)
+        + o.topic.as_ref().map_or(0, String::len)
+        + o.headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+}
+
+fn verdict_bytes(v: &Verdict) -> usize {
+    match v {
+        Verdict::Keep | Verdict::Drop => 0,
+        Verdict::Route(t) | Verdict::Fail(t) => t.len(),
+        Verdict::Replace(outputs) => outputs.iter().map(output_bytes).sum(),
+    }
+}
