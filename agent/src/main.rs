@@ -149,6 +149,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
+                if let Err(e) = kedge::transform::load::probe(&c.plugins) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
                 print!("{}", kedge::check::describe(&c, &config));
                 ExitCode::SUCCESS
             }

@@ -14,6 +14,7 @@ mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
 mod ops;
+mod plugins;
 mod queue_tools;
 mod support;
 mod walking_path;

@@ -243,7 +243,7 @@ fn unknown_top_level_section() {
     let text = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n[quueue]\n";
     assert_eq!(
         error(text),
-        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log, metrics"
+        "kedge.toml:5:2: quueue: unknown key; expected one of: agent, mqtt, routing, kafka, queue, log, metrics, plugin"
     );
 }
 
@@ -784,5 +784,74 @@ fn metrics_are_off_by_default_and_parse_with_positions() {
     assert_eq!(
         e,
         format!("kedge.toml:{line}:27: metrics.ready_max_queue_percent: must be between 1 and 100")
+    );
+}
+
+const PLUGIN_BASE: &str = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n";
+
+#[test]
+fn plugins_parse_with_defaults_settings_as_text_and_paths_beside_the_config() {
+    let text = format!(
+        "{PLUGIN_BASE}[[plugin]]\nname = \"units\"\npath = \"plugins/units.wasm\"\n\
+         [plugin.config]\nunit = \"C\"\nmax = 85\nratio = 0.5\non = true\nsites = {{ t1 = \"hall\", t2 = [1, 2] }}\n\
+         [[plugin]]\nname = \"ds\"\npath = \"/opt/ds.cwasm\"\nsubjects = [\"sensors/+/temp\"]\ntick = \"1s\"\n\
+         on_failure = \"backpressure\"\nmemory = \"64MiB\"\ncircuit_backoff = {{ initial = \"2s\" }}\n"
+    );
+    let c = Config::parse(&text, Path::new("/etc/kedge/kedge.toml")).expect("valid");
+    let [units, ds] = &c.plugins[..] else {
+        panic!("two plugins: {:?}", c.plugins)
+    };
+    assert_eq!(units.path, Path::new("/etc/kedge/plugins/units.wasm"));
+    assert_eq!(units.memory, ByteSize::mib(16));
+    assert_eq!(units.timeout, Duration::from_millis(200));
+    assert_eq!(units.on_failure, OnFailure::DeadLetter);
+    let settings: Vec<(&str, &str)> = units
+        .config
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            ("max", "85"),
+            ("on", "true"),
+            ("ratio", "0.5"),
+            ("sites", r#"{"t1":"hall","t2":[1,2]}"#),
+            ("unit", "C"),
+        ]
+    );
+    assert_eq!(ds.path, Path::new("/opt/ds.cwasm"));
+    assert_eq!(ds.tick, Some(Duration::from_secs(1)));
+    assert_eq!(ds.on_failure, OnFailure::Backpressure);
+    assert_eq!(ds.memory, ByteSize::mib(64));
+    assert_eq!(ds.circuit_backoff.initial, Duration::from_secs(2));
+    assert_eq!(ds.circuit_backoff.max, Duration::from_secs(300));
+}
+
+#[test]
+fn plugin_mistakes_are_located() {
+    let plugin = |body: &str| format!("{PLUGIN_BASE}[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\n{body}");
+    assert_eq!(
+        error(&plugin("memory = \"512KiB\"\n")),
+        "kedge.toml:8:10: plugin[0].memory: must be between 1 MiB and 4 GiB, got 512 KiB"
+    );
+    assert_eq!(
+        error(&plugin("on_failure = \"retry\"\n")),
+        "kedge.toml:8:14: plugin[0].on_failure: expected \"dead-letter\" or \"backpressure\", found \"retry\""
+    );
+    assert_eq!(
+        error(&plugin("subjects = [\"a/#/b\"]\n")),
+        "kedge.toml:8:13: plugin[0].subjects[0]: invalid MQTT topic filter \"a/#/b\": '#' must be a whole level and the last one, as in \"sensors/#\""
+    );
+    assert_eq!(
+        error(&plugin("timeot = \"1s\"\n")).split(';').next().unwrap(),
+        "kedge.toml:8:1: plugin[0].timeot: unknown key"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}[[plugin]]\nname = \"p\"\npath = \"q.wasm\"\n",
+            plugin("")
+        )),
+        "kedge.toml:9:8: plugin[1].name: plugin name \"p\" is already used by plugin[0]"
     );
 }

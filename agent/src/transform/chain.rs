@@ -173,6 +173,11 @@ impl Chain {
             let outputs = match stage.plugin.tick(now_ms) {
                 Ok(outputs) => {
                     stage.circuit.success();
+                    stage
+                        .plugin
+                        .stats()
+                        .circuit_open
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     outputs
                 }
                 Err(fault) => {

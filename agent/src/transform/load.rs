@@ -65,6 +65,40 @@ fn kind(bytes: &[u8]) -> Kind {
     }
 }
 
+/// Checks, without compiling, that every configured plugin file is a component or an artifact
+/// this kedge can load: what `kedge check` can tell before `kedge run` does the expensive part.
+pub fn probe(plugins: &[PluginConfig]) -> Result<(), TransformError> {
+    let fingerprint = engine::fingerprint(&Target::Host)?;
+    for (index, p) in plugins.iter().enumerate() {
+        let why = match std::fs::read(&p.path) {
+            Err(e) => Some(format!("cannot read: {e}")),
+            Ok(bytes) => match kind(&bytes) {
+                Kind::Component if cfg!(feature = "compiler") => None,
+                Kind::Component => Some(NO_COMPILER.to_owned()),
+                Kind::Artifact => artifact::unwrap(&fingerprint, &bytes)
+                    .err()
+                    .map(|e| e.to_string()),
+                Kind::CoreModule => Some(CORE_MODULE.to_owned()),
+                Kind::Other => Some(NOT_A_PLUGIN.to_owned()),
+            },
+        };
+        if let Some(why) = why {
+            return Err(TransformError::Plugin {
+                index,
+                name: p.name.clone(),
+                path: p.path.clone(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
+const CORE_MODULE: &str = "is a core WebAssembly module, not a component: wrap it with `wasm-tools component new` (see plugins/README.md)";
+const NO_COMPILER: &str = "this kedge was built without the plugin compiler: compile the plugin elsewhere with `kedge plugin compile --target <this device's triple>` and configure the .cwasm";
+const NOT_A_PLUGIN: &str =
+    "is neither a WebAssembly component nor an artifact from `kedge plugin compile`";
+
 /// Reads the plugin at `path` into a component for `engine`. Components are compiled, through
 /// `cache` when given; artifacts must carry `fingerprint`.
 pub fn component(
@@ -81,12 +115,8 @@ pub fn component(
             deserialize(engine, code)
         }
         Kind::Component => compile_cached(engine, fingerprint, &bytes, name, cache),
-        Kind::CoreModule => Err(
-            "is a core WebAssembly module, not a component: wrap it with `wasm-tools component new` (see plugins/README.md)".to_owned(),
-        ),
-        Kind::Other => Err(
-            "is neither a WebAssembly component nor an artifact from `kedge plugin compile`".to_owned(),
-        ),
+        Kind::CoreModule => Err(CORE_MODULE.to_owned()),
+        Kind::Other => Err(NOT_A_PLUGIN.to_owned()),
     }
 }
 
@@ -145,7 +175,7 @@ fn compile_cached(
     _: &str,
     _: Option<&Path>,
 ) -> Result<Component, String> {
-    Err("this kedge was built without the plugin compiler: compile the plugin elsewhere with `kedge plugin compile --target <this device's triple>` and configure the .cwasm".to_owned())
+    Err(NO_COMPILER.to_owned())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a crash never
