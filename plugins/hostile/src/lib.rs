@@ -1,0 +1,224 @@
+//! A plugin that misbehaves on purpose, chosen by the config key `mode`, to test the host's
+//! limits and recovery; `keep` and `replace` behave, for the host overhead benchmark.
+//! Modes: README.md.
+
+use std::hint::black_box;
+
+use kedge_plugin::{BatchInfo, Config, Error, Event, Level, Output, Plugin, Verdict};
+
+const MODES: &str =
+    "keep, replace, loop, memory, trap-on, huge-output, init-fail, fail-batch, wrong-count";
+
+enum Hostile {
+    Keep,
+    Replace,
+    Loop,
+    Memory,
+    TrapOn { poison: Vec<u8> },
+    HugeOutput { copies: usize },
+    FailBatch,
+    WrongCount,
+}
+
+impl Plugin for Hostile {
+    fn init(config: Config) -> Result<Self, Error> {
+        let mode: String = config.require("mode")?;
+        // Once per instance, so a log shows each recycle; never per batch, which would skew the
+        // overhead benchmark.
+        kedge_plugin::log(Level::Warn, &format!("hostile plugin, mode `{mode}`"));
+        Ok(match mode.as_str() {
+            "keep" => Hostile::Keep,
+            "replace" => Hostile::Replace,
+            "loop" => Hostile::Loop,
+            "memory" => Hostile::Memory,
+            "trap-on" => Hostile::TrapOn {
+                poison: config.require::<String>("poison")?.into_bytes(),
+            },
+            "huge-output" => Hostile::HugeOutput {
+                copies: config.get_or("copies", 100_000)?,
+            },
+            "init-fail" => return Err(Error::new("init-fail: refusing to start, as configured")),
+            "fail-batch" => Hostile::FailBatch,
+            "wrong-count" => Hostile::WrongCount,
+            _ => {
+                return Err(Error::new(format!(
+                    "config `mode`: expected one of {MODES}, got `{mode}`"
+                )));
+            }
+        })
+    }
+
+    fn process(&mut self, _info: &BatchInfo, events: Vec<Event>) -> Result<Vec<Verdict>, Error> {
+        match self {
+            Hostile::Keep => Ok(events.iter().map(|_| Verdict::Keep).collect()),
+            Hostile::Replace => Ok(events
+                .into_iter()
+                .map(|event| Verdict::Replace(vec![echo(event)]))
+                .collect()),
+            Hostile::Loop => {
+                // black_box keeps the optimiser from proving the loop does nothing.
+                let mut spins = 0_u64;
+                loop {
+                    spins = black_box(spins.wrapping_add(1));
+                }
+            }
+            Hostile::Memory => {
+                // Each block is written to, so the pages are really committed; growing memory
+                // past the host's limit fails the allocation, which aborts (traps).
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![0xA5_u8; 1 << 20]));
+                }
+            }
+            Hostile::TrapOn { poison } => Ok(events
+                .iter()
+                .map(|event| {
+                    if event.value == *poison {
+                        panic!("trap-on: poisoned event");
+                    }
+                    Verdict::Keep
+                })
+                .collect()),
+            Hostile::HugeOutput { copies } => Ok(events
+                .into_iter()
+                .map(|event| Verdict::Replace(vec![echo(event); *copies]))
+                .collect()),
+            Hostile::FailBatch => Err(Error::new("fail-batch: failing the whole batch")),
+            Hostile::WrongCount => Ok(events.iter().skip(1).map(|_| Verdict::Keep).collect()),
+        }
+    }
+}
+
+/// The event as an output: same key, value and headers; `None` topic and timestamp keep the
+/// input's.
+fn echo(event: Event) -> Output {
+    Output {
+        topic: None,
+        key: event.key,
+        value: event.value,
+        headers: event.headers,
+        timestamp_ms: None,
+    }
+}
+
+kedge_plugin::export!(Hostile);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kedge_plugin::Header;
+
+    fn hostile(config: &[(&str, &str)]) -> Result<Hostile, Error> {
+        Hostile::init(Config::new(
+            config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    fn info() -> BatchInfo {
+        BatchInfo {
+            source: "mqtt".into(),
+            subject: "s".into(),
+            default_topic: None,
+            now_ms: 0,
+        }
+    }
+
+    fn events(values: &[&str]) -> Vec<Event> {
+        values
+            .iter()
+            .map(|v| Event {
+                key: Some(b"k".to_vec()),
+                value: v.as_bytes().to_vec(),
+                headers: vec![Header {
+                    name: "h".into(),
+                    value: b"v".to_vec(),
+                }],
+                timestamp_ms: 7,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn well_behaved_modes() {
+        let mut keep = hostile(&[("mode", "keep")]).unwrap();
+        assert_eq!(
+            keep.process(&info(), events(&["a", "b"])).unwrap(),
+            [Verdict::Keep, Verdict::Keep]
+        );
+        let mut replace = hostile(&[("mode", "replace")]).unwrap();
+        let verdicts = replace.process(&info(), events(&["a"])).unwrap();
+        assert_eq!(
+            verdicts,
+            [Verdict::Replace(vec![Output {
+                topic: None,
+                key: Some(b"k".to_vec()),
+                value: b"a".to_vec(),
+                headers: vec![Header {
+                    name: "h".into(),
+                    value: b"v".to_vec()
+                }],
+                timestamp_ms: None,
+            }])]
+        );
+    }
+
+    #[test]
+    fn misbehaving_modes_that_return() {
+        let mut huge = hostile(&[("mode", "huge-output"), ("copies", "3")]).unwrap();
+        let verdicts = huge.process(&info(), events(&["a"])).unwrap();
+        assert!(matches!(&verdicts[..], [Verdict::Replace(outputs)] if outputs.len() == 3));
+
+        let mut fail = hostile(&[("mode", "fail-batch")]).unwrap();
+        assert_eq!(
+            fail.process(&info(), events(&["a"])),
+            Err(Error::new("fail-batch: failing the whole batch"))
+        );
+
+        let mut wrong = hostile(&[("mode", "wrong-count")]).unwrap();
+        assert_eq!(
+            wrong
+                .process(&info(), events(&["a", "b", "c"]))
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let mut trap = hostile(&[("mode", "trap-on"), ("poison", "bad")]).unwrap();
+        assert_eq!(
+            trap.process(&info(), events(&["good"])).unwrap(),
+            [Verdict::Keep]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "trap-on: poisoned event")]
+    fn trap_on_panics_on_the_poison() {
+        let mut trap = hostile(&[("mode", "trap-on"), ("poison", "bad")]).unwrap();
+        let _ = trap.process(&info(), events(&["good", "bad"]));
+    }
+
+    #[test]
+    fn init_errors() {
+        assert_eq!(
+            hostile(&[("mode", "init-fail")]).err(),
+            Some(Error::new("init-fail: refusing to start, as configured"))
+        );
+        assert_eq!(
+            hostile(&[]).err(),
+            Some(Error::new("config `mode` is required"))
+        );
+        assert_eq!(
+            hostile(&[("mode", "trap-on")]).err(),
+            Some(Error::new("config `poison` is required"))
+        );
+        assert_eq!(
+            hostile(&[("mode", "nice")]).err(),
+            Some(Error::new(format!(
+                "config `mode`: expected one of {MODES}, got `nice`"
+            )))
+        );
+    }
+}
