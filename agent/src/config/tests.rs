@@ -787,7 +787,8 @@ fn metrics_are_off_by_default_and_parse_with_positions() {
     );
 }
 
-const PLUGIN_BASE: &str = "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n";
+const PLUGIN_BASE: &str =
+    "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n";
 
 #[test]
 fn plugins_parse_with_defaults_settings_as_text_and_paths_beside_the_config() {
@@ -830,7 +831,8 @@ fn plugins_parse_with_defaults_settings_as_text_and_paths_beside_the_config() {
 
 #[test]
 fn plugin_mistakes_are_located() {
-    let plugin = |body: &str| format!("{PLUGIN_BASE}[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\n{body}");
+    let plugin =
+        |body: &str| format!("{PLUGIN_BASE}[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\n{body}");
     assert_eq!(
         error(&plugin("memory = \"512KiB\"\n")),
         "kedge.toml:8:10: plugin[0].memory: must be between 1 MiB and 4 GiB, got 512 KiB"
@@ -844,7 +846,10 @@ fn plugin_mistakes_are_located() {
         "kedge.toml:8:13: plugin[0].subjects[0]: invalid MQTT topic filter \"a/#/b\": '#' must be a whole level and the last one, as in \"sensors/#\""
     );
     assert_eq!(
-        error(&plugin("timeot = \"1s\"\n")).split(';').next().unwrap(),
+        error(&plugin("timeot = \"1s\"\n"))
+            .split(';')
+            .next()
+            .unwrap(),
         "kedge.toml:8:1: plugin[0].timeot: unknown key"
     );
     assert_eq!(
