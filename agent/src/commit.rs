@@ -49,6 +49,12 @@ pub struct CommitSettings {
 pub enum CommitEnd {
     /// The source closed and everything received is durable.
     Drained,
+    /// Asked to stop while a plugin held the pipeline or the queue was full: the events of the
+    /// batch in hand stay unacknowledged, and the source's broker redelivers them.
+    Abandoned {
+        /// Events left unacknowledged.
+        events: usize,
+    },
     /// The database failed an I/O (ENOSPC, EIO): sled refuses every later write until it is
     /// reopened (DESIGN.md §8), so the pipeline must reopen the queue.
     QueuePoisoned {
@@ -69,18 +75,34 @@ fn poisons(e: &QueueError) -> bool {
     )
 }
 
-/// Runs until `rx` closes and everything received is durable, or until the database needs a
-/// reopen. Acknowledgements go to `acks` in arrival order; `committed` is bumped after every
-/// commit.
+/// The commit stage's channels.
+pub struct Links<A> {
+    /// Events from the source; closed when the source stops.
+    pub rx: mpsc::Receiver<Incoming<A>>,
+    /// Acknowledgements released to the source, in arrival order.
+    pub acks: mpsc::UnboundedSender<Vec<A>>,
+    /// Bumped after every commit.
+    pub committed: watch::Sender<u64>,
+    /// Turns true when the agent stops: a batch that cannot be committed (held by a plugin,
+    /// or waiting for room in a full queue) is then given up rather than waited for.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Runs until `rx` closes and everything received is durable, until asked to stop while it
+/// cannot commit, or until the database needs a reopen.
 pub async fn run<A: Send + 'static>(
     queue: Arc<Queue>,
     mut stages: Stages,
     settings: CommitSettings,
-    mut rx: mpsc::Receiver<Incoming<A>>,
-    acks: mpsc::UnboundedSender<Vec<A>>,
-    committed: watch::Sender<u64>,
+    links: Links<A>,
     stats: Arc<Stats>,
 ) -> CommitEnd {
+    let Links {
+        mut rx,
+        acks,
+        committed,
+        mut stop,
+    } = links;
     let mut next_seq = match tokio::task::block_in_place(|| queue.next_seq()) {
         Ok(n) => n,
         Err(e) => {
@@ -104,7 +126,11 @@ pub async fn run<A: Send + 'static>(
                 let (events, tokens): (Vec<Event>, Vec<Option<A>>) =
                     batch.into_iter().map(|i| (i.event, i.ack)).unzip();
                 let tokens: Vec<A> = tokens.into_iter().flatten().collect();
-                (transform(&mut stages, events).await, tokens)
+                let n = events.len();
+                match transform(&mut stages, events, &mut stop).await {
+                    Some(events) => (events, tokens),
+                    None => return abandon(n, "a plugin holds the pipeline"),
+                }
             }
             None => {
                 let router = &stages.router;
@@ -165,7 +191,9 @@ pub async fn run<A: Send + 'static>(
                 }
                 Err(e) => tracing::error!(error = %e, "cannot make room in the queue"),
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            if stopped(&mut stop, Instant::now() + backoff.next_delay()).await {
+                return abandon(records.len(), "the queue is full");
+            }
         }
         if let Some(since) = full_since {
             tracing::info!(waited = ?since.elapsed(), "queue has room again");
@@ -240,10 +268,15 @@ async fn gather<A>(
 }
 
 /// Runs the plugin chain. While a plugin holds the pipeline, waits and offers the batch again:
-/// its events stay unacknowledged, so the source's broker keeps them.
-async fn transform(stages: &mut Stages, events: Vec<Event>) -> Vec<Event> {
+/// its events stay unacknowledged, so the source's broker keeps them. `None` when asked to stop
+/// meanwhile.
+async fn transform(
+    stages: &mut Stages,
+    events: Vec<Event>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Vec<Event>> {
     if stages.chain.is_empty() {
-        return events;
+        return Some(events);
     }
     let mut held_since: Option<Instant> = None;
     loop {
@@ -255,17 +288,39 @@ async fn transform(stages: &mut Stages, events: Vec<Event>) -> Vec<Event> {
                 if let Some(since) = held_since {
                     tracing::info!(waited = ?since.elapsed(), "plugin works again; pipeline resumed");
                 }
-                return out;
+                return Some(out);
             }
             Applied::Held { plugin, until } => {
                 if held_since.is_none() {
                     held_since = Some(Instant::now());
                     tracing::error!(%plugin, "plugin keeps failing and on_failure = \"backpressure\": holding the pipeline, nothing is acknowledged until it works again");
                 }
-                tokio::time::sleep_until(Instant::from_std(until)).await;
+                if stopped(stop, Instant::from_std(until)).await {
+                    return None;
+                }
             }
         }
     }
+}
+
+/// Sleeps until `at`; true if the agent was asked to stop first.
+async fn stopped(stop: &mut watch::Receiver<bool>, at: Instant) -> bool {
+    tokio::select! {
+        // First, so that a stop already asked for wins over a deadline already passed.
+        biased;
+        // An error means the pipeline is gone: stop as well.
+        _ = stop.wait_for(|s| *s) => true,
+        _ = tokio::time::sleep_until(at) => false,
+    }
+}
+
+/// Ends the stage with a batch that could not be committed: its events are not acknowledged.
+fn abandon(events: usize, why: &str) -> CommitEnd {
+    tracing::warn!(
+        events,
+        "stopping while {why}: the batch in hand stays unacknowledged, the source's broker redelivers it"
+    );
+    CommitEnd::Abandoned { events }
 }
 
 async fn sleep_until_some(at: Option<std::time::Instant>) {

@@ -196,7 +196,13 @@ pub async fn run(
         None => None,
     };
 
-    let source = tokio::spawn(mqtt::run(mqtt, events_tx, acks_rx, stop_rx, stats.clone()));
+    let source = tokio::spawn(mqtt::run(
+        mqtt,
+        events_tx,
+        acks_rx,
+        stop_rx.clone(),
+        stats.clone(),
+    ));
     let crate::transform::load::Loaded {
         chain,
         ticker: _ticker,
@@ -205,9 +211,12 @@ pub async fn run(
         queue.clone(),
         Stages { chain, router },
         commit_settings,
-        events_rx,
-        acks_tx,
-        committed_tx,
+        commit::Links {
+            rx: events_rx,
+            acks: acks_tx,
+            committed: committed_tx,
+            stop: stop_rx,
+        },
         stats.clone(),
     ));
     let delivery = tokio::spawn(producer.run(committed_rx, drain_rx));
@@ -240,7 +249,7 @@ pub async fn run(
         end = &mut committer => match end {
             Ok(commit::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
             // A committer that ended otherwise (a panic) left nothing durable half-done.
-            Ok(commit::CommitEnd::Drained) | Err(_) => Some(None),
+            Ok(commit::CommitEnd::Drained | commit::CommitEnd::Abandoned { .. }) | Err(_) => Some(None),
         },
     };
     // Nothing more can be committed to a poisoned queue: stop quickly and reopen.

@@ -220,7 +220,8 @@ fn hostile_plugins_fail_only_their_events_and_never_the_host() {
         ("wrong-count", vec![], "wrong_count"),
         (
             "huge-output",
-            vec!["--config", "copies=20000", "--max-output", "1MiB"],
+            // 2,000 one-byte copies per event: each event alone is over the limit.
+            vec!["--config", "copies=2000", "--max-output", "1KiB"],
             "output_too_large",
         ),
     ] {
@@ -288,7 +289,9 @@ fn a_trapping_plugin_in_the_pipeline_dead_letters_only_the_guilty_events() {
     let mosquitto = Mosquitto::start();
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let plugins = format!(
-        "[[plugin]]\nname = \"hostile\"\npath = \"{}\"\n[plugin.config]\nmode = \"trap-on\"\npoison = \"boom\"\n",
+        // Ten traps would open the circuit at the default max_failures: this test is about
+        // the bisection alone.
+        "[[plugin]]\nname = \"hostile\"\npath = \"{}\"\nmax_failures = 50\n[plugin.config]\nmode = \"trap-on\"\npoison = \"boom\"\n",
         hostile.display()
     );
     let mut kedge = Kedge::start(&config_with(&mosquitto, &tansu, metrics, &plugins));
@@ -386,7 +389,23 @@ fn a_failing_plugin_with_backpressure_holds_events_until_it_is_fixed() {
     );
     drop(publishing);
 
-    // The operator fixes the plugin's config; the broker redelivers every held event.
+    // The operator stops kedge, which must not hang on the held events, fixes the plugin's config
+    // and starts it again; the broker redelivers every held event.
+    let stopping = std::time::Instant::now();
+    let status = kedge.terminate(Duration::from_secs(15));
+    assert!(status.success(), "kedge exited with {status} while holding");
+    // Well before shutdown_timeout (10 s): a held batch cannot be committed, so it is not waited for.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        kedge.log_count("stopping while a plugin holds the pipeline"),
+        1,
+        "{}",
+        kedge.log_text()
+    );
     std::fs::write(
         kedge.config_path(),
         config_with(&mosquitto, &tansu, metrics, &section("keep")),
