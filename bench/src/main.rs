@@ -13,6 +13,8 @@ use kedge::kafka::batch::{BatchCompression, ProducerIdentity, encode_batch};
 use kedge::queue::outbox::SealedBatch;
 use kedge::queue::{Queue, Seal, Sync, budget};
 use kedge::record::Record;
+use kedge_bench::child::peak_rss_kib;
+use kedge_bench::proc_field;
 
 /// Records per group commit: the default `queue.commit_max_records`.
 const COMMIT: usize = 4096;
@@ -201,23 +203,4 @@ fn reading(n: u64, rng: &mut u64) -> Bytes {
 /// Bytes this process caused to be written to storage (`/proc/self/io` write_bytes).
 fn write_bytes() -> u64 {
     proc_field(Path::new("/proc/self/io"), "write_bytes:")
-}
-
-/// Peak resident set size in KiB (`VmHWM`).
-fn peak_rss_kib() -> u64 {
-    proc_field(Path::new("/proc/self/status"), "VmHWM:")
-}
-
-fn proc_field(path: &Path, name: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with(name))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }

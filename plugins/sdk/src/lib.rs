@@ -128,30 +128,7 @@ pub fn counter_add(name: &str, delta: u64) {
 #[macro_export]
 macro_rules! export {
     ($plugin:ty) => {
-        const _: () = {
-            ::std::thread_local! {
-                static INSTANCE: $crate::__private::Instance<$plugin> = const { $crate::__private::Instance::new() };
-            }
-
-            struct Exports;
-
-            impl $crate::bindings::transform::Guest for Exports {
-                fn init(
-                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::core::result::Result<(), $crate::Error> {
-                    INSTANCE.with(|instance| instance.init(config))
-                }
-
-                fn process(
-                    info: $crate::BatchInfo,
-                    batch: ::std::vec::Vec<$crate::Event>,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::Verdict>, $crate::Error> {
-                    INSTANCE.with(|instance| instance.process(&info, batch))
-                }
-            }
-
-            $crate::bindings::transform::export!(Exports with_types_in $crate::bindings::transform);
-        };
+        $crate::__export!($plugin, transform, {});
     };
 }
 
@@ -162,6 +139,22 @@ macro_rules! export {
 #[macro_export]
 macro_rules! export_windowed {
     ($plugin:ty) => {
+        $crate::__export!($plugin, windowed, {
+            fn tick(
+                now_ms: i64,
+            ) -> ::core::result::Result<::std::vec::Vec<$crate::Output>, $crate::Error> {
+                INSTANCE.with(|instance| instance.tick(now_ms))
+            }
+        });
+    };
+}
+
+/// What [`export!`] and [`export_windowed!`] share: the instance, `init` and `process` for
+/// `$world`, and the world's extra exports in `$extra`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export {
+    ($plugin:ty, $world:ident, { $($extra:tt)* }) => {
         const _: () = {
             ::std::thread_local! {
                 static INSTANCE: $crate::__private::Instance<$plugin> = const { $crate::__private::Instance::new() };
@@ -169,7 +162,7 @@ macro_rules! export_windowed {
 
             struct Exports;
 
-            impl $crate::bindings::windowed::Guest for Exports {
+            impl $crate::bindings::$world::Guest for Exports {
                 fn init(
                     config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                 ) -> ::core::result::Result<(), $crate::Error> {
@@ -183,14 +176,10 @@ macro_rules! export_windowed {
                     INSTANCE.with(|instance| instance.process(&info, batch))
                 }
 
-                fn tick(
-                    now_ms: i64,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::Output>, $crate::Error> {
-                    INSTANCE.with(|instance| instance.tick(now_ms))
-                }
+                $($extra)*
             }
 
-            $crate::bindings::windowed::export!(Exports with_types_in $crate::bindings::windowed);
+            $crate::bindings::$world::export!(Exports with_types_in $crate::bindings::$world);
         };
     };
 }
