@@ -16,13 +16,20 @@ shift
 cd "$KEDGE_ROOT"
 ensure_all "$target"
 
+# Device builds leave out the Cranelift compiler (the `compiler` feature): they run plugins
+# compiled ahead of time with `kedge plugin compile --target TARGET` on a build machine, and
+# stay within the 12 MiB budget. KEDGE_COMPILER=1 keeps it (aarch64 only: Cranelift has no
+# 32-bit ARM backend, so armv7 always runs Pulley bytecode).
+features=(--no-default-features)
+if [ "${KEDGE_COMPILER:-0}" = 1 ]; then features=(); fi
+
 started=$(date +%s)
 if [ "$BUILD_STD" = 1 ]; then
   # No prebuilt std for this target: build it (stable toolchain, hence RUSTC_BOOTSTRAP), and let
   # zig supply musl's crt objects instead of rustc's self-contained ones (which come with the
   # missing rust-std). `cargo-zigbuild rustc` takes one binary at a time.
   RUSTC_BOOTSTRAP=1 cargo-zigbuild rustc --locked --profile "$KEDGE_PROFILE" --target "$target" \
-    -Zbuild-std=std,panic_abort -p kedge --bin kedge -- -C link-self-contained=no
+    -Zbuild-std=std,panic_abort "${features[@]}" -p kedge --bin kedge -- -C link-self-contained=no
   if [ "$*" = "-p kedge-bench" ]; then
     RUSTC_BOOTSTRAP=1 cargo-zigbuild rustc --locked --profile "$KEDGE_PROFILE" --target "$target" \
       -Zbuild-std=std,panic_abort -p kedge-bench --bin queue-bench -- -C link-self-contained=no
@@ -31,7 +38,7 @@ if [ "$BUILD_STD" = 1 ]; then
     exit 2
   fi
 else
-  cargo-zigbuild build --locked --profile "$KEDGE_PROFILE" --target "$target" -p kedge --bin kedge
+  cargo-zigbuild build --locked --profile "$KEDGE_PROFILE" --target "$target" "${features[@]}" -p kedge --bin kedge
   if [ $# -gt 0 ]; then
     cargo-zigbuild build --locked --profile "$KEDGE_PROFILE" --target "$target" "$@"
   fi
