@@ -51,10 +51,7 @@ pub enum CommitEnd {
     Drained,
     /// Asked to stop while a plugin held the pipeline or the queue was full: the events of the
     /// batch in hand stay unacknowledged, and the source's broker redelivers them.
-    Abandoned {
-        /// Events left unacknowledged.
-        events: usize,
-    },
+    Abandoned,
     /// The database failed an I/O (ENOSPC, EIO): sled refuses every later write until it is
     /// reopened (DESIGN.md §8), so the pipeline must reopen the queue.
     QueuePoisoned {
@@ -320,7 +317,7 @@ fn abandon(events: usize, why: &str) -> CommitEnd {
         events,
         "stopping while {why}: the batch in hand stays unacknowledged, the source's broker redelivers it"
     );
-    CommitEnd::Abandoned { events }
+    CommitEnd::Abandoned
 }
 
 async fn sleep_until_some(at: Option<std::time::Instant>) {

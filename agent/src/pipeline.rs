@@ -249,7 +249,7 @@ pub async fn run(
         end = &mut committer => match end {
             Ok(commit::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
             // A committer that ended otherwise (a panic) left nothing durable half-done.
-            Ok(commit::CommitEnd::Drained | commit::CommitEnd::Abandoned { .. }) | Err(_) => Some(None),
+            Ok(commit::CommitEnd::Drained | commit::CommitEnd::Abandoned) | Err(_) => Some(None),
         },
     };
     // Nothing more can be committed to a poisoned queue: stop quickly and reopen.
