@@ -136,43 +136,7 @@ pub async fn run(
         max_bytes: config.queue.commit_max_bytes.bytes() as usize,
         budget,
     };
-    let compression = match config.kafka.compression {
-        config::Compression::Zstd => BatchCompression::Zstd,
-        config::Compression::None => BatchCompression::None,
-    };
-    let dispatcher = Dispatcher::new(
-        SealSettings {
-            device_id: config.agent.device_id.clone(),
-            compression,
-            max_records: config.kafka.batch_max_records as usize,
-            max_bytes: config.kafka.batch_max_bytes.bytes() as usize,
-        },
-        StickyPartitioner::new(rand::SeedableRng::from_os_rng()),
-    );
-    let cluster = Cluster::new(ClusterSettings {
-        bootstrap: config.kafka.bootstrap.clone(),
-        client_id: config.kafka.client_id.clone(),
-        connect_timeout: config.kafka.connect_timeout,
-        request_timeout: config.kafka.request_timeout,
-        tls: kafka_tls(&config.kafka).map_err(PipelineError::KafkaTls)?,
-        sasl: kafka_sasl(&config.kafka)?,
-    });
-    let producer = Producer::new(
-        queue.clone(),
-        cluster,
-        dispatcher,
-        ProducerSettings {
-            max_in_flight: usize::from(config.kafka.max_in_flight).min(WINDOW),
-            linger: config.kafka.linger,
-            retry_initial: config.kafka.retry_backoff.initial,
-            retry_max: config.kafka.retry_backoff.max,
-            metadata_refresh: config.kafka.metadata_refresh,
-            compression,
-            device_id: config.agent.device_id.clone(),
-            dead_letter_topic: config.routing.dead_letter_topic.clone(),
-        },
-        stats.clone(),
-    )?;
+    let producer = producer(config, queue.clone(), stats.clone())?;
 
     // Bound last before the tasks start: an earlier failure must not leave it serving.
     let ops = match config.metrics.listen {
@@ -303,6 +267,52 @@ pub async fn run(
     }
     tracing::info!(stats = %stats.summary(), "stopped");
     Ok(stats)
+}
+
+/// The Kafka producer over `queue`, as the agent runs it: dispatcher, cluster and settings from
+/// `config`.
+pub fn producer(
+    config: &Config,
+    queue: Arc<Queue>,
+    stats: Arc<Stats>,
+) -> Result<Producer, PipelineError> {
+    let compression = match config.kafka.compression {
+        config::Compression::Zstd => BatchCompression::Zstd,
+        config::Compression::None => BatchCompression::None,
+    };
+    let dispatcher = Dispatcher::new(
+        SealSettings {
+            device_id: config.agent.device_id.clone(),
+            compression,
+            max_records: config.kafka.batch_max_records as usize,
+            max_bytes: config.kafka.batch_max_bytes.bytes() as usize,
+        },
+        StickyPartitioner::new(rand::SeedableRng::from_os_rng()),
+    );
+    let cluster = Cluster::new(ClusterSettings {
+        bootstrap: config.kafka.bootstrap.clone(),
+        client_id: config.kafka.client_id.clone(),
+        connect_timeout: config.kafka.connect_timeout,
+        request_timeout: config.kafka.request_timeout,
+        tls: kafka_tls(&config.kafka).map_err(PipelineError::KafkaTls)?,
+        sasl: kafka_sasl(&config.kafka)?,
+    });
+    Ok(Producer::new(
+        queue,
+        cluster,
+        dispatcher,
+        ProducerSettings {
+            max_in_flight: usize::from(config.kafka.max_in_flight).min(WINDOW),
+            linger: config.kafka.linger,
+            retry_initial: config.kafka.retry_backoff.initial,
+            retry_max: config.kafka.retry_backoff.max,
+            metadata_refresh: config.kafka.metadata_refresh,
+            compression,
+            device_id: config.agent.device_id.clone(),
+            dead_letter_topic: config.routing.dead_letter_topic.clone(),
+        },
+        stats,
+    )?)
 }
 
 /// Logs, at every start, what recovery has cost so far, so that it is never silent.

@@ -16,16 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kedge::config::{self, Config};
-use kedge::dispatcher::{Dispatcher, SealSettings};
-use kedge::kafka::batch::BatchCompression;
-use kedge::kafka::client::{Cluster, ClusterSettings};
-use kedge::kafka::partitioner::StickyPartitioner;
-use kedge::kafka::producer::{Producer, ProducerSettings};
+use kedge::config::Config;
+use kedge::kafka::producer::Producer;
 use kedge::queue::{self, Queue};
 use kedge::record::Record;
 use kedge::telemetry::Stats;
-use rand::SeedableRng;
 use tokio::sync::watch;
 
 use crate::support::child::{peak_rss_kib, reset_peak_rss, self_cpu};
@@ -255,47 +250,9 @@ async fn drive(config: &Config, args: &KedgeArgs) {
     println!("{line}");
 }
 
-/// The producer as `kedge::pipeline::run` builds it, from the same config fields.
+/// The producer as `kedge::pipeline::run` builds it.
 fn producer(config: &Config, queue: Arc<Queue>, stats: Arc<Stats>) -> Producer {
-    let compression = match config.kafka.compression {
-        config::Compression::Zstd => BatchCompression::Zstd,
-        config::Compression::None => BatchCompression::None,
-    };
-    let dispatcher = Dispatcher::new(
-        SealSettings {
-            device_id: config.agent.device_id.clone(),
-            compression,
-            max_records: config.kafka.batch_max_records as usize,
-            max_bytes: config.kafka.batch_max_bytes.bytes() as usize,
-        },
-        StickyPartitioner::new(rand::rngs::StdRng::seed_from_u64(7)),
-    );
-    let cluster = Cluster::new(ClusterSettings {
-        bootstrap: config.kafka.bootstrap.clone(),
-        client_id: config.kafka.client_id.clone(),
-        connect_timeout: config.kafka.connect_timeout,
-        request_timeout: config.kafka.request_timeout,
-        tls: None,
-        sasl: None,
-    });
-    Producer::new(
-        queue,
-        cluster,
-        dispatcher,
-        ProducerSettings {
-            // pipeline.rs caps it at the broker's deduplication window of 5.
-            max_in_flight: usize::from(config.kafka.max_in_flight).min(5),
-            linger: config.kafka.linger,
-            retry_initial: config.kafka.retry_backoff.initial,
-            retry_max: config.kafka.retry_backoff.max,
-            metadata_refresh: config.kafka.metadata_refresh,
-            compression,
-            device_id: config.agent.device_id.clone(),
-            dead_letter_topic: config.routing.dead_letter_topic.clone(),
-        },
-        stats,
-    )
-    .expect("producer over the queue")
+    kedge::pipeline::producer(config, queue, stats).expect("producer over the queue")
 }
 
 fn now_ms() -> i64 {
