@@ -543,20 +543,9 @@ fn figures(ticks: &[Tick], count: u64) -> Figures {
     }
 }
 
-/// Every reading in the topic exactly once (by kedge-seq), none dead-lettered.
+/// Every reading exactly once (by kedge-seq) across the readings and dead-letter topics.
 fn verify(bootstrap: &str, n: u64) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let report = runtime
-        .block_on(kedge::audit::audit(&kedge::audit::AuditSettings {
-            bootstrap: bootstrap.to_owned(),
-            topics: vec![TOPIC.to_owned(), DEAD_LETTER.to_owned()],
-            device: None,
-            from_offset: Some(0),
-        }))
-        .map_err(|e| format!("audit: {e}"))?;
+    let report = support::audit_from_start(bootstrap, &[TOPIC, DEAD_LETTER])?;
     let [d] = report.devices.as_slice() else {
         return Err(format!("{} devices in the topics", report.devices.len()));
     };

@@ -353,18 +353,7 @@ fn common_args(c: &mut Command, o: &Options) {
 /// that it holds records 0..n of device `bench`, each exactly once. tansu's ListOffsets(latest)
 /// is wrong for multi-record batches, so nothing here trusts the high watermark for a count.
 fn verify(bootstrap: &str, n: u64) -> Result<u64, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let report = runtime
-        .block_on(kedge::audit::audit(&kedge::audit::AuditSettings {
-            bootstrap: bootstrap.to_owned(),
-            topics: vec![TOPIC.to_owned()],
-            device: None,
-            from_offset: Some(0),
-        }))
-        .map_err(|e| format!("audit: {e}"))?;
+    let report = support::audit_from_start(bootstrap, &[TOPIC])?;
     let [d] = report.devices.as_slice() else {
         return Err(format!(
             "expected one device, found {}",

@@ -124,3 +124,23 @@ pub fn load_average() -> String {
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
+
+/// Reads `topics` from offset 0 on every partition with kedge's own auditor (raw Fetch): records,
+/// gaps and duplicates of `kedge-seq` per device.
+pub fn audit_from_start(
+    bootstrap: &str,
+    topics: &[&str],
+) -> Result<kedge::audit::analysis::Report, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime
+        .block_on(kedge::audit::audit(&kedge::audit::AuditSettings {
+            bootstrap: bootstrap.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            device: None,
+            from_offset: Some(0),
+        }))
+        .map_err(|e| format!("audit: {e}"))
+}
