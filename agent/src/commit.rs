@@ -8,10 +8,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::queue::budget::Budget;
+use crate::queue::budget::{Budget, FullPolicy, Room};
 use crate::queue::{Queue, QueueError};
+use crate::record::Record;
 use crate::route::{Event, Router};
-use crate::telemetry::Stats;
+use crate::telemetry::{DeadLetter, Dropped, Stats};
 use crate::transform::chain::{Applied, Chain};
 
 /// An event with the token that acknowledges it to its source (none for QoS 0).
@@ -141,12 +142,12 @@ pub async fn run<A: Send + 'static>(
             continue;
         }
         let mut records = Vec::with_capacity(events.len());
-        let mut dead = 0;
+        let mut dead = [0; DeadLetter::ALL.len()];
         for event in events {
             let (record, dead_lettered) = stages.router.route(event);
-            if dead_lettered {
-                dead += 1;
-                tracing::debug!(topic = %record.topic, "record dead-lettered");
+            if let Some(why) = dead_lettered {
+                dead[why as usize] += 1;
+                tracing::debug!(topic = %record.topic, reason = why.label(), "record dead-lettered");
             }
             records.push(record);
         }
@@ -161,7 +162,12 @@ pub async fn run<A: Send + 'static>(
         // keeps them (backpressure), unless the policy drops records to make room.
         let mut full_since: Option<Instant> = None;
         loop {
-            match tokio::task::block_in_place(|| queue.make_room(&settings.budget, &mut records)) {
+            let room =
+                tokio::task::block_in_place(|| queue.make_room(&settings.budget, &mut records));
+            if let Ok(room) = &room {
+                count_drops(&stats, settings.budget.policy, room);
+            }
+            match room {
                 Ok(room) if room.admitted => {
                     for (topic, n) in &room.dropped {
                         tracing::warn!(%topic, records = n, "queue full: records dropped");
@@ -203,11 +209,12 @@ pub async fn run<A: Send + 'static>(
             let started = Instant::now();
             let result = tokio::task::block_in_place(|| {
                 queue.append(next_seq, &records)?;
-                queue.sync()
+                queue.sync_timed()
             });
             match result {
-                Ok(()) => {
+                Ok(times) => {
                     stats.commit_latency.observe(started.elapsed());
+                    stats.fsync_latency.observe(times.fsync);
                     break;
                 }
                 Err(e) if poisons(&e) => {
@@ -229,7 +236,10 @@ pub async fn run<A: Send + 'static>(
         let n = records.len() as u64;
         next_seq += n;
         Stats::add(&stats.journaled, n);
-        Stats::add(&stats.dead_lettered, dead);
+        for why in DeadLetter::ALL {
+            stats.dead_lettered(why, dead[why as usize]);
+        }
+        stats.routed(topic_counts(&records));
         Stats::add(&stats.commits, 1);
         committed.send_modify(|c| *c += n);
         if !tokens.is_empty() && acks.send(tokens).is_err() {
@@ -325,6 +335,28 @@ async fn sleep_until_some(at: Option<std::time::Instant>) {
         Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
+}
+
+/// Counts what the full-queue policy dropped to make room (or instead of committing).
+fn count_drops(stats: &Stats, policy: FullPolicy, room: &Room) {
+    let why = match policy {
+        FullPolicy::DropOldest => Dropped::DropOldest,
+        FullPolicy::DropNewest => Dropped::DropNewest,
+        FullPolicy::Backpressure => return,
+    };
+    stats.dropped(why, room.dropped.values().sum());
+}
+
+/// Records per Kafka topic, counting runs so that a commit to one topic costs one lookup.
+fn topic_counts(records: &[Record]) -> Vec<(&str, u64)> {
+    let mut counts: Vec<(&str, u64)> = Vec::new();
+    for r in records {
+        match counts.iter_mut().find(|(t, _)| *t == r.topic) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((&r.topic, 1)),
+        }
+    }
+    counts
 }
 
 fn now_ms() -> i64 {

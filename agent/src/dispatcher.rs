@@ -40,6 +40,19 @@ pub enum Plan {
     Seal(Seal),
 }
 
+/// The records' timestamps as (ms, records) runs: a batch gathered over a few milliseconds
+/// has a few runs, however many records it holds.
+fn timestamp_runs(records: &[SequencedRecord]) -> Vec<(i64, u32)> {
+    let mut runs: Vec<(i64, u32)> = Vec::new();
+    for r in records {
+        match runs.last_mut() {
+            Some((ts, n)) if *ts == r.record.timestamp_ms => *n += 1,
+            _ => runs.push((r.record.timestamp_ms, 1)),
+        }
+    }
+    runs
+}
+
 /// Sealing state that outlives one plan.
 pub struct Dispatcher {
     settings: SealSettings,
@@ -177,6 +190,7 @@ impl Dispatcher {
                     last_seq: slice[slice.len() - 1].seq,
                     bytes,
                 });
+                seal.received.push(timestamp_runs(slice));
                 seal.next_batch_no += 1;
                 next = sequence::increment(next, count);
             }
@@ -320,6 +334,21 @@ mod tests {
             );
         }
         assert_eq!(seal.next_batch_no, 100 + seal.batches.len() as u64);
+        // Every batch carries its records' timestamps (all 1 ms here) for the latency histogram.
+        assert_eq!(seal.received.len(), seal.batches.len());
+        for (b, runs) in seal.batches.iter().zip(&seal.received) {
+            assert_eq!(runs, &vec![(1, b.record_count as u32)]);
+        }
+    }
+
+    #[test]
+    fn timestamp_runs_group_equal_neighbours() {
+        let mut recs = chunk(0, &[None; 5]).records;
+        for (r, ts) in recs.iter_mut().zip([5, 5, 6, 5, 5]) {
+            r.record.timestamp_ms = ts;
+        }
+        assert_eq!(timestamp_runs(&recs), vec![(5, 2), (6, 1), (5, 2)]);
+        assert_eq!(timestamp_runs(&[]), vec![]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::record::{HEADER_ERROR, Header, Record};
+use crate::telemetry::DeadLetter;
 
 /// One compiled routing rule.
 #[derive(Debug, Clone)]
@@ -78,8 +79,8 @@ impl Router {
             .or(self.default_topic.as_deref())
     }
 
-    /// Routes one event. Returns the record and whether it was dead-lettered.
-    pub fn route(&self, event: Event) -> (Record, bool) {
+    /// Routes one event. Returns the record and why it was dead-lettered, if it was.
+    pub fn route(&self, event: Event) -> (Record, Option<DeadLetter>) {
         let Event {
             subject,
             payload,
@@ -96,7 +97,7 @@ impl Router {
             timestamp_ms,
         };
         if let Some(topic) = chosen_topic {
-            let dead = topic == self.dead_letter_topic;
+            let dead = (topic == self.dead_letter_topic).then_some(DeadLetter::Plugin);
             return (record(topic, chosen_key, headers), dead);
         }
         for (i, rule) in self.rules.iter().enumerate() {
@@ -113,19 +114,25 @@ impl Router {
                             "routing rule {i} ({}) takes the key from topic level {level}, which MQTT topic {subject:?} does not have",
                             rule.filter
                         )));
-                        return (record(self.dead_letter_topic.clone(), None, headers), true);
+                        return (
+                            record(self.dead_letter_topic.clone(), None, headers),
+                            Some(DeadLetter::Unroutable),
+                        );
                     }
                 },
             };
-            return (record(rule.topic.clone(), key, headers), false);
+            return (record(rule.topic.clone(), key, headers), None);
         }
         match &self.default_topic {
-            Some(t) => (record(t.clone(), chosen_key, headers), false),
+            Some(t) => (record(t.clone(), chosen_key, headers), None),
             None => {
                 headers.push(error_header(format!(
                     "no routing rule matches MQTT topic {subject:?} and no default topic is configured"
                 )));
-                (record(self.dead_letter_topic.clone(), None, headers), true)
+                (
+                    record(self.dead_letter_topic.clone(), None, headers),
+                    Some(DeadLetter::Unroutable),
+                )
             }
         }
     }
@@ -209,7 +216,7 @@ mod tests {
     #[test]
     fn first_matching_rule_routes_and_keys() {
         let (r, dead) = router(None).route(ev("sensors/dev-7/temperature"));
-        assert!(!dead);
+        assert_eq!(dead, None);
         assert_eq!(r.topic, "temperature");
         assert_eq!(r.key.as_deref(), Some(&b"dev-7"[..]));
         assert_eq!(r.value, Bytes::from_static(b"21.5"));
@@ -219,18 +226,18 @@ mod tests {
     #[test]
     fn missing_key_level_and_no_route_dead_letter_with_reason() {
         let (r, dead) = router(Some("fallback")).route(ev("sensors/a/b"));
-        assert!(dead);
+        assert_eq!(dead, Some(DeadLetter::Unroutable));
         assert_eq!(r.topic, "dlq");
         let why = String::from_utf8(r.headers.last().unwrap().value.to_vec()).unwrap();
         assert!(why.contains("topic level 3"), "{why}");
 
         let (r, dead) = router(Some("fallback")).route(ev("other/x"));
-        assert!(!dead);
+        assert_eq!(dead, None);
         assert_eq!(r.topic, "fallback");
         assert_eq!(r.key, None);
 
         let (r, dead) = router(None).route(ev("other/x"));
-        assert!(dead);
+        assert_eq!(dead, Some(DeadLetter::Unroutable));
         assert_eq!(r.headers[0].name, HEADER_ERROR);
     }
 
@@ -239,7 +246,7 @@ mod tests {
         let mut e = ev("sensors/dev-7/temperature");
         e.key = Some(Bytes::from_static(b"s1"));
         let (r, dead) = router(None).route(e.clone());
-        assert!(!dead);
+        assert_eq!(dead, None);
         assert_eq!(
             (r.topic.as_str(), r.key.as_deref()),
             ("temperature", Some(&b"s1"[..]))
@@ -251,12 +258,12 @@ mod tests {
             ("other", Some(&b"s1"[..]))
         );
         e.topic = Some("dlq".into());
-        assert!(router(None).route(e).1);
+        assert_eq!(router(None).route(e).1, Some(DeadLetter::Plugin));
         // A plugin key also saves events whose topic lacks the rule's key level.
         let mut e = ev("sensors/a/b");
         e.key = Some(Bytes::from_static(b"k"));
         let (r, dead) = router(None).route(e);
-        assert!(!dead);
+        assert_eq!(dead, None);
         assert_eq!(r.topic, "deep");
     }
 

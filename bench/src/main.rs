@@ -162,7 +162,7 @@ fn drain(q: &Queue) -> u64 {
             }],
             next_sequences: vec![(("readings".into(), 0), kafka_seq + count)],
             next_batch_no: next_batch + 1,
-            removed_batches: vec![],
+            ..Seal::default()
         })
         .expect("seal");
         in_flight.push_back(next_batch);

@@ -101,7 +101,7 @@ fn child_process() {
                     batches: vec![batch],
                     next_sequences: vec![(("t".into(), 0), kafka_seq + count)],
                     next_batch_no: next_batch + 1,
-                    removed_batches: vec![],
+                    ..Seal::default()
                 })
                 .expect("seal");
                 log(

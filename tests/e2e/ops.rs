@@ -19,15 +19,37 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     kedge::ops::get(addr, path, Duration::from_secs(5)).ok()
 }
 
-/// The value of an unlabelled metric in a scrape.
-fn value(addr: SocketAddr, name: &str) -> f64 {
+/// The value of a series in a scrape: `name{labels}` exactly, or every series of a bare
+/// `name` summed over its labels.
+fn value(addr: SocketAddr, series: &str) -> f64 {
     let (status, body) = get(addr, "/metrics").expect("scrape /metrics");
     assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
-        .parse()
-        .expect("a number")
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            let matches =
+                s == series || (!series.contains('{') && s.split('{').next() == Some(series));
+            matches.then(|| v.parse().expect("a number"))
+        })
+        .collect();
+    assert!(!samples.is_empty(), "no {series} in\n{body}");
+    samples.iter().sum()
+}
+
+/// `kedge status` for the agent's config: its stdout.
+fn status(kedge: &Kedge) -> String {
+    let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
+    status.args(["status", "--config"]).arg(kedge.config_path());
+    let out = run(status, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 #[test]
@@ -42,7 +64,9 @@ fn metrics_move_and_readiness_follows_kafka() {
         mosquitto.port(),
         &proxy.addr(),
         &format!("{ROUTING}\n\n[metrics]\nlisten = \"{addr}\"\nready_max_pending_age = \"2s\"\n"),
-    );
+    )
+    // Stopping while Kafka is away leaves sealed batches for the next start to verify.
+    .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"1s\"");
     let mut kedge = Kedge::start(&config);
     wait_until("the metrics listener", Duration::from_secs(30), || {
         get(addr, "/health/live").is_some_and(|(s, _)| s == 200)
@@ -50,6 +74,7 @@ fn metrics_move_and_readiness_follows_kafka() {
     mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
     assert_eq!(value(addr, "kedge_mqtt_connected"), 1.0);
     assert!(value(addr, "kedge_process_resident_memory_bytes") > 1e6);
+    assert!(value(addr, "kedge_process_open_fds") >= 3.0);
     assert_eq!(get(addr, "/nope").map(|(s, _)| s), Some(404));
 
     let messages = readings(300, 10);
@@ -58,26 +83,50 @@ fn metrics_move_and_readiness_follows_kafka() {
     wait_until("200 records delivered", Duration::from_secs(60), || {
         value(addr, "kedge_records_delivered_total") >= 200.0
     });
-    assert_eq!(value(addr, "kedge_records_received_total"), 200.0);
+    assert_eq!(
+        value(addr, "kedge_records_received_total{source=\"mqtt\"}"),
+        200.0
+    );
     assert_eq!(value(addr, "kedge_records_journaled_total"), 200.0);
-    assert!(value(addr, "kedge_batches_delivered_total") >= 1.0);
+    assert_eq!(
+        value(addr, "kedge_records_routed_total{topic=\"readings\"}"),
+        200.0
+    );
+    assert_eq!(value(addr, "kedge_records_dead_lettered_total"), 0.0);
+    let batches = value(addr, "kedge_batches_delivered_total");
+    assert!(batches >= 1.0);
+    assert!(value(addr, "kedge_batches_sent_total") >= batches);
+    assert_eq!(value(addr, "kedge_records_sent_total"), 200.0);
+    // Every record was received in this run, so each one is in the latency histogram.
+    assert_eq!(value(addr, "kedge_delivery_latency_seconds_count"), 200.0);
+    assert!(value(addr, "kedge_journal_fsync_seconds_count") >= 1.0);
+    assert_eq!(value(addr, "kedge_kafka_connected"), 1.0);
+    assert_eq!(value(addr, "kedge_kafka_partitions{leader=\"known\"}"), 3.0);
+    assert_eq!(
+        value(addr, "kedge_kafka_partitions{leader=\"unknown\"}"),
+        0.0
+    );
+    assert!(value(addr, "kedge_kafka_last_ack_age_seconds") < 60.0);
+    assert!(value(addr, "kedge_queue_disk_bytes") > 0.0);
     assert_eq!(
         get(addr, "/health/ready"),
         Some((200, "ready\n".to_owned()))
     );
 
     // `kedge status` finds the running agent through its listener.
-    let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
-    status.args(["status", "--config"]).arg(kedge.config_path());
-    let out = run(status, Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("kedge is running"), "{text}");
-    assert!(text.contains("delivered 200"), "{text}");
+    let text = status(&kedge);
+    for want in [
+        "kedge is running",
+        "delivered 200",
+        "kafka            connected, ",
+        "partition leaders 3 known 0 unknown",
+        "backlog          0 records",
+        "nothing pending",
+        // The queue report, as `kedge queue stats` prints it.
+        "sealed batches   0 batches",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
 
     // Kafka unreachable: records wait, and readiness says why once they are too old.
     // reset() leaves the proxy passing traffic: refuse new connections right after it.
@@ -89,8 +138,8 @@ fn metrics_move_and_readiness_follows_kafka() {
         get(addr, "/health/ready")
             .is_some_and(|(s, body)| s == 503 && body.starts_with("oldest pending record is "))
     });
-    let (status, json) = get(addr, "/health/ready?format=json").expect("ready json");
-    assert_eq!(status, 503);
+    let (status_code, json) = get(addr, "/health/ready?format=json").expect("ready json");
+    assert_eq!(status_code, 503);
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(json["ready"], false);
     assert!(
@@ -99,6 +148,15 @@ fn metrics_move_and_readiness_follows_kafka() {
     );
     assert!(value(addr, "kedge_queue_oldest_pending_age_seconds") > 2.0);
     assert!(value(addr, "kedge_queue_live_bytes") > 0.0);
+    wait_until("kafka reported down", Duration::from_secs(30), || {
+        value(addr, "kedge_kafka_connected") == 0.0
+    });
+    // All 100 wait, sealed into batches: Kafka's metadata is still known.
+    wait_until("100 records sealed", Duration::from_secs(30), || {
+        value(addr, "kedge_records_unacknowledged") == 100.0
+    });
+    assert_eq!(value(addr, "kedge_journal_records"), 0.0);
+    assert!(value(addr, "kedge_kafka_last_ack_age_seconds") > 2.0);
     assert_eq!(get(addr, "/health/live").map(|(s, _)| s), Some(200));
     // Every delivery round fails while Kafka is away; the log says so sparingly.
     std::thread::sleep(Duration::from_secs(3));
@@ -107,28 +165,50 @@ fn metrics_move_and_readiness_follows_kafka() {
         unreachable <= 2,
         "{unreachable} lines about the unreachable leader"
     );
+    let text = status(&kedge);
+    for want in [
+        "kafka            NOT CONNECTED",
+        "backlog          100 records",
+        "ready            oldest pending record is ",
+        "last problems    ",
+        "cannot reach partition leader",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
 
-    // Kafka back: everything is delivered and the agent is ready again.
+    // Stopped while Kafka is away: `kedge status` reads the queue instead.
+    let exit = kedge.terminate(Duration::from_secs(15));
+    assert!(exit.success(), "kedge exited with {exit}");
+    let text = status(&kedge);
+    assert!(text.contains("kedge is not running"), "{text}");
+    assert!(text.contains("queue "), "{text}");
+
+    // Kafka back, kedge restarted: what was sealed is verified before anything is resent, then
+    // everything is delivered and the agent is ready again.
     proxy.set_mode(Mode::Pass);
+    kedge.restart();
     wait_until("ready again", Duration::from_secs(60), || {
         get(addr, "/health/ready").is_some_and(|(s, _)| s == 200)
     });
-    wait_until("300 records delivered", Duration::from_secs(60), || {
-        value(addr, "kedge_records_delivered_total") >= 300.0
+    wait_until("the other 100 delivered", Duration::from_secs(60), || {
+        value(addr, "kedge_records_delivered_total") >= 100.0
     });
     assert_eq!(value(addr, "kedge_queue_oldest_pending_age_seconds"), 0.0);
+    // tansu has no DescribeProducers: the tail scan finds none of them, so all are sent.
+    assert!(value(addr, "kedge_verify_total{outcome=\"tail_scan\"}") >= 1.0);
+    assert!(value(addr, "kedge_verify_batches_total{result=\"resent\"}") >= 1.0);
+    assert_eq!(
+        value(addr, "kedge_verify_total{outcome=\"describe_producers\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(addr, "kedge_verify_batches_total{result=\"in_kafka\"}"),
+        0.0
+    );
 
     let (code, out, err) =
         crate::audit::kedge_audit(&["--bootstrap", &proxy.addr(), "--topic", "readings"]);
     assert_eq!(code, 0, "{out}{err}");
-    let status = kedge.terminate(Duration::from_secs(15));
-    assert!(status.success(), "kedge exited with {status}");
-
-    // Stopped: `kedge status` reads the queue instead.
-    let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
-    status.args(["status", "--config"]).arg(kedge.config_path());
-    let out = run(status, Duration::from_secs(30));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("kedge is not running"), "{text}");
-    assert!(text.contains("queue "), "{text}");
+    let exit = kedge.terminate(Duration::from_secs(15));
+    assert!(exit.success(), "kedge exited with {exit}");
 }

@@ -271,10 +271,14 @@ fn messages(values: &[String]) -> Vec<Message> {
         .collect()
 }
 
-/// The value of `name` with exactly these `labels` in a scrape, 0 when absent.
+/// The value of `name` with exactly these `labels` (none: "") in a scrape, 0 when absent.
 fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
     let (_, body) = kedge::ops::get(addr, "/metrics", Duration::from_secs(5)).expect("scrape");
-    let prefix = format!("{name}{{{labels}}} ");
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map_or(0.0, |v| v.parse().expect("a number"))
@@ -348,6 +352,29 @@ fn a_trapping_plugin_in_the_pipeline_dead_letters_only_the_guilty_events() {
         ),
         990.0
     );
+    assert_eq!(
+        metric(
+            metrics,
+            "kedge_records_dead_lettered_total",
+            r#"reason="plugin""#
+        ),
+        10.0
+    );
+    assert_eq!(
+        metric(
+            metrics,
+            "kedge_records_routed_total",
+            r#"topic="kedge-dead-letter""#
+        ),
+        10.0
+    );
+    assert!(
+        metric(
+            metrics,
+            "kedge_plugin_call_seconds_count",
+            r#"plugin="hostile""#
+        ) >= 1.0
+    );
     kedge.assert_running();
     let status = kedge.terminate(Duration::from_secs(15));
     assert!(status.success(), "kedge exited with {status}");
@@ -377,6 +404,13 @@ fn a_failing_plugin_with_backpressure_holds_events_until_it_is_fixed() {
     });
     publishing.wait_acked(Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
+    let (code, why) =
+        kedge::ops::get(metrics, "/health/ready", Duration::from_secs(5)).expect("readiness");
+    assert_eq!(code, 503, "{why}");
+    assert!(
+        why.contains("plugin hostile keeps failing: its circuit is open"),
+        "{why}"
+    );
     assert_eq!(
         metric(metrics, "kedge_records_journaled_total", ""),
         0.0,

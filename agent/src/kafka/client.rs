@@ -128,6 +128,14 @@ impl Cluster {
         self.brokers.get(&node).is_some_and(|b| b.conn.is_broken())
     }
 
+    /// Broker connections open and not broken.
+    pub fn open_connections(&self) -> usize {
+        self.brokers
+            .values()
+            .filter(|b| !b.conn.is_broken())
+            .count()
+    }
+
     /// Forgets a broker's connection after a failure, so the next use reconnects.
     pub fn drop_broker(&mut self, node: i32) {
         if let Some(b) = self.brokers.remove(&node) {

@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -31,7 +32,7 @@ use crate::backoff::Backoff;
 use crate::dispatcher::{Dispatcher, Plan, PlanInput};
 use crate::queue::Queue;
 use crate::queue::outbox::SealedBatch;
-use crate::telemetry::{LogGate, Stats};
+use crate::telemetry::{DeadLetter, Dropped, LogGate, Stats};
 
 /// Kafka error code DUPLICATE_SEQUENCE_NUMBER: the batch was already written.
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
@@ -39,6 +40,12 @@ const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const CHUNKS_PER_SEAL: usize = 64;
 /// Shortest interval between two lines of an error that repeats with every delivery round.
 const LOG_EVERY: Duration = Duration::from_secs(30);
+/// The `error` label of a Produce request that got no answer (connection lost, timeout).
+const NETWORK_ERROR: &str = "network";
+/// The `error` label of a Produce response that left a partition out.
+const MISSING_PARTITION: &str = "missing_partition";
+/// The verify method that reads the leader's producer state.
+const DESCRIBE_PRODUCERS: &str = "describe-producers";
 
 /// Producer settings from the config.
 #[derive(Debug, Clone)]
@@ -74,6 +81,9 @@ struct Slot {
     end_offset: Option<i64>,
     /// Kafka refused the batch for good with this error code: it moves to the dead-letter topic.
     refused: Option<i16>,
+    /// Timestamps of its records as (ms, records) runs, for the delivery latency; empty for
+    /// batches sealed before this start.
+    received: Vec<(i64, u32)>,
 }
 
 impl Slot {
@@ -81,13 +91,14 @@ impl Slot {
         !self.sent && !self.acked
     }
 
-    fn new(batch: SealedBatch) -> Self {
+    fn new(batch: SealedBatch, received: Vec<(i64, u32)>) -> Self {
         Slot {
             batch,
             sent: false,
             acked: false,
             end_offset: None,
             refused: None,
+            received,
         }
     }
 }
@@ -137,6 +148,8 @@ pub struct Producer {
     /// The broker forgot or fenced our producer id: once every partition is verified, take a
     /// new id and re-sequence the remaining batches under it.
     producer_lost: bool,
+    /// The last exchange with Kafka (metadata, connect, produce) succeeded.
+    kafka_ok: bool,
 }
 
 impl Producer {
@@ -168,6 +181,7 @@ impl Producer {
             producer_retry_at: Instant::now(),
             journal_dirty: Some(Instant::now()),
             producer_lost: false,
+            kafka_ok: false,
             settings,
         };
         let batches = queue.sealed_batches()?;
@@ -182,7 +196,7 @@ impl Producer {
             let state = p.partition((b.topic.clone(), b.partition));
             // Any of them may have been sent before the restart: look before resending.
             state.verify = true;
-            state.slots.push_back(Slot::new(b));
+            state.slots.push_back(Slot::new(b, Vec::new()));
         }
         Ok(p)
     }
@@ -246,6 +260,7 @@ impl Producer {
                 self.seal();
             }
             self.send_ready().await;
+            self.publish_link();
 
             let wake = self.next_wake(deadline);
             tokio::select! {
@@ -299,7 +314,9 @@ impl Producer {
         let mut topics = self.wanted_topics.clone();
         topics.extend(self.cluster.topics().keys().cloned());
         let topics: Vec<String> = topics.into_iter().collect();
-        match self.cluster.refresh_metadata(&topics).await {
+        let refreshed = self.cluster.refresh_metadata(&topics).await;
+        self.kafka_ok = refreshed.is_ok();
+        match refreshed {
             Ok(()) => {
                 let missing: Vec<&String> = self
                     .wanted_topics
@@ -346,6 +363,7 @@ impl Producer {
                 Err(e) => tracing::error!(error = %e, "cannot persist the producer id"),
             },
             Err(e) => {
+                self.kafka_ok = false;
                 let delay = self.metadata_backoff.next_delay();
                 self.producer_retry_at = Instant::now() + delay;
                 self.metadata_due = self.producer_retry_at;
@@ -410,10 +428,12 @@ impl Producer {
                 for (tp, next) in seal.next_sequences {
                     self.next_sequences.insert(tp, next);
                 }
+                let mut received = seal.received.into_iter();
                 for b in seal.batches {
+                    let runs = received.next().unwrap_or_default();
                     self.partition((b.topic.clone(), b.partition))
                         .slots
-                        .push_back(Slot::new(b));
+                        .push_back(Slot::new(b, runs));
                 }
                 // More may be waiting beyond this plan: look again right away.
                 self.journal_dirty = Some(Instant::now());
@@ -470,6 +490,7 @@ impl Producer {
             let broker = match self.cluster.broker(node).await {
                 Ok(b) => b,
                 Err(e) => {
+                    self.kafka_ok = false;
                     // Tried again on every round while the broker is away: log it sparingly.
                     static GATE: LogGate = LogGate::new();
                     if let Some(held) = GATE.pass(LOG_EVERY) {
@@ -502,6 +523,8 @@ impl Producer {
                     if let Some(slot) = p.slots.iter_mut().find(|s| s.sendable()) {
                         slot.sent = true;
                         p.in_flight += 1;
+                        Stats::add(&self.stats.batches_sent, 1);
+                        Stats::add(&self.stats.records_sent, slot.batch.record_count as u64);
                         sent.push((tp.clone(), slot.batch.batch_no));
                         topics.entry(tp.0.clone()).or_default().push(
                             PartitionProduceData::default()
@@ -578,9 +601,11 @@ impl Producer {
         match c.result {
             Err(e) => {
                 tracing::warn!(node = c.node, error = %e, "produce request failed; will resend");
+                self.kafka_ok = false;
                 self.cluster.drop_broker(c.node);
                 self.metadata_due = Instant::now();
                 for (tp, _) in &c.sent {
+                    self.stats.produce_error(NETWORK_ERROR);
                     // The request may have landed: its response is what was lost.
                     self.fail_partition(tp);
                     if let Some(p) = self.partitions.get_mut(tp) {
@@ -589,6 +614,7 @@ impl Producer {
                 }
             }
             Ok(response) => {
+                self.kafka_ok = true;
                 let mut codes: HashMap<(String, i32), (i16, i64)> = HashMap::new();
                 for t in &response.responses {
                     for p in &t.partition_responses {
@@ -601,10 +627,15 @@ impl Producer {
                 for (tp, batch_no) in &c.sent {
                     let Some(&(code, base_offset)) = codes.get(tp) else {
                         tracing::warn!(topic = %tp.0, partition = tp.1, "produce response lacks the partition; will resend");
+                        self.stats.produce_error(MISSING_PARTITION);
                         self.fail_partition(tp);
                         continue;
                     };
-                    match classify_produce_error(code) {
+                    let disposition = classify_produce_error(code);
+                    if !matches!(disposition, Disposition::Delivered) {
+                        self.stats.produce_error(static_error_name(code));
+                    }
+                    match disposition {
                         Disposition::Delivered => {
                             if code == DUPLICATE_SEQUENCE_NUMBER {
                                 Stats::add(&self.stats.duplicates_detected, 1);
@@ -656,6 +687,14 @@ impl Producer {
             }
             Stats::add(&self.stats.delivered, slot.batch.record_count as u64);
             Stats::add(&self.stats.batches_delivered, 1);
+            let now = now_ms();
+            for &(ts, n) in &slot.received {
+                let ms = u64::try_from(now.saturating_sub(ts)).unwrap_or(0);
+                self.stats
+                    .delivery_latency
+                    .observe_n(Duration::from_millis(ms), u64::from(n));
+            }
+            self.stats.kafka.last_ack_ms.store(now, Ordering::Relaxed);
             p.backoff.reset();
             p.out_of_order = false;
             hint = slot.end_offset.or(hint);
@@ -744,6 +783,21 @@ impl Producer {
                 Ok((method, landed)) => {
                     tracing::info!(topic = %tp.0, partition = tp.1, method, unacknowledged = p.slots.len(),
                         already_in_kafka = landed.len(), took = ?started.elapsed(), "verified before resending");
+                    let v = &self.stats.verify;
+                    Stats::add(
+                        if method == DESCRIBE_PRODUCERS {
+                            &v.by_producer_state
+                        } else {
+                            &v.by_tail_scan
+                        },
+                        1,
+                    );
+                    let pending = p.slots.iter().filter(|s| !s.acked).count();
+                    Stats::add(&v.batches_found, landed.len() as u64);
+                    Stats::add(
+                        &v.batches_missing,
+                        pending.saturating_sub(landed.len()) as u64,
+                    );
                     p.verify = false;
                     for s in &mut p.slots {
                         s.sent = false;
@@ -754,6 +808,7 @@ impl Producer {
                     }
                 }
                 Err(e) => {
+                    Stats::add(&self.stats.verify.failed, 1);
                     let delay = p.backoff.next_delay();
                     p.retry_at = Some(Instant::now() + delay);
                     tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, retry_in = ?delay,
@@ -783,7 +838,7 @@ impl Producer {
                         .zip(landed)
                         .filter(|(_, l)| *l)
                         .map(|(b, _)| b.batch_no);
-                    return Ok(("describe-producers", nos.collect()));
+                    return Ok((DESCRIBE_PRODUCERS, nos.collect()));
                 }
             }
             Ok(None) => {}
@@ -866,7 +921,8 @@ impl Producer {
                 // The dead-letter topic itself refuses them: nothing is left to try.
                 tracing::error!(first_seq = batch.first_seq, last_seq = batch.last_seq, records = batch.record_count,
                     reason = %reason, "records dropped: even the dead-letter topic refuses them");
-                Stats::add(&self.stats.dropped, batch.record_count as u64);
+                self.stats
+                    .dropped(Dropped::DeadLetterRefused, batch.record_count as u64);
             } else {
                 // Partition 0 would do; spreading by the batch number keeps one bad day from
                 // piling onto one partition.
@@ -899,7 +955,8 @@ impl Producer {
             }
             tracing::warn!(topic = %tp.0, partition = tp.1, records = batch.record_count, reason = %reason,
                 "batch moved to the dead-letter topic");
-            Stats::add(&self.stats.dead_lettered, batch.record_count as u64);
+            self.stats
+                .dead_lettered(DeadLetter::KafkaRefused, batch.record_count as u64);
             self.next_batch_no = seal.next_batch_no;
             for (dlq_tp, next) in seal.next_sequences {
                 self.next_sequences.insert(dlq_tp, next);
@@ -914,7 +971,7 @@ impl Producer {
             for b in seal.batches {
                 self.partition((b.topic.clone(), b.partition))
                     .slots
-                    .push_back(Slot::new(b));
+                    .push_back(Slot::new(b, Vec::new()));
             }
         }
     }
@@ -977,12 +1034,36 @@ impl Producer {
         for b in batches {
             if let Some(p) = self.partitions.get_mut(&(b.topic.clone(), b.partition)) {
                 if let Some(slot) = p.slots.iter_mut().find(|s| s.batch.batch_no == b.batch_no) {
-                    *slot = Slot::new(b);
+                    let received = std::mem::take(&mut slot.received);
+                    *slot = Slot::new(b, received);
                 }
                 p.out_of_order = false;
             }
         }
         self.producer_lost = false;
+    }
+
+    /// Publishes the gauges of the link to Kafka for the metrics endpoint.
+    fn publish_link(&self) {
+        let k = &self.stats.kafka;
+        let set = |g: &std::sync::atomic::AtomicU64, v: usize| g.store(v as u64, Ordering::Relaxed);
+        let (mut known, mut unknown) = (0, 0);
+        for t in self.cluster.topics().values() {
+            let with = t.leaders.iter().filter(|l| **l >= 0).count();
+            known += with;
+            unknown += t.leaders.len() - with;
+        }
+        k.connected.store(self.kafka_ok, Ordering::Relaxed);
+        set(&k.connections, self.cluster.open_connections());
+        set(&k.leaders_known, known);
+        set(&k.leaders_unknown, unknown);
+        set(&k.requests_in_flight, self.in_flight.len());
+        let slots = || self.partitions.values().flat_map(|p| &p.slots);
+        set(&k.batches_unacknowledged, slots().count());
+        set(
+            &k.records_unacknowledged,
+            slots().map(|s| s.batch.record_count as usize).sum(),
+        );
     }
 
     /// A failed partition resends from its oldest batch once none of its requests is in flight,
@@ -1000,6 +1081,22 @@ impl Producer {
                 p.retry_at = Some(now + p.backoff.next_delay());
             }
         }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The `error` label of a Produce error code: its name, or `unknown` for codes newer than our
+/// table (a label must not be made from arbitrary input).
+fn static_error_name(code: i16) -> &'static str {
+    match error_name(code) {
+        std::borrow::Cow::Borrowed(name) => name,
+        std::borrow::Cow::Owned(_) => "unknown",
     }
 }
 

@@ -4,57 +4,112 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::telemetry::Stats;
+use crate::telemetry::{HistogramSnapshot, Stats};
 use crate::transform::stats::PluginSnapshot;
+
+/// One metric family: its samples as (labels without braces, value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// Metric name.
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// Samples; a family without samples is left out.
+    pub rows: Vec<(String, String)>,
+}
+
+impl Family {
+    fn one(name: &'static str, help: &'static str, kind: &'static str, value: String) -> Self {
+        Family {
+            name,
+            help,
+            kind,
+            rows: vec![(String::new(), value)],
+        }
+    }
+
+    fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+        Self::one(name, help, "counter", value.to_string())
+    }
+
+    fn gauge(name: &'static str, help: &'static str, value: impl ToString) -> Self {
+        Self::one(name, help, "gauge", value.to_string())
+    }
+
+    fn labelled(
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        label: &str,
+        rows: impl IntoIterator<Item = (impl AsRef<str>, u64)>,
+    ) -> Self {
+        Family {
+            name,
+            help,
+            kind,
+            rows: rows
+                .into_iter()
+                .map(|(k, v)| (format!("{label}=\"{}\"", escape(k.as_ref())), v.to_string()))
+                .collect(),
+        }
+    }
+}
 
 /// Everything a scrape reports, read at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Counters, in exposition order: (name, help, value).
-    pub counters: Vec<(&'static str, &'static str, u64)>,
-    /// Commit latency: cumulative (bound, count) per bucket, count, sum in seconds.
-    pub commit_latency: (Vec<(f64, u64)>, u64, f64),
+    /// Counters and gauges of the pipeline stages, in exposition order.
+    pub families: Vec<Family>,
+    /// Latency histograms: (name, help, histogram).
+    pub histograms: Vec<(&'static str, &'static str, HistogramSnapshot)>,
     /// Bytes of journal chunks and sealed batches the queue holds.
     pub queue_live_bytes: u64,
     /// The queue's byte budget (`u64::MAX` when unknown).
     pub queue_max_bytes: u64,
+    /// Bytes of the queue's files on disk, when they can be measured.
+    pub queue_disk_bytes: Option<u64>,
+    /// Free bytes on the queue's filesystem, when statvfs tells.
+    pub queue_free_bytes: Option<u64>,
+    /// Records in the journal, not yet sealed into batches (the span of their `kedge-seq`).
+    pub journal_records: Option<u64>,
     /// Age of the oldest record waiting for Kafka, in seconds; `None` when nothing waits.
     pub oldest_pending_age: Option<f64>,
     /// Records lost to damaged journal chunks since the queue was created.
     pub lost_records: u64,
+    /// Records the full-queue policy dropped since the queue was created, per topic.
+    pub dropped_by_topic: Vec<(String, u64)>,
     /// Where an unopenable queue database was moved at a start, if ever.
     pub quarantined: Option<String>,
+    /// Seconds since Kafka last acknowledged a batch; `None` before the first.
+    pub last_ack_age: Option<f64>,
     /// Whether the MQTT session is up.
     pub mqtt_connected: bool,
     /// Resident set size of the process in bytes, when /proc tells it.
     pub resident_bytes: Option<u64>,
+    /// Open file descriptors of the process, when /proc tells it.
+    pub open_fds: Option<u64>,
     /// Per-plugin counters, in config order.
     pub plugins: Vec<PluginSnapshot>,
 }
 
 /// The per-plugin families, each labelled by plugin (and verdict, fault kind or counter name).
-fn plugin_metrics(o: &mut String, plugins: &[PluginSnapshot]) {
-    if plugins.is_empty() {
-        return;
-    }
-    type Rows<'a> = Vec<(String, String)>;
-    let family = |o: &mut String, name: &str, help: &str, kind: &str, rows: Rows<'_>| {
-        if rows.is_empty() {
-            return;
-        }
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(o, "{name}{{{labels}}} {value}");
-        }
-    };
-    let each = |f: &dyn Fn(&PluginSnapshot) -> u64| -> Rows<'_> {
-        plugins
+fn plugin_families(plugins: &[PluginSnapshot]) -> Vec<Family> {
+    let each = |name, help, kind, f: &dyn Fn(&PluginSnapshot) -> u64| Family {
+        name,
+        help,
+        kind,
+        rows: plugins
             .iter()
             .map(|p| (format!("plugin=\"{}\"", escape(&p.name)), f(p).to_string()))
-            .collect()
+            .collect(),
     };
-    let by = |label: &str, f: &dyn Fn(&PluginSnapshot) -> Vec<(String, u64)>| -> Rows<'_> {
-        plugins
+    let by = |name, help, label: &str, f: &dyn Fn(&PluginSnapshot) -> Vec<(String, u64)>| Family {
+        name,
+        help,
+        kind: "counter",
+        rows: plugins
             .iter()
             .flat_map(|p| {
                 f(p).into_iter().map(move |(k, v)| {
@@ -64,79 +119,71 @@ fn plugin_metrics(o: &mut String, plugins: &[PluginSnapshot]) {
                     )
                 })
             })
-            .collect()
+            .collect(),
     };
     let owned = |v: &[(&'static str, u64)]| v.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
-    family(
-        o,
-        "kedge_plugin_events_total",
-        "Events given to the plugin.",
-        "counter",
-        each(&|p| p.events),
-    );
-    family(
-        o,
-        "kedge_plugin_calls_total",
-        "process calls, including bisection re-runs.",
-        "counter",
-        each(&|p| p.calls),
-    );
-    family(
-        o,
-        "kedge_plugin_verdicts_total",
-        "Verdicts the plugin returned, by kind.",
-        "counter",
-        by("verdict", &|p| owned(&p.verdicts)),
-    );
-    family(
-        o,
-        "kedge_plugin_outputs_total",
-        "Records the plugin made (replacements and tick emissions).",
-        "counter",
-        each(&|p| p.outputs),
-    );
-    family(
-        o,
-        "kedge_plugin_faulted_events_total",
-        "Events dead-lettered because the plugin faulted, by fault.",
-        "counter",
-        by("fault", &|p| owned(&p.faults)),
-    );
-    family(
-        o,
-        "kedge_plugin_recycles_total",
-        "Instances replaced after a trap, timeout or memory overrun.",
-        "counter",
-        each(&|p| p.recycles),
-    );
-    family(
-        o,
-        "kedge_plugin_circuit_open",
-        "1 while the plugin's circuit is open.",
-        "gauge",
-        each(&|p| u64::from(p.circuit_open)),
-    );
-    family(
-        o,
-        "kedge_plugin_circuit_opened_total",
-        "Times the plugin's circuit opened.",
-        "counter",
-        each(&|p| p.circuit_opened),
-    );
-    family(
-        o,
-        "kedge_plugin_logs_suppressed_total",
-        "Plugin log lines dropped by the rate limit.",
-        "counter",
-        each(&|p| p.logs_suppressed),
-    );
-    family(
-        o,
-        "kedge_plugin_counter_total",
-        "The plugin's own counters (counter-add).",
-        "counter",
-        by("name", &|p| p.counters.clone()),
-    );
+    vec![
+        each(
+            "kedge_plugin_events_total",
+            "Events given to the plugin.",
+            "counter",
+            &|p| p.events,
+        ),
+        each(
+            "kedge_plugin_calls_total",
+            "process calls, including bisection re-runs.",
+            "counter",
+            &|p| p.calls,
+        ),
+        by(
+            "kedge_plugin_verdicts_total",
+            "Verdicts the plugin returned, by kind.",
+            "verdict",
+            &|p| owned(&p.verdicts),
+        ),
+        each(
+            "kedge_plugin_outputs_total",
+            "Records the plugin made (replacements and tick emissions).",
+            "counter",
+            &|p| p.outputs,
+        ),
+        by(
+            "kedge_plugin_faulted_events_total",
+            "Events dead-lettered because the plugin faulted, by fault.",
+            "fault",
+            &|p| owned(&p.faults),
+        ),
+        each(
+            "kedge_plugin_recycles_total",
+            "Instances replaced after a trap, timeout or memory overrun.",
+            "counter",
+            &|p| p.recycles,
+        ),
+        each(
+            "kedge_plugin_circuit_open",
+            "1 while the plugin's circuit is open.",
+            "gauge",
+            &|p| u64::from(p.circuit_open),
+        ),
+        each(
+            "kedge_plugin_circuit_opened_total",
+            "Times the plugin's circuit opened.",
+            "counter",
+            &|p| p.circuit_opened,
+        ),
+        each(
+            "kedge_plugin_logs_suppressed_total",
+            "Plugin log lines dropped by the rate limit.",
+            "counter",
+            &|p| p.logs_suppressed,
+        ),
+        by(
+            "kedge_plugin_counter_total",
+            "The plugin's own counters (counter-add).",
+            "name",
+            &|p| p.counters.clone(),
+        ),
+    ]
 }
 
 /// A label value in the text format: backslash, double quote and newline escaped.
@@ -156,64 +203,175 @@ pub struct Readiness {
 }
 
 impl Snapshot {
-    /// The counters of `stats`, named as the README lists them.
-    pub fn counters_of(stats: &Stats) -> Vec<(&'static str, &'static str, u64)> {
+    /// The families of `stats`, named as the README lists them; `source` labels the source's.
+    pub fn families_of(stats: &Stats, source: &str) -> Vec<Family> {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let k = &stats.kafka;
+        let v = &stats.verify;
         vec![
-            (
+            Family::labelled(
                 "kedge_records_received_total",
-                "Events received from MQTT.",
-                g(&stats.received),
+                "Events received, by source.",
+                "counter",
+                "source",
+                [(source, g(&stats.received))],
             ),
-            (
+            Family::labelled(
                 "kedge_records_acknowledged_total",
-                "Events acknowledged to MQTT after the journal made them durable.",
-                g(&stats.source_acked),
+                "Events acknowledged to their source after the journal made them durable.",
+                "counter",
+                "source",
+                [(source, g(&stats.source_acked))],
             ),
-            (
+            Family::counter(
                 "kedge_records_journaled_total",
                 "Records committed to the journal.",
                 g(&stats.journaled),
             ),
-            (
+            Family::labelled(
+                "kedge_records_routed_total",
+                "Records committed to the journal, by Kafka topic.",
+                "counter",
+                "topic",
+                stats.routed_by_topic(),
+            ),
+            Family::labelled(
                 "kedge_records_dead_lettered_total",
-                "Records routed to the dead-letter topic.",
-                g(&stats.dead_lettered),
+                "Records routed to the dead-letter topic, by reason.",
+                "counter",
+                "reason",
+                stats.dead_lettered_by_reason(),
             ),
-            (
+            Family::labelled(
                 "kedge_records_dropped_total",
-                "Records dropped (full queue policy, or refused even by the dead-letter topic).",
-                g(&stats.dropped),
+                "Records dropped, by reason (full-queue policy, or refused even by the dead-letter topic).",
+                "counter",
+                "reason",
+                stats.dropped_by_reason(),
             ),
-            (
+            Family::counter(
                 "kedge_journal_commits_total",
                 "Journal group commits.",
                 g(&stats.commits),
             ),
-            (
+            Family::counter(
                 "kedge_records_sealed_total",
                 "Records sealed into Kafka batches.",
                 g(&stats.sealed),
             ),
-            (
+            Family::counter(
+                "kedge_batches_sent_total",
+                "Batches put into Produce requests, resends included.",
+                g(&stats.batches_sent),
+            ),
+            Family::counter(
+                "kedge_records_sent_total",
+                "Records in the batches sent, resends included.",
+                g(&stats.records_sent),
+            ),
+            Family::counter(
                 "kedge_records_delivered_total",
                 "Records Kafka acknowledged.",
                 g(&stats.delivered),
             ),
-            (
+            Family::counter(
                 "kedge_batches_delivered_total",
                 "Batches Kafka acknowledged.",
                 g(&stats.batches_delivered),
             ),
-            (
+            Family::counter(
                 "kedge_batches_duplicate_total",
                 "Resent batches Kafka already held (deduplicated, or found by verify).",
                 g(&stats.duplicates_detected),
             ),
-            (
+            Family::counter(
                 "kedge_batch_retries_total",
                 "Batches sent again after an error or a lost response.",
                 g(&stats.retries),
+            ),
+            Family::labelled(
+                "kedge_produce_errors_total",
+                "Partitions of Produce requests that failed, by Kafka error name (network: no answer).",
+                "counter",
+                "error",
+                stats.produce_errors(),
+            ),
+            Family::labelled(
+                "kedge_verify_total",
+                "Verifications of what Kafka holds before a resend, by outcome.",
+                "counter",
+                "outcome",
+                [
+                    ("describe_producers", g(&v.by_producer_state)),
+                    ("tail_scan", g(&v.by_tail_scan)),
+                    ("failed", g(&v.failed)),
+                ],
+            ),
+            Family::labelled(
+                "kedge_verify_batches_total",
+                "Unacknowledged batches a verification judged, by result.",
+                "counter",
+                "result",
+                [
+                    ("in_kafka", g(&v.batches_found)),
+                    ("resent", g(&v.batches_missing)),
+                ],
+            ),
+            Family::gauge(
+                "kedge_kafka_connected",
+                "1 while the last exchange with Kafka (metadata, connect, produce) succeeded.",
+                u8::from(k.connected.load(Ordering::Relaxed)),
+            ),
+            Family::gauge(
+                "kedge_kafka_connections",
+                "Open broker connections.",
+                g(&k.connections),
+            ),
+            Family::labelled(
+                "kedge_kafka_partitions",
+                "Partitions of the topics kedge writes to, by whether their leader is known.",
+                "gauge",
+                "leader",
+                [
+                    ("known", g(&k.leaders_known)),
+                    ("unknown", g(&k.leaders_unknown)),
+                ],
+            ),
+            Family::gauge(
+                "kedge_produce_requests_in_flight",
+                "Produce requests waiting for their response.",
+                g(&k.requests_in_flight),
+            ),
+            Family::gauge(
+                "kedge_batches_unacknowledged",
+                "Sealed batches Kafka has not acknowledged yet.",
+                g(&k.batches_unacknowledged),
+            ),
+            Family::gauge(
+                "kedge_records_unacknowledged",
+                "Records in the sealed batches Kafka has not acknowledged yet.",
+                g(&k.records_unacknowledged),
+            ),
+        ]
+    }
+
+    /// The latency histograms of `stats`.
+    pub fn histograms_of(stats: &Stats) -> Vec<(&'static str, &'static str, HistogramSnapshot)> {
+        vec![
+            (
+                "kedge_journal_commit_seconds",
+                "Time of a durable journal commit (append, flush, fdatasync).",
+                stats.commit_latency.read(),
+            ),
+            (
+                "kedge_journal_fsync_seconds",
+                "Time of the fdatasync calls of a journal commit.",
+                stats.fsync_latency.read(),
+            ),
+            (
+                "kedge_delivery_latency_seconds",
+                "Per record, from its timestamp (receive time unless a plugin set one) to Kafka's acknowledgement.",
+                stats.delivery_latency.read(),
             ),
         ]
     }
@@ -221,65 +379,79 @@ impl Snapshot {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        for (name, help, value) in &self.counters {
-            metric(&mut o, name, help, "counter", &value.to_string());
+        for f in &self.families {
+            family(&mut o, f);
         }
-        let (buckets, count, sum) = &self.commit_latency;
-        let name = "kedge_journal_commit_seconds";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Time of a durable journal commit (append, flush, fdatasync).\n# TYPE {name} histogram"
-        );
-        for (le, n) in buckets {
-            let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {n}");
+        for (name, help, h) in &self.histograms {
+            histogram(&mut o, name, help, &[(String::new(), h)]);
         }
-        let _ = writeln!(
-            o,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-        );
-        metric(
-            &mut o,
-            "kedge_queue_live_bytes",
-            "Bytes of journal chunks and sealed batches waiting for Kafka.",
-            "gauge",
-            &self.queue_live_bytes.to_string(),
-        );
-        if self.queue_max_bytes != u64::MAX {
-            metric(
-                &mut o,
+        let optional = |v: Option<u64>| v.map(|n| n.to_string());
+        let gauges: [(&str, &str, Option<String>); 10] = [
+            (
+                "kedge_queue_live_bytes",
+                "Bytes of journal chunks and sealed batches waiting for Kafka.",
+                Some(self.queue_live_bytes.to_string()),
+            ),
+            (
                 "kedge_queue_max_bytes",
                 "The queue's byte budget.",
-                "gauge",
-                &self.queue_max_bytes.to_string(),
-            );
+                (self.queue_max_bytes != u64::MAX).then(|| self.queue_max_bytes.to_string()),
+            ),
+            (
+                "kedge_queue_disk_bytes",
+                "Bytes of the queue's files on disk (sled never shrinks them).",
+                optional(self.queue_disk_bytes),
+            ),
+            (
+                "kedge_queue_filesystem_free_bytes",
+                "Free bytes on the queue's filesystem.",
+                optional(self.queue_free_bytes),
+            ),
+            (
+                "kedge_journal_records",
+                "Records in the journal, not yet sealed into Kafka batches.",
+                optional(self.journal_records),
+            ),
+            (
+                "kedge_queue_oldest_pending_age_seconds",
+                "Age of the oldest record waiting for Kafka (0 when none waits).",
+                Some(self.oldest_pending_age.unwrap_or(0.0).to_string()),
+            ),
+            (
+                "kedge_queue_lost_records",
+                "Records lost to damaged journal chunks since the queue was created.",
+                Some(self.lost_records.to_string()),
+            ),
+            (
+                "kedge_queue_quarantined",
+                "1 when an unopenable queue database was set aside at a start.",
+                Some(u8::from(self.quarantined.is_some()).to_string()),
+            ),
+            (
+                "kedge_kafka_last_ack_age_seconds",
+                "Seconds since Kafka last acknowledged a batch (absent before the first).",
+                self.last_ack_age.map(|a| a.to_string()),
+            ),
+            (
+                "kedge_mqtt_connected",
+                "1 while the MQTT session is up.",
+                Some(u8::from(self.mqtt_connected).to_string()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(value) = value {
+                metric(&mut o, name, help, "gauge", &value);
+            }
         }
-        metric(
+        family(
             &mut o,
-            "kedge_queue_oldest_pending_age_seconds",
-            "Age of the oldest record waiting for Kafka (0 when none waits).",
-            "gauge",
-            &self.oldest_pending_age.unwrap_or(0.0).to_string(),
-        );
-        metric(
-            &mut o,
-            "kedge_queue_lost_records",
-            "Records lost to damaged journal chunks since the queue was created.",
-            "gauge",
-            &self.lost_records.to_string(),
-        );
-        metric(
-            &mut o,
-            "kedge_queue_quarantined",
-            "1 when an unopenable queue database was set aside at a start.",
-            "gauge",
-            if self.quarantined.is_some() { "1" } else { "0" },
-        );
-        metric(
-            &mut o,
-            "kedge_mqtt_connected",
-            "1 while the MQTT session is up.",
-            "gauge",
-            if self.mqtt_connected { "1" } else { "0" },
+            &Family::labelled(
+                "kedge_queue_dropped_records",
+                "Records the full-queue policy dropped since the queue was created, by topic.",
+                "gauge",
+                "topic",
+                self.dropped_by_topic.iter().map(|(t, n)| (t.as_str(), *n)),
+            ),
         );
         if let Some(rss) = self.resident_bytes {
             metric(
@@ -290,7 +462,31 @@ impl Snapshot {
                 &rss.to_string(),
             );
         }
-        plugin_metrics(&mut o, &self.plugins);
+        if let Some(fds) = self.open_fds {
+            metric(
+                &mut o,
+                "kedge_process_open_fds",
+                "Open file descriptors of the kedge process.",
+                "gauge",
+                &fds.to_string(),
+            );
+        }
+        if !self.plugins.is_empty() {
+            for f in plugin_families(&self.plugins) {
+                family(&mut o, &f);
+            }
+            let rows: Vec<(String, &HistogramSnapshot)> = self
+                .plugins
+                .iter()
+                .map(|p| (format!("plugin=\"{}\"", escape(&p.name)), &p.call_time))
+                .collect();
+            histogram(
+                &mut o,
+                "kedge_plugin_call_seconds",
+                "Time of one process call that returned (traps and timeouts excluded).",
+                &rows,
+            );
+        }
         o
     }
 
@@ -317,7 +513,52 @@ impl Snapshot {
                 "queue database was quarantined at a start (set aside at {path}); see `kedge queue stats`"
             ));
         }
+        for p in self.plugins.iter().filter(|p| p.circuit_open) {
+            reasons.push(format!(
+                "plugin {} keeps failing: its circuit is open (plugin.on_failure decides what happens to its events)",
+                p.name
+            ));
+        }
         reasons
+    }
+}
+
+fn family(o: &mut String, f: &Family) {
+    if f.rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "# HELP {} {}\n# TYPE {} {}",
+        f.name, f.help, f.name, f.kind
+    );
+    for (labels, value) in &f.rows {
+        if labels.is_empty() {
+            let _ = writeln!(o, "{} {value}", f.name);
+        } else {
+            let _ = writeln!(o, "{}{{{labels}}} {value}", f.name);
+        }
+    }
+}
+
+/// A histogram family; each row's labels (possibly none) go before `le`.
+fn histogram(o: &mut String, name: &str, help: &str, rows: &[(String, &HistogramSnapshot)]) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, h) in rows {
+        let (with, alone) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
+        for (le, n) in &h.buckets {
+            let _ = writeln!(o, "{name}_bucket{{{with}le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{{with}le=\"+Inf\"}} {count}\n{name}_sum{alone} {sum}\n{name}_count{alone} {count}",
+            count = h.count,
+            sum = h.sum
+        );
     }
 }
 
@@ -326,6 +567,11 @@ fn metric(o: &mut String, name: &str, help: &str, kind: &str, value: &str) {
         o,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
     );
+}
+
+/// Open file descriptors, from the entries of /proc/self/fd.
+pub fn open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
 /// Resident set size from /proc/self/statm (second field, in pages).
@@ -350,45 +596,97 @@ mod tests {
     fn renders_counters_and_gauges_in_text_format() {
         let stats = Stats::default();
         Stats::add(&stats.received, 3);
+        stats.routed([("readings", 2), ("x\"y", 1)]);
+        stats.produce_error("NOT_LEADER_OR_FOLLOWER");
         stats
             .commit_latency
             .observe(std::time::Duration::from_millis(2));
         let s = Snapshot {
-            counters: Snapshot::counters_of(&stats),
-            commit_latency: stats.commit_latency.read(),
+            families: Snapshot::families_of(&stats, "mqtt"),
+            histograms: Snapshot::histograms_of(&stats),
             queue_live_bytes: 10,
             queue_max_bytes: u64::MAX,
             oldest_pending_age: Some(1.5),
             resident_bytes: resident_bytes(),
+            open_fds: open_fds(),
+            dropped_by_topic: vec![("readings".into(), 4)],
             ..Snapshot::default()
         };
         let text = s.render();
-        assert!(
-            text.contains(
-                "# HELP kedge_records_received_total Events received from MQTT.\n\
-                 # TYPE kedge_records_received_total counter\n\
-                 kedge_records_received_total 3\n"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("\nkedge_queue_live_bytes 10\n"), "{text}");
-        assert!(
-            text.contains("kedge_journal_commit_seconds_bucket{le=\"+Inf\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\nkedge_queue_oldest_pending_age_seconds 1.5\n"),
-            "{text}"
-        );
+        for want in [
+            "# HELP kedge_records_received_total Events received, by source.\n\
+             # TYPE kedge_records_received_total counter\n\
+             kedge_records_received_total{source=\"mqtt\"} 3\n",
+            "\nkedge_records_routed_total{topic=\"readings\"} 2\n",
+            "\nkedge_records_routed_total{topic=\"x\\\"y\"} 1\n",
+            "\nkedge_records_dead_lettered_total{reason=\"kafka_refused\"} 0\n",
+            "\nkedge_produce_errors_total{error=\"NOT_LEADER_OR_FOLLOWER\"} 1\n",
+            "\nkedge_kafka_partitions{leader=\"unknown\"} 0\n",
+            "\nkedge_queue_live_bytes 10\n",
+            "\nkedge_journal_commit_seconds_bucket{le=\"+Inf\"} 1\n",
+            "\nkedge_delivery_latency_seconds_count 0\n",
+            "\nkedge_queue_oldest_pending_age_seconds 1.5\n",
+            "\nkedge_queue_dropped_records{topic=\"readings\"} 4\n",
+            "\nkedge_process_resident_memory_bytes ",
+            "\nkedge_process_open_fds ",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        // Absent until known: the budget, and the last acknowledgement.
         assert!(!text.contains("kedge_queue_max_bytes"), "{text}");
-        assert!(
-            text.contains("\nkedge_process_resident_memory_bytes "),
-            "{text}"
-        );
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.split_once(' ').expect("name value");
-            assert!(name.starts_with("kedge_"), "{line}");
+        assert!(!text.contains("kedge_kafka_last_ack_age_seconds"), "{text}");
+        // No plugins, no plugin families.
+        assert!(!text.contains("kedge_plugin_"), "{text}");
+        assert_well_formed(&text);
+    }
+
+    #[test]
+    fn plugin_families_carry_the_plugin_label_and_a_call_histogram() {
+        let stats = crate::transform::stats::PluginStats::new("units");
+        crate::transform::stats::PluginStats::add(&stats.events, 5);
+        stats
+            .call_time
+            .observe(std::time::Duration::from_micros(30));
+        stats.counter_add("bad readings", 2);
+        let s = Snapshot {
+            plugins: vec![stats.snapshot()],
+            ..Snapshot::default()
+        };
+        let text = s.render();
+        for want in [
+            "\nkedge_plugin_events_total{plugin=\"units\"} 5\n",
+            "\nkedge_plugin_verdicts_total{plugin=\"units\",verdict=\"keep\"} 0\n",
+            "\nkedge_plugin_counter_total{plugin=\"units\",name=\"bad readings\"} 2\n",
+            "\nkedge_plugin_call_seconds_bucket{plugin=\"units\",le=\"0.00005\"} 1\n",
+            "\nkedge_plugin_call_seconds_count{plugin=\"units\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        assert_well_formed(&text);
+    }
+
+    /// Every sample is `name[{labels}] number`, every name has a HELP and TYPE, and no family
+    /// is declared twice.
+    fn assert_well_formed(text: &str) {
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(declared.insert(name.to_owned()), "{name} declared twice");
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap();
+            assert!(name.starts_with("kedge_"), "{line}");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
+                .unwrap_or(name);
+            assert!(declared.contains(family), "{line}: no TYPE before it");
         }
     }
 
@@ -412,5 +710,18 @@ mod tests {
         assert!(reasons[0].starts_with("oldest pending record is 61s old"));
         assert!(reasons[1].contains("beyond 90%"));
         assert!(reasons[2].contains("/q.quarantined"));
+
+        let mut tripped = crate::transform::stats::PluginStats::new("units").snapshot();
+        tripped.circuit_open = true;
+        let plugin = Snapshot {
+            plugins: vec![tripped],
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            plugin.unready(&READY),
+            vec![
+                "plugin units keeps failing: its circuit is open (plugin.on_failure decides what happens to its events)"
+            ]
+        );
     }
 }

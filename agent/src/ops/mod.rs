@@ -1,18 +1,20 @@
-//! The operations listener: `/metrics` (Prometheus text), `/health/live` and `/health/ready`
-//! over a minimal HTTP/1.1 server (GET only, one request per connection), so that no web
-//! framework lands on an edge device for three endpoints.
+//! The operations listener: `/metrics` (Prometheus text), `/health/live`, `/health/ready`, and
+//! `/status/queue` and `/status/log` for `kedge status`, over a minimal HTTP/1.1 server (GET
+//! only, one request per connection), so that no web framework lands on an edge device for a
+//! handful of endpoints.
 
 pub mod exposition;
 pub mod sd_notify;
 pub mod status;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::queue::{Queue, tools};
+use crate::queue::{Queue, budget, tools};
 use crate::telemetry::Stats;
 use exposition::{Readiness, Snapshot};
 
@@ -33,6 +35,8 @@ pub struct OpsState {
     pub readiness: Readiness,
     /// Every plugin's counters.
     pub plugins: Vec<Arc<crate::transform::stats::PluginStats>>,
+    /// The `source` label of the source's counters (the MQTT connection's name).
+    pub source: String,
 }
 
 impl OpsState {
@@ -45,24 +49,33 @@ impl OpsState {
             .inspect_err(|e| tracing::debug!(error = %e, "metrics: cannot read the oldest record"))
             .ok()
             .flatten();
+        let age = |ts: i64| (now_ms.saturating_sub(ts)).max(0) as f64 / 1000.0;
+        let last_ack = self.stats.kafka.last_ack_ms.load(Ordering::Relaxed);
         Snapshot {
-            counters: Snapshot::counters_of(&self.stats),
-            commit_latency: self.stats.commit_latency.read(),
+            families: Snapshot::families_of(&self.stats, &self.source),
+            histograms: Snapshot::histograms_of(&self.stats),
             queue_live_bytes: self.queue.live_bytes(),
             queue_max_bytes: self.queue_max_bytes,
-            oldest_pending_age: oldest.map(|ts| (now_ms.saturating_sub(ts)).max(0) as f64 / 1000.0),
+            queue_disk_bytes: budget::dir_size(self.queue.path()).ok(),
+            queue_free_bytes: budget::free_bytes(self.queue.path()).ok(),
+            journal_records: self.queue.journal_records().ok(),
+            oldest_pending_age: oldest.map(age),
             lost_records: self.queue.lost_records().unwrap_or(0),
+            dropped_by_topic: self
+                .queue
+                .dropped_records()
+                .map(|d| d.into_iter().collect())
+                .unwrap_or_default(),
+            last_ack_age: (last_ack > 0).then(|| age(last_ack)),
             quarantined: self
                 .queue
                 .quarantined_db()
                 .ok()
                 .flatten()
                 .map(|p| p.display().to_string()),
-            mqtt_connected: self
-                .stats
-                .mqtt_connected
-                .load(std::sync::atomic::Ordering::Relaxed),
+            mqtt_connected: self.stats.mqtt_connected.load(Ordering::Relaxed),
             resident_bytes: exposition::resident_bytes(),
+            open_fds: exposition::open_fds(),
             plugins: self.plugins.iter().map(|p| p.snapshot()).collect(),
         }
     }
@@ -117,6 +130,18 @@ async fn handle(mut stream: TcpStream, state: Arc<OpsState>) -> std::io::Result<
     let json = query.split('&').any(|q| q == "format=json");
     let (status, kind, body) = match path {
         "/health/live" => (200, "text/plain", "live\n".to_owned()),
+        "/status/log" => (200, "text/plain", crate::telemetry::recent_problems()),
+        "/status/queue" => {
+            // A full scan of the queue (what `kedge queue stats` prints): for people, not scrapers.
+            let q = state.queue.clone();
+            match tokio::task::spawn_blocking(move || tools::stats(&q))
+                .await
+                .map_err(std::io::Error::other)?
+            {
+                Ok(report) => (200, "text/plain", report),
+                Err(e) => (503, "text/plain", format!("cannot read the queue: {e}\n")),
+            }
+        }
         "/metrics" | "/health/ready" => {
             let s = state.clone();
             let snapshot = tokio::task::spawn_blocking(move || s.snapshot())

@@ -300,6 +300,7 @@ mod tests {
         let q = two_chunks(dir.path());
         let chunks = q.live_bytes();
         assert!(chunks > 0);
+        assert_eq!(q.journal_records().unwrap(), 15);
         let first = q.journal.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
         q.seal(&Seal {
             consumed_chunks: vec![0],
@@ -324,6 +325,7 @@ mod tests {
         .unwrap();
         let batch = q.outbox.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
         assert_eq!(q.live_bytes(), chunks - first + batch);
+        assert_eq!(q.journal_records().unwrap(), 5);
         drop(q);
         let q = Queue::open(dir.path(), 1 << 20, Sync::Relaxed, "dev").unwrap();
         assert_eq!(q.live_bytes(), chunks - first + batch);

@@ -423,7 +423,7 @@ mod tests {
             }],
             next_sequences: vec![(("a".into(), 3), 2)],
             next_batch_no: 1,
-            removed_batches: vec![],
+            ..Seal::default()
         })
         .unwrap();
         q

@@ -183,10 +183,14 @@ impl Plugin {
         let timeout = self.limits.timeout;
         let live = self.live()?;
         live.store.set_epoch_deadline(deadline_ticks(timeout));
+        let started = std::time::Instant::now();
         let result = match &live.bindings {
             Bindings::Plain(b) => b.call_process(&mut live.store, info, events),
             Bindings::Windowed(b) => b.call_process(&mut live.store, info, events),
         };
+        if result.is_ok() {
+            self.stats.call_time.observe(started.elapsed());
+        }
         let verdicts = match result {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(Fault::Plugin(e.message)),

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::telemetry::{CallBuckets, Histogram, HistogramSnapshot};
+
 /// Most distinct counter names one plugin may create; later names are ignored, so a plugin
 /// cannot grow kedge's memory or the metrics page without bound.
 pub const MAX_PLUGIN_COUNTERS: usize = 64;
@@ -43,6 +45,8 @@ pub struct PluginStats {
     pub logs_suppressed: AtomicU64,
     /// The plugin's own counters (`counter-add`).
     counters: Mutex<BTreeMap<String, u64>>,
+    /// Time of each `process` call that returned (traps and timeouts excluded).
+    pub call_time: Histogram<CallBuckets>,
 }
 
 impl PluginStats {
@@ -104,6 +108,7 @@ impl PluginStats {
             circuit_opened: g(&self.circuit_opened),
             logs_suppressed: g(&self.logs_suppressed),
             counters: self.counters(),
+            call_time: self.call_time.read(),
         }
     }
 
@@ -138,6 +143,8 @@ pub struct PluginSnapshot {
     pub logs_suppressed: u64,
     /// Its own counters.
     pub counters: Vec<(String, u64)>,
+    /// Time per `process` call.
+    pub call_time: HistogramSnapshot,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
