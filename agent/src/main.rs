@@ -36,23 +36,18 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
-    /// Read a topic back from Kafka and report lost, duplicated and reordered records per device
+    /// Read topics back from Kafka and report lost, duplicated and reordered records per device
     /// (exit 0 when clean, 1 on loss or duplicates, 2 when it cannot read).
-    Audit {
-        /// Broker to bootstrap from, `host:port` (plaintext, no authentication).
-        #[arg(long)]
-        bootstrap: String,
-        /// Topic to read; repeat it for every topic a kedge writes to, since one sequence spans
-        /// them all and a record routed elsewhere would otherwise look lost.
-        #[arg(long, required = true)]
-        topic: Vec<String>,
-        /// Judge only this device (`kedge-device` header).
-        #[arg(long)]
-        device: Option<String>,
-        /// Start every partition at this offset instead of its earliest.
-        #[arg(long)]
-        from_offset: Option<i64>,
-    },
+    ///
+    /// With --config, audit connects as the kedge of that config does (its [kafka] section:
+    /// bootstrap, client id, timeouts, TLS, SASL) and reads, by default, every topic it writes to
+    /// for its own device. Without --config, --bootstrap and --topic are required and the
+    /// connection is plaintext without authentication.
+    #[command(override_usage = "kedge audit --config FILE [--topic TOPIC]... \
+        [--device DEVICE | --all-devices] [--from-offset OFFSET] [--bootstrap HOST:PORT]\n       \
+        kedge audit --bootstrap HOST:PORT --topic TOPIC... [--device DEVICE] \
+        [--from-offset OFFSET]")]
+    Audit(AuditArgs),
     /// Summarise a running agent (from its metrics listener) or a stopped one (from its queue).
     Status {
         /// Configuration file.
@@ -70,6 +65,48 @@ enum Command {
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
     },
+}
+
+/// The options of `kedge audit`.
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// A kedge configuration file to connect with and to take the defaults from.
+    ///
+    /// The connection is the one its [kafka] section describes: bootstrap, client id,
+    /// timeouts, TLS (CA, client certificate for mutual TLS, server name) and SASL (PLAIN,
+    /// SCRAM-SHA-256/512). It also gives the default topics and device.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Broker to bootstrap from; with --config, it replaces kafka.bootstrap only.
+    ///
+    /// Without --config it is required, and the connection is plaintext without
+    /// authentication. With --config, the config's TLS and SASL settings still apply.
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
+    bootstrap: Option<String>,
+    /// Topic to read; repeatable. With --config, every topic the config routes to by default.
+    ///
+    /// Name every topic a kedge writes to: one sequence spans them all, and a record routed
+    /// elsewhere would otherwise look lost. Required without --config. With --config the
+    /// default is the routing rules' topics, routing.default_topic and
+    /// routing.dead_letter_topic, skipping any the cluster does not have (yet); topics that
+    /// plugins choose are in no config, so then name them all. Topics given must exist.
+    #[arg(long, value_name = "TOPIC", required_unless_present = "config")]
+    topic: Vec<String>,
+    /// Judge only this device (`kedge-device` header). With --config, its device by default.
+    ///
+    /// With --config the default is the config's agent.device_id: an audit on a device checks
+    /// that device's records, not its neighbours' on the same topics, which are counted as
+    /// "of other devices". When the file sets no agent.device_id, kedge uses the hostname, so
+    /// the default is right on the device but not elsewhere: there, pass --device (or
+    /// --all-devices).
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
+    /// Judge every device found, even with --config (as without it).
+    #[arg(long, conflicts_with = "device")]
+    all_devices: bool,
+    /// Start every partition at this offset instead of its earliest.
+    #[arg(long, value_name = "OFFSET")]
+    from_offset: Option<i64>,
 }
 
 #[derive(Subcommand)]
@@ -161,17 +198,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Audit {
-            bootstrap,
-            topic,
-            device,
-            from_offset,
-        } => audit(kedge::audit::AuditSettings {
-            bootstrap,
-            topics: topic,
-            device,
-            from_offset,
-        }),
+        Command::Audit(args) => audit(args),
         Command::Status { config } => match status(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -203,7 +230,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn audit(settings: kedge::audit::AuditSettings) -> ExitCode {
+fn audit(args: AuditArgs) -> ExitCode {
+    let defaulted_device = args.config.is_some() && args.device.is_none() && !args.all_devices;
+    let settings = match audit_settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,6 +252,16 @@ fn audit(settings: kedge::audit::AuditSettings) -> ExitCode {
     match runtime.block_on(kedge::audit::audit(&settings)) {
         Ok(report) => {
             print!("{report}");
+            if let Some(device) = settings.device.as_ref().filter(|_| defaulted_device)
+                && report.devices.is_empty()
+            {
+                // "Clean" over nothing mostly means the default device is not the one meant,
+                // such as a hostname-derived id read away from the device.
+                eprintln!(
+                    "note: no records of device {device:?} (the config's agent.device_id); \
+                     choose another with --device, or --all-devices"
+                );
+            }
             if report.is_clean() {
                 ExitCode::SUCCESS
             } else {
@@ -230,16 +275,69 @@ fn audit(settings: kedge::audit::AuditSettings) -> ExitCode {
     }
 }
 
+/// What `kedge audit` reads: as the options say, and with --config as its kedge connects.
+fn audit_settings(args: AuditArgs) -> anyhow::Result<kedge::audit::AuditSettings> {
+    let Some(path) = args.config else {
+        // Clap requires both without --config.
+        let bootstrap = args
+            .bootstrap
+            .context("--bootstrap is required without --config")?;
+        return Ok(kedge::audit::AuditSettings {
+            cluster: kedge::audit::plaintext(bootstrap),
+            topics: args.topic,
+            device: args.device,
+            from_offset: args.from_offset,
+            skip_absent: false,
+        });
+    };
+    let config = Config::load(&path)?;
+    let mut cluster = kedge::pipeline::cluster_settings(&config)?;
+    if let Some(bootstrap) = args.bootstrap {
+        cluster.bootstrap = vec![bootstrap];
+    }
+    Ok(kedge::audit::AuditSettings::for_config(
+        &config,
+        cluster,
+        args.topic,
+        args.device,
+        args.all_devices,
+        args.from_offset,
+    ))
+}
+
 fn status(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let timeout = std::time::Duration::from_secs(2);
     let why_not = match config.metrics.listen {
         Some(addr) => match kedge::ops::get(addr, "/metrics", timeout) {
-            Ok((200, metrics)) => {
+            Ok((200, first)) => {
+                // A second scrape a moment later gives the rates.
+                let interval = std::time::Duration::from_secs(1);
+                std::thread::sleep(interval);
+                let second = kedge::ops::get(addr, "/metrics", timeout)
+                    .map(|(_, body)| body)
+                    .unwrap_or_else(|_| first.clone());
+                let text = |path: &str, timeout| {
+                    kedge::ops::get(addr, path, timeout)
+                        .ok()
+                        .filter(|(code, _)| *code == 200)
+                        .map(|(_, body)| body)
+                };
                 let ready = kedge::ops::get(addr, "/health/ready", timeout)
                     .map(|(_, body)| body)
                     .unwrap_or_else(|e| format!("unknown ({e})\n"));
-                print!("{}", kedge::ops::status::running(addr, &metrics, &ready));
+                // The queue report reads the whole queue: a long backlog takes a while.
+                let queue = text("/status/queue", std::time::Duration::from_secs(60));
+                let log = text("/status/log", timeout);
+                let seen = kedge::ops::status::Observed {
+                    first: &first,
+                    second: &second,
+                    interval,
+                    ready: &ready,
+                    queue: queue.as_deref(),
+                    log: log.as_deref(),
+                };
+                print!("{}", kedge::ops::status::running(addr, &seen));
                 return Ok(());
             }
             Ok((code, _)) => format!("{addr} answered HTTP {code}"),

@@ -154,6 +154,7 @@ pub async fn run(
                     max_queue_percent: config.metrics.ready_max_queue_percent,
                 },
                 plugins: plugins.chain.stats(),
+                source: config.mqtt.name.clone(),
             });
             Some(tokio::spawn(ops::serve(listener, state)))
         }
@@ -289,17 +290,9 @@ pub fn producer(
         },
         StickyPartitioner::new(rand::SeedableRng::from_os_rng()),
     );
-    let cluster = Cluster::new(ClusterSettings {
-        bootstrap: config.kafka.bootstrap.clone(),
-        client_id: config.kafka.client_id.clone(),
-        connect_timeout: config.kafka.connect_timeout,
-        request_timeout: config.kafka.request_timeout,
-        tls: kafka_tls(&config.kafka).map_err(PipelineError::KafkaTls)?,
-        sasl: kafka_sasl(&config.kafka)?,
-    });
     Ok(Producer::new(
         queue,
-        cluster,
+        Cluster::new(cluster_settings(config)?),
         dispatcher,
         ProducerSettings {
             max_in_flight: usize::from(config.kafka.max_in_flight).min(WINDOW),
@@ -313,6 +306,19 @@ pub fn producer(
         },
         stats,
     )?)
+}
+
+/// How to reach the `[kafka]` cluster, TLS and SASL included, with the secrets resolved; the
+/// producer and `kedge audit --config` connect alike, so an audit passes where delivery does.
+pub fn cluster_settings(config: &Config) -> Result<ClusterSettings, PipelineError> {
+    Ok(ClusterSettings {
+        bootstrap: config.kafka.bootstrap.clone(),
+        client_id: config.kafka.client_id.clone(),
+        connect_timeout: config.kafka.connect_timeout,
+        request_timeout: config.kafka.request_timeout,
+        tls: kafka_tls(&config.kafka).map_err(PipelineError::KafkaTls)?,
+        sasl: kafka_sasl(&config.kafka)?,
+    })
 }
 
 /// Logs, at every start, what recovery has cost so far, so that it is never silent.

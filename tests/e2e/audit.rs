@@ -1,9 +1,14 @@
 //! `kedge audit` against a topic a third-party producer (confluent-kafka) filled with crafted
-//! `kedge-seq` headers: it finds exactly the injected gap and duplicate, and its exit codes.
+//! `kedge-seq` headers: it finds exactly the injected gap and duplicate, and its exit codes;
+//! with `--config`, it takes the topics and the device from a kedge config.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use tempfile::TempDir;
+
+use crate::support::kedge::{DEVICE_ID, pipeline_config};
 use crate::support::tansu::Tansu;
 use crate::support::{free_port, python_bin, repo_root, run};
 
@@ -36,30 +41,57 @@ fn produce(bootstrap: &str, topic: &str, records: &[&str]) {
     );
 }
 
-#[test]
-fn audit_finds_exactly_the_injected_gap_and_duplicate() {
+/// What [`crafted`] writes.
+const CRAFTED: &[&str] = &[
+    // dev-a: 4 and 5 are lost, 8 is written twice.
+    "0:dev-a:1",
+    "0:dev-a:2",
+    "1:dev-a:3",
+    "0:dev-a:6",
+    "1:dev-a:7",
+    "1:dev-a:8",
+    "1:dev-a:8",
+    // dev-b: complete, but 2 lands after 3 in partition 1 (reported, not judged).
+    "0:dev-b:1",
+    "1:dev-b:3",
+    "1:dev-b:2",
+    "0:dev-b:4",
+];
+
+/// A tansu whose topic `crafted` (2 partitions) holds [`CRAFTED`].
+fn crafted() -> Tansu {
     let tansu = Tansu::start();
     tansu.create_topic("crafted", 2);
+    produce(&tansu.bootstrap(), "crafted", CRAFTED);
+    tansu
+}
+
+/// A kedge config file for Kafka at `bootstrap` with `routing`, as device `device`.
+fn config_file(bootstrap: &str, routing: &str, device: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("kedge-e2e-audit-")
+        .tempdir()
+        .expect("temp dir");
+    let text = pipeline_config(free_port(), bootstrap, routing)
+        .replace("@DATA_DIR@", dir.path().to_str().expect("UTF-8 temp path"))
+        .replace(
+            &format!("device_id = \"{DEVICE_ID}\""),
+            &format!("device_id = \"{device}\""),
+        );
+    let path = dir.path().join("kedge.toml");
+    std::fs::write(&path, text).expect("write kedge.toml");
+    (dir, path)
+}
+
+/// A path as an argument.
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn audit_finds_exactly_the_injected_gap_and_duplicate() {
+    let tansu = crafted();
     let bootstrap = tansu.bootstrap();
-    produce(
-        &bootstrap,
-        "crafted",
-        &[
-            // dev-a: 4 and 5 are lost, 8 is written twice.
-            "0:dev-a:1",
-            "0:dev-a:2",
-            "1:dev-a:3",
-            "0:dev-a:6",
-            "1:dev-a:7",
-            "1:dev-a:8",
-            "1:dev-a:8",
-            // dev-b: complete, but 2 lands after 3 in partition 1 (reported, not judged).
-            "0:dev-b:1",
-            "1:dev-b:3",
-            "1:dev-b:2",
-            "0:dev-b:4",
-        ],
-    );
 
     let (code, out, err) = kedge_audit(&["--bootstrap", &bootstrap, "--topic", "crafted"]);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
@@ -117,4 +149,131 @@ fn audit_finds_exactly_the_injected_gap_and_duplicate() {
 
     let (code, _, _) = kedge_audit(&["--topic", "crafted"]);
     assert_eq!(code, 2, "a usage error");
+}
+
+/// Routes to `crafted` twice (a rule and the default) and dead-letters to a topic that does not
+/// exist.
+const CRAFTED_ROUTING: &str = r#"[routing]
+default_topic = "crafted"
+dead_letter_topic = "kedge-dead-letter"
+
+[[routing.rules]]
+filter = "sensors/+/reading"
+topic = "crafted"
+"#;
+
+#[test]
+fn audit_with_a_config_reads_its_topics_for_its_own_device() {
+    let tansu = crafted();
+    let (_dir, config) = config_file(&tansu.bootstrap(), CRAFTED_ROUTING, "dev-b");
+
+    // dev-b is clean; dev-a's loss is not its business, and no topic is read twice.
+    let (code, out, err) = kedge_audit(&["--config", arg(&config)]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(
+            "device dev-b: 4 records, kedge-seq 1..=4, 0 missing, 0 duplicates, 1 backwards"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("device dev-a"), "{out}");
+    assert!(
+        out.contains("7 records without kedge headers (or of other devices)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("topic kedge-dead-letter skipped: the cluster does not have it"),
+        "{out}"
+    );
+    assert!(out.ends_with("clean\n"), "{out}");
+
+    let (code, out, _) = kedge_audit(&["--config", arg(&config), "--all-devices"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("device dev-a: 7 records"), "{out}");
+    assert!(out.contains("device dev-b: 4 records"), "{out}");
+
+    let (code, out, _) = kedge_audit(&["--config", arg(&config), "--device", "dev-a"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("device dev-a: 7 records"), "{out}");
+
+    // Topics named on the command line replace the config's, and must exist.
+    let (code, out, err) = kedge_audit(&[
+        "--config",
+        arg(&config),
+        "--topic",
+        "crafted",
+        "--topic",
+        "kedge-dead-letter",
+    ]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("topic kedge-dead-letter does not exist"),
+        "{err}"
+    );
+
+    // --bootstrap replaces kafka.bootstrap.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (code, _, err) = kedge_audit(&["--config", arg(&config), "--bootstrap", &closed]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("cannot connect to Kafka broker {closed}")),
+        "{err}"
+    );
+
+    // A device with nothing on the topics: clean, with a hint that the default may be wrong.
+    let (_dir, elsewhere) = config_file(&tansu.bootstrap(), CRAFTED_ROUTING, "dev-z");
+    let (code, out, err) = kedge_audit(&["--config", arg(&elsewhere)]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("no kedge records found"), "{out}");
+    assert!(
+        err.contains("no records of device \"dev-z\" (the config's agent.device_id)"),
+        "{err}"
+    );
+
+    // Not one of the config's topics exists: nothing could be audited.
+    let nowhere = "[routing]\ndefault_topic = \"nothing-here\"\n";
+    let (_dir, nowhere) = config_file(&tansu.bootstrap(), nowhere, "dev-b");
+    let (code, _, err) = kedge_audit(&["--config", arg(&nowhere)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("none of the topics nothing-here, kedge-dead-letter exists"),
+        "{err}"
+    );
+}
+
+#[test]
+fn audit_with_a_bad_config_exits_2_naming_file_line_and_column() {
+    // No broker is needed: the config is read before anything connects.
+    let (dir, config) = config_file("127.0.0.1:9", CRAFTED_ROUTING, "dev-b");
+    let text = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace(r#"linger = "5ms""#, r#"linger = "5 parsecs""#);
+    std::fs::write(&config, &text).expect("write config");
+    let at = text.find(r#""5 parsecs""#).expect("the bad value");
+    let line = text[..at].matches('\n').count() + 1;
+    let column = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+
+    let (code, out, err) = kedge_audit(&["--config", arg(&config)]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    let expected = format!(
+        "error: {}:{line}:{column}: kafka.linger: ",
+        config.display()
+    );
+    assert!(
+        err.starts_with(&expected),
+        "expected {expected:?}, got:\n{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+
+    let missing = dir.path().join("missing.toml");
+    let (code, _, err) = kedge_audit(&["--config", arg(&missing)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with(&format!("error: {}:1:1: cannot read: ", missing.display())),
+        "{err}"
+    );
+
+    // Without --config, the broker and the topic stay required.
+    let (code, _, err) = kedge_audit(&["--bootstrap", "127.0.0.1:9"]);
+    assert_eq!(code, 2, "a usage error: {err}");
 }

@@ -1,12 +1,14 @@
 //! Kafka over TLS: records reach the broker through TLS with `kafka.tls.ca_file`; with a CA that
 //! did not sign the broker's certificate kedge says so clearly, keeps retrying, and loses nothing
-//! once the CA file is fixed and kedge restarted.
+//! once the CA file is fixed and kedge restarted. `kedge audit --config` reads them back through
+//! TLS with the same config file.
 
 use std::path::Path;
 use std::time::Duration;
 
+use crate::audit::kedge_audit;
 use crate::support::consume::{consume, tally};
-use crate::support::kedge::{Kedge, pipeline_config};
+use crate::support::kedge::{DEVICE_ID, Kedge, pipeline_config};
 use crate::support::mosquitto::Mosquitto;
 use crate::support::publish::{Message, Publishing, readings};
 use crate::support::tls::TlsKafka;
@@ -40,6 +42,33 @@ fn assert_all_arrived(kafka: &TlsKafka, readings: &[Message]) {
     assert_eq!(t.duplicates, 0, "duplicated readings");
 }
 
+/// `kedge audit --config` with kedge's own config file; (exit code, stdout, stderr).
+fn audit(kedge: &Kedge, extra: &[&str]) -> (i32, String, String) {
+    let config = kedge.config_path();
+    let mut args = vec!["--config", config.to_str().expect("UTF-8 path")];
+    args.extend(extra);
+    kedge_audit(&args)
+}
+
+/// `kedge audit --config` with kedge's config finds every reading, once, through TLS.
+fn assert_audit_clean(kafka: &TlsKafka, kedge: &Kedge) {
+    let sessions = kafka.tls_sessions();
+    let (code, out, err) = audit(kedge, &[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    // kedge numbers its records from 0; the audit defaults to the config's device.
+    let expected = format!(
+        "device {DEVICE_ID}: {READINGS} records, kedge-seq 0..={}, 0 missing, 0 duplicates",
+        READINGS - 1
+    );
+    assert!(out.contains(&expected), "expected {expected:?} in:\n{out}");
+    assert!(out.ends_with("clean\n"), "{out}");
+    // The terminator passes plain Kafka through, so only its sessions prove TLS was used.
+    assert!(
+        kafka.tls_sessions() > sessions,
+        "the audit made no TLS session"
+    );
+}
+
 #[test]
 fn records_reach_kafka_over_tls() {
     let kafka = TlsKafka::start();
@@ -55,6 +84,22 @@ fn records_reach_kafka_over_tls() {
     // kedge cannot speak plain Kafka to the terminator once TLS is configured, so its records
     // arrived through TLS; the sessions prove the terminator saw TLS at all.
     assert!(kafka.tls_sessions() >= 1, "no TLS session was made");
+    assert_audit_clean(&kafka, &kedge);
+
+    // --bootstrap replaces the address only: TLS still applies (plain Kafka would pass the
+    // terminator without a session).
+    let sessions = kafka.tls_sessions();
+    let bootstrap = kafka.bootstrap();
+    let (code, out, err) = audit(&kedge, &["--bootstrap", &bootstrap, "--topic", "readings"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!("device {DEVICE_ID}: {READINGS} records")),
+        "{out}"
+    );
+    assert!(
+        kafka.tls_sessions() > sessions,
+        "the audit made no TLS session"
+    );
     kedge.assert_running();
 }
 
@@ -80,6 +125,7 @@ fn records_reach_kafka_over_mutual_tls() {
     assert_all_arrived(&kafka, &published);
     // The terminator completes no handshake without a client certificate the CA signed.
     assert!(kafka.tls_sessions() >= 1, "no TLS session was made");
+    assert_audit_clean(&kafka, &kedge);
     kedge.assert_running();
 }
 
@@ -117,6 +163,10 @@ fn wrong_ca_is_reported_and_nothing_is_lost() {
         complaints < 30,
         "{complaints} log lines in ~3 s: the error is not rate-limited"
     );
+    // The audit trusts what kedge trusts, and says why it cannot read.
+    let (code, out, err) = audit(&kedge, &[]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
     assert_eq!(
         kafka.tls_sessions(),
         0,
@@ -128,6 +178,7 @@ fn wrong_ca_is_reported_and_nothing_is_lost() {
     kedge.restart();
     assert_all_arrived(&kafka, &published);
     assert!(kafka.tls_sessions() >= 1, "no TLS session was made");
+    assert_audit_clean(&kafka, &kedge);
     kedge.assert_running();
 }
 
@@ -151,5 +202,12 @@ fn certificate_for_another_name_is_reported() {
         || kedge.log_text().contains(&expected),
     );
     kedge.assert_running();
+    // The audit verifies the configured name too.
+    let (code, out, err) = audit(&kedge, &[]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains(&expected.replace("\\\"", "\"")),
+        "expected {expected:?} in:\n{err}"
+    );
     assert_eq!(kafka.tls_sessions(), 0, "a TLS session with the wrong name");
 }

@@ -82,6 +82,8 @@ pub struct Report {
     pub unmarked: u64,
     /// Records whose `kedge-seq` is not a decimal number.
     pub malformed: u64,
+    /// Topics that were skipped because the cluster does not have them.
+    pub absent_topics: Vec<String>,
 }
 
 impl Auditor {
@@ -152,6 +154,7 @@ impl Auditor {
             devices,
             unmarked: self.unmarked,
             malformed: self.malformed,
+            absent_topics: Vec::new(),
         }
     }
 }
@@ -264,6 +267,12 @@ impl fmt::Display for Report {
         }
         if self.malformed > 0 {
             writeln!(f, "{} records with an unreadable kedge-seq", self.malformed)?;
+        }
+        for topic in &self.absent_topics {
+            writeln!(
+                f,
+                "topic {topic} skipped: the cluster does not have it (nothing written to it yet?)"
+            )?;
         }
         writeln!(
             f,

@@ -137,10 +137,11 @@ pub fn audit_from_start(
         .expect("tokio runtime");
     runtime
         .block_on(kedge::audit::audit(&kedge::audit::AuditSettings {
-            bootstrap: bootstrap.to_owned(),
+            cluster: kedge::audit::plaintext(bootstrap.to_owned()),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             device: None,
             from_offset: Some(0),
+            skip_absent: false,
         }))
         .map_err(|e| format!("audit: {e}"))
 }
