@@ -61,8 +61,8 @@ pub struct Dispatcher {
 
 /// Everything one plan reads.
 pub struct PlanInput<'a> {
-    /// Chunks from the head of the journal, in order.
-    pub chunks: Vec<JournalChunk>,
+    /// Chunks from the head of the journal, in order; read only as far as the windows allow.
+    pub chunks: &'a mut dyn Iterator<Item = JournalChunk>,
     /// Known partition counts per topic.
     pub partition_counts: &'a HashMap<String, NonZeroU32>,
     /// Batches that may still be sealed per partition (window minus unacknowledged batches);
@@ -95,14 +95,16 @@ impl Dispatcher {
         Dispatcher { settings, sticky }
     }
 
-    /// Plans the largest prefix of `input.chunks` that fits the windows.
+    /// Plans the largest prefix of `input.chunks` that fits the windows, taking from it at most
+    /// one chunk beyond that prefix.
     pub fn plan(&mut self, input: PlanInput<'_>) -> Result<Plan, PlanError> {
-        if input.chunks.is_empty() {
+        let mut chunks = input.chunks.peekable();
+        if chunks.peek().is_none() {
             return Ok(Plan::Empty);
         }
         let mut pending: BTreeMap<Tp, Vec<SequencedRecord>> = BTreeMap::new();
         let mut consumed: Vec<(u64, u64)> = Vec::new();
-        for chunk in input.chunks {
+        for chunk in chunks {
             let missing: Vec<String> = chunk
                 .records
                 .iter()
@@ -294,7 +296,7 @@ mod tests {
         let next = BTreeMap::from([(("t".to_owned(), 0), 7)]);
         let plan = d
             .plan(PlanInput {
-                chunks: vec![chunk(10, &keys[..3]), chunk(13, &keys[3..])],
+                chunks: &mut vec![chunk(10, &keys[..3]), chunk(13, &keys[3..])].into_iter(),
                 partition_counts: &counts(3),
                 room: &HashMap::new(),
                 window: 5,
@@ -356,19 +358,31 @@ mod tests {
         let mut d = dispatcher(2);
         let room = HashMap::from([(("t".to_owned(), 0), 2usize)]);
         let (counts, next) = (counts(1), BTreeMap::new());
-        let input = |chunks| PlanInput {
-            chunks,
-            partition_counts: &counts,
-            room: &room,
-            window: 5,
-            next_sequences: &next,
-            producer: PRODUCER,
-            next_batch_no: 0,
+        let mut plan_of = |chunks: Vec<JournalChunk>, read: &mut usize| {
+            d.plan(PlanInput {
+                chunks: &mut chunks.into_iter().inspect(|_| *read += 1),
+                partition_counts: &counts,
+                room: &room,
+                window: 5,
+                next_sequences: &next,
+                producer: PRODUCER,
+                next_batch_no: 0,
+            })
+            .unwrap()
         };
         // 3 records → 2 batches of ≤ 2 fit the room of 2; the next chunk would need a third.
-        let plan = d
-            .plan(input(vec![chunk(0, &[None; 3]), chunk(3, &[None; 2])]))
-            .unwrap();
+        // The chunks after that one are never read (decompressed, in the producer).
+        let mut read = 0;
+        let plan = plan_of(
+            vec![
+                chunk(0, &[None; 3]),
+                chunk(3, &[None; 2]),
+                chunk(5, &[None; 2]),
+                chunk(7, &[None; 2]),
+            ],
+            &mut read,
+        );
+        assert_eq!(read, 2);
         let Plan::Seal(seal) = plan else {
             panic!("expected a seal")
         };
@@ -382,7 +396,7 @@ mod tests {
         );
         assert_eq!(seal.batches[1].base_sequence, 2);
         // A first chunk that alone needs more than the room is blocked, not split.
-        let plan = d.plan(input(vec![chunk(0, &[None; 5])])).unwrap();
+        let plan = plan_of(vec![chunk(0, &[None; 5])], &mut read);
         assert!(matches!(plan, Plan::Blocked));
     }
 
@@ -390,18 +404,21 @@ mod tests {
     fn unknown_topics_ask_for_metadata_and_empty_journals_do_nothing() {
         let mut d = dispatcher(10);
         let (counts, room, next) = (HashMap::new(), HashMap::new(), BTreeMap::new());
-        let input = |chunks| PlanInput {
-            chunks,
-            partition_counts: &counts,
-            room: &room,
-            window: 5,
-            next_sequences: &next,
-            producer: PRODUCER,
-            next_batch_no: 0,
+        let mut plan = |chunks: Vec<JournalChunk>| {
+            d.plan(PlanInput {
+                chunks: &mut chunks.into_iter(),
+                partition_counts: &counts,
+                room: &room,
+                window: 5,
+                next_sequences: &next,
+                producer: PRODUCER,
+                next_batch_no: 0,
+            })
+            .unwrap()
         };
-        let plan = d.plan(input(vec![chunk(0, &[Some("k")])])).unwrap();
-        assert!(matches!(plan, Plan::NeedMetadata(t) if t == vec!["t".to_owned()]));
-        assert!(matches!(d.plan(input(vec![])).unwrap(), Plan::Empty));
+        let need = plan(vec![chunk(0, &[Some("k")])]);
+        assert!(matches!(need, Plan::NeedMetadata(t) if t == vec!["t".to_owned()]));
+        assert!(matches!(plan(vec![]), Plan::Empty));
     }
 
     #[test]
@@ -410,7 +427,7 @@ mod tests {
         let next = BTreeMap::from([(("t".to_owned(), 0), i32::MAX - 1)]);
         let plan = d
             .plan(PlanInput {
-                chunks: vec![chunk(0, &[None; 5])],
+                chunks: &mut vec![chunk(0, &[None; 5])].into_iter(),
                 partition_counts: &counts(1),
                 room: &HashMap::new(),
                 window: 5,

@@ -399,14 +399,16 @@ impl Producer {
             })
             .collect();
         let result = tokio::task::block_in_place(|| -> Result<Plan, String> {
-            let chunks = self
+            let mut failed = None;
+            let mut chunks = self
                 .queue
-                .journal_head(CHUNKS_PER_SEAL)
-                .map_err(|e| e.to_string())?;
+                .journal_iter()
+                .take(CHUNKS_PER_SEAL)
+                .map_while(|c| c.map_err(|e| failed = Some(e)).ok());
             let plan = self
                 .dispatcher
                 .plan(PlanInput {
-                    chunks,
+                    chunks: &mut chunks,
                     partition_counts: &counts,
                     room: &room,
                     window,
@@ -414,7 +416,13 @@ impl Producer {
                     producer,
                     next_batch_no: self.next_batch_no,
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string());
+            drop(chunks);
+            // A journal that cannot be read is not sealed from, not even its readable prefix.
+            if let Some(e) = failed {
+                return Err(e.to_string());
+            }
+            let plan = plan?;
             if let Plan::Seal(seal) = &plan {
                 self.queue.seal(seal).map_err(|e| e.to_string())?;
             }

@@ -268,29 +268,28 @@ impl Queue {
         })
     }
 
-    /// Reads up to `max_chunks` chunks from the head of the journal. A chunk that cannot be
-    /// decoded is quarantined (see [`recovery`]) rather than stalling delivery forever.
+    /// Reads up to `max_chunks` chunks from the head of the journal (see [`Queue::journal_iter`]).
     pub fn journal_head(&self, max_chunks: usize) -> Result<Vec<JournalChunk>, QueueError> {
-        let mut out = Vec::new();
-        for item in self.journal.iter() {
-            if out.len() >= max_chunks {
-                break;
-            }
-            let (k, v) = item.map_err(|e| self.db_err(e))?;
-            let (head, records) = match chunk::decode(&v) {
-                Ok(decoded) => decoded,
-                Err(e) => {
-                    self.quarantine_chunk(&k, &v, &e)?;
-                    continue;
-                }
-            };
-            out.push(JournalChunk {
-                first_seq: head.first_seq,
-                end_seq: head.end_seq(),
-                records,
-            });
-        }
-        Ok(out)
+        self.journal_iter().take(max_chunks).collect()
+    }
+
+    /// The journal's chunks from its head, each decoded only when it is asked for, so that a
+    /// seal that fits a few chunks decompresses a few. A chunk that cannot be decoded is
+    /// quarantined (see [`recovery`]) rather than stalling delivery forever.
+    pub fn journal_iter(&self) -> impl Iterator<Item = Result<JournalChunk, QueueError>> + '_ {
+        self.journal.iter().filter_map(|item| {
+            let decoded =
+                item.map_err(|e| self.db_err(e))
+                    .and_then(|(k, v)| match chunk::decode(&v) {
+                        Ok((head, records)) => Ok(Some(JournalChunk {
+                            first_seq: head.first_seq,
+                            end_seq: head.end_seq(),
+                            records,
+                        })),
+                        Err(e) => self.quarantine_chunk(&k, &v, &e).map(|()| None),
+                    });
+            decoded.transpose()
+        })
     }
 
     /// Records in the journal, from the `kedge-seq` span of its first and last chunks (two
