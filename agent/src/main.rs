@@ -182,6 +182,7 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
@@ -227,6 +228,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// glibc gives threads that allocate their own heap arenas (up to eight per core), and the
+/// pipeline's threads spread its heap over them: e2e-bench measured 59–63 MiB RSS with the
+/// default and 46 MiB with two arenas, at no measurable CPU cost. An explicit
+/// `MALLOC_ARENA_MAX` wins. musl, which the device builds use, has no arenas.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 
