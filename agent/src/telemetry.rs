@@ -180,13 +180,15 @@ impl Bounds for CallBuckets {
     ];
 }
 
-/// Receive to Kafka acknowledgement: from a healthy link to an outage of an hour.
+/// Receive to Kafka acknowledgement: fine around the 20 ms budget, then up to an outage of an
+/// hour.
 #[derive(Debug)]
 pub struct DeliveryBuckets;
 
 impl Bounds for DeliveryBuckets {
     const BOUNDS: &'static [f64] = &[
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0,
+        0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0,
+        300.0, 3600.0,
     ];
 }
 
@@ -535,8 +537,8 @@ mod tests {
         h.observe_n(Duration::from_secs(7200), 2);
         h.observe_n(Duration::from_secs(1), 0);
         let s = h.read();
-        assert_eq!(s.buckets[1], (0.01, 0));
-        assert_eq!(s.buckets[2], (0.025, 5));
+        assert_eq!(s.buckets[5], (0.02, 0));
+        assert_eq!(s.buckets[6], (0.025, 5));
         assert_eq!(s.buckets.last(), Some(&(3600.0, 5)));
         assert_eq!(s.count, 7);
         assert!((s.sum - 14400.1).abs() < 1e-6, "{}", s.sum);

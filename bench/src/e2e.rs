@@ -10,15 +10,24 @@
 //!   (`/proc/PID/io` write_bytes).
 //! - `latency`: publish at a fixed rate (10,000/s) for a while; an independent consumer
 //!   (`bench/latency_consumer.py`) reports publish-to-consumer latency P50/P95/P99, which bounds
-//!   publish-to-Kafka-ack from above; plus RSS and write amplification at that rate.
+//!   publish-to-Kafka-ack from above; kedge's own receive-to-ack histogram
+//!   (`kedge_delivery_latency_seconds`, quantiles interpolated within its buckets) measures the
+//!   hop the budget names; plus RSS and write amplification at that rate.
+//! - `backlog` (issue 8 item 3): publish at a fixed rate with Kafka down for `--backlog-seconds`
+//!   (tansu not yet started on the port kedge is given), then start it and keep publishing at
+//!   the same rate as long again; report the drain rate while ingest continues, the time from
+//!   the broker's start to the first acknowledgement, and RSS and disk during the backlog.
 //!
 //! After every run the topics are read back (`kedge::audit`): every reading exactly once.
 //!
-//! Usage: e2e-bench [--mode throughput|latency|both] [--records N] [--rate R] [--seconds S]
-//!        [--connections K] [--rounds R] [--plugin PATH|none] [--kedge PATH] [--data-dir DIR]
+//! Usage: e2e-bench [--mode throughput|latency|both|backlog] [--records N] [--rate R]
+//!        [--seconds S] [--backlog-seconds S] [--connections K] [--rounds R]
+//!        [--plugin PATH|none] [--kedge PATH] [--data-dir DIR]
 
 use kedge_bench as support;
 
+#[path = "e2e/backlog.rs"]
+mod backlog;
 #[path = "e2e/publisher.rs"]
 mod publisher;
 
@@ -46,6 +55,7 @@ struct Options {
     records: u64,
     rate: f64,
     seconds: f64,
+    backlog_seconds: f64,
     connections: usize,
     rounds: usize,
     plugin: Option<PathBuf>,
@@ -56,8 +66,9 @@ struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: e2e-bench [--mode throughput|latency|both] [--records N] [--rate R] [--seconds S] \
-         [--connections K] [--rounds R] [--plugin PATH|none] [--kedge PATH] [--data-dir DIR]"
+        "usage: e2e-bench [--mode throughput|latency|both|backlog] [--records N] [--rate R] \
+         [--seconds S] [--backlog-seconds S] [--connections K] [--rounds R] [--plugin PATH|none] \
+         [--kedge PATH] [--data-dir DIR]"
     );
     std::process::exit(2);
 }
@@ -107,12 +118,13 @@ fn main() {
     let options = Options {
         modes: match get("--mode").as_deref().unwrap_or("both") {
             "both" => vec!["throughput".into(), "latency".into()],
-            m @ ("throughput" | "latency") => vec![m.to_owned()],
+            m @ ("throughput" | "latency" | "backlog") => vec![m.to_owned()],
             _ => usage(),
         },
         records: num("--records", 500_000.0) as u64,
         rate: num("--rate", 10_000.0),
         seconds: num("--seconds", 30.0),
+        backlog_seconds: num("--backlog-seconds", 300.0),
         connections: num("--connections", 4.0) as usize,
         rounds: num("--rounds", 3.0) as usize,
         plugin,
@@ -126,6 +138,7 @@ fn main() {
             "--records",
             "--rate",
             "--seconds",
+            "--backlog-seconds",
             "--connections",
             "--rounds",
             "--plugin",
@@ -146,7 +159,11 @@ fn main() {
         );
         std::process::exit(2);
     }
-    bench(&options);
+    if options.modes == ["backlog"] {
+        backlog::bench(&options);
+    } else {
+        bench(&options);
+    }
 }
 
 /// One run's figures.
@@ -172,6 +189,8 @@ struct Figures {
     p95: f64,
     p99: f64,
     max_latency: f64,
+    /// Receive → Kafka ack P50, P95, P99 from kedge's own histogram, ms.
+    ack_latency: [f64; 3],
     publisher_rate: f64,
     /// CPU seconds of the publisher process.
     publisher_cpu_s: f64,
@@ -390,6 +409,8 @@ fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
         .get("kedge_journal_commit_seconds_sum")
         .zip(metrics.get("kedge_journal_commit_seconds_count"))
         .map_or(f64::NAN, |(s, c)| s / c * 1e3);
+    let ack_latency = [0.5, 0.95, 0.99]
+        .map(|q| stats::histogram_quantile(&metrics, "kedge_delivery_latency_seconds", q) * 1e3);
     agent.stop(Duration::from_secs(15));
 
     let mut f = figures(&ticks, count);
@@ -397,6 +418,7 @@ fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
     f.publisher_cpu_s = published.user_s + published.sys_s;
     f.other_cpu_s = other_cpu_s;
     f.commit_ms = commit_ms;
+    f.ack_latency = ack_latency;
     f.verified = verified;
     if let Some(text) = latency {
         f.p50 = kv(&text, "p50_ms");
@@ -535,6 +557,7 @@ fn figures(ticks: &[Tick], count: u64) -> Figures {
         p95: f64::NAN,
         p99: f64::NAN,
         max_latency: f64::NAN,
+        ack_latency: [f64::NAN; 3],
         publisher_rate: f64::NAN,
         publisher_cpu_s: f64::NAN,
         other_cpu_s: f64::NAN,
@@ -564,7 +587,7 @@ fn print_run(mode: &str, round: usize, f: &Figures) {
         Err(e) => format!("NOT VERIFIED: {e}"),
     };
     eprintln!(
-        "round {} {mode:<10} ingest {:>7.0}/s  delivery {:>7.0}/s  overall {:>7.0}/s  kedge CPU {:.2} s ({:.2} s/M, {:.0} records per CPU-s)  RSS {:.1} MiB median, {:.1} peak  write amp {:.3}  latency P50 {:.1} P95 {:.1} P99 {:.1} max {:.1} ms  commit {:.2} ms  publisher {:.0}/s (CPU {:.2} s)  brokers CPU {:.2} s  {verified}",
+        "round {} {mode:<10} ingest {:>7.0}/s  delivery {:>7.0}/s  overall {:>7.0}/s  kedge CPU {:.2} s ({:.2} s/M, {:.0} records per CPU-s)  RSS {:.1} MiB median, {:.1} peak  write amp {:.3}  latency P50 {:.1} P95 {:.1} P99 {:.1} max {:.1} ms  receive → ack P50 {:.1} P95 {:.1} P99 {:.1} ms  commit {:.2} ms  publisher {:.0}/s (CPU {:.2} s)  brokers CPU {:.2} s  {verified}",
         round + 1,
         f.ingest_rate,
         f.delivery_rate,
@@ -579,6 +602,9 @@ fn print_run(mode: &str, round: usize, f: &Figures) {
         f.p95,
         f.p99,
         f.max_latency,
+        f.ack_latency[0],
+        f.ack_latency[1],
+        f.ack_latency[2],
         f.commit_ms,
         f.publisher_rate,
         f.publisher_cpu_s,
@@ -618,7 +644,7 @@ fn report(
         stats::format(&v, digits)
     };
     type Row = (&'static str, fn(&Figures) -> f64, usize, &'static str);
-    let rows: [Row; 16] = [
+    let rows: [Row; 19] = [
         ("records", |f| f.records as f64, 0, ""),
         (
             "ingest records/s (journaled, acked to MQTT)",
@@ -658,9 +684,27 @@ fn report(
             3,
             "≤ 1.5",
         ),
-        ("latency P50 ms", |f| f.p50, 1, ""),
-        ("latency P95 ms", |f| f.p95, 1, "≤ 20"),
-        ("latency P99 ms", |f| f.p99, 1, ""),
+        (
+            "receive → Kafka ack P50 ms (kedge histogram)",
+            |f| f.ack_latency[0],
+            1,
+            "",
+        ),
+        (
+            "receive → Kafka ack P95 ms (kedge histogram)",
+            |f| f.ack_latency[1],
+            1,
+            "≤ 20",
+        ),
+        (
+            "receive → Kafka ack P99 ms (kedge histogram)",
+            |f| f.ack_latency[2],
+            1,
+            "",
+        ),
+        ("publish → consumer P50 ms", |f| f.p50, 1, ""),
+        ("publish → consumer P95 ms", |f| f.p95, 1, ""),
+        ("publish → consumer P99 ms", |f| f.p99, 1, ""),
         (
             "mean journal commit (append + flush + fdatasync) ms",
             |f| f.commit_ms,

@@ -91,7 +91,8 @@ impl Agent {
         }
     }
 
-    /// The metrics endpoint's samples without labels, by name; `None` when it does not answer.
+    /// The metrics endpoint's samples by series (`name` or `name{labels}` as exposed); `None`
+    /// when it does not answer.
     pub fn metrics(&self) -> Option<HashMap<String, f64>> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -103,10 +104,10 @@ impl Agent {
         let body = text.split_once("\r\n\r\n")?.1;
         Some(
             body.lines()
-                .filter(|l| !l.starts_with('#') && !l.contains('{'))
+                .filter(|l| !l.starts_with('#'))
                 .filter_map(|l| {
-                    let (name, value) = l.split_once(' ')?;
-                    Some((name.to_owned(), value.trim().parse().ok()?))
+                    let (series, value) = l.rsplit_once(' ')?;
+                    Some((series.to_owned(), value.trim().parse().ok()?))
                 })
                 .collect(),
         )

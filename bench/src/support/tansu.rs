@@ -19,8 +19,13 @@ pub struct Tansu {
 impl Tansu {
     /// Starts tansu on a free port of 127.0.0.1 and waits until it listens.
     pub fn start() -> Tansu {
+        Self::start_on(free_port())
+    }
+
+    /// Starts tansu on `port` of 127.0.0.1 (one a client was told about while nothing
+    /// listened there) and waits until it listens.
+    pub fn start_on(port: u16) -> Tansu {
         let binary = peer("bin/tansu");
-        let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("kedge-bench-tansu-")
             .tempdir()
