@@ -353,34 +353,45 @@ mod tests {
         assert_eq!(timestamp_runs(&[]), vec![]);
     }
 
+    /// Plans `chunks` with a window of 5 and fresh sequences; also how many chunks it read.
+    fn plan_window(
+        d: &mut Dispatcher,
+        chunks: Vec<JournalChunk>,
+        counts: &HashMap<String, NonZeroU32>,
+        room: &HashMap<(String, i32), usize>,
+    ) -> (Plan, usize) {
+        let mut read = 0;
+        let plan = d
+            .plan(PlanInput {
+                chunks: &mut chunks.into_iter().inspect(|_| read += 1),
+                partition_counts: counts,
+                room,
+                window: 5,
+                next_sequences: &BTreeMap::new(),
+                producer: PRODUCER,
+                next_batch_no: 0,
+            })
+            .unwrap();
+        (plan, read)
+    }
+
     #[test]
     fn stops_at_the_chunk_that_overflows_the_window() {
         let mut d = dispatcher(2);
         let room = HashMap::from([(("t".to_owned(), 0), 2usize)]);
-        let (counts, next) = (counts(1), BTreeMap::new());
-        let mut plan_of = |chunks: Vec<JournalChunk>, read: &mut usize| {
-            d.plan(PlanInput {
-                chunks: &mut chunks.into_iter().inspect(|_| *read += 1),
-                partition_counts: &counts,
-                room: &room,
-                window: 5,
-                next_sequences: &next,
-                producer: PRODUCER,
-                next_batch_no: 0,
-            })
-            .unwrap()
-        };
+        let counts = counts(1);
         // 3 records → 2 batches of ≤ 2 fit the room of 2; the next chunk would need a third.
         // The chunks after that one are never read (decompressed, in the producer).
-        let mut read = 0;
-        let plan = plan_of(
+        let (plan, read) = plan_window(
+            &mut d,
             vec![
                 chunk(0, &[None; 3]),
                 chunk(3, &[None; 2]),
                 chunk(5, &[None; 2]),
                 chunk(7, &[None; 2]),
             ],
-            &mut read,
+            &counts,
+            &room,
         );
         assert_eq!(read, 2);
         let Plan::Seal(seal) = plan else {
@@ -396,26 +407,15 @@ mod tests {
         );
         assert_eq!(seal.batches[1].base_sequence, 2);
         // A first chunk that alone needs more than the room is blocked, not split.
-        let plan = plan_of(vec![chunk(0, &[None; 5])], &mut read);
+        let (plan, _) = plan_window(&mut d, vec![chunk(0, &[None; 5])], &counts, &room);
         assert!(matches!(plan, Plan::Blocked));
     }
 
     #[test]
     fn unknown_topics_ask_for_metadata_and_empty_journals_do_nothing() {
         let mut d = dispatcher(10);
-        let (counts, room, next) = (HashMap::new(), HashMap::new(), BTreeMap::new());
-        let mut plan = |chunks: Vec<JournalChunk>| {
-            d.plan(PlanInput {
-                chunks: &mut chunks.into_iter(),
-                partition_counts: &counts,
-                room: &room,
-                window: 5,
-                next_sequences: &next,
-                producer: PRODUCER,
-                next_batch_no: 0,
-            })
-            .unwrap()
-        };
+        let (counts, room) = (HashMap::new(), HashMap::new());
+        let mut plan = |chunks| plan_window(&mut d, chunks, &counts, &room).0;
         let need = plan(vec![chunk(0, &[Some("k")])]);
         assert!(matches!(need, Plan::NeedMetadata(t) if t == vec!["t".to_owned()]));
         assert!(matches!(plan(vec![]), Plan::Empty));
