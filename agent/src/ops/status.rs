@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::queue::tools::human;
+
 /// Every sample of a Prometheus text exposition: (name, labels without braces, value).
 fn series(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
     text.lines()
@@ -94,26 +96,28 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
     };
     let _ = writeln!(
         o,
-        "backlog          {pending} records ({} in the journal, {} in unacknowledged batches), oldest {}s; {drain}",
+        "backlog          {pending} records ({} in the journal, {} in unacknowledged batches), oldest {:.0}s; {drain}",
         g("kedge_journal_records"),
         g("kedge_records_unacknowledged"),
         g("kedge_queue_oldest_pending_age_seconds"),
     );
-    let budget = m
-        .get("kedge_queue_max_bytes")
-        .map_or_else(|| "no limit".to_owned(), |b| format!("{b} B budget"));
+    let bytes = |v: f64| human(v as u64);
+    let budget = m.get("kedge_queue_max_bytes").map_or_else(
+        || "no limit".to_owned(),
+        |b| format!("budget {}", bytes(*b)),
+    );
     let _ = writeln!(
         o,
-        "queue            {} B pending ({budget}), {} B on disk",
-        g("kedge_queue_live_bytes"),
-        g("kedge_queue_disk_bytes"),
+        "queue            {} pending ({budget}), {} on disk",
+        bytes(g("kedge_queue_live_bytes")),
+        bytes(g("kedge_queue_disk_bytes")),
     );
     let last_ack = m
         .get("kedge_kafka_last_ack_age_seconds")
         .map_or_else(|| "none yet".to_owned(), |a| format!("{a:.1}s ago"));
     let _ = writeln!(
         o,
-        "kafka            {}, {} connections, partition leaders {} known {} unknown, {} requests in flight, last ack {last_ack}",
+        "kafka            {}, open connections {}, partition leaders {} known {} unknown, {} requests in flight, last ack {last_ack}",
         if g("kedge_kafka_connected") == 1.0 {
             "connected"
         } else {
@@ -263,7 +267,7 @@ mod tests {
             "journaled 100/s, delivered 300/s (over 2.0 s)",
             // 1,500 pending, shrinking by 200/s.
             "backlog          1500 records (1200 in the journal, 300 in unacknowledged batches), oldest 0s; drains in about 8 s",
-            "kafka            connected, 0 connections, partition leaders 3 known 0 unknown",
+            "kafka            connected, open connections 0, partition leaders 3 known 0 unknown",
             "produce errors: network 2\n",
             "mqtt             connected",
             "plugins          units: circuit OPEN, 9 events, 5 faulted, 0 recycles",
