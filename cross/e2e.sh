@@ -14,10 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cross/env.sh
 . "$here/env.sh"
 cd "$KEDGE_ROOT"
-if [ -z "${KEDGE_BIN:-}" ]; then
-  "$here/build.sh" "$target"
-  KEDGE_BIN=$(kedge_out "$target")
-fi
+ensure_device_bin "$target"
 ensure_qemu
 # mosquitto, tansu and confluent-kafka (skipped when KEDGE_PEERS_DIR points at installed peers).
 [ -n "${KEDGE_PEERS_DIR:-}" ] || scripts/install-peers.sh

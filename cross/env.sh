@@ -84,3 +84,10 @@ ensure_all() {
 
 # Path of the kedge binary built for a target with KEDGE_PROFILE.
 kedge_out() { echo "$CARGO_TARGET_DIR/$1/$KEDGE_PROFILE/kedge"; }
+# Sets KEDGE_BIN to the device kedge for target $1: as given, or built with cross/build.sh.
+ensure_device_bin() {
+  if [ -z "${KEDGE_BIN:-}" ]; then
+    "$KEDGE_ROOT/cross/build.sh" "$1"
+    KEDGE_BIN=$(kedge_out "$1")
+  fi
+}

@@ -18,10 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cross/env.sh
 . "$here/env.sh"
 cd "$KEDGE_ROOT"
-if [ -z "${KEDGE_BIN:-}" ]; then
-  "$here/build.sh" "$target"
-  KEDGE_BIN=$(kedge_out "$target")
-fi
+ensure_device_bin "$target"
 if [ -z "${KEDGE_HOST_BIN:-}" ]; then
   cargo build --locked -p kedge --bin kedge
   KEDGE_HOST_BIN=$CARGO_TARGET_DIR/debug/kedge
