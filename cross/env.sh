@@ -82,6 +82,10 @@ ensure_all() {
   ensure_target "$1"
 }
 
+# A KEDGE_BIN given by the caller is relative to the caller's directory, but the e2e tests start
+# kedge in temp dirs, where qemu (which opens the binary itself) would not find it.
+if [ -n "${KEDGE_BIN:-}" ]; then KEDGE_BIN=$(realpath -- "$KEDGE_BIN"); fi
+
 # Path of the kedge binary built for a target with KEDGE_PROFILE.
 kedge_out() { echo "$CARGO_TARGET_DIR/$1/$KEDGE_PROFILE/kedge"; }
 # Sets KEDGE_BIN to the device kedge for target $1: as given, or built with cross/build.sh.
@@ -90,4 +94,5 @@ ensure_device_bin() {
     "$KEDGE_ROOT/cross/build.sh" "$1"
     KEDGE_BIN=$(kedge_out "$1")
   fi
+  [ -f "$KEDGE_BIN" ] || { log "KEDGE_BIN: no file $KEDGE_BIN"; exit 1; }
 }

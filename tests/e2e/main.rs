@@ -14,6 +14,7 @@ mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
 mod ops;
+mod plugin_pipeline;
 mod plugins;
 mod queue_tools;
 mod support;

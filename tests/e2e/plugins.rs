@@ -30,7 +30,7 @@ fn plugins_dir() -> PathBuf {
 }
 
 /// A built plugin, which must exist.
-fn plugin(name: &str) -> PathBuf {
+pub fn plugin(name: &str) -> PathBuf {
     let path = plugins_dir().join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
@@ -248,7 +248,12 @@ fn hostile_plugins_fail_only_their_events_and_never_the_host() {
 }
 
 /// A pipeline config with the `readings` routing and `plugins` appended.
-fn config_with(mosquitto: &Mosquitto, tansu: &Tansu, metrics: SocketAddr, plugins: &str) -> String {
+pub fn config_with(
+    mosquitto: &Mosquitto,
+    tansu: &Tansu,
+    metrics: SocketAddr,
+    plugins: &str,
+) -> String {
     pipeline_config(
         mosquitto.port(),
         &tansu.bootstrap(),
@@ -272,7 +277,7 @@ fn messages(values: &[String]) -> Vec<Message> {
 }
 
 /// The value of `name` with exactly these `labels` (none: "") in a scrape, 0 when absent.
-fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
+pub fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
     let (_, body) = kedge::ops::get(addr, "/metrics", Duration::from_secs(5)).expect("scrape");
     let prefix = if labels.is_empty() {
         format!("{name} ")
