@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +20,8 @@ use kedge::record::Record;
 use rand::Rng;
 
 const ENV_DIR: &str = "KEDGE_CRASH_LOOP_DIR";
+/// Where the child's queue is (the power-loss test puts it on its FUSE filesystem).
+const ENV_QUEUE: &str = "KEDGE_CRASH_LOOP_QUEUE";
 /// Kills the parent must survive.
 const MIN_KILLS: usize = 50;
 /// Wall-clock budget for the kill loop.
@@ -30,8 +32,28 @@ const PRODUCER: ProducerIdentity = ProducerIdentity {
     producer_epoch: 0,
 };
 
+/// 150 hex digits drawn from `seq`: they compress only to about half, so that a large append
+/// makes a chunk big enough for sled to store it as a blob file.
 fn value(seq: u64) -> Bytes {
-    Bytes::from(format!("record {seq} {}", "x".repeat(150)))
+    let mut x = seq;
+    let mut v = format!("record {seq} ");
+    while v.len() < 160 {
+        // splitmix64
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        v.push_str(&format!("{:016x}", z ^ (z >> 31)));
+    }
+    Bytes::from(v)
+}
+
+/// A sealed batch's bytes: mostly small, now and then as large and incompressible as a full
+/// Kafka batch, which sled stores as a blob file of its own.
+fn batch_bytes(rng: &mut impl Rng) -> Bytes {
+    let mut bytes = vec![0u8; if rng.random_bool(0.2) { 200_000 } else { 64 }];
+    rng.fill_bytes(&mut bytes);
+    Bytes::from(bytes)
 }
 
 /// Appends one line with a single write: a kill leaves it whole or absent.
@@ -55,7 +77,8 @@ fn child_process() {
     };
     let dir = Path::new(&dir);
     let steps = dir.join("steps.log");
-    let q = Queue::open(&dir.join("queue"), 1 << 20, Sync::Fsync, DEVICE).expect("open");
+    let queue = std::env::var_os(ENV_QUEUE).expect("the queue directory");
+    let q = Queue::open(Path::new(&queue), 1 << 20, Sync::Fsync, DEVICE).expect("open");
     let mut rng = rand::rng();
     let mut next_seq = q.next_seq().expect("next seq");
     let mut next_batch = q.next_batch_no().expect("next batch");
@@ -66,7 +89,12 @@ fn child_process() {
         .copied()
         .unwrap_or(0);
     loop {
-        let n = rng.random_range(1..200u64);
+        // Now and then a chunk large enough to become a sled blob file, which sled never syncs.
+        let n = if rng.random_bool(0.05) {
+            2_000
+        } else {
+            rng.random_range(1..200u64)
+        };
         let records: Vec<Record> = (next_seq..next_seq + n)
             .map(|s| Record {
                 topic: "t".into(),
@@ -93,7 +121,7 @@ fn child_process() {
                     record_count: count,
                     first_seq: first.first_seq,
                     last_seq: last.end_seq - 1,
-                    bytes: Bytes::from(vec![0u8; 64]),
+                    bytes: batch_bytes(&mut rng),
                 };
                 q.seal(&Seal {
                     consumed_chunks: chunks.iter().map(|c| c.first_seq).collect(),
@@ -160,9 +188,10 @@ fn read_steps(path: &Path) -> Expected {
     e
 }
 
-/// Opens the queue after a kill and checks it against the steps log; returns acked records.
-fn verify(dir: &Path, kill: usize) -> (u64, usize) {
-    let q = Queue::open(&dir.join("queue"), 1 << 20, Sync::Fsync, DEVICE)
+/// Opens the queue after a kill and checks it against the steps log in `dir`; returns acked
+/// records.
+pub(crate) fn verify(dir: &Path, queue: &Path, kill: usize) -> (u64, usize) {
+    let q = Queue::open(queue, 1 << 20, Sync::Fsync, DEVICE)
         .unwrap_or_else(|e| panic!("kill {kill}: the queue does not open: {e}"));
     let e = read_steps(&dir.join("steps.log"));
     let mut present: BTreeMap<u64, &'static str> = BTreeMap::new();
@@ -228,10 +257,33 @@ fn verify(dir: &Path, kill: usize) -> (u64, usize) {
     (acked, e.sealed)
 }
 
+/// Starts [`child_process`] on the queue in `queue`, logging to `dir/steps.log`.
+pub(crate) fn spawn_child(dir: &Path, queue: &Path) -> Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["crash_loop::child_process", "--exact", "--test-threads=1"])
+        .env(ENV_DIR, dir)
+        .env(ENV_QUEUE, queue)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
+/// SIGKILLs a child and checks it did not exit on its own first.
+pub(crate) fn kill(mut child: Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let status = child.wait().expect("wait child");
+    assert!(
+        status.code().is_none(),
+        "the child exited on its own ({status}) instead of being killed"
+    );
+}
+
 #[test]
 fn sigkill_at_random_moments_never_loses_or_resurrects_a_record() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let exe = std::env::current_exe().expect("test binary");
+    let queue = dir.path().join("queue");
     let mut rng = rand::rng();
     let started = Instant::now();
     let mut kills = 0;
@@ -242,13 +294,7 @@ fn sigkill_at_random_moments_never_loses_or_resurrects_a_record() {
             started.elapsed() < BUDGET + Duration::from_secs(15),
             "only {kills} kills within the time budget"
         );
-        let mut child = Command::new(&exe)
-            .args(["crash_loop::child_process", "--exact", "--test-threads=1"])
-            .env(ENV_DIR, dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+        let child = spawn_child(dir.path(), &queue);
         // Early kills land during open and recovery, later ones during appends and seals.
         let delay = if rng.random_bool(0.2) {
             rng.random_range(0..15)
@@ -256,15 +302,9 @@ fn sigkill_at_random_moments_never_loses_or_resurrects_a_record() {
             rng.random_range(15..150)
         };
         std::thread::sleep(Duration::from_millis(delay));
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-        let status = child.wait().expect("wait child");
-        assert!(
-            status.code().is_none(),
-            "the child exited on its own ({status}) instead of being killed"
-        );
+        kill(child);
         kills += 1;
-        (acked, sealed) = verify(dir.path(), kills);
+        (acked, sealed) = verify(dir.path(), &queue, kills);
     }
     eprintln!(
         "crash_loop: {kills} SIGKILLs in {:.1?}; {acked} acknowledged records all present, \

@@ -62,7 +62,7 @@ fn sigkill_mid_stream_loses_nothing() {
 
 /// Re-reads `readings` from the start until every published message is there or `timeout` passes
 /// (duplicates count towards `--expect`, so one read may stop before the stragglers arrive).
-fn consume_all(bootstrap: &str, published: &[Message], timeout: Duration) -> Tally {
+pub(crate) fn consume_all(bootstrap: &str, published: &[Message], timeout: Duration) -> Tally {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

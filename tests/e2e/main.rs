@@ -16,6 +16,7 @@ mod mock_cluster;
 mod ops;
 mod plugin_pipeline;
 mod plugins;
+mod power_loss;
 mod queue_tools;
 mod support;
 mod walking_path;

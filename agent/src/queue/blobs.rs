@@ -4,7 +4,8 @@
 //! few zstd chunks is one) to its own file under `blobs/`, with `write_all` and no fsync, and
 //! logs only a pointer to it. fdatasync of the `db` file therefore does not make such a record
 //! durable: after a power cut the pointer survives and the blob may not. Each new blob file is
-//! fsynced once, then the directory, before a commit is acknowledged.
+//! fsynced once, then the directory, before the `db` file whose log points at them, and so
+//! before a commit is acknowledged.
 
 use std::collections::HashSet;
 use std::ffi::OsString;

@@ -251,15 +251,17 @@ impl Queue {
     pub fn sync_timed(&self) -> Result<SyncTimes, QueueError> {
         self.db.flush().map_err(|e| self.db_err(e))?;
         let started = std::time::Instant::now();
-        if let Some(f) = &self.data_file {
-            f.sync_data().map_err(|source| QueueError::Io {
-                path: self.path.join("db"),
-                source,
-            })?;
-        }
+        // Blobs first: once the log is durable its pointers are, and sled cannot open a log
+        // that points at a blob file a power cut left empty.
         if let Some(b) = &self.blobs {
             b.sync(&self.path).map_err(|source| QueueError::Io {
                 path: self.path.join("blobs"),
+                source,
+            })?;
+        }
+        if let Some(f) = &self.data_file {
+            f.sync_data().map_err(|source| QueueError::Io {
+                path: self.path.join("db"),
                 source,
             })?;
         }

@@ -30,6 +30,8 @@ const REASON_FILE: &str = "REASON";
 pub struct Recovery {
     /// Interrupted snapshots moved aside before the database would open.
     pub moved_snapshots: Vec<PathBuf>,
+    /// Blob files a power cut left incomplete, moved aside before the database would open.
+    pub moved_blobs: Vec<PathBuf>,
     /// Where the whole database was moved because it could not be opened at all.
     pub quarantined_db: Option<PathBuf>,
 }
@@ -47,7 +49,7 @@ pub(super) fn open_db(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, Recover
         Ok(db) => return Ok((db, recovery)),
         Err(e) => e,
     };
-    if !is_corruption(&first) {
+    if !is_damage(&first) {
         return Err(QueueError::Db {
             path: dir.to_path_buf(),
             source: first,
@@ -56,32 +58,50 @@ pub(super) fn open_db(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, Recover
     // sled issues #1527/#1533: a snapshot interrupted by a crash is read as the newest one and
     // makes every later open fail. Without it sled replays its log from the previous snapshot.
     let generating = generating_snapshots(dir).map_err(io_err(dir))?;
-    let second = if generating.is_empty() {
+    // A blob file whose name a power cut kept and whose data it did not: sled fails the whole
+    // open on it, but skips a log entry whose blob file is missing. Every blob an acknowledged
+    // commit needs was fsynced before the acknowledgement, so a damaged one was never needed.
+    let blobs = damaged_blobs(dir).map_err(io_err(&dir.join("blobs")))?;
+    let second = if generating.is_empty() && blobs.is_empty() {
         first
     } else {
         let to = quarantine_dir(dir)?;
-        for f in &generating {
-            let dest = to.join(f.file_name().unwrap_or_default());
+        for f in generating.iter().chain(&blobs) {
+            let mut name = f.file_name().unwrap_or_default().to_owned();
+            if blobs.contains(f) {
+                name = format!("blob-{}", name.to_string_lossy()).into();
+            }
+            let dest = to.join(name);
             std::fs::rename(f, &dest).map_err(io_err(f))?;
-            recovery.moved_snapshots.push(dest);
+            if blobs.contains(f) {
+                recovery.moved_blobs.push(dest);
+            } else {
+                recovery.moved_snapshots.push(dest);
+            }
         }
         write_reason(
             &to,
-            &format!("interrupted sled snapshot; open failed with: {first}"),
+            &format!(
+                "{} interrupted sled snapshot(s), {} damaged blob file(s); open failed with: {first}",
+                generating.len(),
+                blobs.len()
+            ),
         );
         tracing::error!(
             queue = %dir.display(),
             moved_to = %to.display(),
-            files = generating.len(),
+            snapshots = generating.len(),
+            blobs = blobs.len(),
             error = %first,
-            "QUEUE RECOVERY: sled reported corruption; moved interrupted snapshots aside and retrying"
+            "QUEUE RECOVERY: sled could not open the queue; moved interrupted snapshots and \
+             damaged blob files aside and retrying"
         );
         match try_open(dir, cache_bytes) {
             Ok(db) => {
-                tracing::warn!(queue = %dir.display(), "queue opened after moving the snapshots aside");
+                tracing::warn!(queue = %dir.display(), "queue opened after moving the files aside");
                 return Ok((db, recovery));
             }
-            Err(e) if is_corruption(&e) => e,
+            Err(e) if is_damage(&e) => e,
             Err(e) => {
                 return Err(QueueError::Db {
                     path: dir.to_path_buf(),
@@ -132,9 +152,34 @@ fn try_open(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
         .open()
 }
 
-/// Whether sled's error means damaged files (as opposed to permissions, a full disk, a lock).
-fn is_corruption(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Corruption { .. })
+/// Whether sled's error means damaged files (as opposed to permissions, a full disk, a lock):
+/// a failed checksum, or a file shorter than what points into it.
+fn is_damage(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Corruption { .. } => true,
+        sled::Error::Io(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => false,
+    }
+}
+
+/// Blob files that fail sled's own framing: a little-endian CRC-32 of the rest, a kind byte,
+/// then the data.
+fn damaged_blobs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir.join("blobs")) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let bytes = std::fs::read(&path)?;
+        let intact = bytes.len() > 4 && bytes[..4] == crc32fast::hash(&bytes[4..]).to_le_bytes();
+        if !intact {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }
 
 fn generating_snapshots(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -397,6 +442,49 @@ mod tests {
         assert!(q.recovery().moved_snapshots[0].starts_with(data.path().join("quarantine")));
         assert_eq!(q.recovery().quarantined_db, None);
         assert_eq!(seqs(&q), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn blob_files_a_power_cut_left_incomplete_are_found_and_intact_ones_kept() {
+        let (_data, dir) = layout();
+        {
+            let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+            // Incompressible, so that sled stores the page holding it as a blob file.
+            let mut noise = vec![0u8; 300_000];
+            rand::RngCore::fill_bytes(
+                &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7),
+                &mut noise,
+            );
+            let big = Record {
+                value: Bytes::from(noise),
+                ..records(1).remove(0)
+            };
+            q.append(0, &[big]).unwrap();
+            q.sync().unwrap();
+        }
+        let blobs = dir.join("blobs");
+        let intact: Vec<PathBuf> = std::fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!intact.is_empty(), "the big record made no blob file");
+        assert_eq!(damaged_blobs(&dir).unwrap(), Vec::<PathBuf>::new());
+        let bytes = std::fs::read(&intact[0]).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 1;
+        let damaged = [
+            ("1", Vec::new()),
+            ("2", bytes[..3].to_vec()),
+            ("3", bytes[..bytes.len() - 1].to_vec()),
+            ("4", flipped),
+        ];
+        for (name, content) in &damaged {
+            std::fs::write(blobs.join(name), content).unwrap();
+        }
+        let mut found = damaged_blobs(&dir).unwrap();
+        found.sort();
+        let want: Vec<PathBuf> = damaged.iter().map(|(n, _)| blobs.join(n)).collect();
+        assert_eq!(found, want);
     }
 
     #[test]

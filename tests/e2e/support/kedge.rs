@@ -1,7 +1,7 @@
 //! The real kedge binary, run from a temp dir that holds its config, its data dir and its log.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ level = "info"
 pub struct Kedge {
     /// Holds `kedge.toml`, the `data` dir and `kedge.log`; survives restarts.
     dir: TempDir,
+    /// The data dir: `data` in `dir` unless the test put it elsewhere.
+    data_dir: PathBuf,
     /// The running process, `None` between a kill and a restart.
     child: Option<Child>,
     /// How many times the process was started (marks the log).
@@ -96,16 +98,23 @@ pub struct Kedge {
 impl Kedge {
     /// Writes `config_toml` (with `@DATA_DIR@` replaced) into a fresh temp dir and runs kedge on it.
     pub fn start(config_toml: &str) -> Kedge {
+        Kedge::start_with_data_dir(config_toml, None)
+    }
+
+    /// [`Kedge::start`] with the data dir at `data` (e.g. on a special filesystem) instead of in
+    /// the temp dir.
+    pub fn start_with_data_dir(config_toml: &str, data: Option<&Path>) -> Kedge {
         let dir = tempfile::Builder::new()
             .prefix("kedge-e2e-agent-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = dir.path().join("data");
-        std::fs::create_dir(&data_dir).expect("create data dir");
+        let data_dir = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
         let config = config_toml.replace(DATA_DIR, data_dir.to_str().expect("UTF-8 temp path"));
         std::fs::write(dir.path().join("kedge.toml"), config).expect("write kedge.toml");
         let mut kedge = Kedge {
             dir,
+            data_dir,
             child: None,
             starts: 0,
         };
@@ -195,7 +204,7 @@ impl Kedge {
             .arg("--config")
             .arg(self.dir.path().join("kedge.toml"))
             .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
+            .arg(&self.data_dir)
             .current_dir(self.dir.path())
             .stdout(stdout)
             .stderr(stderr)

@@ -5,6 +5,7 @@ pub mod consume;
 pub mod kedge;
 pub mod mock_cluster;
 pub mod mosquitto;
+pub mod powercut;
 pub mod proxy;
 pub mod publish;
 pub mod tansu;
