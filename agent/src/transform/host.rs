@@ -9,7 +9,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::stats::{PluginStats, truncate};
+use super::stats::{MAX_PLUGIN_COUNTERS, PluginStats, truncate};
 
 /// Bindings for plugins of the `transform` world.
 pub mod plain {
@@ -68,6 +68,9 @@ pub struct HostState {
     /// The memory limit, and whether the plugin ran into it.
     pub limits: MemoryLimit,
     stats: Arc<PluginStats>,
+    /// `counter-add`s of the call in progress, added to the stats only if the call succeeds:
+    /// a batch re-run in halves after a fault must not count twice.
+    pending_counters: Vec<(String, u64)>,
     log_tokens: f64,
     log_refilled: Instant,
 }
@@ -107,6 +110,7 @@ impl HostState {
                 exceeded: false,
             },
             stats,
+            pending_counters: Vec::new(),
             log_tokens: LOG_BURST,
             log_refilled: Instant::now(),
         })
@@ -147,7 +151,24 @@ impl host::Host for HostState {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) {
-        self.stats.counter_add(&name, delta);
+        let pending = &mut self.pending_counters;
+        match pending.iter().position(|(n, _)| *n == name) {
+            Some(i) => pending[i].1 = pending[i].1.saturating_add(delta),
+            // More names than the stats keep would be dropped there anyway.
+            None if pending.len() < MAX_PLUGIN_COUNTERS => pending.push((name, delta)),
+            None => {}
+        }
+    }
+}
+
+impl HostState {
+    /// Ends a call: its counter additions go to the stats if it `succeeded`, else nowhere.
+    pub fn settle_counters(&mut self, succeeded: bool) {
+        for (name, delta) in self.pending_counters.drain(..) {
+            if succeeded {
+                self.stats.counter_add(&name, delta);
+            }
+        }
     }
 }
 

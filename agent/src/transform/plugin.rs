@@ -170,7 +170,10 @@ impl Plugin {
             Bindings::Windowed(b) => b.call_init(&mut store, &self.config),
         };
         match init {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Ok(())) => {
+                store.data_mut().settle_counters(true);
+                Ok(Live { store, bindings })
+            }
             Ok(Err(e)) => Err(Fault::Init(e.message)),
             Err(e) => Err(Fault::Init(classify(&e, &store).to_string())),
         }
@@ -191,15 +194,27 @@ impl Plugin {
         if result.is_ok() {
             self.stats.call_time.observe(started.elapsed());
         }
-        let verdicts = match result {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(Fault::Plugin(e.message)),
+        let outcome = match result {
+            Ok(Ok(v)) => self.check_verdicts(v, events.len()),
+            Ok(Err(e)) => Err(Fault::Plugin(e.message)),
             Err(e) => return Err(self.poisoned(&e)),
         };
-        if verdicts.len() != events.len() {
+        self.settle_counters(outcome.is_ok());
+        outcome
+    }
+
+    /// Ends a call on the live instance: its counters count only if it `succeeded`.
+    fn settle_counters(&mut self, succeeded: bool) {
+        if let Some(live) = &mut self.live {
+            live.store.data_mut().settle_counters(succeeded);
+        }
+    }
+
+    fn check_verdicts(&self, verdicts: Vec<Verdict>, want: usize) -> Result<Vec<Verdict>, Fault> {
+        if verdicts.len() != want {
             return Err(Fault::WrongCount {
                 got: verdicts.len(),
-                want: events.len(),
+                want,
             });
         }
         let bytes = verdicts.iter().map(verdict_bytes).sum();
@@ -221,19 +236,23 @@ impl Plugin {
             Bindings::Windowed(b) => b.call_tick(&mut live.store, now_ms),
             Bindings::Plain(_) => return Ok(Vec::new()),
         };
-        let outputs = match result {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return Err(Fault::Plugin(e.message)),
+        let outcome = match result {
+            Ok(Ok(o)) => {
+                let bytes = o.iter().map(output_bytes).sum();
+                if bytes > self.limits.max_output {
+                    Err(Fault::OutputTooLarge {
+                        bytes,
+                        max: self.limits.max_output,
+                    })
+                } else {
+                    Ok(o)
+                }
+            }
+            Ok(Err(e)) => Err(Fault::Plugin(e.message)),
             Err(e) => return Err(self.poisoned(&e)),
         };
-        let bytes = outputs.iter().map(output_bytes).sum();
-        if bytes > self.limits.max_output {
-            return Err(Fault::OutputTooLarge {
-                bytes,
-                max: self.limits.max_output,
-            });
-        }
-        Ok(outputs)
+        self.settle_counters(outcome.is_ok());
+        outcome
     }
 
     /// Drops the instance a trap poisoned and says why it trapped.

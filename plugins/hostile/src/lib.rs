@@ -70,12 +70,15 @@ impl Plugin for Hostile {
                     hoard.push(black_box(vec![0xA5_u8; 1 << 20]));
                 }
             }
+            // Counts each event it keeps before it gets to the poison: the host must count
+            // only the calls that succeed, not those it re-runs after the trap.
             Hostile::TrapOn { poison } => Ok(events
                 .iter()
                 .map(|event| {
                     if event.value == *poison {
                         panic!("trap-on: poisoned event");
                     }
+                    kedge_plugin::counter_add("kept", 1);
                     Verdict::Keep
                 })
                 .collect()),
