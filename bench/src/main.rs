@@ -18,8 +18,8 @@ use kedge_bench::proc_field;
 
 /// Records per group commit: the default `queue.commit_max_records`.
 const COMMIT: usize = 4096;
-/// Chunks per seal, as the producer reads them.
-const CHUNKS_PER_SEAL: usize = 4;
+/// Records per seal: at least this many, in whole journal chunks.
+const SEAL_RECORDS: usize = 4 * COMMIT;
 /// Sealed batches kept before the oldest is "acknowledged": the producer's window.
 const WINDOW: usize = 5;
 const PAYLOAD: usize = 200;
@@ -130,11 +130,21 @@ fn drain(q: &Queue) -> u64 {
     let mut in_flight = std::collections::VecDeque::new();
     let mut drained = 0u64;
     loop {
-        let chunks = q.journal_head(CHUNKS_PER_SEAL).expect("journal head");
-        if chunks.is_empty() {
-            break;
+        let mut consumed = Vec::new();
+        let mut records = Vec::new();
+        let mut end = 0;
+        for chunk in q.journal_iter() {
+            let chunk = chunk.expect("journal chunk");
+            consumed.push(chunk.first_seq);
+            end = chunk.end_seq;
+            records.extend(chunk.records);
+            if records.len() >= SEAL_RECORDS {
+                break;
+            }
         }
-        let records: Vec<_> = chunks.iter().flat_map(|c| c.records.clone()).collect();
+        let Some(first) = records.first().map(|r| r.seq) else {
+            break;
+        };
         let count = records.len() as i32;
         let bytes = encode_batch(
             producer,
@@ -144,10 +154,8 @@ fn drain(q: &Queue) -> u64 {
             BatchCompression::Zstd,
         )
         .expect("encode batch");
-        let first = chunks.first().map_or(0, |c| c.first_seq);
-        let end = chunks.last().map_or(0, |c| c.end_seq);
         q.seal(&Seal {
-            consumed_chunks: chunks.iter().map(|c| c.first_seq).collect(),
+            consumed_chunks: consumed,
             seq_floor: end,
             batches: vec![SealedBatch {
                 batch_no: next_batch,
