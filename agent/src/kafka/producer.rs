@@ -30,8 +30,8 @@ use super::client::{Broker, Cluster};
 use super::errors::{Disposition, classify_produce_error, error_name};
 use crate::backoff::Backoff;
 use crate::dispatcher::{Dispatcher, Plan, PlanInput};
-use crate::queue::Queue;
 use crate::queue::outbox::SealedBatch;
+use crate::queue::{Queue, QueueError};
 use crate::telemetry::{DeadLetter, Dropped, LogGate, Stats};
 
 /// Kafka error code DUPLICATE_SEQUENCE_NUMBER: the batch was already written.
@@ -398,7 +398,7 @@ impl Producer {
                 ))
             })
             .collect();
-        let result = tokio::task::block_in_place(|| -> Result<Plan, String> {
+        let result = tokio::task::block_in_place(|| -> Result<Plan, SealFailure> {
             let mut failed = None;
             let mut chunks = self
                 .queue
@@ -416,15 +416,18 @@ impl Producer {
                     producer,
                     next_batch_no: self.next_batch_no,
                 })
-                .map_err(|e| e.to_string());
+                .map_err(|e| SealFailure::Failed(e.to_string()));
             drop(chunks);
             // A journal that cannot be read is not sealed from, not even its readable prefix.
             if let Some(e) = failed {
-                return Err(e.to_string());
+                return Err(SealFailure::Failed(e.to_string()));
             }
             let plan = plan?;
             if let Plan::Seal(seal) = &plan {
-                self.queue.seal(seal).map_err(|e| e.to_string())?;
+                self.queue.seal(seal).map_err(|e| match e {
+                    QueueError::ChunkGone { first_seq } => SealFailure::ChunkGone(first_seq),
+                    e => SealFailure::Failed(e.to_string()),
+                })?;
             }
             Ok(plan)
         });
@@ -457,7 +460,14 @@ impl Producer {
             }
             Ok(Plan::Blocked) => self.journal_dirty = Some(Instant::now() + Duration::from_secs(1)),
             Ok(Plan::Empty) => self.journal_dirty = None,
-            Err(e) => {
+            Err(SealFailure::ChunkGone(first_seq)) => {
+                tracing::debug!(
+                    first_seq,
+                    "a chunk was dropped while sealing it; planning again"
+                );
+                self.journal_dirty = Some(Instant::now());
+            }
+            Err(SealFailure::Failed(e)) => {
                 tracing::error!(error = %e, "sealing failed; the journal keeps the records, retrying");
                 self.journal_dirty = Some(Instant::now() + self.metadata_backoff.next_delay());
             }
@@ -1177,4 +1187,12 @@ fn rebatch(
         bytes,
         ..b.clone()
     })
+}
+
+/// Why a seal was not made.
+enum SealFailure {
+    /// drop-oldest took a chunk the plan was built from (its first sequence); plan again.
+    ChunkGone(u64),
+    /// The journal could not be read, or the plan or the write failed.
+    Failed(String),
 }

@@ -183,10 +183,8 @@ impl Queue {
     }
 
     /// Deletes the oldest journal chunk, counting its records per topic into `dropped`; false
-    /// when the journal is empty.
-    ///
-    /// Known limit: if the producer has read this chunk and seals it concurrently, its records
-    /// are both delivered and counted as dropped (an overcount, never a loss).
+    /// when the journal is empty. A seal that read the chunk before it went is refused
+    /// ([`QueueError::ChunkGone`]); a seal that took it first leaves nothing to count.
     fn drop_oldest_chunk(&self, dropped: &mut BTreeMap<String, u64>) -> Result<bool, QueueError> {
         let Some((k, v)) = self.journal.first().map_err(|e| self.db_err(e))? else {
             return Ok(false);
@@ -207,7 +205,11 @@ impl Queue {
         let freed = std::cell::Cell::new(0u64);
         let result: Result<(), TransactionError<Infallible>> = (&self.journal, &self.meta)
             .transaction(|(journal, meta)| {
-                freed.set(journal.remove(&k)?.map_or(0, |v| v.len() as u64));
+                let Some(removed) = journal.remove(&k)? else {
+                    freed.set(0);
+                    return Ok(());
+                };
+                freed.set(removed.len() as u64);
                 // Dropped numbers stay retired, also when this was the last chunk.
                 let floor = meta
                     .get(META_SEQ_FLOOR)?
@@ -228,6 +230,10 @@ impl Queue {
             Ok(()) => {}
             Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
             Err(TransactionError::Abort(never)) => match never {},
+        }
+        if freed.get() == 0 {
+            // Sealed meanwhile: delivered, not dropped; the next chunk is looked at next.
+            return Ok(true);
         }
         self.live.fetch_sub(freed.get(), Ordering::Relaxed);
         tracing::warn!(
@@ -402,6 +408,49 @@ mod tests {
             q.next_seq().unwrap(),
             15,
             "dropped numbers are never reused"
+        );
+    }
+
+    #[test]
+    fn a_seal_of_a_chunk_dropped_after_it_was_read_is_refused_and_nothing_counts_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = two_chunks(dir.path());
+        let read = q.journal_head(1).unwrap();
+        let seal = Seal {
+            consumed_chunks: vec![read[0].first_seq],
+            seq_floor: read[0].end_seq,
+            next_batch_no: 1,
+            batches: vec![crate::queue::outbox::SealedBatch {
+                batch_no: 0,
+                topic: "a".into(),
+                partition: 0,
+                producer: crate::kafka::batch::ProducerIdentity {
+                    producer_id: 1,
+                    producer_epoch: 0,
+                },
+                base_sequence: 0,
+                record_count: 10,
+                first_seq: 0,
+                last_seq: 9,
+                bytes: Bytes::from(vec![0u8; 300]),
+            }],
+            ..Seal::default()
+        };
+        // The queue fills between the producer's read and its seal.
+        let mut dropped = BTreeMap::new();
+        assert!(q.drop_oldest_chunk(&mut dropped).unwrap());
+        assert_eq!(dropped, BTreeMap::from([("a".to_owned(), 10)]));
+        let live = q.live_bytes();
+        assert!(matches!(
+            q.seal(&seal),
+            Err(QueueError::ChunkGone { first_seq: 0 })
+        ));
+        assert!(q.sealed_batches().unwrap().is_empty(), "nothing was sealed");
+        assert_eq!(q.live_bytes(), live);
+        assert_eq!(q.journal_records().unwrap(), 5);
+        assert_eq!(
+            q.dropped_records().unwrap(),
+            BTreeMap::from([("a".to_owned(), 10)])
         );
     }
 

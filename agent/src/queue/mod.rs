@@ -70,6 +70,13 @@ pub enum QueueError {
         /// Device id in the config.
         configured: String,
     },
+    /// A chunk the seal was built from is gone: the full-queue policy `drop-oldest` dropped it
+    /// (and counted its records) after it was read. Nothing was written; plan the seal again.
+    #[error("journal chunk {first_seq} was dropped while a seal was being built from it")]
+    ChunkGone {
+        /// First sequence number of the missing chunk.
+        first_seq: u64,
+    },
     /// Another process holds the queue open: sled locks its data file.
     #[error(
         "the queue at {path} is in use by a running kedge{}; stop it first",
@@ -323,7 +330,8 @@ impl Queue {
             .collect()
     }
 
-    /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable.
+    /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable;
+    /// [`QueueError::ChunkGone`] without writing anything if a consumed chunk was dropped.
     pub fn seal(&self, seal: &Seal) -> Result<(), QueueError> {
         let encoded: Vec<(u64, Vec<u8>)> = seal
             .batches
@@ -332,9 +340,15 @@ impl Queue {
             .collect();
         // Bytes the seal frees, reset on each attempt: sled may rerun the closure on conflict.
         let freed = std::cell::Cell::new(0u64);
-        let result: Result<(), TransactionError<()>> = (&self.journal, &self.outbox, &self.meta)
+        let result: Result<(), TransactionError<u64>> = (&self.journal, &self.outbox, &self.meta)
             .transaction(|(journal, outbox, meta)| {
                 freed.set(0);
+                // Records must not be both delivered and counted as dropped.
+                for first in &seal.consumed_chunks {
+                    if journal.get(first.to_be_bytes())?.is_none() {
+                        return Err(ConflictableTransactionError::Abort(*first));
+                    }
+                }
                 for (no, bytes) in &encoded {
                     outbox.insert(&no.to_be_bytes(), bytes.as_slice())?;
                 }
@@ -360,7 +374,7 @@ impl Queue {
                         freed.set(freed.get() + old.len() as u64);
                     }
                 }
-                Ok::<(), ConflictableTransactionError<()>>(())
+                Ok::<(), ConflictableTransactionError<u64>>(())
             });
         match result {
             Ok(()) => {
@@ -372,7 +386,7 @@ impl Queue {
                 self.sync()
             }
             Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the seal transaction never aborts"),
+            Err(TransactionError::Abort(first_seq)) => Err(QueueError::ChunkGone { first_seq }),
         }
     }
 
