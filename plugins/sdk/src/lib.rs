@@ -29,9 +29,30 @@
 //! The event, verdict and output types are the generated WIT types themselves, so nothing is
 //! converted between the host's representation and the plugin's.
 
+// The allocator's state is unsynchronised, so it is only installed where a component has one
+// thread (no `atomics`). Native builds (plugins' unit tests) keep the standard allocator; the
+// module is compiled there only for its own tests.
+#[cfg(any(
+    test,
+    all(
+        feature = "allocator",
+        target_family = "wasm",
+        not(target_feature = "atomics")
+    )
+))]
+mod alloc;
 mod config;
 mod error;
 pub mod json;
+
+/// Size classes in front of the standard allocator: see the `allocator` feature in the README.
+#[cfg(all(
+    feature = "allocator",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 pub use config::{Config, FromConfig};
 pub use error::Error;
