@@ -4,7 +4,7 @@
 #   2. the device build (cross/build.sh: static, stripped, --version and check under qemu);
 #   3. cross/e2e.sh with that binary under qemu: the MQTT → Kafka walking path, then the same
 #      pipeline through the rust-units plugin (compiled ahead of time for aarch64).
-# Not part of scripts/test: see cross/README.md for how long it takes.
+# Run by .ci/run after scripts/test; cross/README.md gives how long it takes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=aarch64-unknown-linux-musl

