@@ -51,6 +51,11 @@ fn sigkill_mid_stream_loses_nothing() {
         tally.missing.len(),
         tally.duplicates
     );
+    assert_nothing_lost(&tally);
+}
+
+/// Fails unless every published message is in Kafka and every record is one of them.
+pub(crate) fn assert_nothing_lost(tally: &Tally) {
     assert_eq!(tally.unknown, 0, "records whose value was never published");
     assert!(
         tally.missing.is_empty(),

@@ -300,15 +300,9 @@ mod tests {
         q
     }
 
-    #[test]
-    fn live_bytes_follow_appends_seals_removals_and_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = two_chunks(dir.path());
-        let chunks = q.live_bytes();
-        assert!(chunks > 0);
-        assert_eq!(q.journal_records().unwrap(), 15);
-        let first = q.journal.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
-        q.seal(&Seal {
+    /// The seal of [`two_chunks`]'s first chunk (records 0..10 of topic `a`) into one batch.
+    fn seal_of_first_chunk() -> Seal {
+        Seal {
             consumed_chunks: vec![0],
             seq_floor: 10,
             next_batch_no: 1,
@@ -327,8 +321,18 @@ mod tests {
                 bytes: Bytes::from(vec![0u8; 300]),
             }],
             ..Seal::default()
-        })
-        .unwrap();
+        }
+    }
+
+    #[test]
+    fn live_bytes_follow_appends_seals_removals_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = two_chunks(dir.path());
+        let chunks = q.live_bytes();
+        assert!(chunks > 0);
+        assert_eq!(q.journal_records().unwrap(), 15);
+        let first = q.journal.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
+        q.seal(&seal_of_first_chunk()).unwrap();
         let batch = q.outbox.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
         assert_eq!(q.live_bytes(), chunks - first + batch);
         assert_eq!(q.journal_records().unwrap(), 5);
@@ -415,27 +419,7 @@ mod tests {
     fn a_seal_of_a_chunk_dropped_after_it_was_read_is_refused_and_nothing_counts_twice() {
         let dir = tempfile::tempdir().unwrap();
         let q = two_chunks(dir.path());
-        let read = q.journal_head(1).unwrap();
-        let seal = Seal {
-            consumed_chunks: vec![read[0].first_seq],
-            seq_floor: read[0].end_seq,
-            next_batch_no: 1,
-            batches: vec![crate::queue::outbox::SealedBatch {
-                batch_no: 0,
-                topic: "a".into(),
-                partition: 0,
-                producer: crate::kafka::batch::ProducerIdentity {
-                    producer_id: 1,
-                    producer_epoch: 0,
-                },
-                base_sequence: 0,
-                record_count: 10,
-                first_seq: 0,
-                last_seq: 9,
-                bytes: Bytes::from(vec![0u8; 300]),
-            }],
-            ..Seal::default()
-        };
+        let seal = seal_of_first_chunk();
         // The queue fills between the producer's read and its seal.
         let mut dropped = BTreeMap::new();
         assert!(q.drop_oldest_chunk(&mut dropped).unwrap());
