@@ -399,7 +399,7 @@ impl Snapshot {
             ),
             (
                 "kedge_queue_disk_bytes",
-                "Bytes of the queue's files on disk (sled never shrinks them).",
+                "Bytes of the queue's files on disk (sled's file never shrinks).",
                 optional(self.queue_disk_bytes),
             ),
             (

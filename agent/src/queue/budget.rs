@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{META_SEQ_FLOOR, Queue, QueueError, chunk};
+use super::{META_SEQ_FLOOR, Queue, QueueError};
 use crate::record::Record;
 
 /// Meta key prefix of the per-topic drop counters (`dropped\0<topic>` → u64 big-endian).
@@ -91,15 +91,6 @@ pub fn dir_size(dir: &Path) -> std::io::Result<u64> {
 pub fn default_max_bytes(free: u64, queue_on_disk: u64, min_free: u64) -> u64 {
     let usable = free.saturating_add(queue_on_disk);
     (usable / 2).min(usable.saturating_sub(min_free))
-}
-
-/// Sum of the value sizes of a tree: what the queue really holds in it.
-pub(super) fn measure(tree: &sled::Tree) -> sled::Result<u64> {
-    let mut total = 0u64;
-    for item in tree.iter().values() {
-        total += item?.len() as u64;
-    }
-    Ok(total)
 }
 
 impl Queue {
@@ -189,7 +180,7 @@ impl Queue {
         let Some((k, v)) = self.journal.first().map_err(|e| self.db_err(e))? else {
             return Ok(false);
         };
-        let (head, records) = match chunk::decode(&v) {
+        let (head, records) = match self.decode_chunk(&v) {
             Ok(d) => d,
             Err(e) => {
                 // Damaged anyway: quarantining it frees its space and counts it as lost.
@@ -201,15 +192,16 @@ impl Queue {
         for r in records {
             *by_topic.entry(r.record.topic).or_default() += 1;
         }
-        // A seal may have taken the chunk meanwhile; only what this removal freed counts.
-        let freed = std::cell::Cell::new(0u64);
+        // A seal may have taken the chunk meanwhile; only what this removal took counts.
+        let taken = std::cell::RefCell::new(None);
         let result: Result<(), TransactionError<Infallible>> = (&self.journal, &self.meta)
             .transaction(|(journal, meta)| {
-                let Some(removed) = journal.remove(&k)? else {
-                    freed.set(0);
+                let removed = journal.remove(&k)?;
+                let gone = removed.is_none();
+                *taken.borrow_mut() = removed;
+                if gone {
                     return Ok(());
-                };
-                freed.set(removed.len() as u64);
+                }
                 // Dropped numbers stay retired, also when this was the last chunk.
                 let floor = meta
                     .get(META_SEQ_FLOOR)?
@@ -231,11 +223,11 @@ impl Queue {
             Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
             Err(TransactionError::Abort(never)) => match never {},
         }
-        if freed.get() == 0 {
+        let Some(removed) = taken.into_inner() else {
             // Sealed meanwhile: delivered, not dropped; the next chunk is looked at next.
             return Ok(true);
-        }
-        self.live.fetch_sub(freed.get(), Ordering::Relaxed);
+        };
+        self.release_chunk(&removed);
         tracing::warn!(
             first_seq = head.first_seq,
             end_seq = head.end_seq(),
@@ -331,9 +323,9 @@ mod tests {
         let chunks = q.live_bytes();
         assert!(chunks > 0);
         assert_eq!(q.journal_records().unwrap(), 15);
-        let first = q.journal.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
+        let first = q.chunk_stored_len(0);
         q.seal(&seal_of_first_chunk()).unwrap();
-        let batch = q.outbox.get(0u64.to_be_bytes()).unwrap().unwrap().len() as u64;
+        let batch = q.batch_stored_len(0);
         assert_eq!(q.live_bytes(), chunks - first + batch);
         assert_eq!(q.journal_records().unwrap(), 5);
         drop(q);
@@ -383,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let q = two_chunks(dir.path());
-            let second = q.journal.get(10u64.to_be_bytes()).unwrap().unwrap().len() as u64;
+            let second = q.chunk_stored_len(10);
             let mut new = records("c", 1);
             let incoming: u64 = new.iter().map(approx_size).sum();
             // Room for the second chunk plus the new record: only the first chunk goes.

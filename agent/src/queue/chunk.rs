@@ -6,10 +6,13 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
+use super::segments::Location;
 use crate::record::{Header, Record, SequencedRecord};
 
 const MAGIC: u8 = b'K';
 const VERSION: u8 = 1;
+/// A journal entry that holds a chunk's header and where its body lies in a segment file.
+const POINTER_VERSION: u8 = 2;
 /// magic, version, first seq, count, raw length, crc32c.
 const HEADER_LEN: usize = 1 + 1 + 8 + 4 + 4 + 4;
 /// Sensor payloads are small and repetitive; level 1 already gets most of the gain on a slow CPU.
@@ -33,6 +36,12 @@ pub enum ChunkError {
     /// The body is truncated or inconsistent with its header.
     #[error("chunk body is malformed: {0}")]
     Malformed(&'static str),
+    /// The body could not be read from its segment file.
+    #[error("chunk body unreadable: {0}")]
+    Unreadable(std::io::Error),
+    /// The body found where the journal points is another chunk's.
+    #[error("the segment file holds another chunk where the journal points")]
+    Misplaced,
     /// zstd could not compress or decompress.
     #[error("zstd: {0}")]
     Zstd(#[from] std::io::Error),
@@ -75,9 +84,12 @@ pub fn encode(first_seq: u64, records: &[Record]) -> Result<Vec<u8>, ChunkError>
     Ok(out)
 }
 
-/// Reads the header of a stored chunk without touching the body.
+/// Reads the header of a stored chunk, or of a pointer to one, without touching the body.
 pub fn header(bytes: &[u8]) -> Result<ChunkHeader, ChunkError> {
-    if bytes.len() < HEADER_LEN || bytes[0] != MAGIC || bytes[1] != VERSION {
+    if bytes.len() < HEADER_LEN
+        || bytes[0] != MAGIC
+        || (bytes[1] != VERSION && bytes[1] != POINTER_VERSION)
+    {
         return Err(ChunkError::BadHeader);
     }
     let mut b = &bytes[2..];
@@ -87,8 +99,41 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader, ChunkError> {
     })
 }
 
+/// The journal entry for `chunk` (from [`encode`]) stored at `loc`: its header and `loc`.
+pub(super) fn pointer(chunk: &[u8], loc: Location) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + Location::ENCODED_LEN);
+    out.extend_from_slice(&chunk[..HEADER_LEN.min(chunk.len())]);
+    out[1] = POINTER_VERSION;
+    loc.put(&mut out);
+    out
+}
+
+/// Where the body of a pointer entry lies; `None` for a chunk stored whole in the entry (as
+/// queues written before segment files hold them).
+pub(super) fn location(entry: &[u8]) -> Option<Location> {
+    if entry.len() != HEADER_LEN + Location::ENCODED_LEN
+        || entry[0] != MAGIC
+        || entry[1] != POINTER_VERSION
+    {
+        return None;
+    }
+    Location::get(&entry[HEADER_LEN..])
+}
+
+/// Whether `chunk`, read from where `entry` points, is the chunk the entry describes.
+pub(super) fn matches_pointer(entry: &[u8], chunk: &[u8]) -> bool {
+    chunk.len() >= HEADER_LEN
+        && entry.len() >= HEADER_LEN
+        && chunk[0] == MAGIC
+        && chunk[1] == VERSION
+        && chunk[2..HEADER_LEN] == entry[2..HEADER_LEN]
+}
+
 /// Decodes a stored chunk, verifying its checksum.
 pub fn decode(bytes: &[u8]) -> Result<(ChunkHeader, Vec<SequencedRecord>), ChunkError> {
+    if bytes.get(1) != Some(&VERSION) {
+        return Err(ChunkError::BadHeader);
+    }
     let head = header(bytes)?;
     let mut b = &bytes[14..HEADER_LEN];
     let raw_len = b.get_u32() as usize;
@@ -291,6 +336,24 @@ mod tests {
             decode(b"garbage garbage garbage"),
             Err(ChunkError::BadHeader)
         ));
+    }
+
+    #[test]
+    fn a_pointer_keeps_the_header_and_names_its_body() {
+        let chunk = encode(40, &[rec("t", None, b"a", &[]), rec("t", None, b"b", &[])]).unwrap();
+        let loc = Location {
+            segment: 2,
+            offset: 99,
+            len: chunk.len() as u32,
+        };
+        let entry = pointer(&chunk, loc);
+        assert_eq!(header(&entry).unwrap(), header(&chunk).unwrap());
+        assert_eq!(location(&entry), Some(loc));
+        assert_eq!(location(&chunk), None, "a whole chunk is no pointer");
+        assert!(matches!(decode(&entry), Err(ChunkError::BadHeader)));
+        assert!(matches_pointer(&entry, &chunk));
+        let other = encode(41, &[rec("t", None, b"a", &[]), rec("t", None, b"b", &[])]).unwrap();
+        assert!(!matches_pointer(&entry, &other));
     }
 
     proptest! {

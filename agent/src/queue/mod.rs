@@ -1,23 +1,29 @@
-//! The durable queue: journal chunks, sealed batches and producer state in one sled database.
+//! The durable queue: journal chunks, sealed batches and producer state in one sled database,
+//! with the bodies of chunks and batches in segment files beside it.
 //!
-//! Trees: `journal` (first kedge-seq, big-endian → chunk), `outbox` (batch number → sealed batch)
-//! and `meta` (device id, producer identity, per-partition next sequence, counters). A seal moves
-//! records from the journal to the outbox in one sled transaction across the three trees.
+//! Trees: `journal` (first kedge-seq, big-endian → chunk header and where its body lies),
+//! `outbox` (batch number → sealed batch header and where its bytes lie) and `meta` (device id,
+//! producer identity, per-partition next sequence, counters). A seal moves records from the
+//! journal to the outbox in one sled transaction across the three trees. Bodies are written
+//! to [`segments`] and made durable before the entries that point to them (see there for why).
 
 mod blobs;
 pub mod budget;
 pub mod chunk;
 pub mod outbox;
 pub mod recovery;
+mod segments;
 pub mod tools;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use crate::kafka::batch::ProducerIdentity;
 use crate::record::{Record, SequencedRecord};
 use outbox::SealedBatch;
+use segments::{Location, Segments};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
@@ -128,7 +134,8 @@ pub struct Seal {
 /// Where a [`Queue::sync_timed`] spent its time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncTimes {
-    /// In fdatasync of the data file and the blob files (zero with relaxed durability).
+    /// In fdatasync of the segment files, the data file and the blob files (zero with relaxed
+    /// durability).
     pub fsync: std::time::Duration,
 }
 
@@ -142,6 +149,11 @@ pub struct Queue {
     data_file: Option<File>,
     /// With [`Sync::Fsync`]: sled's blob files, which its flush does not fsync.
     blobs: Option<blobs::BlobSync>,
+    segments: Segments,
+    /// One sync at a time: a sync must not return while another still syncs a body it covers.
+    sync_lock: std::sync::Mutex<()>,
+    /// Time spent syncing bodies since the last [`Queue::sync_timed`], which reports it.
+    body_fsync_nanos: std::sync::atomic::AtomicU64,
     recovery: recovery::Recovery,
     /// Bytes of chunks and sealed batches held: what the disk budget counts.
     live: std::sync::atomic::AtomicU64,
@@ -164,8 +176,24 @@ impl Queue {
         let journal = db.open_tree("journal").map_err(db_err)?;
         let outbox = db.open_tree("outbox").map_err(db_err)?;
         let meta = db.open_tree("meta").map_err(db_err)?;
-        let live = budget::measure(&journal).map_err(db_err)?
-            + budget::measure(&outbox).map_err(db_err)?;
+        let mut live = 0u64;
+        let mut bodies = Vec::new();
+        for item in journal.iter().values() {
+            let v = item.map_err(db_err)?;
+            let body = chunk::location(&v);
+            live += stored_len(&v, body);
+            bodies.extend(body);
+        }
+        for item in outbox.iter() {
+            let (k, v) = item.map_err(db_err)?;
+            let body = batch_location(&k, &v);
+            live += stored_len(&v, body);
+            bodies.extend(body);
+        }
+        let segments = Segments::open(dir, bodies).map_err(|source| QueueError::Io {
+            path: dir.join(segments::DIR),
+            source,
+        })?;
         let data_file = match sync {
             // sled's flush uses sync_file_range, which flushes neither the drive cache nor
             // metadata (DESIGN.md §8): keep the data file open to fdatasync it after each flush.
@@ -183,6 +211,9 @@ impl Queue {
             meta,
             blobs: data_file.as_ref().map(|_| blobs::BlobSync::default()),
             data_file,
+            segments,
+            sync_lock: std::sync::Mutex::new(()),
+            body_fsync_nanos: 0.into(),
             recovery,
             live: live.into(),
         };
@@ -199,9 +230,11 @@ impl Queue {
                 q.meta
                     .insert(META_DEVICE, device_id.as_bytes())
                     .map_err(db_err)?;
-                q.sync()?;
             }
         }
+        // What a killed process wrote may still be only in the page cache: make everything
+        // this queue starts from durable before anything new is acknowledged on top of it.
+        q.sync()?;
         Ok(q)
     }
 
@@ -233,20 +266,156 @@ impl Queue {
     }
 
     /// Appends one chunk of records numbered from `first_seq`; durable only after [`Queue::sync`].
+    /// With fsync durability the body is on stable storage before its journal entry is written,
+    /// so that no entry sled writes back early can point to a body a power cut took.
     pub fn append(&self, first_seq: u64, records: &[Record]) -> Result<usize, QueueError> {
         let bytes =
             chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
-        let n = bytes.len();
-        let old = self
-            .journal
-            .insert(first_seq.to_be_bytes(), bytes)
-            .map_err(|e| self.db_err(e))?;
-        let old = old.map_or(0, |o| o.len() as u64);
+        let loc = self
+            .segments
+            .append(&bytes)
+            .map_err(|e| self.segment_err(e))?;
+        if let Err(e) = self.sync_bodies() {
+            self.segments.release(loc);
+            return Err(e);
+        }
+        let entry = chunk::pointer(&bytes, loc);
+        let added = stored_len(&entry, Some(loc));
+        let old = match self.journal.insert(first_seq.to_be_bytes(), entry) {
+            Ok(old) => old,
+            Err(e) => {
+                self.segments.release(loc);
+                return Err(self.db_err(e));
+            }
+        };
+        self.live.fetch_add(added, Ordering::Relaxed);
+        if let Some(old) = old {
+            self.release_chunk(&old);
+        }
+        Ok(bytes.len())
+    }
+
+    fn segment_err(&self, source: std::io::Error) -> QueueError {
+        QueueError::Io {
+            path: self.path.join(segments::DIR),
+            source,
+        }
+    }
+
+    /// Forgets a journal entry that was removed: its bytes and its pointer into a segment.
+    fn release_chunk(&self, entry: &[u8]) {
+        let body = chunk::location(entry);
         self.live
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_sub(stored_len(entry, body), Ordering::Relaxed);
+        if let Some(loc) = body {
+            self.segments.release(loc);
+        }
+    }
+
+    /// Forgets an outbox entry that was removed, as [`Queue::release_chunk`].
+    fn release_batch(&self, key: &[u8], entry: &[u8]) {
+        let body = batch_location(key, entry);
         self.live
-            .fetch_sub(old, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
+            .fetch_sub(stored_len(entry, body), Ordering::Relaxed);
+        if let Some(loc) = body {
+            self.segments.release(loc);
+        }
+    }
+
+    /// Decodes a journal entry, reading its body from its segment file when it points to one.
+    pub(super) fn decode_chunk(
+        &self,
+        entry: &[u8],
+    ) -> Result<(chunk::ChunkHeader, Vec<SequencedRecord>), chunk::ChunkError> {
+        match chunk::location(entry) {
+            None => chunk::decode(entry),
+            Some(loc) => {
+                let body = self
+                    .segments
+                    .read(loc)
+                    .map_err(chunk::ChunkError::Unreadable)?;
+                if !chunk::matches_pointer(entry, &body) {
+                    return Err(chunk::ChunkError::Misplaced);
+                }
+                chunk::decode(&body)
+            }
+        }
+    }
+
+    /// The stored form of a journal entry as found: its body when it points to one that can
+    /// be read, else the entry itself.
+    fn chunk_as_found(&self, entry: &[u8]) -> Vec<u8> {
+        chunk::location(entry)
+            .and_then(|loc| self.segments.read(loc).ok())
+            .unwrap_or_else(|| entry.to_vec())
+    }
+
+    /// Decodes an outbox entry, reading and checking its bytes when they are in a segment.
+    pub(super) fn decode_batch(&self, key: &[u8], entry: &[u8]) -> Result<SealedBatch, QueueError> {
+        let (mut batch, body) =
+            SealedBatch::decode(key, entry).map_err(|e| QueueError::Codec(e.to_string()))?;
+        if let Some(body) = body {
+            let bytes = self.segments.read(body.loc).map_err(|e| {
+                QueueError::Codec(format!(
+                    "sealed batch {}: bytes unreadable: {e}",
+                    batch.batch_no
+                ))
+            })?;
+            if crc32c::crc32c(&bytes) != body.crc {
+                return Err(QueueError::Codec(format!(
+                    "sealed batch {}: checksum mismatch in its segment file",
+                    batch.batch_no
+                )));
+            }
+            batch.bytes = bytes.into();
+        }
+        Ok(batch)
+    }
+
+    /// Writes the bytes of `batches` to segment files and returns their outbox entries; with
+    /// fsync durability they are on stable storage when this returns, so that no committed
+    /// entry (and no journal trim behind it) ever points to bytes a power cut could take.
+    fn write_batches(&self, batches: &[SealedBatch]) -> Result<Vec<(u64, Vec<u8>)>, QueueError> {
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            match self.segments.append(&b.bytes) {
+                Ok(loc) => out.push((b.batch_no, b.encode_pointer(loc))),
+                Err(e) => {
+                    self.forget_written(&out);
+                    return Err(self.segment_err(e));
+                }
+            }
+        }
+        if !out.is_empty()
+            && let Err(e) = self.sync_bodies()
+        {
+            self.forget_written(&out);
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// With fsync durability, fdatasyncs the bodies written so far; the time goes into the next
+    /// [`SyncTimes`].
+    fn sync_bodies(&self) -> Result<(), QueueError> {
+        if self.data_file.is_none() {
+            return Ok(());
+        }
+        let _one = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
+        let result = self.segments.sync_written();
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.body_fsync_nanos.fetch_add(took, Ordering::Relaxed);
+        result.map_err(|e| self.segment_err(e))
+    }
+
+    /// Gives back the segment space of outbox entries that were never committed.
+    fn forget_written(&self, entries: &[(u64, Vec<u8>)]) {
+        for (no, entry) in entries {
+            if let Some(loc) = batch_location(&no.to_be_bytes(), entry) {
+                self.segments.release(loc);
+            }
+        }
     }
 
     /// Makes everything written so far durable: sled flush, then fdatasync of its data file.
@@ -256,25 +425,51 @@ impl Queue {
 
     /// [`Queue::sync`], telling how long the fdatasync calls took.
     pub fn sync_timed(&self) -> Result<SyncTimes, QueueError> {
-        self.db.flush().map_err(|e| self.db_err(e))?;
-        let started = std::time::Instant::now();
-        // Blobs first: once the log is durable its pointers are, and sled cannot open a log
-        // that points at a blob file a power cut left empty.
-        if let Some(b) = &self.blobs {
-            b.sync(&self.path).map_err(|source| QueueError::Io {
-                path: self.path.join("blobs"),
-                source,
-            })?;
+        let _one = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Taken before the flush, so that every file deleted after it is named by no flushed
+        // entry. Bodies are normally synced already (see `sync_bodies`); those written under
+        // relaxed durability are not synced at all.
+        let pending = self.segments.take_pending();
+        let mut fsync =
+            std::time::Duration::from_nanos(self.body_fsync_nanos.swap(0, Ordering::Relaxed));
+        let result = (|| {
+            if self.data_file.is_some() {
+                let started = std::time::Instant::now();
+                self.segments
+                    .sync(&pending)
+                    .map_err(|e| self.segment_err(e))?;
+                fsync += started.elapsed();
+            }
+            self.db.flush().map_err(|e| self.db_err(e))?;
+            let started = std::time::Instant::now();
+            // Blobs first: once the log is durable its pointers are, and sled cannot open a log
+            // that points at a blob file a power cut left empty. With bodies in segments only
+            // a large quarantined chunk still makes one.
+            if let Some(b) = &self.blobs {
+                b.sync(&self.path).map_err(|source| QueueError::Io {
+                    path: self.path.join("blobs"),
+                    source,
+                })?;
+            }
+            if let Some(f) = &self.data_file {
+                f.sync_data().map_err(|source| QueueError::Io {
+                    path: self.path.join("db"),
+                    source,
+                })?;
+            }
+            fsync += started.elapsed();
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.segments.delete(pending);
+                Ok(SyncTimes { fsync })
+            }
+            Err(e) => {
+                self.segments.restore(pending);
+                Err(e)
+            }
         }
-        if let Some(f) = &self.data_file {
-            f.sync_data().map_err(|source| QueueError::Io {
-                path: self.path.join("db"),
-                source,
-            })?;
-        }
-        Ok(SyncTimes {
-            fsync: started.elapsed(),
-        })
     }
 
     /// Reads up to `max_chunks` chunks from the head of the journal (see [`Queue::journal_iter`]).
@@ -289,7 +484,7 @@ impl Queue {
         self.journal.iter().filter_map(|item| {
             let decoded =
                 item.map_err(|e| self.db_err(e))
-                    .and_then(|(k, v)| match chunk::decode(&v) {
+                    .and_then(|(k, v)| match self.decode_chunk(&v) {
                         Ok((head, records)) => Ok(Some(JournalChunk {
                             first_seq: head.first_seq,
                             end_seq: head.end_seq(),
@@ -325,7 +520,7 @@ impl Queue {
             .iter()
             .map(|item| {
                 let (k, v) = item.map_err(|e| self.db_err(e))?;
-                SealedBatch::decode(&k, &v).map_err(|e| QueueError::Codec(e.to_string()))
+                self.decode_batch(&k, &v)
             })
             .collect()
     }
@@ -333,16 +528,12 @@ impl Queue {
     /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable;
     /// [`QueueError::ChunkGone`] without writing anything if a consumed chunk was dropped.
     pub fn seal(&self, seal: &Seal) -> Result<(), QueueError> {
-        let encoded: Vec<(u64, Vec<u8>)> = seal
-            .batches
-            .iter()
-            .map(|b| (b.batch_no, b.encode()))
-            .collect();
-        // Bytes the seal frees, reset on each attempt: sled may rerun the closure on conflict.
-        let freed = std::cell::Cell::new(0u64);
+        let encoded = self.write_batches(&seal.batches)?;
+        // Entries the seal removes, reset on each attempt: sled may rerun the closure.
+        let removed = std::cell::RefCell::new(Removed::default());
         let result: Result<(), TransactionError<u64>> = (&self.journal, &self.outbox, &self.meta)
             .transaction(|(journal, outbox, meta)| {
-                freed.set(0);
+                *removed.borrow_mut() = Removed::default();
                 // Records must not be both delivered and counted as dropped.
                 for first in &seal.consumed_chunks {
                     if journal.get(first.to_be_bytes())?.is_none() {
@@ -365,28 +556,47 @@ impl Queue {
                     meta.insert(META_SEQ_FLOOR, &seal.seq_floor.to_be_bytes())?;
                 }
                 for no in &seal.removed_batches {
-                    if let Some(old) = outbox.remove(&no.to_be_bytes())? {
-                        freed.set(freed.get() + old.len() as u64);
+                    let key = no.to_be_bytes();
+                    if let Some(old) = outbox.remove(&key)? {
+                        removed.borrow_mut().batches.push((key, old));
                     }
                 }
                 for first in &seal.consumed_chunks {
                     if let Some(old) = journal.remove(&first.to_be_bytes())? {
-                        freed.set(freed.get() + old.len() as u64);
+                        removed.borrow_mut().chunks.push(old);
                     }
                 }
                 Ok::<(), ConflictableTransactionError<u64>>(())
             });
         match result {
             Ok(()) => {
-                let added: u64 = encoded.iter().map(|(_, b)| b.len() as u64).sum();
-                self.live
-                    .fetch_add(added, std::sync::atomic::Ordering::Relaxed);
-                self.live
-                    .fetch_sub(freed.get(), std::sync::atomic::Ordering::Relaxed);
+                self.committed(&encoded, removed.into_inner());
                 self.sync()
             }
-            Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
-            Err(TransactionError::Abort(first_seq)) => Err(QueueError::ChunkGone { first_seq }),
+            Err(e) => {
+                self.forget_written(&encoded);
+                match e {
+                    TransactionError::Storage(e) => Err(self.db_err(e)),
+                    TransactionError::Abort(first_seq) => Err(QueueError::ChunkGone { first_seq }),
+                }
+            }
+        }
+    }
+
+    /// Accounts for a committed transaction: the outbox entries it added, the entries it removed.
+    fn committed(&self, added: &[(u64, Vec<u8>)], removed: Removed) {
+        for (no, entry) in added {
+            let key = no.to_be_bytes();
+            self.live.fetch_add(
+                stored_len(entry, batch_location(&key, entry)),
+                Ordering::Relaxed,
+            );
+        }
+        for (key, old) in removed.batches {
+            self.release_batch(&key, &old);
+        }
+        for old in removed.chunks {
+            self.release_chunk(&old);
         }
     }
 
@@ -398,8 +608,7 @@ impl Queue {
             .remove(batch_no.to_be_bytes())
             .map_err(|e| self.db_err(e))?;
         if let Some(old) = old {
-            self.live
-                .fetch_sub(old.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.release_batch(&batch_no.to_be_bytes(), &old);
         }
         Ok(())
     }
@@ -464,13 +673,12 @@ impl Queue {
             .map_err(|e| self.db_err(e))?;
         let mut pid = producer.producer_id.to_be_bytes().to_vec();
         pid.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-        let encoded: Vec<(u64, Vec<u8>)> =
-            batches.iter().map(|b| (b.batch_no, b.encode())).collect();
-        // Bytes of the batches replaced, reset on each attempt: sled may rerun the closure.
-        let replaced = std::cell::Cell::new(0u64);
+        let encoded = self.write_batches(batches)?;
+        // Entries replaced, reset on each attempt: sled may rerun the closure.
+        let replaced = std::cell::RefCell::new(Removed::default());
         let result: Result<(), TransactionError<()>> =
             (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
-                replaced.set(0);
+                *replaced.borrow_mut() = Removed::default();
                 for k in &stale {
                     meta.remove(k)?;
                 }
@@ -479,24 +687,26 @@ impl Queue {
                 }
                 meta.insert(META_PRODUCER, pid.as_slice())?;
                 for (no, bytes) in &encoded {
-                    if let Some(old) = outbox.insert(&no.to_be_bytes(), bytes.as_slice())? {
-                        replaced.set(replaced.get() + old.len() as u64);
+                    let key = no.to_be_bytes();
+                    if let Some(old) = outbox.insert(&key, bytes.as_slice())? {
+                        replaced.borrow_mut().batches.push((key, old));
                     }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         match result {
             Ok(()) => {
-                let added: u64 = encoded.iter().map(|(_, b)| b.len() as u64).sum();
-                self.live
-                    .fetch_add(added, std::sync::atomic::Ordering::Relaxed);
-                self.live
-                    .fetch_sub(replaced.get(), std::sync::atomic::Ordering::Relaxed);
+                self.committed(&encoded, replaced.into_inner());
                 self.sync()
             }
-            Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
-            Err(TransactionError::Abort(())) => {
-                unreachable!("the resequence transaction never aborts")
+            Err(e) => {
+                self.forget_written(&encoded);
+                match e {
+                    TransactionError::Storage(e) => Err(self.db_err(e)),
+                    TransactionError::Abort(()) => {
+                        unreachable!("the resequence transaction never aborts")
+                    }
+                }
             }
         }
     }
@@ -539,10 +749,45 @@ impl Queue {
         Ok(stored.max(last))
     }
 
+    /// Bytes the journal entry under `first_seq` holds against the budget.
+    #[cfg(test)]
+    fn chunk_stored_len(&self, first_seq: u64) -> u64 {
+        let v = self.journal.get(first_seq.to_be_bytes()).unwrap().unwrap();
+        stored_len(&v, chunk::location(&v))
+    }
+
+    /// Bytes the outbox entry `batch_no` holds against the budget.
+    #[cfg(test)]
+    fn batch_stored_len(&self, batch_no: u64) -> u64 {
+        let key = batch_no.to_be_bytes();
+        let v = self.outbox.get(key).unwrap().unwrap();
+        stored_len(&v, batch_location(&key, &v))
+    }
+
     fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>, QueueError> {
         let v = self.meta.get(key).map_err(|e| self.db_err(e))?;
         Ok(v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
+}
+
+/// Entries a transaction removed, released once it has committed.
+#[derive(Default)]
+struct Removed {
+    chunks: Vec<sled::IVec>,
+    batches: Vec<([u8; 8], sled::IVec)>,
+}
+
+/// Bytes an entry holds against the disk budget: itself, and the body it points to.
+fn stored_len(entry: &[u8], body: Option<Location>) -> u64 {
+    entry.len() as u64 + body.map_or(0, |l| u64::from(l.len))
+}
+
+/// Where an outbox entry's bytes lie, if in a segment.
+fn batch_location(key: &[u8], entry: &[u8]) -> Option<Location> {
+    SealedBatch::decode(key, entry)
+        .ok()
+        .and_then(|(_, body)| body)
+        .map(|b| b.loc)
 }
 
 fn next_sequence_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -671,6 +916,83 @@ mod tests {
         })
         .unwrap();
         assert!(q.next_sequences().unwrap().is_empty());
+    }
+
+    #[test]
+    fn entries_written_before_segment_files_are_still_read_and_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+            let whole = chunk::encode(0, &records(3)).unwrap();
+            q.journal.insert(0u64.to_be_bytes(), whole).unwrap();
+            q.outbox
+                .insert(4u64.to_be_bytes(), batch(4).encode_inline())
+                .unwrap();
+            q.sync().unwrap();
+        }
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        let stored = q.live_bytes();
+        assert_eq!(stored, q.chunk_stored_len(0) + q.batch_stored_len(4));
+        let head = q.journal_head(10).unwrap();
+        assert_eq!((head[0].first_seq, head[0].records.len()), (0, 3));
+        assert_eq!(q.sealed_batches().unwrap(), vec![batch(4)]);
+        q.append(3, &records(2)).unwrap();
+        q.seal(&Seal {
+            consumed_chunks: vec![0],
+            seq_floor: 3,
+            next_batch_no: 5,
+            ..Seal::default()
+        })
+        .unwrap();
+        q.remove_batch(4).unwrap();
+        assert_eq!(q.live_bytes(), q.chunk_stored_len(3));
+    }
+
+    #[test]
+    fn segment_files_are_deleted_once_everything_in_them_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        // Incompressible values, so that a few chunks fill several segment files.
+        let noisy = |seq: u64| {
+            let mut v = vec![0u8; 300_000];
+            rand::RngCore::fill_bytes(
+                &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seq),
+                &mut v,
+            );
+            Record {
+                value: Bytes::from(v),
+                ..records(1).remove(0)
+            }
+        };
+        for seq in 0..40 {
+            q.append(seq, &[noisy(seq)]).unwrap();
+        }
+        q.sync().unwrap();
+        assert!(q.segments.files() >= 3, "{} files", q.segments.files());
+        let mut b = batch(0);
+        b.bytes = Bytes::from(vec![1u8; 1000]);
+        q.seal(&Seal {
+            consumed_chunks: (0..40).collect(),
+            seq_floor: 40,
+            batches: vec![b.clone()],
+            next_batch_no: 1,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert_eq!(q.sealed_batches().unwrap(), vec![b]);
+        q.remove_batch(0).unwrap();
+        q.sync().unwrap();
+        assert_eq!(q.segments.files(), 1, "only the file being written stays");
+        assert_eq!(q.live_bytes(), 0);
+        drop(q);
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        assert!(q.journal_is_empty());
+        assert_eq!(q.next_seq().unwrap(), 40);
+        assert_eq!(
+            q.segments.files(),
+            0,
+            "nothing points to the last file either"
+        );
     }
 
     #[test]

@@ -3,9 +3,13 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
+use super::segments::Location;
 use crate::kafka::batch::ProducerIdentity;
 
+/// An entry holding the batch's bytes (queues written before segment files).
 const VERSION: u8 = 1;
+/// An entry holding where the batch's bytes lie in a segment file, and their checksum.
+const POINTER_VERSION: u8 = 2;
 
 /// A Kafka RecordBatch as persisted in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,15 @@ pub struct SealedBatch {
     pub bytes: Bytes,
 }
 
+/// Where a sealed batch's bytes lie, and their CRC-32C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BodyRef {
+    /// Where the bytes lie.
+    pub loc: Location,
+    /// Checksum of the bytes.
+    pub crc: u32,
+}
+
 /// Why a stored batch could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("sealed batch {batch_no} is malformed: {what}")]
@@ -46,10 +59,25 @@ impl SealedBatch {
         self.batch_no.to_be_bytes()
     }
 
-    /// Serializes the batch for the outbox tree.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.topic.len() + self.bytes.len());
-        out.put_u8(VERSION);
+    /// The outbox entry for this batch, its bytes stored at `loc`.
+    pub(super) fn encode_pointer(&self, loc: Location) -> Vec<u8> {
+        let mut out = self.put_header(POINTER_VERSION, Location::ENCODED_LEN + 4);
+        loc.put(&mut out);
+        out.put_u32(crc32c::crc32c(&self.bytes));
+        out
+    }
+
+    /// The entry of an outbox as queues written before segment files hold it: bytes inline.
+    #[cfg(test)]
+    pub(super) fn encode_inline(&self) -> Vec<u8> {
+        let mut out = self.put_header(VERSION, self.bytes.len());
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+
+    fn put_header(&self, version: u8, rest: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.topic.len() + rest);
+        out.put_u8(version);
         out.put_i32(self.partition);
         out.put_i64(self.producer.producer_id);
         out.put_i16(self.producer.producer_epoch);
@@ -60,12 +88,12 @@ impl SealedBatch {
         // Topic names are at most 249 bytes (Kafka's limit), checked by config validation.
         out.put_u16(self.topic.len() as u16);
         out.extend_from_slice(self.topic.as_bytes());
-        out.extend_from_slice(&self.bytes);
         out
     }
 
-    /// Reads a batch stored under `key`.
-    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, OutboxError> {
+    /// Reads an entry stored under `key`: the whole batch, or the batch with empty `bytes` and
+    /// where they lie.
+    pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<(Self, Option<BodyRef>), OutboxError> {
         let batch_no = key
             .try_into()
             .map(u64::from_be_bytes)
@@ -75,8 +103,12 @@ impl SealedBatch {
             })?;
         let err = |what| OutboxError { batch_no, what };
         let mut b = value;
-        if b.remaining() < 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2 || b.get_u8() != VERSION {
-            return Err(err("unknown version or truncated header"));
+        if b.remaining() < 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2 {
+            return Err(err("truncated header"));
+        }
+        let version = b.get_u8();
+        if version != VERSION && version != POINTER_VERSION {
+            return Err(err("unknown version"));
         }
         let partition = b.get_i32();
         let producer = ProducerIdentity {
@@ -93,7 +125,18 @@ impl SealedBatch {
         }
         let topic = String::from_utf8(b[..n].to_vec()).map_err(|_| err("topic is not UTF-8"))?;
         b.advance(n);
-        Ok(SealedBatch {
+        let (bytes, body) = if version == VERSION {
+            (Bytes::copy_from_slice(b), None)
+        } else {
+            if b.remaining() != Location::ENCODED_LEN + 4 {
+                return Err(err("malformed location"));
+            }
+            let loc = Location::get(b).ok_or_else(|| err("malformed location"))?;
+            b.advance(Location::ENCODED_LEN);
+            let crc = b.get_u32();
+            (Bytes::new(), Some(BodyRef { loc, crc }))
+        };
+        let batch = SealedBatch {
             batch_no,
             topic,
             partition,
@@ -102,8 +145,9 @@ impl SealedBatch {
             record_count,
             first_seq,
             last_seq,
-            bytes: Bytes::copy_from_slice(b),
-        })
+            bytes,
+        };
+        Ok((batch, body))
     }
 }
 
@@ -127,9 +171,36 @@ mod tests {
             last_seq: 104,
             bytes: Bytes::from_static(b"\x00\x01batch"),
         };
-        assert_eq!(SealedBatch::decode(&b.key(), &b.encode()).unwrap(), b);
-        let enc = b.encode();
+        assert_eq!(
+            SealedBatch::decode(&b.key(), &b.encode_inline()).unwrap(),
+            (b.clone(), None)
+        );
+        let enc = b.encode_inline();
         for n in 0..enc.len() - b.bytes.len() {
+            assert!(SealedBatch::decode(&b.key(), &enc[..n]).is_err());
+        }
+        let loc = Location {
+            segment: 1,
+            offset: 2,
+            len: b.bytes.len() as u32,
+        };
+        let enc = b.encode_pointer(loc);
+        let (head, body) = SealedBatch::decode(&b.key(), &enc).unwrap();
+        assert_eq!(
+            body,
+            Some(BodyRef {
+                loc,
+                crc: crc32c::crc32c(&b.bytes)
+            })
+        );
+        assert_eq!(
+            head,
+            SealedBatch {
+                bytes: Bytes::new(),
+                ..b.clone()
+            }
+        );
+        for n in 0..enc.len() {
             assert!(SealedBatch::decode(&b.key(), &enc[..n]).is_err());
         }
     }

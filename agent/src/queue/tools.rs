@@ -44,8 +44,8 @@ pub fn stats(q: &Queue) -> Result<String, QueueError> {
     for item in q.journal.iter() {
         let (_, v) = item.map_err(|e| q.db_err(e))?;
         chunks += 1;
-        chunk_bytes += v.len() as u64;
-        match chunk::decode(&v) {
+        chunk_bytes += body_len(&v);
+        match q.decode_chunk(&v) {
             Ok((_, records)) => {
                 for r in records {
                     let p = journal.entry(r.record.topic.clone()).or_default();
@@ -75,7 +75,7 @@ pub fn stats(q: &Queue) -> Result<String, QueueError> {
         .unwrap_or_else(|e| format!("unknown ({e})"));
     let _ = writeln!(
         o,
-        "disk             {} on disk (sled files; never shrink), {} live (chunks + batches), {} free",
+        "disk             {} on disk (sled and segment files), {} live (chunks + batches), {} free",
         human(on_disk),
         human(q.live_bytes()),
         free
@@ -160,7 +160,7 @@ pub fn inspect(q: &Queue) -> Result<String, QueueError> {
     for item in q.journal.iter() {
         let (k, v) = item.map_err(|e| q.db_err(e))?;
         let key = <[u8; 8]>::try_from(k.as_ref()).map_or(u64::MAX, u64::from_be_bytes);
-        match chunk::decode(&v) {
+        match q.decode_chunk(&v) {
             Ok((h, records)) => {
                 let mut topics: BTreeMap<&str, u64> = BTreeMap::new();
                 for r in &records {
@@ -172,11 +172,15 @@ pub fn inspect(q: &Queue) -> Result<String, QueueError> {
                     h.first_seq,
                     h.end_seq(),
                     h.count,
-                    v.len()
+                    body_len(&v)
                 );
             }
             Err(e) => {
-                let _ = writeln!(o, "  chunk {key:>12}  DAMAGED ({e})  {} bytes", v.len());
+                let _ = writeln!(
+                    o,
+                    "  chunk {key:>12}  DAMAGED ({e})  {} bytes",
+                    body_len(&v)
+                );
             }
         }
     }
@@ -232,7 +236,7 @@ pub fn export_jsonl(q: &Queue, out: &mut dyn Write) -> Result<u64, ExportError> 
     }
     for item in q.journal.iter() {
         let (k, v) = item.map_err(|e| q.db_err(e))?;
-        let (_, records) = match chunk::decode(&v) {
+        let (_, records) = match q.decode_chunk(&v) {
             Ok(d) => d,
             Err(e) => {
                 let key = <[u8; 8]>::try_from(k.as_ref()).map_or(u64::MAX, u64::from_be_bytes);
@@ -277,6 +281,11 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
+/// Compressed size of a journal chunk, wherever its body is.
+fn body_len(entry: &[u8]) -> u64 {
+    chunk::location(entry).map_or(entry.len() as u64, |l| u64::from(l.len))
+}
+
 /// The older of two (timestamp, kedge-seq) pairs.
 fn older(a: Option<(i64, u64)>, b: (i64, u64)) -> Option<(i64, u64)> {
     Some(a.map_or(b, |a| a.min(b)))
@@ -286,13 +295,15 @@ fn older(a: Option<(i64, u64)>, b: (i64, u64)) -> Option<(i64, u64)> {
 /// enough for every metrics scrape: it reads only the first sealed batch and journal chunk.
 pub fn oldest_pending_ms(q: &Queue) -> Result<Option<i64>, QueueError> {
     let batch = match q.outbox.first().map_err(|e| q.db_err(e))? {
-        Some((k, v)) => super::outbox::SealedBatch::decode(&k, &v)
+        Some((k, v)) => q
+            .decode_batch(&k, &v)
             .ok()
             .and_then(|b| base_timestamp(&b.bytes)),
         None => None,
     };
     let chunk = match q.journal.first().map_err(|e| q.db_err(e))? {
-        Some((_, v)) => chunk::decode(&v)
+        Some((_, v)) => q
+            .decode_chunk(&v)
             .ok()
             .and_then(|(_, records)| records.iter().map(|r| r.record.timestamp_ms).min()),
         None => None,
