@@ -8,6 +8,7 @@ pub mod engine;
 pub mod host;
 pub mod isolate;
 pub mod load;
+pub mod lower;
 pub mod plugin;
 pub mod stats;
 pub mod tester;
