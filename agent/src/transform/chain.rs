@@ -13,7 +13,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 
 use super::circuit::Circuit;
-use super::host::{self, BatchInfo, Output, Verdict};
+use super::host::{BatchInfo, Output, Verdict};
 use super::isolate::{Caller, Fault, isolate};
 use super::plugin::Plugin;
 use super::stats::PluginStats;
@@ -277,8 +277,8 @@ fn run_stage(
                     default_topic: default_topic.clone(),
                     now_ms,
                 };
-                let events: Vec<host::Event> =
-                    chunk.iter().map(|&i| to_wit(&items[i].event)).collect();
+                // Borrowed: the plugin's memory gets the events' bytes straight from the items.
+                let events: Vec<&Event> = chunk.iter().map(|&i| &items[i].event).collect();
                 let mut caller = StageCaller {
                     plugin: &mut stage.plugin,
                     circuit: &mut stage.circuit,
@@ -349,7 +349,7 @@ struct StageCaller<'a> {
     plugin: &'a mut Plugin,
     circuit: &'a mut Circuit,
     info: &'a BatchInfo,
-    events: &'a [host::Event],
+    events: &'a [&'a Event],
     faulted: &'a mut bool,
 }
 
@@ -390,22 +390,6 @@ fn dead_letter(item: &mut Item, dlq: &str, why: String) {
         name: HEADER_ERROR.to_owned(),
         value: Bytes::from(why),
     });
-}
-
-fn to_wit(e: &Event) -> host::Event {
-    host::Event {
-        key: e.key.as_ref().map(|k| k.to_vec()),
-        value: e.payload.to_vec(),
-        headers: e
-            .headers
-            .iter()
-            .map(|h| host::Header {
-                name: h.name.clone(),
-                value: h.value.to_vec(),
-            })
-            .collect(),
-        timestamp_ms: e.timestamp_ms,
-    }
 }
 
 /// The event a plugin output becomes; what the output leaves unset comes from `input`.
