@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{META_SEQ_FLOOR, Queue, QueueError};
+use super::{META_SEQ_FLOOR, Queue, QueueError, chunk, segments};
 use crate::record::Record;
 
 /// Meta key prefix of the per-topic drop counters (`dropped\0<topic>` → u64 big-endian).
@@ -182,6 +182,9 @@ impl Queue {
         };
         let (head, records) = match self.decode_chunk(&v) {
             Ok(d) => d,
+            Err(chunk::ChunkError::Unreadable(e)) if !segments::means_damage(&e) => {
+                return Err(self.segment_err(e));
+            }
             Err(e) => {
                 // Damaged anyway: quarantining it frees its space and counts it as lost.
                 self.quarantine_chunk(&k, &v, &e)?;

@@ -295,7 +295,7 @@ impl Queue {
         Ok(bytes.len())
     }
 
-    fn segment_err(&self, source: std::io::Error) -> QueueError {
+    pub(super) fn segment_err(&self, source: std::io::Error) -> QueueError {
         QueueError::Io {
             path: self.path.join(segments::DIR),
             source,
@@ -356,10 +356,14 @@ impl Queue {
             SealedBatch::decode(key, entry).map_err(|e| QueueError::Codec(e.to_string()))?;
         if let Some(body) = body {
             let bytes = self.segments.read(body.loc).map_err(|e| {
-                QueueError::Codec(format!(
-                    "sealed batch {}: bytes unreadable: {e}",
-                    batch.batch_no
-                ))
+                if segments::means_damage(&e) {
+                    QueueError::Codec(format!(
+                        "sealed batch {}: bytes unreadable: {e}",
+                        batch.batch_no
+                    ))
+                } else {
+                    self.segment_err(e)
+                }
             })?;
             if crc32c::crc32c(&bytes) != body.crc {
                 return Err(QueueError::Codec(format!(
@@ -490,6 +494,9 @@ impl Queue {
                             end_seq: head.end_seq(),
                             records,
                         })),
+                        Err(chunk::ChunkError::Unreadable(e)) if !segments::means_damage(&e) => {
+                            Err(self.segment_err(e))
+                        }
                         Err(e) => self.quarantine_chunk(&k, &v, &e).map(|()| None),
                     });
             decoded.transpose()
@@ -514,15 +521,19 @@ impl Queue {
         self.journal.is_empty()
     }
 
-    /// Every sealed batch, in seal order.
+    /// Every sealed batch, in seal order. A batch that cannot be read is quarantined (see
+    /// [`recovery`]) rather than stopping delivery of the others.
     pub fn sealed_batches(&self) -> Result<Vec<SealedBatch>, QueueError> {
-        self.outbox
-            .iter()
-            .map(|item| {
-                let (k, v) = item.map_err(|e| self.db_err(e))?;
-                self.decode_batch(&k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for item in self.outbox.iter() {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            match self.decode_batch(&k, &v) {
+                Ok(b) => out.push(b),
+                Err(e @ QueueError::Codec(_)) => self.quarantine_batch(&k, &v, &e)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable;

@@ -22,6 +22,8 @@ pub(super) const META_LOST_RECORDS: &[u8] = b"lost_records";
 pub(super) const META_QUARANTINED: &[u8] = b"quarantined";
 /// Tree holding damaged journal chunks, key and raw bytes as found.
 pub(super) const QUARANTINE_TREE: &str = "quarantine";
+/// Key prefix, in the quarantine tree, of sealed batches that could not be read.
+const QUARANTINED_BATCH: &[u8] = b"batch\0";
 /// File written into each quarantine folder saying why it was made.
 const REASON_FILE: &str = "REASON";
 
@@ -340,6 +342,60 @@ impl Queue {
         Ok(())
     }
 
+    /// Moves an outbox entry whose batch cannot be read to the `quarantine` tree and counts its
+    /// records as lost. Kafka then sees a gap in the partition's sequence numbers, which the
+    /// producer answers as after any lost batch: verify, then re-sequence under a new producer id.
+    pub(super) fn quarantine_batch(
+        &self,
+        key: &[u8],
+        entry: &[u8],
+        why: &QueueError,
+    ) -> Result<(), QueueError> {
+        let header = super::outbox::SealedBatch::decode(key, entry).ok();
+        let lost = header
+            .as_ref()
+            .map_or(0, |(b, _)| u64::try_from(b.record_count).unwrap_or(0));
+        // Apart from chunk keys, which are bare sequence numbers.
+        let mut qkey = QUARANTINED_BATCH.to_vec();
+        qkey.extend_from_slice(key);
+        let quarantine = self
+            .db
+            .open_tree(QUARANTINE_TREE)
+            .map_err(|e| self.db_err(e))?;
+        let taken = std::cell::RefCell::new(None);
+        let result: Result<(), TransactionError<Infallible>> =
+            (&self.outbox, &self.meta, &quarantine).transaction(|(outbox, meta, quarantine)| {
+                quarantine.insert(qkey.as_slice(), entry)?;
+                *taken.borrow_mut() = outbox.remove(key)?;
+                let total = meta
+                    .get(META_LOST_RECORDS)?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map_or(0, u64::from_be_bytes)
+                    + lost;
+                meta.insert(META_LOST_RECORDS, &total.to_be_bytes())?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
+        if let Some(removed) = taken.into_inner() {
+            self.release_batch(key, &removed);
+        }
+        self.sync()?;
+        tracing::error!(
+            error = %why,
+            batch = ?header.as_ref().map(|(b, _)| b.batch_no),
+            topic = ?header.as_ref().map(|(b, _)| &b.topic),
+            partition = ?header.as_ref().map(|(b, _)| b.partition),
+            lost_records = lost,
+            "QUEUE DAMAGE: a sealed batch could not be read; moved it to the quarantine tree, \
+             its records are lost, delivering the rest"
+        );
+        Ok(())
+    }
+
     /// Deletes journal chunks from kedge-seq `from` on: a commit that failed on I/O may have
     /// reached the disk although its events were never acknowledged, and the source redelivers
     /// them; keeping the chunk would deliver them twice.
@@ -368,7 +424,7 @@ impl Queue {
         Ok(self.meta_u64(META_LOST_RECORDS)?.unwrap_or(0))
     }
 
-    /// Damaged chunks kept in the quarantine tree.
+    /// Damaged journal chunks and sealed batches kept in the quarantine tree.
     pub fn quarantined_chunks(&self) -> Result<usize, QueueError> {
         Ok(self
             .db
@@ -586,6 +642,73 @@ mod tests {
         assert_eq!(q.lost_records().unwrap(), 2);
         assert_eq!(q.quarantined_chunks().unwrap(), 1);
         assert_eq!(q.next_seq().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_segment_that_fails_to_read_for_another_reason_is_an_error_not_a_loss() {
+        let (_data, dir) = layout();
+        filled(&dir);
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        // Reading a directory fails with EISDIR: an I/O failure, not a body a power cut took.
+        let seg = dir.join(super::super::segments::DIR).join("0000000000000000.seg");
+        let aside = dir.join("aside");
+        std::fs::rename(&seg, &aside).unwrap();
+        std::fs::create_dir(&seg).unwrap();
+        let err = q.journal_head(10).expect_err("unreadable");
+        assert!(matches!(err, QueueError::Io { .. }), "{err}");
+        assert_eq!(q.lost_records().unwrap(), 0);
+        std::fs::remove_dir(&seg).unwrap();
+        std::fs::rename(&aside, &seg).unwrap();
+        assert_eq!(seqs(&q), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_sealed_batch_that_cannot_be_read_is_quarantined_and_the_rest_delivered() {
+        let (_data, dir) = layout();
+        {
+            let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+            let batch = |no: u64, fill: u8| crate::queue::outbox::SealedBatch {
+                batch_no: no,
+                topic: "t".into(),
+                partition: 0,
+                producer: crate::kafka::batch::ProducerIdentity {
+                    producer_id: 1,
+                    producer_epoch: 0,
+                },
+                base_sequence: no as i32 * 4,
+                record_count: 4,
+                first_seq: no * 4,
+                last_seq: no * 4 + 3,
+                bytes: Bytes::from(vec![fill; 100]),
+            };
+            q.seal(&crate::queue::Seal {
+                batches: vec![batch(0, 1), batch(1, 2)],
+                next_batch_no: 2,
+                ..crate::queue::Seal::default()
+            })
+            .unwrap();
+        }
+        // Flip a byte of the first batch's bytes, at the start of the only segment file.
+        let seg = dir
+            .join(super::super::segments::DIR)
+            .join("0000000000000000.seg");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(&seg, bytes).unwrap();
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        let left: Vec<u64> = q
+            .sealed_batches()
+            .unwrap()
+            .iter()
+            .map(|b| b.batch_no)
+            .collect();
+        assert_eq!(left, vec![1]);
+        assert_eq!(q.lost_records().unwrap(), 4);
+        assert_eq!(q.quarantined_chunks().unwrap(), 1);
+        assert_eq!(q.live_bytes(), q.batch_stored_len(1));
+        drop(q);
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        assert_eq!(q.sealed_batches().unwrap().len(), 1, "quarantined for good");
     }
 
     #[test]

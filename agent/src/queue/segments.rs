@@ -286,6 +286,15 @@ impl Segments {
     }
 }
 
+/// Whether a failed [`Segments::read`] means the body is damaged or gone (a power cut, a
+/// deleted file), as opposed to an I/O failure worth retrying (EIO, too many open files).
+pub(super) fn means_damage(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+    )
+}
+
 fn parse_name(name: &OsStr) -> Option<u64> {
     let hex = name.to_str()?.strip_suffix(SUFFIX)?;
     (hex.len() == 16)

@@ -131,7 +131,7 @@ pub fn stats(q: &Queue) -> Result<String, QueueError> {
     }
     let _ = writeln!(
         o,
-        "lost records     {} (damaged chunks; {} kept in the quarantine tree)",
+        "lost records     {} (damaged chunks and batches; {} kept in the quarantine tree)",
         q.lost_records()?,
         q.quarantined_chunks()?
     );
