@@ -110,7 +110,7 @@ fn main() {
         io_total as f64 / payload_bytes as f64
     );
     println!(
-        "on disk         {:>10.1} MiB at peak ({:.1} MiB live chunks), {:.1} MiB after the drain (sled does not shrink files)",
+        "on disk         {:>10.1} MiB at peak ({:.1} MiB live chunks), {:.1} MiB after the drain (sled's file does not shrink; delivered segment files are deleted)",
         mib(disk_peak),
         mib(live_peak),
         mib(disk_after)

@@ -650,7 +650,9 @@ mod tests {
         filled(&dir);
         let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
         // Reading a directory fails with EISDIR: an I/O failure, not a body a power cut took.
-        let seg = dir.join(super::super::segments::DIR).join("0000000000000000.seg");
+        let seg = dir
+            .join(super::super::segments::DIR)
+            .join("0000000000000000.seg");
         let aside = dir.join("aside");
         std::fs::rename(&seg, &aside).unwrap();
         std::fs::create_dir(&seg).unwrap();
