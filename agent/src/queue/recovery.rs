@@ -649,7 +649,8 @@ mod tests {
         let (_data, dir) = layout();
         filled(&dir);
         let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
-        // Reading a directory fails with EISDIR: an I/O failure, not a body a power cut took.
+        // Something other than a file where the segment should be: an I/O failure to report,
+        // not a body a power cut took.
         let seg = dir
             .join(super::super::segments::DIR)
             .join("0000000000000000.seg");

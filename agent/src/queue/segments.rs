@@ -205,8 +205,15 @@ impl Segments {
     /// pointer, not the body) is `UnexpectedEof`, never a huge allocation.
     pub(super) fn read(&self, loc: Location) -> io::Result<Vec<u8>> {
         let f = File::open(self.path_of(loc.segment))?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other(format!(
+                "segment {:016x} is not a regular file",
+                loc.segment
+            )));
+        }
         let end = loc.offset.checked_add(u64::from(loc.len));
-        if end.is_none_or(|end| end > f.metadata().map_or(0, |m| m.len())) {
+        if end.is_none_or(|end| end > meta.len()) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
