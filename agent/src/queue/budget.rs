@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{META_SEQ_FLOOR, Queue, QueueError, chunk, segments};
+use super::{META_SEQ_FLOOR, Queue, QueueError, chunk, segments, tx_u64};
 use crate::record::Record;
 
 /// Meta key prefix of the per-topic drop counters (`dropped\0<topic>` → u64 big-endian).
@@ -158,19 +158,12 @@ impl Queue {
         let result: Result<(), TransactionError<Infallible>> = self.meta.transaction(|meta| {
             for (topic, n) in dropped {
                 let key = dropped_key(topic);
-                let old = meta
-                    .get(&key)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes);
+                let old = tx_u64(meta, &key)?;
                 meta.insert(key, &(old + n).to_be_bytes())?;
             }
             Ok::<(), ConflictableTransactionError<Infallible>>(())
         });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
-            Err(TransactionError::Abort(never)) => match never {},
-        }
+        self.infallible(result)
     }
 
     /// Deletes the oldest journal chunk, counting its records per topic into `dropped`; false
@@ -206,26 +199,16 @@ impl Queue {
                     return Ok(());
                 }
                 // Dropped numbers stay retired, also when this was the last chunk.
-                let floor = meta
-                    .get(META_SEQ_FLOOR)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes);
+                let floor = tx_u64(meta, META_SEQ_FLOOR)?;
                 meta.insert(META_SEQ_FLOOR, &floor.max(head.end_seq()).to_be_bytes())?;
                 for (topic, n) in &by_topic {
                     let key = dropped_key(topic);
-                    let old = meta
-                        .get(&key)?
-                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                        .map_or(0, u64::from_be_bytes);
+                    let old = tx_u64(meta, &key)?;
                     meta.insert(key, &(old + n).to_be_bytes())?;
                 }
                 Ok::<(), ConflictableTransactionError<Infallible>>(())
             });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
-            Err(TransactionError::Abort(never)) => match never {},
-        }
+        self.infallible(result)?;
         let Some(removed) = taken.into_inner() else {
             // Sealed meanwhile: delivered, not dropped; the next chunk is looked at next.
             return Ok(true);

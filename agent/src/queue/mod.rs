@@ -238,6 +238,18 @@ impl Queue {
         Ok(q)
     }
 
+    /// The outcome of a transaction that never aborts.
+    fn infallible(
+        &self,
+        result: Result<(), TransactionError<std::convert::Infallible>>,
+    ) -> Result<(), QueueError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
+    }
+
     fn db_err(&self, source: sled::Error) -> QueueError {
         QueueError::Db {
             path: self.path.clone(),
@@ -559,10 +571,7 @@ impl Queue {
                 }
                 meta.insert(META_BATCH_NO, &seal.next_batch_no.to_be_bytes())?;
                 // Never lower the floor: a drop or a quarantine may have raised it past this seal.
-                let floor = meta
-                    .get(META_SEQ_FLOOR)?
-                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(0);
+                let floor = tx_u64(meta, META_SEQ_FLOOR)?;
                 if !seal.consumed_chunks.is_empty() && seal.seq_floor > floor {
                     meta.insert(META_SEQ_FLOOR, &seal.seq_floor.to_be_bytes())?;
                 }
@@ -779,6 +788,17 @@ impl Queue {
         let v = self.meta.get(key).map_err(|e| self.db_err(e))?;
         Ok(v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
+}
+
+/// A big-endian u64 in a tree inside a transaction; 0 when absent or malformed.
+fn tx_u64<E>(
+    tree: &sled::transaction::TransactionalTree,
+    key: &[u8],
+) -> Result<u64, ConflictableTransactionError<E>> {
+    Ok(tree
+        .get(key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 /// Entries a transaction removed, released once it has committed.

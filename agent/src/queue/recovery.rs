@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
-use super::{META_SEQ_FLOOR, Queue, QueueError, chunk};
+use super::{META_SEQ_FLOOR, Queue, QueueError, chunk, tx_u64};
 
 /// Meta key: records lost to damaged chunks (u64, big-endian).
 pub(super) const META_LOST_RECORDS: &[u8] = b"lost_records";
@@ -309,24 +309,14 @@ impl Queue {
             (&self.journal, &self.meta, &quarantine).transaction(|(journal, meta, quarantine)| {
                 quarantine.insert(key, found.as_slice())?;
                 *taken.borrow_mut() = journal.remove(key)?;
-                let read = |k: &[u8]| -> Result<u64, ConflictableTransactionError<Infallible>> {
-                    Ok(meta
-                        .get(k)?
-                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                        .map_or(0, u64::from_be_bytes))
-                };
-                let total = read(META_LOST_RECORDS)? + lost;
+                let total = tx_u64::<Infallible>(meta, META_LOST_RECORDS)? + lost;
                 meta.insert(META_LOST_RECORDS, &total.to_be_bytes())?;
                 // Never hand out the lost records' sequence numbers again.
-                let old_floor = read(META_SEQ_FLOOR)?;
+                let old_floor = tx_u64(meta, META_SEQ_FLOOR)?;
                 meta.insert(META_SEQ_FLOOR, &old_floor.max(floor).to_be_bytes())?;
                 Ok(())
             });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
-            Err(TransactionError::Abort(never)) => match never {},
-        }
+        self.infallible(result)?;
         if let Some(removed) = taken.into_inner() {
             self.release_chunk(&removed);
         }
@@ -367,19 +357,11 @@ impl Queue {
             (&self.outbox, &self.meta, &quarantine).transaction(|(outbox, meta, quarantine)| {
                 quarantine.insert(qkey.as_slice(), entry)?;
                 *taken.borrow_mut() = outbox.remove(key)?;
-                let total = meta
-                    .get(META_LOST_RECORDS)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map_or(0, u64::from_be_bytes)
-                    + lost;
+                let total = tx_u64::<Infallible>(meta, META_LOST_RECORDS)? + lost;
                 meta.insert(META_LOST_RECORDS, &total.to_be_bytes())?;
                 Ok(())
             });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
-            Err(TransactionError::Abort(never)) => match never {},
-        }
+        self.infallible(result)?;
         if let Some(removed) = taken.into_inner() {
             self.release_batch(key, &removed);
         }
