@@ -303,12 +303,19 @@ impl Queue {
         // The damaged body itself, for a human to look at, rather than a pointer to a file that
         // is deleted once nothing else points to it.
         let found = self.chunk_as_found(value);
-        // Another stage may have removed the chunk meanwhile; only what this removal took counts.
+        // A seal or drop-oldest may have removed the chunk after it was read, and then its segment
+        // file went with the last pointer to it: the read failed because the chunk is gone, not
+        // damaged. Only a chunk this removal takes is quarantined and counted.
         let taken = std::cell::RefCell::new(None);
         let result: Result<(), TransactionError<Infallible>> =
             (&self.journal, &self.meta, &quarantine).transaction(|(journal, meta, quarantine)| {
+                let removed = journal.remove(key)?;
+                let gone = removed.is_none();
+                *taken.borrow_mut() = removed;
+                if gone {
+                    return Ok(());
+                }
                 quarantine.insert(key, found.as_slice())?;
-                *taken.borrow_mut() = journal.remove(key)?;
                 let total = tx_u64::<Infallible>(meta, META_LOST_RECORDS)? + lost;
                 meta.insert(META_LOST_RECORDS, &total.to_be_bytes())?;
                 // Never hand out the lost records' sequence numbers again.
@@ -317,9 +324,10 @@ impl Queue {
                 Ok(())
             });
         self.infallible(result)?;
-        if let Some(removed) = taken.into_inner() {
-            self.release_chunk(&removed);
-        }
+        let Some(removed) = taken.into_inner() else {
+            return Ok(());
+        };
+        self.release_chunk(&removed);
         self.sync()?;
         tracing::error!(
             error = %why,
@@ -352,19 +360,26 @@ impl Queue {
             .db
             .open_tree(QUARANTINE_TREE)
             .map_err(|e| self.db_err(e))?;
+        // As for chunks: a batch removed meanwhile (acknowledged) is not lost.
         let taken = std::cell::RefCell::new(None);
         let result: Result<(), TransactionError<Infallible>> =
             (&self.outbox, &self.meta, &quarantine).transaction(|(outbox, meta, quarantine)| {
+                let removed = outbox.remove(key)?;
+                let gone = removed.is_none();
+                *taken.borrow_mut() = removed;
+                if gone {
+                    return Ok(());
+                }
                 quarantine.insert(qkey.as_slice(), entry)?;
-                *taken.borrow_mut() = outbox.remove(key)?;
                 let total = tx_u64::<Infallible>(meta, META_LOST_RECORDS)? + lost;
                 meta.insert(META_LOST_RECORDS, &total.to_be_bytes())?;
                 Ok(())
             });
         self.infallible(result)?;
-        if let Some(removed) = taken.into_inner() {
-            self.release_batch(key, &removed);
-        }
+        let Some(removed) = taken.into_inner() else {
+            return Ok(());
+        };
+        self.release_batch(key, &removed);
         self.sync()?;
         tracing::error!(
             error = %why,
@@ -694,6 +709,31 @@ mod tests {
         drop(q);
         let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
         assert_eq!(q.sealed_batches().unwrap().len(), 1, "quarantined for good");
+    }
+
+    #[test]
+    fn a_chunk_or_batch_removed_before_its_failed_read_is_neither_lost_nor_quarantined() {
+        let (_data, dir) = layout();
+        filled(&dir);
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        let key = 0u64.to_be_bytes();
+        let entry = q.journal.get(key).unwrap().unwrap();
+        // A seal takes the chunk after the reader got its entry, and its file goes.
+        q.seal(&crate::queue::Seal {
+            consumed_chunks: vec![0],
+            seq_floor: 3,
+            next_batch_no: 1,
+            ..crate::queue::Seal::default()
+        })
+        .unwrap();
+        let gone = chunk::ChunkError::Unreadable(std::io::ErrorKind::NotFound.into());
+        q.quarantine_chunk(&key, &entry, &gone).unwrap();
+        let why = QueueError::Codec("unreadable".into());
+        q.quarantine_batch(&7u64.to_be_bytes(), b"whatever", &why)
+            .unwrap();
+        assert_eq!(q.lost_records().unwrap(), 0);
+        assert_eq!(q.quarantined_chunks().unwrap(), 0);
+        assert_eq!(seqs(&q), vec![3, 4]);
     }
 
     #[test]
