@@ -13,6 +13,14 @@ pub fn describe(c: &Config, path: &Path) -> String {
     let q = &c.queue;
     let _ = writeln!(o, "{}: configuration is valid\n", path.display());
     let _ = writeln!(o, "device        {}", c.agent.device_id);
+    if c.agent.device_id == config::hostname_device_id() {
+        let _ = writeln!(
+            o,
+            "              (the hostname: agents that share a hostname must each set agent.device_id; \
+             kedge tells its records apart by kedge-queue, but consumers and the MQTT client id \
+             go by the device id)"
+        );
+    }
     let _ = writeln!(
         o,
         "source        {} — {} at {}:{}{}, client id {:?}",
@@ -122,9 +130,10 @@ pub fn describe(c: &Config, path: &Path) -> String {
             "at-most-once: QoS 0 messages are never acknowledged, so one lost in flight or during a crash is gone"
         } else {
             "no acknowledged message is lost: acknowledged to the broker only once durable in the journal, \
-             and each journaled record is written to Kafka once (the producer verifies what Kafka holds before \
-             it resends). A crash between the journal commit and the acknowledgement makes the broker redeliver \
-             the message, which is then journaled again: at-least-once on the MQTT hop"
+             and each journaled record is written to Kafka once (before it resends a batch whose fate it does \
+             not know, kedge looks for it in the partition's log, which needs READ on the topics). A crash \
+             between the journal commit and the acknowledgement makes the broker redeliver the message, which \
+             is then journaled again: at-least-once on the MQTT hop"
         };
         let _ = writeln!(o, "  {} (QoS {}): {g}", s.filter, s.qos);
     }

@@ -12,18 +12,19 @@ use crate::kafka::partitioner::{StickyPartitioner, partition_for_key};
 use crate::kafka::sequence;
 use crate::queue::outbox::SealedBatch;
 use crate::queue::{JournalChunk, Seal};
-use crate::record::SequencedRecord;
+use crate::record::{Origin, SequencedRecord};
 
 /// Limits and identity for sealing.
 #[derive(Debug, Clone)]
 pub struct SealSettings {
-    /// Device id, written into every record's `kedge-device` header.
-    pub device_id: String,
+    /// Device and queue incarnation, written into every record's `kedge-device` and
+    /// `kedge-queue` headers.
+    pub origin: Origin,
     /// Compression of the batches.
     pub compression: BatchCompression,
     /// Most records in one batch.
     pub max_records: usize,
-    /// Most uncompressed bytes (keys, values, headers) in one batch.
+    /// Most bytes of one batch before compression, framing and kedge's headers included.
     pub max_bytes: usize,
 }
 
@@ -34,7 +35,8 @@ pub enum Plan {
     Empty,
     /// The first chunk has records for topics whose partition count is unknown.
     NeedMetadata(Vec<String>),
-    /// The first chunk needs more batches on some partition than its window allows.
+    /// The first chunk needs more batches on some partition than its window has room for while
+    /// older batches of that partition wait for Kafka.
     Blocked,
     /// Seal these batches and consume these chunks.
     Seal(Seal),
@@ -135,12 +137,17 @@ impl Dispatcher {
                     .or_insert(recs.len());
                 recs.push(r);
             }
+            let room = |tp: &Tp| input.room.get(tp).copied().unwrap_or(input.window);
             let fits = before.keys().all(|tp| {
-                let room = input.room.get(tp).copied().unwrap_or(input.window);
                 let next = input.next_sequences.get(tp).copied().unwrap_or(0);
-                self.cut(next, &pending[tp]).len() <= room
+                self.cut(next, &pending[tp]).len() <= room(tp)
             });
-            if !fits {
+            // A first chunk that alone needs more batches than a window (a small window, a burst
+            // of large records, the sequence wrap) would wait forever: once its partitions hold
+            // nothing unacknowledged it is sealed whole. The window bounds what is held per
+            // partition; what is in flight stays bounded by `max_in_flight` per broker.
+            let alone = consumed.is_empty() && before.keys().all(|tp| room(tp) >= input.window);
+            if !fits && !alone {
                 for (tp, len) in before {
                     if let Some(recs) = pending.get_mut(&tp) {
                         recs.truncate(len);
@@ -171,7 +178,7 @@ impl Dispatcher {
                 let bytes = batch::encode_batch(
                     input.producer,
                     next,
-                    &self.settings.device_id,
+                    &self.settings.origin,
                     slice,
                     self.settings.compression,
                 )
@@ -191,6 +198,7 @@ impl Dispatcher {
                     first_seq: slice[0].seq,
                     last_seq: slice[slice.len() - 1].seq,
                     bytes,
+                    legacy: false,
                 });
                 seal.received.push(timestamp_runs(slice));
                 seal.next_batch_no += 1;
@@ -204,6 +212,8 @@ impl Dispatcher {
 
     /// Cuts one partition's records into batch ranges: within the record and byte limits, and
     /// never across the int32 sequence wrap (a Kafka batch's sequences must be contiguous).
+    /// The byte limit counts the batch as it is encoded, kedge's headers and the framing
+    /// included, so that a full uncompressed batch stays within it.
     fn cut(&self, mut next: i32, recs: &[SequencedRecord]) -> Vec<std::ops::Range<usize>> {
         let mut out = Vec::new();
         let mut start = 0;
@@ -211,9 +221,9 @@ impl Dispatcher {
             let until_wrap = (i32::MAX - next) as usize + 1;
             let limit = self.settings.max_records.min(until_wrap);
             let mut end = start;
-            let mut bytes = 0;
+            let mut bytes = batch::BATCH_OVERHEAD;
             while end < recs.len() && end - start < limit {
-                let size = record_size(&recs[end]);
+                let size = batch::record_size_bound(&recs[end], &self.settings.origin);
                 if end > start && bytes + size > self.settings.max_bytes {
                     break;
                 }
@@ -226,17 +236,6 @@ impl Dispatcher {
         }
         out
     }
-}
-
-fn record_size(r: &SequencedRecord) -> usize {
-    r.record.key.as_ref().map_or(0, |k| k.len())
-        + r.record.value.len()
-        + r.record
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len())
-            .sum::<usize>()
-        + 32
 }
 
 #[cfg(test)]
@@ -276,7 +275,10 @@ mod tests {
     fn dispatcher(max_records: usize) -> Dispatcher {
         Dispatcher::new(
             SealSettings {
-                device_id: "dev".into(),
+                origin: Origin {
+                    device: "dev".into(),
+                    queue: 1,
+                },
                 compression: BatchCompression::None,
                 max_records,
                 max_bytes: 1 << 20,
@@ -406,9 +408,67 @@ mod tests {
             vec![2, 1]
         );
         assert_eq!(seal.batches[1].base_sequence, 2);
-        // A first chunk that alone needs more than the room is blocked, not split.
+        // A first chunk that alone needs more than the room waits for the older batches.
         let (plan, _) = plan_window(&mut d, vec![chunk(0, &[None; 5])], &counts, &room);
         assert!(matches!(plan, Plan::Blocked));
+        // Once they are gone it is sealed whole, however many batches it needs: else a window
+        // of 1 (max_in_flight = 1) or a burst of large records would wait forever.
+        let (plan, _) = plan_window(
+            &mut d,
+            vec![chunk(0, &[None; 15])],
+            &counts,
+            &HashMap::new(),
+        );
+        let Plan::Seal(seal) = plan else {
+            panic!("a lone chunk with an empty window is sealed")
+        };
+        assert_eq!(seal.batches.len(), 8);
+        assert_eq!(seal.consumed_chunks, vec![0]);
+    }
+
+    #[test]
+    fn full_uncompressed_batches_stay_within_the_byte_limit() {
+        // 20,000 readings of ~400 bytes with 3 small headers each: the old estimate (payload +
+        // 32) left out kedge's own headers and the record framing, and full batches came to
+        // ~1.15 MB against Kafka's default limit of 1 MiB + 12 bytes.
+        let limit = 1 << 20;
+        let mut d = Dispatcher::new(
+            SealSettings {
+                origin: Origin {
+                    device: "a-rather-long-device-identifier-0042".into(),
+                    queue: u64::MAX,
+                },
+                compression: BatchCompression::None,
+                max_records: 10_000,
+                max_bytes: limit,
+            },
+            StickyPartitioner::new(rand::rngs::StdRng::seed_from_u64(1)),
+        );
+        let mut big = chunk(u64::MAX / 2, &[None; 20_000]);
+        for r in &mut big.records {
+            r.record.value = Bytes::from(vec![b'x'; 400]);
+            r.record.headers = (0..3)
+                .map(|i| crate::record::Header {
+                    name: format!("prop-{i}"),
+                    value: Bytes::from_static(b"value"),
+                })
+                .collect();
+        }
+        let (plan, _) = plan_window(&mut d, vec![big], &counts(1), &HashMap::new());
+        let Plan::Seal(seal) = plan else {
+            panic!("expected a seal")
+        };
+        assert!(seal.batches.len() > 1);
+        for b in &seal.batches {
+            assert!(
+                b.bytes.len() <= limit,
+                "a batch of {} records encodes to {} bytes",
+                b.record_count,
+                b.bytes.len()
+            );
+        }
+        // And the cut is not wasteful: full batches use most of the limit.
+        assert!(seal.batches[0].bytes.len() > limit * 4 / 5);
     }
 
     #[test]

@@ -9,12 +9,12 @@ use tokio::time::Instant;
 
 use crate::commit::{self, CommitSettings, Stages};
 use crate::config::{self, Config};
+use crate::delivery::{Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::kafka::batch::BatchCompression;
 use crate::kafka::client::{Cluster, ClusterSettings};
 use crate::kafka::connection::TlsSettings;
 use crate::kafka::partitioner::StickyPartitioner;
-use crate::kafka::producer::{Producer, ProducerSettings};
 use crate::kafka::sasl::{self, Mechanism, SaslSettings};
 use crate::ops::exposition::Readiness;
 use crate::ops::{self, OpsState, sd_notify};
@@ -276,14 +276,14 @@ pub fn producer(
     config: &Config,
     queue: Arc<Queue>,
     stats: Arc<Stats>,
-) -> Result<Producer, PipelineError> {
+) -> Result<Producer<Cluster, Queue>, PipelineError> {
     let compression = match config.kafka.compression {
         config::Compression::Zstd => BatchCompression::Zstd,
         config::Compression::None => BatchCompression::None,
     };
     let dispatcher = Dispatcher::new(
         SealSettings {
-            device_id: config.agent.device_id.clone(),
+            origin: queue.origin().clone(),
             compression,
             max_records: config.kafka.batch_max_records as usize,
             max_bytes: config.kafka.batch_max_bytes.bytes() as usize,
@@ -301,7 +301,6 @@ pub fn producer(
             retry_max: config.kafka.retry_backoff.max,
             metadata_refresh: config.kafka.metadata_refresh,
             compression,
-            device_id: config.agent.device_id.clone(),
             dead_letter_topic: config.routing.dead_letter_topic.clone(),
         },
         stats,

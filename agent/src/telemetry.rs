@@ -73,8 +73,6 @@ impl Dropped {
 /// Outcomes of the verify step (what Kafka already holds, before anything is resent).
 #[derive(Debug, Default)]
 pub struct VerifyStats {
-    /// Verifications answered by DescribeProducers.
-    pub by_producer_state: AtomicU64,
     /// Verifications answered by a tail scan.
     pub by_tail_scan: AtomicU64,
     /// Verifications that failed and wait to be tried again.
@@ -83,6 +81,13 @@ pub struct VerifyStats {
     pub batches_found: AtomicU64,
     /// Unacknowledged batches not in Kafka (sent again).
     pub batches_missing: AtomicU64,
+    /// Of those, batches retention may have removed after they landed: not proven absent.
+    pub batches_unverifiable: AtomicU64,
+    /// Bytes of record sets the scans read.
+    pub bytes_read: AtomicU64,
+    /// Records of this device id under another queue id, written after this queue's own: another
+    /// agent uses the same device id.
+    pub twin_records: AtomicU64,
 }
 
 /// What the delivery stage reports about its link to Kafka, refreshed on every round.
@@ -102,6 +107,9 @@ pub struct KafkaLink {
     pub batches_unacknowledged: AtomicU64,
     /// Records in those batches.
     pub records_unacknowledged: AtomicU64,
+    /// Partitions that cannot go on until something changes: Kafka does not allow the writes
+    /// (authorization, broker settings) or a verify cannot read the log.
+    pub partitions_stalled: AtomicU64,
     /// Wall-clock milliseconds of the last acknowledgement (0: none since the start).
     pub last_ack_ms: AtomicI64,
 }
@@ -133,8 +141,10 @@ pub struct Stats {
     pub delivered: AtomicU64,
     /// Batches Kafka acknowledged.
     pub batches_delivered: AtomicU64,
-    /// Batches Kafka reported as already written (a resend it deduplicated).
+    /// Batches Kafka answered DUPLICATE_SEQUENCE_NUMBER: a resend its own check caught.
     pub duplicates_detected: AtomicU64,
+    /// Batches split in two after Kafka refused them as too large or for some record.
+    pub batches_split: AtomicU64,
     /// Batches sent again after an error or a lost response.
     pub retries: AtomicU64,
     /// Produce failures by Kafka error name, or `network` for a request that got no answer.

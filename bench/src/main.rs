@@ -149,7 +149,7 @@ fn drain(q: &Queue) -> u64 {
         let bytes = encode_batch(
             producer,
             kafka_seq,
-            "bench",
+            q.origin(),
             &records,
             BatchCompression::Zstd,
         )
@@ -167,6 +167,7 @@ fn drain(q: &Queue) -> u64 {
                 first_seq: first,
                 last_seq: end - 1,
                 bytes,
+                legacy: false,
             }],
             next_sequences: vec![(("readings".into(), 0), kafka_seq + count)],
             next_batch_no: next_batch + 1,

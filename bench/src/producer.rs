@@ -9,7 +9,7 @@
 //!
 //! Sides:
 //! - `kedge`: records appended to a `kedge::queue::Queue` on tmpfs with relaxed durability in
-//!   group commits of 4,096, then `kedge::kafka::producer::Producer` drains them (timed alone);
+//!   group commits of 4,096, then `kedge::delivery::Producer` drains them (timed alone);
 //! - `kedge-pipelined`: the same, appending while the producer drains (the agent's shape);
 //! - `librdkafka-py`: confluent-kafka (librdkafka 2.16) from `.peers/venv`, `bench/librdkafka_producer.py`;
 //! - `librdkafka-c`: the same librdkafka library driven from C (`bench/librdkafka_producer.c`),

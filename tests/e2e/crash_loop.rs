@@ -122,6 +122,7 @@ fn child_process() {
                     first_seq: first.first_seq,
                     last_seq: last.end_seq - 1,
                     bytes: batch_bytes(&mut rng),
+                    legacy: false,
                 };
                 q.seal(&Seal {
                     consumed_chunks: chunks.iter().map(|c| c.first_seq).collect(),

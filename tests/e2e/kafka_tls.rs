@@ -57,10 +57,13 @@ fn assert_audit_clean(kafka: &TlsKafka, kedge: &Kedge) {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     // kedge numbers its records from 0; the audit defaults to the config's device.
     let expected = format!(
-        "device {DEVICE_ID}: {READINGS} records, kedge-seq 0..={}, 0 missing, 0 duplicates",
+        ": {READINGS} records, kedge-seq 0..={}, 0 missing, 0 duplicates",
         READINGS - 1
     );
-    assert!(out.contains(&expected), "expected {expected:?} in:\n{out}");
+    assert!(
+        out.starts_with(&format!("device {DEVICE_ID} queue ")) && out.contains(&expected),
+        "expected {expected:?} in:\n{out}"
+    );
     assert!(out.ends_with("clean\n"), "{out}");
     // The terminator passes plain Kafka through, so only its sessions prove TLS was used.
     assert!(
@@ -93,7 +96,8 @@ fn records_reach_kafka_over_tls() {
     let (code, out, err) = audit(&kedge, &["--bootstrap", &bootstrap, "--topic", "readings"]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
-        out.contains(&format!("device {DEVICE_ID}: {READINGS} records")),
+        out.starts_with(&format!("device {DEVICE_ID} queue "))
+            && out.contains(&format!(": {READINGS} records")),
         "{out}"
     );
     assert!(

@@ -9,6 +9,7 @@ mod crash_loop;
 mod crash_restart;
 mod disk_full;
 mod faults;
+mod fleet;
 mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;

@@ -18,14 +18,14 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::plugins::{config_with, metric, plugin};
+use crate::plugins::{config_with, plugin};
 use crate::support::consume::consume;
 use crate::support::kedge::{DEVICE_ID, Kedge, kedge_bin};
 use crate::support::mosquitto::Mosquitto;
 use crate::support::publish::{Message, Publishing};
 use crate::support::tansu::Tansu;
 use crate::support::verdict::Stopwatch;
-use crate::support::{free_port, run, wait_until};
+use crate::support::{free_port, metric, run, wait_until};
 
 /// Readings published.
 const READINGS: usize = 5_000;

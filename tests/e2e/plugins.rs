@@ -18,7 +18,7 @@ use crate::support::kedge::{Kedge, kedge_command, pipeline_config};
 use crate::support::mosquitto::Mosquitto;
 use crate::support::publish::{Message, Publishing};
 use crate::support::tansu::Tansu;
-use crate::support::{free_port, repo_root, run, wait_until};
+use crate::support::{free_port, metric, repo_root, run, wait_until};
 
 /// Examples the default test run builds and must check.
 const REQUIRED: &[&str] = &["rust-units", "rust-downsample", "c-filter"];
@@ -276,19 +276,6 @@ fn messages(values: &[String]) -> Vec<Message> {
             user_properties: Vec::new(),
         })
         .collect()
-}
-
-/// The value of `name` with exactly these `labels` (none: "") in a scrape, 0 when absent.
-pub fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
-    let (_, body) = kedge::ops::get(addr, "/metrics", Duration::from_secs(5)).expect("scrape");
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0.0, |v| v.parse().expect("a number"))
 }
 
 #[test]

@@ -69,6 +69,14 @@ fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
     assert_eq!(records.len(), MESSAGES);
 
     let mut seqs = HashSet::new();
+    // Every record names this kedge's queue: 16 hex digits, the same on all of them.
+    let queue = records[0]
+        .header("kedge-queue")
+        .expect("a kedge-queue header");
+    assert!(
+        queue.len() == 16 && queue.chars().all(|c| c.is_ascii_hexdigit()),
+        "kedge-queue {queue:?}"
+    );
     for (record, i) in records.iter().zip(&tally.matches) {
         let i = i.expect("every record matched a published message");
         let message = &published[i];
@@ -92,6 +100,7 @@ fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
             .map(|(name, value)| (name.clone(), value.clone().into_bytes()))
             .collect();
         expected_headers.push(("kedge-device".to_owned(), DEVICE_ID.as_bytes().to_vec()));
+        expected_headers.push(("kedge-queue".to_owned(), queue.clone().into_bytes()));
         expected_headers.push((
             "kedge-seq".to_owned(),
             record.seq().to_string().into_bytes(),
@@ -128,7 +137,7 @@ fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
     assert_eq!(code, 0, "kedge audit:\n{out}{err}");
     assert!(
         out.starts_with(&format!(
-            "device {DEVICE_ID}: {MESSAGES} records, kedge-seq "
+            "device {DEVICE_ID} queue {queue}: {MESSAGES} records, kedge-seq "
         )),
         "{out}"
     );

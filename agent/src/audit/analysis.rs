@@ -1,16 +1,19 @@
 //! What `kedge audit` concludes from the `kedge-device`/`kedge-seq` headers it read: pure
 //! bookkeeping, fed one record at a time, so that it can be tested without a broker.
 //!
-//! Every kedge numbers its records per device, across all topics and partitions, without
-//! holes. So within what was read, a number missing between a device's lowest and highest is
-//! a lost record (or one routed to a topic that was not audited), a number read twice is a
-//! duplicate, and a number lower than the one before it in the same partition is a reordering.
+//! Every kedge numbers its records per queue, across all topics and partitions, without holes,
+//! and names the queue in `kedge-queue` (a queue started afresh numbers from 0 again; agents
+//! left with the same device id share `kedge-device`). So within what was read of one device's
+//! queue, a number missing between its lowest and highest is a lost record (or one routed to a
+//! topic that was not audited), a number read twice is a duplicate, and a number lower than the
+//! one before it in the same partition is a reordering. Records without `kedge-queue` (written
+//! before queues had an id) are judged per device.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use crate::record::{HEADER_DEVICE, HEADER_SEQ};
+use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ};
 
 /// How many missing ranges, duplicates and reorderings a report lists per device; the counts
 /// stay exact.
@@ -21,7 +24,8 @@ pub const LISTED: usize = 20;
 pub struct Auditor {
     /// Only this device is audited when set.
     only: Option<String>,
-    devices: BTreeMap<String, DeviceLog>,
+    /// By device, then queue id (`None`: records without one).
+    devices: BTreeMap<(String, Option<String>), DeviceLog>,
     /// Records without both kedge headers (other producers, or the device filter's others).
     unmarked: u64,
     /// Records whose `kedge-seq` is not a decimal number.
@@ -50,11 +54,13 @@ pub struct Backward {
     pub after: u64,
 }
 
-/// The verdict for one device.
+/// The verdict for one device's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceReport {
     /// The `kedge-device` header.
     pub device: String,
+    /// The `kedge-queue` header, when the records carry one.
+    pub queue: Option<String>,
     /// Records read.
     pub records: u64,
     /// Lowest and highest sequence read.
@@ -102,10 +108,11 @@ impl Auditor {
         offset: i64,
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) {
-        let (mut device, mut seq) = (None, None);
+        let (mut device, mut queue, mut seq) = (None, None, None);
         for (name, value) in headers {
             match name {
                 HEADER_DEVICE => device = Some(value),
+                HEADER_QUEUE => queue = Some(String::from_utf8_lossy(value).into_owned()),
                 HEADER_SEQ => seq = Some(value),
                 _ => {}
             }
@@ -126,7 +133,10 @@ impl Auditor {
             self.malformed += 1;
             return;
         };
-        let log = self.devices.entry(device.into_owned()).or_default();
+        let log = self
+            .devices
+            .entry((device.into_owned(), queue))
+            .or_default();
         log.seqs.push(seq);
         if let Some((after, _)) = log.last.insert(partition, (seq, offset))
             && seq < after
@@ -148,7 +158,7 @@ impl Auditor {
         let devices = self
             .devices
             .into_iter()
-            .map(|(device, log)| judge(device, log))
+            .map(|((device, queue), log)| judge(device, queue, log))
             .collect();
         Report {
             devices,
@@ -159,7 +169,7 @@ impl Auditor {
     }
 }
 
-fn judge(device: String, mut log: DeviceLog) -> DeviceReport {
+fn judge(device: String, queue: Option<String>, mut log: DeviceLog) -> DeviceReport {
     let records = log.seqs.len() as u64;
     log.seqs.sort_unstable();
     let span = match (log.seqs.first(), log.seqs.last()) {
@@ -184,6 +194,7 @@ fn judge(device: String, mut log: DeviceLog) -> DeviceReport {
     }
     DeviceReport {
         device,
+        queue,
         records,
         span,
         missing,
@@ -207,10 +218,24 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.devices {
+        for (i, d) in self.devices.iter().enumerate() {
+            let queues = self.devices.iter().filter(|o| o.device == d.device).count();
+            if queues > 1 && self.devices[..i].iter().all(|o| o.device != d.device) {
+                writeln!(
+                    f,
+                    "device {}: records of {queues} queues, each judged on its own (a data \
+                     directory started afresh, or agents sharing this device id)",
+                    d.device
+                )?;
+            }
+            let queue = d
+                .queue
+                .as_ref()
+                .map(|q| format!(" queue {q}"))
+                .unwrap_or_default();
             writeln!(
                 f,
-                "device {}: {} records, kedge-seq {}..={}, {} missing, {} duplicates, {} backwards",
+                "device {}{queue}: {} records, kedge-seq {}..={}, {} missing, {} duplicates, {} backwards",
                 d.device,
                 d.records,
                 d.span.start(),
@@ -382,6 +407,35 @@ mod tests {
         let r = audit(&records, Some("b"));
         assert_eq!(summary(&r), (0, vec![], 0, vec![], 0));
         assert_eq!(r.unmarked, 2);
+    }
+
+    #[test]
+    fn queues_of_one_device_are_judged_apart() {
+        // A fresh data directory numbers from 0 again; another agent with the same id too.
+        let mut a = Auditor::new(Some("pi".into()));
+        for (offset, (queue, seq)) in [("q1", "0"), ("q1", "1"), ("q2", "0"), ("q2", "1")]
+            .into_iter()
+            .enumerate()
+        {
+            a.record(
+                0,
+                offset as i64,
+                [
+                    (HEADER_DEVICE, &b"pi"[..]),
+                    (HEADER_QUEUE, queue.as_bytes()),
+                    (HEADER_SEQ, seq.as_bytes()),
+                ],
+            );
+        }
+        let r = a.finish();
+        assert_eq!(r.devices.len(), 2);
+        assert!(r.is_clean(), "{r}");
+        let text = r.to_string();
+        assert!(text.contains("device pi: records of 2 queues"), "{text}");
+        assert!(
+            text.contains("device pi queue q1: 2 records, kedge-seq 0..=1, 0 missing"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::kafka::batch;
 use crate::kafka::client::{Cluster, ClusterSettings};
 use analysis::{Auditor, Report};
 
-/// How long the broker may wait for data on each Fetch (see [`Cluster::read_partition`]).
+/// How long the broker may wait for data on each Fetch (see [`crate::kafka::client::read_tail`]).
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
 /// What to read.
@@ -160,11 +160,18 @@ fn take(
     records: &[u8],
 ) -> Result<Option<i64>, batch::BatchError> {
     let mut next = None;
-    for (last_offset, bytes) in batch::complete_batches(records)? {
-        let base = batch::batch_info(&bytes)?
+    for entry in batch::fetched_entries(records)? {
+        let last_offset = entry.last_offset;
+        // Other producers' batches in codecs kedge never writes, and old-format message sets,
+        // hold no kedge record.
+        if !entry.readable() {
+            next = Some(last_offset + 1);
+            continue;
+        }
+        let base = batch::batch_info(&entry.bytes)?
             .first()
             .map_or(0, |i| i.base_offset);
-        for r in batch::decode_batch(&bytes)? {
+        for r in batch::decode_batch(&entry.bytes)? {
             let offset = base + r.offset_delta;
             if offset < *floor {
                 continue;

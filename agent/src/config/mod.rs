@@ -125,15 +125,15 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            device_id: default_device_id(),
+            device_id: hostname_device_id(),
             data_dir: PathBuf::from("/var/lib/kedge"),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// The machine's hostname, made into a valid device id.
-fn default_device_id() -> String {
+/// The machine's hostname, made into a valid device id: the default `agent.device_id`.
+pub fn hostname_device_id() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -599,7 +599,7 @@ fn device_id_is_sanitized() {
     assert_eq!(sanitize_device_id("gw 17/ä"), "gw-17--");
     assert_eq!(sanitize_device_id(""), "kedge");
     assert_eq!(sanitize_device_id(&"x".repeat(100)).len(), 64);
-    let id = default_device_id();
+    let id = hostname_device_id();
     assert!(!id.is_empty() && id.len() <= 64, "{id:?}");
     assert!(id.chars().all(validate::is_name_char), "{id:?}");
 }

@@ -15,7 +15,7 @@ use kafka_protocol::records::{
 };
 
 use crate::kafka::sequence;
-use crate::record::{HEADER_DEVICE, HEADER_SEQ, SequencedRecord};
+use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, SequencedRecord};
 
 /// Batch header size up to and including the magic byte (base offset, length, epoch, magic).
 const MAGIC_END: usize = 17;
@@ -26,6 +26,15 @@ const LOG_OVERHEAD: usize = 12;
 /// Smallest possible encoded record: length, attributes, timestamp delta, offset delta, key
 /// length, value length and header count, one byte each.
 const MIN_RECORD_LEN: usize = 7;
+
+/// Bytes of a RecordBatch v2 before its first record: base offset (8), length (4), partition
+/// leader epoch (4), magic (1), CRC (4), attributes (2), last offset delta (4), base and max
+/// timestamps (8 + 8), producer id (8), epoch (2), base sequence (4), record count (4).
+pub const BATCH_OVERHEAD: usize = 61;
+
+/// Longest varint (int32) and varlong (int64) encodings.
+const VARINT_MAX: usize = 5;
+const VARLONG_MAX: usize = 10;
 
 /// Largest decompressed record section we accept when reading, so that a hostile or corrupt
 /// batch cannot make an edge device allocate without bound.
@@ -165,23 +174,47 @@ pub enum BatchError {
     Decode(#[source] anyhow::Error),
 }
 
+/// At least the bytes `r` takes in an uncompressed batch encoded by [`encode_batch`] for
+/// `origin`, kedge's own headers and the record framing included: what the dispatcher cuts
+/// batches by, so that a full batch stays within its byte limit (Kafka refuses a batch above
+/// its `message.max.bytes`, 1 MiB + 12 by default, and counts the framing too).
+pub fn record_size_bound(r: &SequencedRecord, origin: &Origin) -> usize {
+    let record = &r.record;
+    let own: usize = record
+        .headers
+        .iter()
+        .map(|h| 2 * VARINT_MAX + h.name.len() + h.value.len())
+        .sum();
+    let kedge = 3 * 2 * VARINT_MAX
+        + HEADER_DEVICE.len()
+        + origin.device.len()
+        + HEADER_QUEUE.len()
+        + 16
+        + HEADER_SEQ.len()
+        + 20;
+    // length, attributes, timestamp delta, offset delta, key length, value length, header count
+    let framing = VARINT_MAX + 1 + VARLONG_MAX + 3 * VARINT_MAX + VARINT_MAX;
+    framing + record.key.as_ref().map_or(0, |k| k.len()) + record.value.len() + own + kedge
+}
+
 /// Encode `records` as exactly one idempotent RecordBatch v2 starting at `base_sequence`.
 ///
 /// Record `i` gets offset delta `i` and sequence `base_sequence + i`; the batch carries
 /// CreateTime timestamps from `timestamp_ms`. Each record's own headers come first, then
-/// kedge's `kedge-device` (= `device_id`) and `kedge-seq` (= `seq` in decimal ASCII).
+/// kedge's `kedge-device`, `kedge-queue` (from `origin`) and `kedge-seq` (= `seq` in decimal
+/// ASCII).
 ///
 /// Header names are unique in kafka-protocol's record model (an `IndexMap`): when a record
 /// repeats a header name (MQTT user properties may), the LAST value is kept at the position of
-/// the FIRST occurrence and the earlier values are lost. A record header named `kedge-device`
-/// or `kedge-seq` is dropped so that kedge's own values cannot be spoofed.
+/// the FIRST occurrence and the earlier values are lost. A record header named like one of
+/// kedge's own is dropped so that kedge's values cannot be spoofed.
 ///
 /// The batch must not straddle the sequence wrap ([`sequence::fits_before_wrap`]): the
 /// dispatcher cuts batches there. Output is a pure function of the inputs.
 pub fn encode_batch(
     producer: ProducerIdentity,
     base_sequence: i32,
-    device_id: &str,
+    origin: &Origin,
     records: &[SequencedRecord],
     compression: BatchCompression,
 ) -> Result<Bytes, BatchError> {
@@ -205,7 +238,8 @@ pub fn encode_batch(
     }
     check_timestamp_spread(records)?;
 
-    let device = Bytes::copy_from_slice(device_id.as_bytes());
+    let device = Bytes::copy_from_slice(origin.device.as_bytes());
+    let queue = Bytes::from(origin.queue_header());
     let krecords: Vec<KRecord> = (0..)
         .zip(records)
         .map(|(i, sequenced): (i32, _)| KRecord {
@@ -222,7 +256,7 @@ pub fn encode_batch(
             timestamp: sequenced.record.timestamp_ms,
             key: sequenced.record.key.clone(),
             value: Some(sequenced.record.value.clone()),
-            headers: wire_headers(sequenced, &device),
+            headers: wire_headers(sequenced, &device, &queue),
         })
         .collect();
 
@@ -258,11 +292,15 @@ pub fn encode_batch(
 }
 
 /// Headers as they go on the wire: the record's own, then kedge's (see [`encode_batch`]).
-fn wire_headers(sequenced: &SequencedRecord, device: &Bytes) -> IndexMap<StrBytes, Option<Bytes>> {
+fn wire_headers(
+    sequenced: &SequencedRecord,
+    device: &Bytes,
+    queue: &Bytes,
+) -> IndexMap<StrBytes, Option<Bytes>> {
     let own = &sequenced.record.headers;
-    let mut headers = IndexMap::with_capacity(own.len() + 2);
+    let mut headers = IndexMap::with_capacity(own.len() + 3);
     for header in own {
-        if header.name == HEADER_DEVICE || header.name == HEADER_SEQ {
+        if [HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ].contains(&header.name.as_str()) {
             continue;
         }
         headers.insert(
@@ -274,6 +312,7 @@ fn wire_headers(sequenced: &SequencedRecord, device: &Bytes) -> IndexMap<StrByte
         StrBytes::from_static_str(HEADER_DEVICE),
         Some(device.clone()),
     );
+    headers.insert(StrBytes::from_static_str(HEADER_QUEUE), Some(queue.clone()));
     headers.insert(
         StrBytes::from_static_str(HEADER_SEQ),
         Some(Bytes::from(sequenced.seq.to_string())),
@@ -373,44 +412,118 @@ fn decompress(section: &mut Bytes, compression: Compression) -> anyhow::Result<B
 
 /// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
 fn split_batches(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
-    split(bytes, true)
+    split(bytes)
 }
 
-/// The complete batches at the start of `bytes`, each with its last offset; a trailing partial
-/// batch (a Fetch response is cut at its size limit) is left out rather than an error.
-pub fn complete_batches(bytes: &[u8]) -> Result<Vec<(i64, Bytes)>, BatchError> {
-    split(bytes, false)?
-        .into_iter()
-        .map(|b| {
-            // baseOffset (8) + batchLength (4) + partitionLeaderEpoch (4) + magic (1) + crc (4)
-            // + attributes (2), then lastOffsetDelta: compaction can remove records, so the
-            // record count does not give the last offset.
-            if b.len() < 27 {
-                return Err(BatchError::Truncated {
-                    at: 0,
-                    needed: 27,
-                    available: b.len(),
+/// One complete entry of a Fetch response's record set, in whatever format the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Offset of the entry's last record (for an old-format compressed wrapper, its own offset,
+    /// which is that of its last inner message).
+    pub last_offset: i64,
+    /// The format: 2 for a RecordBatch, 0 or 1 for an old message set entry.
+    pub magic: i8,
+    /// Compression of a RecordBatch's records (`None` for old formats, which kedge never reads).
+    pub compression: Option<Compression>,
+    /// The entry's bytes.
+    pub bytes: Bytes,
+}
+
+impl Fetched {
+    /// Whether [`decode_batch`] can read its records: a RecordBatch, uncompressed or zstd (the
+    /// codecs kedge writes). Other producers' gzip, snappy or lz4 batches, and old-format
+    /// message sets, can hold no record of kedge's and are skipped by readers.
+    pub fn readable(&self) -> bool {
+        matches!(
+            self.compression,
+            Some(Compression::None | Compression::Zstd)
+        )
+    }
+}
+
+/// The complete entries at the start of `bytes` (a Fetch response's record set, which a size
+/// limit may cut mid-entry: a trailing partial entry is left out rather than an error). Old
+/// message-set entries (magic 0 and 1) share the offset-and-length framing, so they are walked
+/// over too; their contents are not read.
+pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
+    let bytes = Bytes::copy_from_slice(bytes);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= MAGIC_END {
+        let rest = &bytes[at..];
+        let mut header = &rest[..MAGIC_END];
+        let base_offset = header.get_i64();
+        let length = header.get_i32();
+        header.advance(4); // partition leader epoch (v2); CRC (v0/v1)
+        let magic = header.get_i8();
+        let Ok(body) = usize::try_from(length) else {
+            return Err(BatchError::NegativeLength { at, length });
+        };
+        let needed = LOG_OVERHEAD.saturating_add(body);
+        if rest.len() < needed {
+            break;
+        }
+        if !(0..=MAX_BASE_OFFSET).contains(&base_offset) {
+            return Err(BatchError::InvalidBaseOffset(base_offset));
+        }
+        let entry = bytes.slice(at..at + needed);
+        at += needed;
+        if magic != 2 {
+            out.push(Fetched {
+                last_offset: base_offset,
+                magic,
+                compression: None,
+                bytes: entry,
+            });
+            continue;
+        }
+        // baseOffset (8) + batchLength (4) + partitionLeaderEpoch (4) + magic (1) + crc (4)
+        // + attributes (2), then lastOffsetDelta: compaction can remove records, so the
+        // record count does not give the last offset.
+        if entry.len() < 27 {
+            return Err(BatchError::Truncated {
+                at: at - needed,
+                needed: 27,
+                available: entry.len(),
+            });
+        }
+        let mut fields = &entry[21..27];
+        let attributes = fields.get_i16();
+        let delta = fields.get_i32();
+        let compression = match attributes & 0x07 {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            // A codec Kafka does not define: nothing anyone can read.
+            _ => {
+                out.push(Fetched {
+                    last_offset: base_offset.saturating_add(i64::from(delta)),
+                    magic,
+                    compression: None,
+                    bytes: entry,
                 });
+                continue;
             }
-            let mut at = &b[..];
-            let base = at.get_i64();
-            at.advance(15);
-            let delta = at.get_i32();
-            Ok((base + i64::from(delta), b))
-        })
-        .collect()
+        };
+        out.push(Fetched {
+            last_offset: base_offset.saturating_add(i64::from(delta)),
+            magic,
+            compression: Some(compression),
+            bytes: entry,
+        });
+    }
+    Ok(out)
 }
 
-fn split(bytes: &[u8], strict: bool) -> Result<Vec<Bytes>, BatchError> {
+fn split(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
     let bytes = Bytes::copy_from_slice(bytes);
     let mut batches = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
         if rest.len() < MAGIC_END {
-            if !strict {
-                break;
-            }
             return Err(BatchError::Truncated {
                 at,
                 needed: MAGIC_END,
@@ -427,9 +540,6 @@ fn split(bytes: &[u8], strict: bool) -> Result<Vec<Bytes>, BatchError> {
         };
         let needed = LOG_OVERHEAD + body;
         if rest.len() < needed {
-            if !strict {
-                break;
-            }
             return Err(BatchError::Truncated {
                 at,
                 needed,
@@ -479,6 +589,14 @@ mod tests {
         producer_epoch: 7,
     };
 
+    /// The origin the tests encode under: device `device`, queue 0x5eed.
+    fn origin(device: &str) -> Origin {
+        Origin {
+            device: device.to_owned(),
+            queue: 0x5eed,
+        }
+    }
+
     fn record(
         seq: u64,
         key: Option<&str>,
@@ -522,6 +640,7 @@ mod tests {
             HEADER_DEVICE.to_owned(),
             Bytes::copy_from_slice(device.as_bytes()),
         ));
+        headers.push((HEADER_QUEUE.to_owned(), Bytes::from("0000000000005eed")));
         headers.push((HEADER_SEQ.to_owned(), Bytes::from(r.seq.to_string())));
         headers
     }
@@ -542,7 +661,8 @@ mod tests {
     fn round_trip_uncompressed_and_zstd() {
         let records = sample();
         for compression in [BatchCompression::None, BatchCompression::Zstd] {
-            let bytes = encode_batch(PRODUCER, 5, "dev-α", &records, compression).expect("encodes");
+            let bytes = encode_batch(PRODUCER, 5, &origin("dev-α"), &records, compression)
+                .expect("encodes");
             let decoded = decode_batch(&bytes).expect("decodes");
             assert_round_trip(&records, 5, &decoded);
         }
@@ -550,8 +670,14 @@ mod tests {
 
     #[test]
     fn batch_info_reports_producer_fields() {
-        let bytes =
-            encode_batch(PRODUCER, 77, "d", &sample(), BatchCompression::Zstd).expect("encodes");
+        let bytes = encode_batch(
+            PRODUCER,
+            77,
+            &origin("d"),
+            &sample(),
+            BatchCompression::Zstd,
+        )
+        .expect("encodes");
         let infos = batch_info(&bytes).expect("reads header");
         assert_eq!(
             infos,
@@ -569,9 +695,10 @@ mod tests {
     #[test]
     fn encoding_is_deterministic() {
         for compression in [BatchCompression::None, BatchCompression::Zstd] {
-            let a = encode_batch(PRODUCER, 9, "d", &sample(), compression).expect("encodes");
-            let b =
-                encode_batch(PRODUCER, 9, "d", &sample().clone(), compression).expect("encodes");
+            let a =
+                encode_batch(PRODUCER, 9, &origin("d"), &sample(), compression).expect("encodes");
+            let b = encode_batch(PRODUCER, 9, &origin("d"), &sample().clone(), compression)
+                .expect("encodes");
             assert_eq!(a, b);
         }
     }
@@ -588,9 +715,10 @@ mod tests {
                 )
             })
             .collect();
-        let plain =
-            encode_batch(PRODUCER, 0, "d", &records, BatchCompression::None).expect("plain");
-        let zstd = encode_batch(PRODUCER, 0, "d", &records, BatchCompression::Zstd).expect("zstd");
+        let plain = encode_batch(PRODUCER, 0, &origin("d"), &records, BatchCompression::None)
+            .expect("plain");
+        let zstd = encode_batch(PRODUCER, 0, &origin("d"), &records, BatchCompression::Zstd)
+            .expect("zstd");
         assert!(
             zstd.len() * 4 < plain.len(),
             "{} vs {}",
@@ -610,8 +738,14 @@ mod tests {
     #[test]
     fn ten_thousand_records_make_one_batch() {
         let records: Vec<_> = (0..10_000).map(|i| record(i, None, "v", &[])).collect();
-        let bytes =
-            encode_batch(PRODUCER, 1_000, "d", &records, BatchCompression::Zstd).expect("encodes");
+        let bytes = encode_batch(
+            PRODUCER,
+            1_000,
+            &origin("d"),
+            &records,
+            BatchCompression::Zstd,
+        )
+        .expect("encodes");
         let infos = batch_info(&bytes).expect("info");
         assert_eq!(infos.len(), 1);
         assert_eq!(infos[0].record_count, 10_000);
@@ -625,7 +759,7 @@ mod tests {
         let records: Vec<_> = (0..5).map(|i| record(i, None, "v", &[])).collect();
         let base = i32::MAX - 2;
         assert!(matches!(
-            encode_batch(PRODUCER, base, "d", &records, BatchCompression::None),
+            encode_batch(PRODUCER, base, &origin("d"), &records, BatchCompression::None),
             Err(BatchError::SequenceWrap { base_sequence, record_count: 5 }) if base_sequence == base
         ));
         // The dispatcher's cut: as many as fit, then the rest from sequence 0.
@@ -634,7 +768,7 @@ mod tests {
         let head = encode_batch(
             PRODUCER,
             base,
-            "d",
+            &origin("d"),
             &records[..room],
             BatchCompression::None,
         )
@@ -649,7 +783,7 @@ mod tests {
         let tail = encode_batch(
             PRODUCER,
             next,
-            "d",
+            &origin("d"),
             &records[room..],
             BatchCompression::None,
         )
@@ -662,7 +796,7 @@ mod tests {
         let bytes = encode_batch(
             PRODUCER,
             i32::MAX,
-            "d",
+            &origin("d"),
             &sample()[..1],
             BatchCompression::Zstd,
         )
@@ -673,18 +807,24 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         assert!(matches!(
-            encode_batch(PRODUCER, 0, "d", &[], BatchCompression::None),
+            encode_batch(PRODUCER, 0, &origin("d"), &[], BatchCompression::None),
             Err(BatchError::Empty)
         ));
         assert!(matches!(
-            encode_batch(PRODUCER, -1, "d", &sample(), BatchCompression::None),
+            encode_batch(
+                PRODUCER,
+                -1,
+                &origin("d"),
+                &sample(),
+                BatchCompression::None
+            ),
             Err(BatchError::InvalidBaseSequence(-1))
         ));
         let mut spread = sample();
         spread[0].record.timestamp_ms = i64::MIN;
         spread[1].record.timestamp_ms = i64::MAX;
         assert!(matches!(
-            encode_batch(PRODUCER, 0, "d", &spread, BatchCompression::None),
+            encode_batch(PRODUCER, 0, &origin("d"), &spread, BatchCompression::None),
             Err(BatchError::TimestampSpread { .. })
         ));
     }
@@ -701,10 +841,17 @@ mod tests {
                 ("p", "last"),
                 (HEADER_SEQ, "spoofed"),
                 (HEADER_DEVICE, "spoofed"),
+                (HEADER_QUEUE, "spoofed"),
             ],
         )];
-        let bytes =
-            encode_batch(PRODUCER, 0, "dev", &records, BatchCompression::None).expect("encodes");
+        let bytes = encode_batch(
+            PRODUCER,
+            0,
+            &origin("dev"),
+            &records,
+            BatchCompression::None,
+        )
+        .expect("encodes");
         let decoded = decode_batch(&bytes).expect("decodes");
         let headers: Vec<(&str, &[u8])> = decoded[0]
             .headers
@@ -717,6 +864,7 @@ mod tests {
                 ("p", &b"last"[..]),
                 ("q", b"only"),
                 (HEADER_DEVICE, b"dev"),
+                (HEADER_QUEUE, b"0000000000005eed"),
                 (HEADER_SEQ, b"9"),
             ]
         );
@@ -724,8 +872,10 @@ mod tests {
 
     #[test]
     fn concatenated_batches_decode_in_order() {
-        let a = encode_batch(PRODUCER, 0, "d", &sample(), BatchCompression::None).expect("a");
-        let b = encode_batch(PRODUCER, 3, "d", &sample(), BatchCompression::Zstd).expect("b");
+        let a =
+            encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None).expect("a");
+        let b =
+            encode_batch(PRODUCER, 3, &origin("d"), &sample(), BatchCompression::Zstd).expect("b");
         let both = [a.as_ref(), b.as_ref()].concat();
         assert_eq!(batch_info(&both).expect("info").len(), 2);
         let sequences: Vec<i32> = decode_batch(&both)
@@ -738,7 +888,8 @@ mod tests {
 
     #[test]
     fn malformed_bytes_are_errors_not_panics() {
-        let good = encode_batch(PRODUCER, 0, "d", &sample(), BatchCompression::Zstd).expect("good");
+        let good = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::Zstd)
+            .expect("good");
         assert!(matches!(
             decode_batch(&good[..10]),
             Err(BatchError::Truncated { .. })
@@ -768,7 +919,8 @@ mod tests {
 
     #[test]
     fn inflated_record_count_is_rejected_before_allocation() {
-        let good = encode_batch(PRODUCER, 0, "d", &sample(), BatchCompression::None).expect("good");
+        let good = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None)
+            .expect("good");
         let mut bytes = good.to_vec();
         // Record count sits at byte 57; the CRC (bytes 17..21) covers bytes 21.. (crc32c).
         bytes[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
@@ -822,7 +974,7 @@ mod tests {
             zstd in any::<bool>(),
         ) {
             let compression = if zstd { BatchCompression::Zstd } else { BatchCompression::None };
-            match encode_batch(PRODUCER, base, "dev-α", &records, compression) {
+            match encode_batch(PRODUCER, base, &origin("dev-α"), &records, compression) {
                 Ok(bytes) => {
                     prop_assert!(sequence::fits_before_wrap(base, records.len()));
                     let decoded = decode_batch(&bytes).expect("own batch decodes");

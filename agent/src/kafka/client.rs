@@ -8,9 +8,6 @@ use std::time::Duration;
 use bytes::Buf;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
-use kafka_protocol::messages::describe_producers_request::{
-    DescribeProducersRequest, TopicRequest,
-};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::list_offsets_request::{
@@ -25,7 +22,6 @@ use super::batch::{BatchError, ProducerIdentity};
 use super::connection::{Connection, TlsSettings};
 use super::errors::error_name;
 use super::sasl::{self, SaslSettings};
-use super::verify::{Found, ProducerState};
 
 /// Kafka error code UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -101,6 +97,11 @@ impl Cluster {
         &self.topics
     }
 
+    /// Forgets the metadata of every topic not in `keep`.
+    pub fn retain_topics(&mut self, keep: &std::collections::BTreeSet<String>) {
+        self.topics.retain(|t, _| keep.contains(t));
+    }
+
     /// The connected broker for `node`, connecting if needed.
     pub async fn broker(&mut self, node: i32) -> Result<Arc<Broker>, KafkaError> {
         if let Some(b) = self.brokers.get(&node) {
@@ -122,10 +123,12 @@ impl Cluster {
         Ok(b)
     }
 
-    /// Whether the connection to `node` broke and has not been dropped yet: requests may still
-    /// be failing on it, and a new connection now could overtake them.
-    pub fn connection_broken(&self, node: i32) -> bool {
-        self.brokers.get(&node).is_some_and(|b| b.conn.is_broken())
+    /// The id of the live connection to `node`, if there is one.
+    pub fn connection_id(&self, node: i32) -> Option<u64> {
+        self.brokers
+            .get(&node)
+            .filter(|b| !b.conn.is_broken())
+            .map(|b| b.conn.id())
     }
 
     /// Broker connections open and not broken.
@@ -177,7 +180,8 @@ impl Cluster {
             self.settings.connect_timeout,
             self.settings.tls.as_ref(),
         )
-        .await?;
+        .await?
+        .with_write_timeout(self.settings.request_timeout);
         let versions = negotiate(&conn, self.settings.request_timeout).await?;
         let broker = Broker { conn, versions };
         if let Some(credentials) = &self.settings.sasl {
@@ -386,7 +390,9 @@ async fn negotiate(
 /// Kafka error code OFFSET_OUT_OF_RANGE: the offset is below the log start (retention).
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 /// ListOffsets timestamp meaning "the earliest offset".
-const EARLIEST: i64 = -2;
+pub const EARLIEST: i64 = -2;
+/// ListOffsets timestamp meaning "the log end offset".
+const LATEST: i64 = -1;
 /// Bytes per partition and Fetch during a tail scan.
 const SCAN_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 
@@ -398,32 +404,14 @@ impl Cluster {
         partition: i32,
     ) -> Result<i64, KafkaError> {
         let b = self.leader_broker(topic, partition).await?;
-        let version = b
-            .version(ApiKey::ListOffsets, 1..=7)
-            .ok_or_else(|| unsupported(&b, "ListOffsets v1+"))?;
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(partition)
-                            .with_current_leader_epoch(-1)
-                            .with_timestamp(EARLIEST),
-                    ]),
-            ]);
-        let r = b
-            .conn
-            .call(&request, version, self.settings.request_timeout)
-            .await?;
-        let p = r
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or_else(|| protocol(&b, "ListOffsets response without the partition"))?;
-        answered(&b, "ListOffsets", p.error_code)?;
-        Ok(p.offset)
+        list_offset(
+            &b,
+            topic,
+            partition,
+            EARLIEST,
+            self.settings.request_timeout,
+        )
+        .await
     }
 
     /// The connected leader of `topic`/`partition`.
@@ -438,142 +426,224 @@ impl Cluster {
         self.broker(node).await
     }
 
-    /// The producers the partition's leader holds state for, or `None` when the broker does not
-    /// support DescribeProducers (Kafka < 2.8, tansu).
-    pub async fn describe_producers(
-        &mut self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Option<Vec<ProducerState>>, KafkaError> {
-        let b = self.leader_broker(topic, partition).await?;
-        let Some(version) = b.version(ApiKey::DescribeProducers, 0..=0) else {
-            return Ok(None);
-        };
-        let request = DescribeProducersRequest::default().with_topics(vec![
-            TopicRequest::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partition_indexes(vec![partition]),
-        ]);
-        let r = b
-            .conn
-            .call(&request, version, self.settings.request_timeout)
-            .await?;
-        let p = r
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or_else(|| protocol(&b, "DescribeProducers response without the partition"))?;
-        answered(&b, "DescribeProducers", p.error_code)?;
-        Ok(Some(
-            p.active_producers
-                .iter()
-                .map(|s| ProducerState {
-                    producer_id: s.producer_id.0,
-                    // The wire carries the epoch as int32; producer epochs are int16.
-                    producer_epoch: i16::try_from(s.producer_epoch).unwrap_or(-1),
-                    last_sequence: s.last_sequence,
-                })
-                .collect(),
-        ))
-    }
-
-    /// Reads a partition from `from` to its high watermark and collects what `device` wrote.
-    pub async fn scan_tail(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        from: i64,
-        device: &str,
-    ) -> Result<Found, KafkaError> {
-        let mut found = Found::default();
-        self.read_partition(topic, partition, from, Duration::ZERO, |records| {
-            found.add_fetched(records, device)
-        })
-        .await?;
-        Ok(found)
-    }
-
     /// Reads a partition from `from` up to its high watermark, handing each Fetch's record set
-    /// to `take`, which returns the offset after the last complete batch it consumed.
-    ///
-    /// With a non-zero `wait` each Fetch asks for at least one byte and lets the broker wait
-    /// that long for it: tansu answers a Fetch that asks for zero bytes with no data at all
-    /// (seen with records written by librdkafka), so a reader that must see everything waits.
-    ///
-    /// Shared by the tail scan and `kedge audit`, so both survive the same broker quirks.
+    /// to `take`, which returns the offset after the last complete entry it consumed (see
+    /// [`read_tail`]; `kedge audit` reads with it).
     pub async fn read_partition(
         &mut self,
         topic: &str,
         partition: i32,
-        mut from: i64,
+        from: i64,
         wait: Duration,
-        mut take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
-    ) -> Result<(), KafkaError> {
+        take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
+    ) -> Result<TailRead, KafkaError> {
         let b = self.leader_broker(topic, partition).await?;
-        // v4 brings isolation levels; v13 names topics by id, which we do not track.
-        let version = b
-            .version(ApiKey::Fetch, 4..=12)
-            .ok_or_else(|| unsupported(&b, "Fetch v4+"))?;
-        let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-        let mut rescanned = false;
-        loop {
-            let request = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(wait_ms)
-                .with_min_bytes(i32::from(wait_ms > 0))
-                .with_max_bytes(SCAN_FETCH_BYTES)
-                .with_isolation_level(0)
-                .with_session_id(0)
-                .with_session_epoch(-1)
-                .with_topics(vec![
-                    FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-                        .with_partitions(vec![
-                            FetchPartition::default()
-                                .with_partition(partition)
-                                .with_current_leader_epoch(-1)
-                                .with_fetch_offset(from)
-                                .with_log_start_offset(-1)
-                                .with_partition_max_bytes(SCAN_FETCH_BYTES),
-                        ]),
-                ]);
-            let r = b
-                .conn
-                .call(&request, version, self.settings.request_timeout)
-                .await?;
-            answered(&b, "Fetch", r.error_code)?;
-            let Some(p) = r.responses.first().and_then(|t| t.partitions.first()) else {
-                // tansu leaves out a partition whose log ends before `from` (a replaced or
-                // truncated log, where Kafka says OFFSET_OUT_OF_RANGE): scan it from its start.
-                if rescanned {
-                    return Ok(());
+        read_tail(
+            &b,
+            topic,
+            partition,
+            from,
+            wait,
+            self.settings.request_timeout,
+            take,
+        )
+        .await
+    }
+
+    /// The connected leader of `topic`/`partition`, for requests that outlive a borrow of the
+    /// cluster (a scan running beside delivery).
+    pub async fn leader_connection(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Broker>, KafkaError> {
+        self.leader_broker(topic, partition).await
+    }
+
+    /// The offset the next record appended to `topic`/`partition` will get (its log end).
+    pub async fn latest_offset(&mut self, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+        let b = self.leader_broker(topic, partition).await?;
+        list_offset(&b, topic, partition, LATEST, self.settings.request_timeout).await
+    }
+}
+
+/// What reading a partition's tail covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailRead {
+    /// The high watermark when the read began: it read everything before it.
+    pub end: i64,
+    /// Part of the range asked for was gone: retention removed the start of the log, or the
+    /// log was replaced (a recreated topic). What was there cannot be read any more.
+    pub gap: bool,
+    /// Bytes of record sets read.
+    pub bytes: u64,
+}
+
+/// How long an empty or throttled Fetch below the high watermark is retried before the read
+/// fails: an empty answer there is no proof that nothing follows.
+const EMPTY_FETCHES: u32 = 20;
+
+/// Reads `topic`/`partition` on `b` from `from` up to the high watermark its first answer
+/// reports, handing each Fetch's record set to `take`, which returns the offset after the last
+/// complete entry it consumed.
+///
+/// Each Fetch asks for at least one byte and lets the broker wait up to `wait` for it: tansu
+/// answers a Fetch that asks for zero bytes with no data at all, so a reader that must see
+/// everything asks for one. An answer without records below the high watermark (a throttled
+/// one, or a broker quirk) is retried, never taken as the end. A start below the log start
+/// (retention) continues from the log start and reports the gap; a log that ends before
+/// `from` (replaced, truncated) is read from its start, also reported.
+pub async fn read_tail(
+    b: &Broker,
+    topic: &str,
+    partition: i32,
+    mut from: i64,
+    wait: Duration,
+    timeout: Duration,
+    mut take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
+) -> Result<TailRead, KafkaError> {
+    // v4 brings isolation levels, v10 zstd. v12 and later are "flexible" versions with tagged
+    // fields, and tansu's persistent engine answers v12 with a tag that only v16 defines
+    // (kafka-protocol refuses it: "Tag 0 is not valid for version 12"): nothing in them is
+    // needed here.
+    let version = b
+        .version(ApiKey::Fetch, 4..=11)
+        .ok_or_else(|| unsupported(b, "Fetch v4+"))?;
+    let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    let mut read = TailRead {
+        end: -1,
+        gap: false,
+        bytes: 0,
+    };
+    let mut rescanned = false;
+    let mut empty = 0u32;
+    loop {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(SCAN_FETCH_BYTES)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(partition)
+                            .with_current_leader_epoch(-1)
+                            .with_fetch_offset(from)
+                            .with_log_start_offset(-1)
+                            .with_partition_max_bytes(SCAN_FETCH_BYTES),
+                    ]),
+            ]);
+        let r = b.conn.call(&request, version, timeout).await?;
+        answered(b, "Fetch", r.error_code)?;
+        let partition_answer = r.responses.first().and_then(|t| t.partitions.first());
+        if r.throttle_time_ms > 0 && partition_answer.is_none_or(|p| p.records.is_none()) {
+            // Kafka answers a throttled Fetch with no partitions at all: wait as told and ask
+            // again. An answer without data is never the end of the log.
+            empty += 1;
+            if empty > EMPTY_FETCHES {
+                return Err(protocol(
+                    b,
+                    &format!("{EMPTY_FETCHES} Fetch answers in a row were throttled"),
+                ));
+            }
+            let throttle = u64::try_from(r.throttle_time_ms).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(throttle).min(timeout)).await;
+            continue;
+        }
+        let Some(p) = partition_answer else {
+            // tansu leaves out a partition whose log ends before `from` (a replaced or
+            // truncated log, where Kafka says OFFSET_OUT_OF_RANGE): read it from its start.
+            if rescanned {
+                return Ok(read);
+            }
+            rescanned = true;
+            read.gap = true;
+            from = list_offset(b, topic, partition, EARLIEST, timeout).await?;
+            continue;
+        };
+        if p.error_code == OFFSET_OUT_OF_RANGE && !rescanned {
+            // Retention removed the start of the range, or the log was replaced (a recreated
+            // topic) or truncated: read on from its start. Kafka leaves the log start out of
+            // this answer (−1), so it is asked for.
+            rescanned = true;
+            read.gap = true;
+            from = list_offset(b, topic, partition, EARLIEST, timeout).await?;
+            continue;
+        }
+        answered(b, "Fetch", p.error_code)?;
+        if read.end < 0 {
+            read.end = p.high_watermark;
+        }
+        if from >= read.end {
+            return Ok(read);
+        }
+        let records = p.records.as_deref().unwrap_or_default();
+        read.bytes += records.len() as u64;
+        let next = take(records)
+            .map_err(|e| protocol(b, &format!("unreadable batch at offset {from}: {e}")))?;
+        match next {
+            Some(n) if n > from => {
+                empty = 0;
+                from = n;
+            }
+            _ => {
+                // Nothing usable below the high watermark: a throttled answer, or a broker
+                // quirk. Wait as told, then ask again; never take it for the end.
+                empty += 1;
+                if empty > EMPTY_FETCHES {
+                    return Err(protocol(
+                        b,
+                        &format!(
+                            "{EMPTY_FETCHES} Fetch answers at offset {from} held no records \
+                             below the high watermark {}",
+                            read.end
+                        ),
+                    ));
                 }
-                rescanned = true;
-                from = self.earliest_offset(topic, partition).await?;
-                continue;
-            };
-            if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset > from {
-                // Retention removed the start of the range; what it removed cannot be ours
-                // to resend anyway (it was written before everything we hold).
-                from = p.log_start_offset;
-                continue;
-            }
-            if p.error_code == OFFSET_OUT_OF_RANGE && !rescanned {
-                // The log ends before `from`: it was replaced (topic recreated) or truncated.
-                rescanned = true;
-                from = self.earliest_offset(topic, partition).await?;
-                continue;
-            }
-            answered(&b, "Fetch", p.error_code)?;
-            let records = p.records.as_deref().unwrap_or_default();
-            let next = take(records)
-                .map_err(|e| protocol(&b, &format!("unreadable batch at offset {from}: {e}")))?;
-            match next {
-                Some(n) if n > from && n < p.high_watermark => from = n,
-                _ => return Ok(()),
+                let throttle = u64::try_from(r.throttle_time_ms).unwrap_or(0);
+                let pause = Duration::from_millis(throttle.max(10)).min(timeout);
+                tokio::time::sleep(pause).await;
             }
         }
     }
+}
+
+/// The offset of `topic`/`partition` at `timestamp` (or [`EARLIEST`], [`LATEST`]), from `b`.
+pub async fn list_offset(
+    b: &Broker,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+    timeout: Duration,
+) -> Result<i64, KafkaError> {
+    let version = b
+        .version(ApiKey::ListOffsets, 1..=7)
+        .ok_or_else(|| unsupported(b, "ListOffsets v1+"))?;
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+    let r = b.conn.call(&request, version, timeout).await?;
+    let p = r
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| protocol(b, "ListOffsets response without the partition"))?;
+    answered(b, "ListOffsets", p.error_code)?;
+    Ok(p.offset)
 }
 
 /// An error for a non-zero Kafka error code in `what`'s response.
@@ -599,147 +669,5 @@ fn protocol(b: &Broker, reason: &str) -> KafkaError {
     KafkaError::Protocol {
         addr: b.conn.addr().to_owned(),
         reason: reason.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::{BufMut, Bytes, BytesMut};
-    use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::describe_producers_response::{
-        DescribeProducersResponse, PartitionResponse, ProducerState as WireState, TopicResponse,
-    };
-    use kafka_protocol::messages::metadata_response::{
-        MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-    };
-    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-    use kafka_protocol::protocol::Encodable;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A one-broker cluster on loopback that answers ApiVersions, Metadata for topic `t` (one
-    /// partition, led by itself) and, when `describe` is set, DescribeProducers with one state.
-    async fn scripted_broker(describe: bool) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    while let Ok(len) = stream.read_i32().await {
-                        let mut frame = vec![0u8; len as usize];
-                        stream.read_exact(&mut frame).await.unwrap();
-                        let mut frame = Bytes::from(frame);
-                        let key = frame.clone().get_i16();
-                        let version = frame.slice(2..4).get_i16();
-                        let api = ApiKey::try_from(key).unwrap();
-                        let header =
-                            RequestHeader::decode(&mut frame, api.request_header_version(version))
-                                .unwrap();
-                        let mut body = BytesMut::new();
-                        match api {
-                            ApiKey::ApiVersions => {
-                                let mut keys = vec![
-                                    ApiVersion::default()
-                                        .with_api_key(ApiKey::ApiVersions as i16)
-                                        .with_max_version(3),
-                                    ApiVersion::default()
-                                        .with_api_key(ApiKey::Metadata as i16)
-                                        .with_min_version(1)
-                                        .with_max_version(12),
-                                ];
-                                if describe {
-                                    keys.push(
-                                        ApiVersion::default()
-                                            .with_api_key(ApiKey::DescribeProducers as i16),
-                                    );
-                                }
-                                ApiVersionsResponse::default()
-                                    .with_api_keys(keys)
-                                    .encode(&mut body, version)
-                                    .unwrap();
-                            }
-                            ApiKey::Metadata => MetadataResponse::default()
-                                .with_brokers(vec![
-                                    MetadataResponseBroker::default()
-                                        .with_node_id(BrokerId(1))
-                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
-                                        .with_port(i32::from(addr.port())),
-                                ])
-                                .with_topics(vec![
-                                    MetadataResponseTopic::default()
-                                        .with_name(Some(TopicName(StrBytes::from_static_str("t"))))
-                                        .with_partitions(vec![
-                                            MetadataResponsePartition::default()
-                                                .with_leader_id(BrokerId(1)),
-                                        ]),
-                                ])
-                                .encode(&mut body, version)
-                                .unwrap(),
-                            ApiKey::DescribeProducers => DescribeProducersResponse::default()
-                                .with_topics(vec![
-                                    TopicResponse::default()
-                                        .with_name(TopicName(StrBytes::from_static_str("t")))
-                                        .with_partitions(vec![
-                                            PartitionResponse::default().with_active_producers(
-                                                vec![
-                                                    WireState::default()
-                                                        .with_producer_id(ProducerId(42))
-                                                        .with_producer_epoch(3)
-                                                        .with_last_sequence(99),
-                                                ],
-                                            ),
-                                        ]),
-                                ])
-                                .encode(&mut body, version)
-                                .unwrap(),
-                            other => panic!("unexpected request {other:?}"),
-                        }
-                        let mut head = BytesMut::new();
-                        ResponseHeader::default()
-                            .with_correlation_id(header.correlation_id)
-                            .encode(&mut head, api.response_header_version(version))
-                            .unwrap();
-                        let mut out = BytesMut::new();
-                        out.put_i32((head.len() + body.len()) as i32);
-                        out.extend_from_slice(&head);
-                        out.extend_from_slice(&body);
-                        stream.write_all(&out).await.unwrap();
-                    }
-                });
-            }
-        });
-        addr.to_string()
-    }
-
-    async fn cluster(bootstrap: String) -> Cluster {
-        let mut c = Cluster::new(ClusterSettings {
-            bootstrap: vec![bootstrap],
-            client_id: "kedge-test".into(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
-            tls: None,
-            sasl: None,
-        });
-        c.refresh_metadata(&["t".to_owned()]).await.unwrap();
-        c
-    }
-
-    #[tokio::test]
-    async fn describe_producers_reads_the_leaders_state_or_says_it_cannot() {
-        let mut c = cluster(scripted_broker(true).await).await;
-        let states = c.describe_producers("t", 0).await.unwrap();
-        assert_eq!(
-            states,
-            Some(vec![ProducerState {
-                producer_id: 42,
-                producer_epoch: 3,
-                last_sequence: 99
-            }])
-        );
-        let mut old = cluster(scripted_broker(false).await).await;
-        assert_eq!(old.describe_producers("t", 0).await.unwrap(), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,14 @@ use super::KafkaError;
 
 /// Largest response frame accepted; a corrupt length prefix must not allocate gigabytes.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// How long one request may take to be written before the connection is given up: a peer that
+/// stops reading must not hold a writer (and every request queued behind it) forever.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Numbers connections for the life of the process, so that a caller can tell a new connection
+/// to the same broker from the one it sent on before.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// TLS for broker connections.
 #[derive(Debug, Clone)]
@@ -42,6 +50,8 @@ struct PendingState {
 
 /// A live connection. Dropping it closes the socket.
 pub struct Connection {
+    id: u64,
+    write_timeout: Duration,
     addr: String,
     writer: tokio::sync::Mutex<Writer>,
     pending: Pending,
@@ -116,6 +126,8 @@ impl Connection {
             broken.clone(),
         ));
         Connection {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             addr: addr.to_owned(),
             writer: tokio::sync::Mutex::new(Writer {
                 half: write,
@@ -126,6 +138,17 @@ impl Connection {
             client_id: StrBytes::from_string(client_id.to_owned()),
             reader,
         }
+    }
+
+    /// Sets how long writing one request may take before the connection is given up.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// This connection's number, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The address this connection was made to.
@@ -189,12 +212,20 @@ impl Connection {
             }
             p.waiters.insert(correlation_id, tx);
         }
-        if let Err(e) = w.half.write_all(&frame).await {
+        let written = match tokio::time::timeout(self.write_timeout, w.half.write_all(&frame)).await
+        {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "writing a request took longer than {:?}",
+                self.write_timeout
+            )),
+        };
+        if let Err(reason) = written {
             drop(w);
-            self.close(&e.to_string());
+            self.close(&reason);
             return Err(KafkaError::Io {
                 addr: self.addr.clone(),
-                reason: e.to_string(),
+                reason,
             });
         }
         Ok(PendingResponse {
@@ -365,8 +396,38 @@ fn fail_all(pending: &Pending, addr: &str, why: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{host_of, tls_reason};
+    use super::{Connection, host_of, tls_reason};
     use rustls::CertificateError;
+    use std::time::Duration;
+
+    /// A peer that accepts and then never reads: the socket buffers fill and a write blocks.
+    /// Without a deadline the writer (and every request behind it) waited forever.
+    #[tokio::test]
+    async fn a_write_that_cannot_finish_fails_the_connection_after_its_deadline() {
+        use kafka_protocol::messages::produce_request::{
+            PartitionProduceData, ProduceRequest, TopicProduceData,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let conn = Connection::connect(&addr, "kedge-test", Duration::from_secs(5), None)
+            .await
+            .unwrap()
+            .with_write_timeout(Duration::from_millis(300));
+        let _peer = held.await.unwrap();
+        // 64 MiB: far more than loopback socket buffers hold.
+        let request = ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default().with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_records(Some(bytes::Bytes::from(vec![0u8; 64 << 20]))),
+            ]),
+        ]);
+        let started = std::time::Instant::now();
+        let sent = conn.send(&request, 9).await;
+        assert!(sent.is_err(), "the write cannot have finished");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(conn.is_broken());
+    }
 
     fn io(e: rustls::Error) -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::InvalidData, e)

@@ -1,15 +1,14 @@
-//! Kafka producer: wire protocol, partitioning, batch building and delivery.
+//! The Kafka wire client: connections, API negotiation, SASL, metadata, the RecordBatch
+//! codec and partitioning. Delivery (what to send when) is `crate::delivery`.
 
 pub mod batch;
 pub mod client;
 pub mod connection;
 pub mod errors;
 pub mod partitioner;
-pub mod producer;
 pub mod sasl;
 pub mod scram;
 pub mod sequence;
-pub mod verify;
 
 /// Errors talking to Kafka. All of them are retried by the producer; none drops data.
 #[derive(Debug, Clone, thiserror::Error)]

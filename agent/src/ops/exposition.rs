@@ -281,8 +281,13 @@ impl Snapshot {
             ),
             Family::counter(
                 "kedge_batches_duplicate_total",
-                "Resent batches Kafka already held (deduplicated, or found by verify).",
+                "Batches Kafka answered DUPLICATE_SEQUENCE_NUMBER: a resend its own check caught.",
                 g(&stats.duplicates_detected),
+            ),
+            Family::counter(
+                "kedge_batches_split_total",
+                "Batches split in two after Kafka refused them as too large or for some record.",
+                g(&stats.batches_split),
             ),
             Family::counter(
                 "kedge_batch_retries_total",
@@ -301,11 +306,7 @@ impl Snapshot {
                 "Verifications of what Kafka holds before a resend, by outcome.",
                 "counter",
                 "outcome",
-                [
-                    ("describe_producers", g(&v.by_producer_state)),
-                    ("tail_scan", g(&v.by_tail_scan)),
-                    ("failed", g(&v.failed)),
-                ],
+                [("tail_scan", g(&v.by_tail_scan)), ("failed", g(&v.failed))],
             ),
             Family::labelled(
                 "kedge_verify_batches_total",
@@ -315,7 +316,18 @@ impl Snapshot {
                 [
                     ("in_kafka", g(&v.batches_found)),
                     ("resent", g(&v.batches_missing)),
+                    ("unverifiable", g(&v.batches_unverifiable)),
                 ],
+            ),
+            Family::counter(
+                "kedge_verify_scanned_bytes_total",
+                "Bytes of the log the verify scans read.",
+                g(&v.bytes_read),
+            ),
+            Family::counter(
+                "kedge_device_id_conflict_records_total",
+                "Records of this device id written by another queue after this one's, found by scans: another agent uses the same device id.",
+                g(&v.twin_records),
             ),
             Family::gauge(
                 "kedge_kafka_connected",
@@ -326,6 +338,11 @@ impl Snapshot {
                 "kedge_kafka_connections",
                 "Open broker connections.",
                 g(&k.connections),
+            ),
+            Family::gauge(
+                "kedge_kafka_partitions_stalled",
+                "Partitions that wait until something changes: Kafka does not allow the writes (authorization, broker settings), or the log cannot be read to verify.",
+                g(&k.partitions_stalled),
             ),
             Family::labelled(
                 "kedge_kafka_partitions",

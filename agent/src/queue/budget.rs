@@ -297,6 +297,7 @@ mod tests {
                 first_seq: 0,
                 last_seq: 9,
                 bytes: Bytes::from(vec![0u8; 300]),
+                legacy: false,
             }],
             ..Seal::default()
         }
@@ -405,7 +406,9 @@ mod tests {
         let live = q.live_bytes();
         assert!(matches!(
             q.seal(&seal),
-            Err(QueueError::ChunkGone { first_seq: 0 })
+            Err(crate::queue::SealError::NotWritten(QueueError::ChunkGone {
+                first_seq: 0
+            }))
         ));
         assert!(q.sealed_batches().unwrap().is_empty(), "nothing was sealed");
         assert_eq!(q.live_bytes(), live);

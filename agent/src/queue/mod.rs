@@ -21,13 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::kafka::batch::ProducerIdentity;
-use crate::record::{Record, SequencedRecord};
-use outbox::SealedBatch;
+use crate::record::{Origin, Record, SequencedRecord};
+use outbox::{BatchMeta, SealedBatch};
 use segments::{Location, Segments};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 const META_DEVICE: &[u8] = b"device";
+const META_QUEUE_ID: &[u8] = b"queue_id";
+const META_QUEUE_CREATED: &[u8] = b"queue_created_ms";
 const META_PRODUCER: &[u8] = b"producer";
 const META_SEQ_FLOOR: &[u8] = b"seq_floor";
 const META_BATCH_NO: &[u8] = b"batch_no";
@@ -97,6 +99,25 @@ pub enum QueueError {
     /// A chunk or batch could not be encoded or decoded.
     #[error("{0}")]
     Codec(String),
+    /// A sealed batch's bytes are damaged: it was quarantined and its records counted as lost.
+    #[error("sealed batch {batch_no} is damaged and was set aside; its records are lost")]
+    BatchLost {
+        /// The batch.
+        batch_no: u64,
+    },
+}
+
+/// Why a seal (or a resequence) did not fully happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Nothing was written: the queue is as it was.
+    #[error(transparent)]
+    NotWritten(QueueError),
+    /// The transaction committed, so every later read and write builds on it, but the sync that
+    /// makes it durable failed: a crash may still undo it. Its batches must not be sent before
+    /// a later [`Queue::sync`] succeeds (a batch is durable before its first send).
+    #[error("committed but not durable: {0}")]
+    NotDurable(QueueError),
 }
 
 /// A decoded journal chunk.
@@ -157,6 +178,10 @@ pub struct Queue {
     recovery: recovery::Recovery,
     /// Bytes of chunks and sealed batches held: what the disk budget counts.
     live: std::sync::atomic::AtomicU64,
+    /// The device and this queue's incarnation.
+    origin: Origin,
+    /// When this queue was created (wall clock, ms), if it was created by a kedge that noted it.
+    created_ms: Option<i64>,
 }
 
 impl Queue {
@@ -203,7 +228,7 @@ impl Queue {
             }
             Sync::Relaxed => None,
         };
-        let q = Queue {
+        let mut q = Queue {
             path,
             db,
             journal,
@@ -216,6 +241,11 @@ impl Queue {
             body_fsync_nanos: 0.into(),
             recovery,
             live: live.into(),
+            origin: Origin {
+                device: device_id.to_owned(),
+                queue: 0,
+            },
+            created_ms: None,
         };
         match q.meta.get(META_DEVICE).map_err(db_err)? {
             Some(stored) if stored.as_ref() != device_id.as_bytes() => {
@@ -232,6 +262,25 @@ impl Queue {
                     .map_err(db_err)?;
             }
         }
+        q.origin.queue = match q.meta_u64(META_QUEUE_ID)? {
+            Some(id) => id,
+            None => {
+                // Drawn once per queue: records numbered by another incarnation (a fresh data
+                // directory, a quarantined database) must never be taken for this one's.
+                let id = rand::random::<u64>();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                q.meta
+                    .insert(META_QUEUE_CREATED, &now.to_be_bytes())
+                    .map_err(db_err)?;
+                q.meta
+                    .insert(META_QUEUE_ID, &id.to_be_bytes())
+                    .map_err(db_err)?;
+                id
+            }
+        };
+        q.created_ms = q.meta_u64(META_QUEUE_CREATED)?.map(|ms| ms as i64);
         // What a killed process wrote may still be only in the page cache: make everything
         // this queue starts from durable before anything new is acknowledged on top of it.
         q.sync()?;
@@ -260,6 +309,17 @@ impl Queue {
     /// Directory of the queue.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The device and queue incarnation the queue's records carry.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// When this queue was created (wall-clock milliseconds), if known: records of this device
+    /// under another queue id with later timestamps are another agent's, not a past queue's.
+    pub fn created_ms(&self) -> Option<i64> {
+        self.created_ms
     }
 
     /// What had to be repaired to open the queue.
@@ -548,10 +608,55 @@ impl Queue {
         Ok(out)
     }
 
+    /// Every sealed batch without its bytes, in seal order: what delivery starts from. The
+    /// bytes are read (and checked) when a batch is sent, see [`Queue::read_batch`]; an entry
+    /// that cannot be read at all is quarantined here.
+    pub fn sealed_metas(&self) -> Result<Vec<BatchMeta>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.outbox.iter() {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            match SealedBatch::decode(&k, &v) {
+                Ok((b, body)) => {
+                    let mut meta = b.meta();
+                    if let Some(body) = body {
+                        meta.len = body.loc.len;
+                    }
+                    out.push(meta);
+                }
+                Err(e) => {
+                    let e = QueueError::Codec(e.to_string());
+                    self.quarantine_batch(&k, &v, &e)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes of sealed batch `batch_no`, checked against their checksum. A batch whose bytes
+    /// are damaged is quarantined, its records counted as lost: [`QueueError::BatchLost`].
+    pub fn read_batch(&self, batch_no: u64) -> Result<bytes::Bytes, QueueError> {
+        let key = batch_no.to_be_bytes();
+        let Some(v) = self.outbox.get(key).map_err(|e| self.db_err(e))? else {
+            return Err(QueueError::Codec(format!(
+                "sealed batch {batch_no} is not in the outbox"
+            )));
+        };
+        match self.decode_batch(&key, &v) {
+            Ok(b) => Ok(b.bytes),
+            Err(e @ QueueError::Codec(_)) => {
+                self.quarantine_batch(&key, &v, &e)?;
+                Err(QueueError::BatchLost { batch_no })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable;
     /// [`QueueError::ChunkGone`] without writing anything if a consumed chunk was dropped.
-    pub fn seal(&self, seal: &Seal) -> Result<(), QueueError> {
-        let encoded = self.write_batches(&seal.batches)?;
+    pub fn seal(&self, seal: &Seal) -> Result<(), SealError> {
+        let encoded = self
+            .write_batches(&seal.batches)
+            .map_err(SealError::NotWritten)?;
         // Entries the seal removes, reset on each attempt: sled may rerun the closure.
         let removed = std::cell::RefCell::new(Removed::default());
         let result: Result<(), TransactionError<u64>> = (&self.journal, &self.outbox, &self.meta)
@@ -591,14 +696,14 @@ impl Queue {
         match result {
             Ok(()) => {
                 self.committed(&encoded, removed.into_inner());
-                self.sync()
+                self.sync().map_err(SealError::NotDurable)
             }
             Err(e) => {
                 self.forget_written(&encoded);
-                match e {
-                    TransactionError::Storage(e) => Err(self.db_err(e)),
-                    TransactionError::Abort(first_seq) => Err(QueueError::ChunkGone { first_seq }),
-                }
+                Err(SealError::NotWritten(match e {
+                    TransactionError::Storage(e) => self.db_err(e),
+                    TransactionError::Abort(first_seq) => QueueError::ChunkGone { first_seq },
+                }))
             }
         }
     }
@@ -646,29 +751,36 @@ impl Queue {
     }
 
     /// Persists a new producer identity; sequences of every partition restart at 0 under it.
-    pub fn set_producer(&self, p: ProducerIdentity) -> Result<(), QueueError> {
+    pub fn set_producer(&self, p: ProducerIdentity) -> Result<(), SealError> {
         self.resequence(p, &[], &[])
     }
 
-    /// Records where a partition's log stood after the last batch Kafka acknowledged, so a later
-    /// tail scan can start there. A hint: not synced, and an older value only means a longer scan.
-    pub fn set_acked_offset(
+    /// Records a partition's scan floor: an offset at or before every batch of the partition in
+    /// the outbox that may have been sent, where a tail scan for them starts. Raised after each
+    /// acknowledgement without a sync: sled loses only a suffix of its writes in a crash, so the
+    /// floor that survives is never past a batch that survives. Set before the first send to a
+    /// partition with `durable`, so that it exists whatever happens next.
+    pub fn set_scan_floor(
         &self,
         topic: &str,
         partition: i32,
-        next_offset: i64,
+        offset: i64,
+        durable: bool,
     ) -> Result<(), QueueError> {
         self.meta
             .insert(
                 partition_key(META_ACKED_OFFSET, topic, partition),
-                &next_offset.to_be_bytes(),
+                &offset.to_be_bytes(),
             )
             .map_err(|e| self.db_err(e))?;
+        if durable {
+            self.sync()?;
+        }
         Ok(())
     }
 
-    /// The offset recorded by [`Queue::set_acked_offset`], if any.
-    pub fn acked_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, QueueError> {
+    /// The offset recorded by [`Queue::set_scan_floor`], if any.
+    pub fn scan_floor(&self, topic: &str, partition: i32) -> Result<Option<i64>, QueueError> {
         let v = self
             .meta
             .get(partition_key(META_ACKED_OFFSET, topic, partition))
@@ -684,16 +796,16 @@ impl Queue {
         producer: ProducerIdentity,
         batches: &[SealedBatch],
         next_sequences: &[((String, i32), i32)],
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), SealError> {
         let stale: Vec<sled::IVec> = self
             .meta
             .scan_prefix(META_NEXT_SEQUENCE)
             .keys()
             .collect::<Result<_, _>>()
-            .map_err(|e| self.db_err(e))?;
+            .map_err(|e| SealError::NotWritten(self.db_err(e)))?;
         let mut pid = producer.producer_id.to_be_bytes().to_vec();
         pid.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-        let encoded = self.write_batches(batches)?;
+        let encoded = self.write_batches(batches).map_err(SealError::NotWritten)?;
         // Entries replaced, reset on each attempt: sled may rerun the closure.
         let replaced = std::cell::RefCell::new(Removed::default());
         let result: Result<(), TransactionError<()>> =
@@ -717,12 +829,12 @@ impl Queue {
         match result {
             Ok(()) => {
                 self.committed(&encoded, replaced.into_inner());
-                self.sync()
+                self.sync().map_err(SealError::NotDurable)
             }
             Err(e) => {
                 self.forget_written(&encoded);
                 match e {
-                    TransactionError::Storage(e) => Err(self.db_err(e)),
+                    TransactionError::Storage(e) => Err(SealError::NotWritten(self.db_err(e))),
                     TransactionError::Abort(()) => {
                         unreachable!("the resequence transaction never aborts")
                     }
@@ -865,6 +977,7 @@ mod tests {
             first_seq: 0,
             last_seq: 2,
             bytes: Bytes::from_static(b"batch"),
+            legacy: false,
         }
     }
 
@@ -966,7 +1079,11 @@ mod tests {
         assert_eq!(stored, q.chunk_stored_len(0) + q.batch_stored_len(4));
         let head = q.journal_head(10).unwrap();
         assert_eq!((head[0].first_seq, head[0].records.len()), (0, 3));
-        assert_eq!(q.sealed_batches().unwrap(), vec![batch(4)]);
+        let legacy = SealedBatch {
+            legacy: true,
+            ..batch(4)
+        };
+        assert_eq!(q.sealed_batches().unwrap(), vec![legacy]);
         q.append(3, &records(2)).unwrap();
         q.seal(&Seal {
             consumed_chunks: vec![0],
@@ -1024,6 +1141,40 @@ mod tests {
             0,
             "nothing points to the last file either"
         );
+    }
+
+    #[test]
+    fn a_queue_keeps_its_id_and_a_new_queue_draws_another() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Queue::open(a.path(), 1 << 20, Sync::Relaxed, "dev")
+            .unwrap()
+            .origin()
+            .clone();
+        let again = Queue::open(a.path(), 1 << 20, Sync::Relaxed, "dev")
+            .unwrap()
+            .origin()
+            .clone();
+        assert_eq!(first, again);
+        assert_eq!(first.device, "dev");
+        let other = Queue::open(b.path(), 1 << 20, Sync::Relaxed, "dev").unwrap();
+        assert_ne!(other.origin().queue, first.queue);
+    }
+
+    #[test]
+    fn batches_are_loaded_without_their_bytes_and_read_when_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        let mut b = batch(7);
+        b.bytes = Bytes::from(vec![9u8; 4000]);
+        q.seal(&Seal {
+            batches: vec![b.clone()],
+            next_batch_no: 8,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert_eq!(q.sealed_metas().unwrap(), vec![b.meta()]);
+        assert_eq!(q.read_batch(7).unwrap(), b.bytes);
+        assert!(q.read_batch(8).is_err(), "no such batch");
     }
 
     #[test]

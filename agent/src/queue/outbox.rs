@@ -8,8 +8,11 @@ use crate::kafka::batch::ProducerIdentity;
 
 /// An entry holding the batch's bytes (queues written before segment files).
 const VERSION: u8 = 1;
-/// An entry holding where the batch's bytes lie in a segment file, and their checksum.
-const POINTER_VERSION: u8 = 2;
+/// An entry holding where the batch's bytes lie in a segment file, and their checksum; its
+/// records carry no `kedge-queue` header (sealed before queues had an id).
+const LEGACY_POINTER_VERSION: u8 = 2;
+/// As [`LEGACY_POINTER_VERSION`], for a batch whose records carry `kedge-queue`.
+const POINTER_VERSION: u8 = 3;
 
 /// A Kafka RecordBatch as persisted in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,34 @@ pub struct SealedBatch {
     pub last_seq: u64,
     /// The encoded RecordBatch v2, exactly as it is sent.
     pub bytes: Bytes,
+    /// Its records carry no `kedge-queue` header: sealed by a kedge before queues had an id.
+    pub legacy: bool,
+}
+
+/// A sealed batch without its bytes: what delivery keeps in memory per batch, reading the
+/// bytes from their segment file only to send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// Outbox key.
+    pub batch_no: u64,
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Producer id and epoch the batch was sealed under.
+    pub producer: ProducerIdentity,
+    /// Sequence number of the first record in the batch.
+    pub base_sequence: i32,
+    /// Number of records in the batch.
+    pub record_count: i32,
+    /// `kedge-seq` of the first record.
+    pub first_seq: u64,
+    /// `kedge-seq` of the last record.
+    pub last_seq: u64,
+    /// Bytes of the encoded batch.
+    pub len: u32,
+    /// Its records carry no `kedge-queue` header (see [`SealedBatch::legacy`]).
+    pub legacy: bool,
 }
 
 /// Where a sealed batch's bytes lie, and their CRC-32C.
@@ -54,6 +85,22 @@ pub struct OutboxError {
 }
 
 impl SealedBatch {
+    /// Everything but the bytes.
+    pub fn meta(&self) -> BatchMeta {
+        BatchMeta {
+            batch_no: self.batch_no,
+            topic: self.topic.clone(),
+            partition: self.partition,
+            producer: self.producer,
+            base_sequence: self.base_sequence,
+            record_count: self.record_count,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            len: u32::try_from(self.bytes.len()).unwrap_or(u32::MAX),
+            legacy: self.legacy,
+        }
+    }
+
     /// The outbox key of this batch.
     pub fn key(&self) -> [u8; 8] {
         self.batch_no.to_be_bytes()
@@ -61,7 +108,12 @@ impl SealedBatch {
 
     /// The outbox entry for this batch, its bytes stored at `loc`.
     pub(super) fn encode_pointer(&self, loc: Location) -> Vec<u8> {
-        let mut out = self.put_header(POINTER_VERSION, Location::ENCODED_LEN + 4);
+        let version = if self.legacy {
+            LEGACY_POINTER_VERSION
+        } else {
+            POINTER_VERSION
+        };
+        let mut out = self.put_header(version, Location::ENCODED_LEN + 4);
         loc.put(&mut out);
         out.put_u32(crc32c::crc32c(&self.bytes));
         out
@@ -107,7 +159,7 @@ impl SealedBatch {
             return Err(err("truncated header"));
         }
         let version = b.get_u8();
-        if version != VERSION && version != POINTER_VERSION {
+        if ![VERSION, LEGACY_POINTER_VERSION, POINTER_VERSION].contains(&version) {
             return Err(err("unknown version"));
         }
         let partition = b.get_i32();
@@ -146,6 +198,7 @@ impl SealedBatch {
             first_seq,
             last_seq,
             bytes,
+            legacy: version != POINTER_VERSION,
         };
         Ok((batch, body))
     }
@@ -170,6 +223,7 @@ mod tests {
             first_seq: 100,
             last_seq: 104,
             bytes: Bytes::from_static(b"\x00\x01batch"),
+            legacy: true,
         };
         assert_eq!(
             SealedBatch::decode(&b.key(), &b.encode_inline()).unwrap(),
@@ -203,5 +257,12 @@ mod tests {
         for n in 0..enc.len() {
             assert!(SealedBatch::decode(&b.key(), &enc[..n]).is_err());
         }
+        // Whether the records carry kedge-queue survives the round trip.
+        let current = SealedBatch {
+            legacy: false,
+            ..b.clone()
+        };
+        let (head, _) = SealedBatch::decode(&b.key(), &current.encode_pointer(loc)).unwrap();
+        assert!(!head.legacy);
     }
 }

@@ -680,6 +680,7 @@ mod tests {
                 first_seq: no * 4,
                 last_seq: no * 4 + 3,
                 bytes: Bytes::from(vec![fill; 100]),
+                legacy: false,
             };
             q.seal(&crate::queue::Seal {
                 batches: vec![batch(0, 1), batch(1, 2)],

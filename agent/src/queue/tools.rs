@@ -418,7 +418,7 @@ mod tests {
                 record: record("a", i),
             })
             .collect();
-        let bytes = encode_batch(producer, 0, "dev", &sealed, BatchCompression::Zstd).unwrap();
+        let bytes = encode_batch(producer, 0, q.origin(), &sealed, BatchCompression::Zstd).unwrap();
         q.seal(&Seal {
             consumed_chunks: vec![0],
             seq_floor: 2,
@@ -432,6 +432,7 @@ mod tests {
                 first_seq: 0,
                 last_seq: 1,
                 bytes,
+                legacy: false,
             }],
             next_sequences: vec![(("a".into(), 3), 2)],
             next_batch_no: 1,

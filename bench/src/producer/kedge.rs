@@ -1,6 +1,6 @@
 //! The kedge side: records from the records file are appended to a `kedge::queue::Queue` (on
 //! tmpfs, `durability = "relaxed"`) in group commits as the commit stage makes them, and
-//! `kedge::kafka::producer::Producer` delivers them, wired as `kedge::pipeline` wires it, from a
+//! `kedge::delivery::Producer` delivers them, wired as `kedge::pipeline` wires it, from a
 //! config parsed by kedge itself (so every setting not named here is kedge's default).
 //!
 //! Three modes: `prefill` appends everything first, then times the producer draining the queue
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kedge::config::Config;
-use kedge::kafka::producer::Producer;
+use kedge::delivery::Producer;
 use kedge::queue::{self, Queue};
 use kedge::record::Record;
 use kedge::telemetry::Stats;
@@ -251,7 +251,11 @@ async fn drive(config: &Config, args: &KedgeArgs) {
 }
 
 /// The producer as `kedge::pipeline::run` builds it.
-fn producer(config: &Config, queue: Arc<Queue>, stats: Arc<Stats>) -> Producer {
+fn producer(
+    config: &Config,
+    queue: Arc<Queue>,
+    stats: Arc<Stats>,
+) -> Producer<kedge::kafka::client::Cluster, Queue> {
     kedge::pipeline::producer(config, queue, stats).expect("producer over the queue")
 }
 

@@ -64,13 +64,13 @@ fn blackhole_longer_than_request_timeout_then_heal() {
     );
     verdict.report(&format!("blackhole ({BLACKHOLES} × {SILENCE:?})"), MESSAGES);
     eprintln!(
-        "blackhole: kedge logged {} failed produce requests, {} rejected batches",
-        kedge.log_count("will resend"),
-        kedge.log_count("Kafka rejected the batch")
+        "blackhole: kedge logged {} failed produce requests, {} verify scans",
+        kedge.log_count("produce request failed"),
+        kedge.log_count("verified before resending")
     );
     kedge.assert_running();
     assert!(
-        kedge.log_count("will resend") > 0,
+        kedge.log_count("produce request failed") > 0,
         "kedge never noticed the silence (request_timeout not applied?)"
     );
     assert_eq!(

@@ -6,7 +6,9 @@
 mod blackhole;
 mod bootstrap_move;
 mod broker_restart;
+mod burst;
 mod forgotten_producer;
+pub mod lost_acks;
 mod resets;
 mod sigkill_storm;
 mod topic_recreated;

@@ -85,11 +85,11 @@ fn connection_resets_mid_produce_neither_lose_nor_duplicate() {
     );
     eprintln!(
         "resets: proxy saw {} connections, {} killed; kedge logged {} failed produce requests, \
-         {} rejected batches ({} OUT_OF_ORDER_SEQUENCE_NUMBER)",
+         {} verify scans ({} OUT_OF_ORDER_SEQUENCE_NUMBER)",
         proxy.accepted(),
         proxy.killed(),
-        kedge.log_count("will resend"),
-        kedge.log_count("Kafka rejected the batch"),
+        kedge.log_count("produce request failed"),
+        kedge.log_count("verified before resending"),
         kedge.log_count("OUT_OF_ORDER_SEQUENCE_NUMBER")
     );
     assert_eq!(

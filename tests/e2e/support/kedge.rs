@@ -165,6 +165,11 @@ impl Kedge {
         status.unwrap_or_else(|| panic!("kedge did not exit within {timeout:?} of SIGTERM"))
     }
 
+    /// Whether the process was started and not killed or stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Panics if the process has exited (kedge must wait out broker outages, never give up).
     pub fn assert_running(&mut self) {
         let child = self.child.as_mut().expect("kedge is not started");

@@ -21,6 +21,26 @@ use std::time::{Duration, Instant};
 /// How many log lines a guard prints when the test that owns it fails.
 const LOG_TAIL_LINES: usize = 60;
 
+/// The value of `name` with exactly these `labels` (none: "") in a scrape of kedge's metrics
+/// listener at `addr`, 0 when absent.
+pub fn metric(addr: std::net::SocketAddr, name: &str, labels: &str) -> f64 {
+    try_metric(addr, name, labels).expect("scrape")
+}
+
+/// [`metric`], or the error when the listener does not answer (not up yet, or gone).
+pub fn try_metric(addr: std::net::SocketAddr, name: &str, labels: &str) -> std::io::Result<f64> {
+    let (_, body) = ::kedge::ops::get(addr, "/metrics", Duration::from_secs(5))?;
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.parse().expect("a number")))
+}
+
 /// The repository root (the package's manifest dir is `agent/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -28,6 +28,10 @@ pub enum Mode {
     Blackhole,
     /// Close each new connection immediately (live ones keep passing).
     Refuse,
+    /// Requests go through, answers are dropped: the broker does the work and the client never
+    /// hears of it. Bytes dropped mid-frame stay dropped: a connection that saw this mode is
+    /// useless afterwards, as after a real loss.
+    SwallowReplies,
 }
 
 /// State shared between the proxy's handle and its tasks.
@@ -48,6 +52,8 @@ struct Shared {
     bytes_up: AtomicU64,
     /// Bytes handed on upstream → client.
     bytes_down: AtomicU64,
+    /// Bytes upstream → client dropped in [`Mode::SwallowReplies`].
+    bytes_swallowed: AtomicU64,
 }
 
 /// A running fault proxy; its listener and every connection close when it is dropped.
@@ -81,6 +87,7 @@ impl Proxy {
             killed: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            bytes_swallowed: AtomicU64::new(0),
         });
         runtime.spawn(accept_loop(listener, upstream, shared.clone()));
         Proxy {
@@ -141,6 +148,11 @@ impl Proxy {
     /// Bytes forwarded upstream → client.
     pub fn bytes_down(&self) -> u64 {
         self.shared.bytes_down.load(Ordering::Relaxed)
+    }
+
+    /// Bytes upstream → client dropped by [`Mode::SwallowReplies`].
+    pub fn bytes_swallowed(&self) -> u64 {
+        self.shared.bytes_swallowed.load(Ordering::Relaxed)
     }
 }
 
@@ -286,6 +298,12 @@ async fn forward(
             .expect("proxy mode sender lives in Shared");
         if let Mode::Latency(delay) = current {
             tokio::time::sleep(delay).await;
+        }
+        if current == Mode::SwallowReplies && !upstream_bound {
+            shared
+                .bytes_swallowed
+                .fetch_add(n as u64, Ordering::Relaxed);
+            continue;
         }
         let mut chunk = &buf[..n];
         let mut cut = false;
@@ -491,6 +509,21 @@ mod tests {
             round_trip(&mut again, b"abcdef").as_deref(),
             Ok(&b"abcdef"[..])
         );
+    }
+
+    #[test]
+    fn swallow_replies_passes_requests_and_drops_answers() {
+        let proxy = Proxy::start(echo_server());
+        let mut stream = client(&proxy);
+        proxy.set_mode(Mode::SwallowReplies);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("read timeout");
+        assert!(round_trip(&mut stream, b"request").is_err());
+        wait_until("the echo to be swallowed", Duration::from_secs(2), || {
+            proxy.bytes_swallowed() == 7
+        });
+        assert_eq!((proxy.bytes_up(), proxy.bytes_down()), (7, 0));
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub struct Verdict {
     pub records: usize,
     /// Indexes of published (and mosquitto-acknowledged) messages that no record carries.
     pub missing: Vec<usize>,
-    /// Records beyond the first with the same `kedge-seq`: kedge's producer wrote them twice.
+    /// Records beyond the first with the same `kedge-device`, `kedge-queue` and `kedge-seq`:
+    /// kedge's producer wrote them twice.
     pub duplicates: usize,
     /// A few of the duplicated `kedge-seq`s, for the failure message.
     pub duplicated_seqs: Vec<u64>,
@@ -37,15 +38,25 @@ impl Verdict {
             published.len(),
             "published payloads are unique"
         );
-        let mut seqs_of: Vec<HashSet<u64>> = vec![HashSet::new(); published.len()];
-        let mut copies: HashMap<u64, usize> = HashMap::new();
+        // A record is named by its device, its queue and its kedge-seq together: in a fleet
+        // every device numbers from 0.
+        let name = |r: &Consumed| {
+            (
+                r.header("kedge-device").unwrap_or_default(),
+                r.header("kedge-queue").unwrap_or_default(),
+                r.seq(),
+            )
+        };
+        let mut seqs_of: Vec<HashSet<(String, String, u64)>> =
+            vec![HashSet::new(); published.len()];
+        let mut copies: HashMap<(String, String, u64), usize> = HashMap::new();
         let mut unknown = 0;
         for record in records {
-            let seq = record.seq();
-            *copies.entry(seq).or_default() += 1;
+            let id = name(record);
+            *copies.entry(id.clone()).or_default() += 1;
             match index.get(record.value.as_slice()) {
                 Some(&i) => {
-                    seqs_of[i].insert(seq);
+                    seqs_of[i].insert(id);
                 }
                 None => unknown += 1,
             }
@@ -53,7 +64,7 @@ impl Verdict {
         let mut duplicated_seqs: Vec<u64> = copies
             .iter()
             .filter(|&(_, &n)| n > 1)
-            .map(|(&seq, _)| seq)
+            .map(|((_, _, seq), _)| *seq)
             .collect();
         duplicated_seqs.sort_unstable();
         duplicated_seqs.truncate(10);
