@@ -4,15 +4,15 @@
 //! the per-partition window of unacknowledged batches, encode them, and describe the atomic seal.
 //! The caller persists the result with [`crate::queue::Queue::seal`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 
 use crate::kafka::batch::{self, BatchCompression, ProducerIdentity};
 use crate::kafka::partitioner::{StickyPartitioner, partition_for_key};
 use crate::kafka::sequence;
 use crate::queue::outbox::SealedBatch;
-use crate::queue::{JournalChunk, Seal};
-use crate::record::{Origin, SequencedRecord};
+use crate::queue::{JournalChunk, Parked, Seal};
+use crate::record::{HEADER_ERROR, HEADER_TOPIC, Header, Origin, SequencedRecord};
 
 /// Limits and identity for sealing.
 #[derive(Debug, Clone)]
@@ -40,6 +40,20 @@ pub enum Plan {
     Blocked,
     /// Seal these batches and consume these chunks.
     Seal(Seal),
+}
+
+/// `r` rerouted to the dead-letter topic: its topic does not exist in Kafka.
+fn to_dead_letter(mut r: SequencedRecord, dead_letter_topic: &str) -> SequencedRecord {
+    let topic = std::mem::replace(&mut r.record.topic, dead_letter_topic.to_owned());
+    r.record.headers.push(Header {
+        name: HEADER_ERROR.to_owned(),
+        value: bytes::Bytes::from(format!("topic {topic} does not exist in Kafka")),
+    });
+    r.record.headers.push(Header {
+        name: HEADER_TOPIC.to_owned(),
+        value: bytes::Bytes::from(topic),
+    });
+    r
 }
 
 /// The records' timestamps as (ms, records) runs: a batch gathered over a few milliseconds
@@ -78,6 +92,30 @@ pub struct PlanInput<'a> {
     pub producer: ProducerIdentity,
     /// First batch number to use.
     pub next_batch_no: u64,
+    /// Partitions that have been stuck too long to wait for: their records are set aside
+    /// (parked) instead of holding up the journal for every other partition.
+    pub stuck: &'a HashSet<Tp>,
+    /// Partitions with records set aside: their new records are set aside behind them, to keep
+    /// the partition's order.
+    pub parked: &'a HashSet<Tp>,
+    /// Set-aside chunks to seal now (their partitions can take them again), oldest first.
+    pub unpark: Vec<Unpark>,
+    /// Topics Kafka does not have (and will not create): their records go to the dead-letter
+    /// topic with the reason.
+    pub missing_topics: &'a HashSet<String>,
+    /// The dead-letter topic.
+    pub dead_letter_topic: &'a str,
+}
+
+/// One partition's set-aside chunks offered to a plan.
+#[derive(Debug)]
+pub struct Unpark {
+    /// The partition.
+    pub tp: Tp,
+    /// Its oldest set-aside chunks.
+    pub chunks: Vec<Parked>,
+    /// These are all the partition's set-aside chunks.
+    pub all: bool,
 }
 
 /// Why a plan failed: a batch could not be encoded.
@@ -98,73 +136,136 @@ impl Dispatcher {
     }
 
     /// Plans the largest prefix of `input.chunks` that fits the windows, taking from it at most
-    /// one chunk beyond that prefix.
+    /// one chunk beyond that prefix; set-aside chunks of `input.unpark` come first.
     pub fn plan(&mut self, input: PlanInput<'_>) -> Result<Plan, PlanError> {
+        let room = |tp: &Tp| input.room.get(tp).copied().unwrap_or(input.window);
+        let next_of = |tp: &Tp| input.next_sequences.get(tp).copied().unwrap_or(0);
+        let mut pending: BTreeMap<Tp, Vec<SequencedRecord>> = BTreeMap::new();
+        let mut parked: BTreeMap<Tp, Vec<SequencedRecord>> = BTreeMap::new();
+        let mut still_parked: HashSet<Tp> = input.parked.clone();
+        let mut unparked: Vec<Vec<u8>> = Vec::new();
+        // Set-aside records are older than anything among the commits: they go first, whole
+        // chunks at a time, as far as the partition's window takes them.
+        for u in input.unpark {
+            let mut all_taken = u.all;
+            for chunk in u.chunks {
+                let recs = pending.entry(u.tp.clone()).or_default();
+                let before = recs.len();
+                recs.extend(chunk.records);
+                let fits = self.cut(next_of(&u.tp), recs).len() <= room(&u.tp)
+                    || (before == 0 && room(&u.tp) >= input.window);
+                if !fits {
+                    recs.truncate(before);
+                    all_taken = false;
+                    break;
+                }
+                unparked.push(chunk.key);
+            }
+            if all_taken {
+                still_parked.remove(&u.tp);
+            } else {
+                still_parked.insert(u.tp);
+            }
+        }
+        pending.retain(|_, recs| !recs.is_empty());
         let mut chunks = input.chunks.peekable();
-        if chunks.peek().is_none() {
+        if chunks.peek().is_none() && unparked.is_empty() {
             return Ok(Plan::Empty);
         }
-        let mut pending: BTreeMap<Tp, Vec<SequencedRecord>> = BTreeMap::new();
         let mut consumed: Vec<(u64, u64)> = Vec::new();
+        let mut dead_lettered = 0u64;
         for chunk in chunks {
-            let missing: Vec<String> = chunk
+            // Topics without metadata yet: ask, unless Kafka already said they do not exist
+            // (then their records go to the dead-letter topic, which needs its own).
+            let mut unknown: Vec<String> = chunk
                 .records
                 .iter()
-                .filter(|r| !input.partition_counts.contains_key(&r.record.topic))
-                .map(|r| r.record.topic.clone())
+                .map(|r| &r.record.topic)
+                .filter(|t| !input.partition_counts.contains_key(*t))
+                .map(|t| {
+                    if input.missing_topics.contains(t) {
+                        input.dead_letter_topic.to_owned()
+                    } else {
+                        t.clone()
+                    }
+                })
+                .filter(|t| !input.partition_counts.contains_key(t))
                 .collect();
-            if !missing.is_empty() {
-                if consumed.is_empty() {
-                    let mut missing = missing;
-                    missing.sort();
-                    missing.dedup();
-                    return Ok(Plan::NeedMetadata(missing));
+            if !unknown.is_empty() {
+                if consumed.is_empty() && unparked.is_empty() {
+                    unknown.sort();
+                    unknown.dedup();
+                    return Ok(Plan::NeedMetadata(unknown));
                 }
                 break;
             }
             let mut before: HashMap<Tp, usize> = HashMap::new();
-            for r in chunk.records {
-                let count = input.partition_counts[&r.record.topic];
+            let mut parked_before: HashMap<Tp, usize> = HashMap::new();
+            let mut dead = 0u64;
+            for mut r in chunk.records {
+                if !input.partition_counts.contains_key(&r.record.topic) {
+                    r = to_dead_letter(r, input.dead_letter_topic);
+                    dead += 1;
+                }
+                let topic = r.record.topic.clone();
+                let count = input.partition_counts[&topic];
                 let p = match &r.record.key {
                     Some(k) => partition_for_key(k, count),
-                    None => self.sticky.partition(&r.record.topic, count),
+                    // A null key may go anywhere: not to a stuck partition.
+                    None => self.sticky.partition_avoiding(&topic, count, |p| {
+                        input.stuck.contains(&(topic.clone(), p as i32))
+                    }),
                 };
-                let recs = pending
-                    .entry((r.record.topic.clone(), p as i32))
-                    .or_default();
-                before
-                    .entry((r.record.topic.clone(), p as i32))
-                    .or_insert(recs.len());
-                recs.push(r);
+                let tp = (topic, p as i32);
+                if input.stuck.contains(&tp) || still_parked.contains(&tp) {
+                    let recs = parked.entry(tp.clone()).or_default();
+                    parked_before.entry(tp).or_insert(recs.len());
+                    recs.push(r);
+                } else {
+                    let recs = pending.entry(tp.clone()).or_default();
+                    before.entry(tp).or_insert(recs.len());
+                    recs.push(r);
+                }
             }
-            let room = |tp: &Tp| input.room.get(tp).copied().unwrap_or(input.window);
-            let fits = before.keys().all(|tp| {
-                let next = input.next_sequences.get(tp).copied().unwrap_or(0);
-                self.cut(next, &pending[tp]).len() <= room(tp)
-            });
-            // A first chunk that alone needs more batches than a window (a small window, a burst
-            // of large records, the sequence wrap) would wait forever: once its partitions hold
+            let fits = before
+                .keys()
+                .all(|tp| self.cut(next_of(tp), &pending[tp]).len() <= room(tp));
+            // A chunk that alone needs more batches than a window (a small window, a burst of
+            // large records, the sequence wrap) would wait forever: once its partitions hold
             // nothing unacknowledged it is sealed whole. The window bounds what is held per
             // partition; what is in flight stays bounded by `max_in_flight` per broker.
-            let alone = consumed.is_empty() && before.keys().all(|tp| room(tp) >= input.window);
+            let alone = before
+                .iter()
+                .all(|(tp, &len)| len == 0 && room(tp) >= input.window);
             if !fits && !alone {
                 for (tp, len) in before {
                     if let Some(recs) = pending.get_mut(&tp) {
                         recs.truncate(len);
                     }
                 }
+                for (tp, len) in parked_before {
+                    if let Some(recs) = parked.get_mut(&tp) {
+                        recs.truncate(len);
+                    }
+                }
                 pending.retain(|_, recs| !recs.is_empty());
+                parked.retain(|_, recs| !recs.is_empty());
                 break;
             }
+            dead_lettered += dead;
             consumed.push((chunk.first_seq, chunk.end_seq));
         }
-        let Some(&(_, seq_floor)) = consumed.last() else {
+        if consumed.is_empty() && unparked.is_empty() {
             return Ok(Plan::Blocked);
-        };
+        }
+        let seq_floor = consumed.last().map_or(0, |&(_, end)| end);
         let mut seal = Seal {
             consumed_chunks: consumed.iter().map(|(first, _)| *first).collect(),
             seq_floor,
             next_batch_no: input.next_batch_no,
+            parked: parked.into_iter().collect(),
+            unparked,
+            dead_lettered,
             ..Seal::default()
         };
         for ((topic, partition), recs) in pending {
@@ -305,6 +406,11 @@ mod tests {
                 next_sequences: &next,
                 producer: PRODUCER,
                 next_batch_no: 100,
+                stuck: &HashSet::new(),
+                parked: &HashSet::new(),
+                unpark: Vec::new(),
+                missing_topics: &HashSet::new(),
+                dead_letter_topic: "dlq",
             })
             .unwrap();
         let Plan::Seal(seal) = plan else {
@@ -372,6 +478,11 @@ mod tests {
                 next_sequences: &BTreeMap::new(),
                 producer: PRODUCER,
                 next_batch_no: 0,
+                stuck: &HashSet::new(),
+                parked: &HashSet::new(),
+                unpark: Vec::new(),
+                missing_topics: &HashSet::new(),
+                dead_letter_topic: "dlq",
             })
             .unwrap();
         (plan, read)
@@ -471,6 +582,212 @@ mod tests {
         assert!(seal.batches[0].bytes.len() > limit * 4 / 5);
     }
 
+    /// Plans `chunks` for a topic of 3 partitions with `stuck`/`parked` partitions and `unpark`.
+    fn plan_isolated(
+        d: &mut Dispatcher,
+        chunks: Vec<JournalChunk>,
+        room: &HashMap<Tp, usize>,
+        stuck: &HashSet<Tp>,
+        parked: &HashSet<Tp>,
+        unpark: Vec<Unpark>,
+    ) -> Plan {
+        d.plan(PlanInput {
+            chunks: &mut chunks.into_iter(),
+            partition_counts: &counts(3),
+            room,
+            window: 5,
+            next_sequences: &BTreeMap::new(),
+            producer: PRODUCER,
+            next_batch_no: 0,
+            stuck,
+            parked,
+            unpark,
+            missing_topics: &HashSet::new(),
+            dead_letter_topic: "dlq",
+        })
+        .unwrap()
+    }
+
+    /// Keys that land on partitions 0, 1 and 2 of 3 (murmur2).
+    fn key_on(partition: u32) -> &'static str {
+        ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .into_iter()
+            .find(|k| partition_for_key(k.as_bytes(), NonZeroU32::new(3).unwrap()) == partition)
+            .expect("a key for each partition")
+    }
+
+    #[test]
+    fn a_stuck_partition_is_set_aside_and_holds_up_no_other() {
+        let mut d = dispatcher(100);
+        let stuck_tp = ("t".to_owned(), 0);
+        // Partition 0's window is full and it makes no progress: before, the chunk at the head
+        // (records for all three partitions) waited for it, and everything behind it too.
+        let room = HashMap::from([(stuck_tp.clone(), 0usize)]);
+        let keys = [key_on(0), key_on(1), key_on(2), key_on(0)].map(Some);
+        let blocked = plan_isolated(
+            &mut d,
+            vec![chunk(0, &keys)],
+            &room,
+            &HashSet::new(),
+            &HashSet::new(),
+            Vec::new(),
+        );
+        assert!(matches!(blocked, Plan::Blocked));
+        let stuck = HashSet::from([stuck_tp.clone()]);
+        let Plan::Seal(seal) = plan_isolated(
+            &mut d,
+            vec![chunk(0, &keys), chunk(4, &keys)],
+            &room,
+            &stuck,
+            &HashSet::new(),
+            Vec::new(),
+        ) else {
+            panic!("expected a seal")
+        };
+        assert_eq!(seal.consumed_chunks, vec![0, 4]);
+        assert!(seal.batches.iter().all(|b| b.partition != 0));
+        assert_eq!(seal.batches.iter().map(|b| b.record_count).sum::<i32>(), 4);
+        assert_eq!(seal.parked.len(), 1);
+        let (tp, records) = &seal.parked[0];
+        assert_eq!(tp, &stuck_tp);
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 3, 4, 7], "in journal order");
+    }
+
+    #[test]
+    fn set_aside_records_go_first_and_new_ones_queue_behind_them() {
+        let mut d = dispatcher(100);
+        let tp = ("t".to_owned(), 0);
+        let old = Parked {
+            key: b"parked-0".to_vec(),
+            records: chunk(0, &[Some(key_on(0)); 2]).records,
+        };
+        // Not all of the partition's set-aside chunks are offered: the journal's records for
+        // it must wait behind the rest.
+        let Plan::Seal(seal) = plan_isolated(
+            &mut d,
+            vec![chunk(10, &[Some(key_on(0)), Some(key_on(1))])],
+            &HashMap::new(),
+            &HashSet::new(),
+            &HashSet::from([tp.clone()]),
+            vec![Unpark {
+                tp: tp.clone(),
+                chunks: vec![old],
+                all: false,
+            }],
+        ) else {
+            panic!("expected a seal")
+        };
+        assert_eq!(seal.unparked, vec![b"parked-0".to_vec()]);
+        let on_0: Vec<u64> = seal
+            .batches
+            .iter()
+            .filter(|b| b.partition == 0)
+            .flat_map(|b| b.first_seq..=b.last_seq)
+            .collect();
+        assert_eq!(on_0, vec![0, 1], "the set-aside records first");
+        assert_eq!(seal.parked.len(), 1, "kedge-seq 10 waits behind the rest");
+        assert_eq!(seal.parked[0].1[0].seq, 10);
+        // With all of them offered, the journal's records follow them in the same seal.
+        let old = Parked {
+            key: b"parked-0".to_vec(),
+            records: chunk(0, &[Some(key_on(0)); 2]).records,
+        };
+        let Plan::Seal(seal) = plan_isolated(
+            &mut d,
+            vec![chunk(10, &[Some(key_on(0))])],
+            &HashMap::new(),
+            &HashSet::new(),
+            &HashSet::from([tp.clone()]),
+            vec![Unpark {
+                tp,
+                chunks: vec![old],
+                all: true,
+            }],
+        ) else {
+            panic!("expected a seal")
+        };
+        assert!(seal.parked.is_empty());
+        let seqs: Vec<u64> = seal
+            .batches
+            .iter()
+            .flat_map(|b| crate::kafka::batch::decode_batch(&b.bytes).unwrap())
+            .map(|r| {
+                let (_, v) = r.headers.iter().find(|(n, _)| n == "kedge-seq").unwrap();
+                std::str::from_utf8(v).unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 10]);
+    }
+
+    #[test]
+    fn unkeyed_records_avoid_a_stuck_partition() {
+        let mut d = dispatcher(100);
+        let stuck: HashSet<Tp> = [("t".to_owned(), 0), ("t".to_owned(), 1)].into();
+        for first in 0..20 {
+            let Plan::Seal(seal) = plan_isolated(
+                &mut d,
+                vec![chunk(first * 3, &[None; 3])],
+                &HashMap::new(),
+                &stuck,
+                &HashSet::new(),
+                Vec::new(),
+            ) else {
+                panic!("expected a seal")
+            };
+            assert!(seal.parked.is_empty());
+            assert!(seal.batches.iter().all(|b| b.partition == 2));
+        }
+    }
+
+    #[test]
+    fn records_of_a_missing_topic_go_to_the_dead_letter_topic_with_the_reason() {
+        let mut d = dispatcher(100);
+        let mut c = chunk(0, &[None, Some("k")]);
+        c.records[0].record.topic = "gone".into();
+        let counts = HashMap::from([
+            ("t".to_owned(), NonZeroU32::new(1).unwrap()),
+            ("dlq".to_owned(), NonZeroU32::new(1).unwrap()),
+        ]);
+        let Plan::Seal(seal) = d
+            .plan(PlanInput {
+                chunks: &mut vec![c].into_iter(),
+                partition_counts: &counts,
+                room: &HashMap::new(),
+                window: 5,
+                next_sequences: &BTreeMap::new(),
+                producer: PRODUCER,
+                next_batch_no: 0,
+                stuck: &HashSet::new(),
+                parked: &HashSet::new(),
+                unpark: Vec::new(),
+                missing_topics: &HashSet::from(["gone".to_owned()]),
+                dead_letter_topic: "dlq",
+            })
+            .unwrap()
+        else {
+            panic!("expected a seal")
+        };
+        assert_eq!(seal.dead_lettered, 1);
+        let dlq = seal
+            .batches
+            .iter()
+            .find(|b| b.topic == "dlq")
+            .expect("dlq batch");
+        let r = &crate::kafka::batch::decode_batch(&dlq.bytes).unwrap()[0];
+        let header = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(h, _)| h == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("kedge-topic"), Some(Bytes::from_static(b"gone")));
+        assert_eq!(
+            header("kedge-error"),
+            Some(Bytes::from_static(b"topic gone does not exist in Kafka"))
+        );
+    }
+
     #[test]
     fn unknown_topics_ask_for_metadata_and_empty_journals_do_nothing() {
         let mut d = dispatcher(10);
@@ -494,6 +811,11 @@ mod tests {
                 next_sequences: &next,
                 producer: PRODUCER,
                 next_batch_no: 0,
+                stuck: &HashSet::new(),
+                parked: &HashSet::new(),
+                unpark: Vec::new(),
+                missing_topics: &HashSet::new(),
+                dead_letter_topic: "dlq",
             })
             .unwrap();
         let Plan::Seal(seal) = plan else {

@@ -19,16 +19,19 @@ pub enum DeadLetter {
     Unroutable,
     /// A plugin failed the record, faulted on it, or routed it there.
     Plugin,
-    /// Kafka refused its batch for good (too large, invalid, not authorized).
+    /// Kafka refused the record for good (alone in its batch, or its topic).
     KafkaRefused,
+    /// Its topic does not exist in Kafka, and the broker does not create it.
+    TopicMissing,
 }
 
 impl DeadLetter {
     /// Every reason, in exposition order.
-    pub const ALL: [DeadLetter; 3] = [
+    pub const ALL: [DeadLetter; 4] = [
         DeadLetter::Unroutable,
         DeadLetter::Plugin,
         DeadLetter::KafkaRefused,
+        DeadLetter::TopicMissing,
     ];
 
     /// The `reason` label.
@@ -37,6 +40,7 @@ impl DeadLetter {
             DeadLetter::Unroutable => "unroutable",
             DeadLetter::Plugin => "plugin",
             DeadLetter::KafkaRefused => "kafka_refused",
+            DeadLetter::TopicMissing => "topic_missing",
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct KafkaLink {
     /// Partitions that cannot go on until something changes: Kafka does not allow the writes
     /// (authorization, broker settings) or a verify cannot read the log.
     pub partitions_stalled: AtomicU64,
+    /// Partitions stuck long enough that their records are set aside.
+    pub partitions_stuck: AtomicU64,
     /// Wall-clock milliseconds of the last acknowledgement (0: none since the start).
     pub last_ack_ms: AtomicI64,
 }
@@ -124,7 +130,7 @@ pub struct Stats {
     /// Records committed to the journal.
     pub journaled: AtomicU64,
     /// Records routed to the dead-letter topic, by [`DeadLetter`] reason.
-    dead_lettered: [AtomicU64; 3],
+    dead_lettered: [AtomicU64; 4],
     /// Records dropped, by [`Dropped`] reason.
     dropped: [AtomicU64; 3],
     /// Records journaled per Kafka topic.
@@ -145,6 +151,8 @@ pub struct Stats {
     pub duplicates_detected: AtomicU64,
     /// Batches split in two after Kafka refused them as too large or for some record.
     pub batches_split: AtomicU64,
+    /// Records set aside because their partition was stuck, so that the others went on.
+    pub parked: AtomicU64,
     /// Batches sent again after an error or a lost response.
     pub retries: AtomicU64,
     /// Produce failures by Kafka error name, or `network` for a request that got no answer.
@@ -611,7 +619,12 @@ mod tests {
         stats.dropped(Dropped::DropNewest, 2);
         assert_eq!(
             stats.dead_lettered_by_reason(),
-            vec![("unroutable", 0), ("plugin", 3), ("kafka_refused", 1)]
+            vec![
+                ("unroutable", 0),
+                ("plugin", 3),
+                ("kafka_refused", 1),
+                ("topic_missing", 0)
+            ]
         );
         assert_eq!(stats.dropped_by_reason()[1], ("drop_newest", 2));
         assert!(stats.summary().contains("dead_lettered=4 dropped=2"));

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::dispatcher::{Dispatcher, Plan, PlanInput};
+use crate::dispatcher::{self, Dispatcher, Plan, PlanInput};
 use crate::kafka::KafkaError;
 use crate::kafka::batch::{BatchCompression, ProducerIdentity};
 use crate::kafka::errors::error_name;
@@ -55,6 +55,12 @@ const NETWORK_ERROR: &str = "network";
 const MISSING_PARTITION: &str = "missing_partition";
 /// Scans running at once: each holds a Fetch buffer of up to 4 MiB.
 const MAX_SCANS: usize = 4;
+/// A partition that holds batches and makes no progress for this long, while others do, is
+/// stuck: its new records are set aside, so that it delays only itself.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
+/// A topic Kafka reports missing for this long (its producers would have given up: Kafka's
+/// `max.block.ms` is 60 s) has its records dead-lettered with the reason.
+const MISSING_TOPIC_AFTER: Duration = Duration::from_secs(60);
 /// A topic nothing was sealed for this long, and with nothing waiting, is forgotten: plugins
 /// may route to ever new topics, and their metadata must not pile up for the life of the process.
 const FORGET_TOPIC_AFTER: Duration = Duration::from_secs(600);
@@ -115,6 +121,14 @@ pub struct Producer<L: Link, O: Outbox> {
     wanted_topics: BTreeSet<String>,
     /// When a batch was last sealed for each wanted topic.
     topic_used: HashMap<String, Instant>,
+    /// Wanted topics the last metadata did not have, since when.
+    missing_since: HashMap<String, Instant>,
+    /// Partitions with records set aside in the queue.
+    parked: HashSet<Tp>,
+    /// Partitions stuck at the last seal, for logging when that changes.
+    stuck: HashSet<Tp>,
+    /// When Kafka last acknowledged anything.
+    delivered_at: Option<Instant>,
     metadata_due: Instant,
     metadata_backoff: Backoff,
     /// When a failed InitProducerId may be tried again (the loop wakes for other reasons too).
@@ -161,6 +175,10 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             floors: HashSet::new(),
             wanted_topics: BTreeSet::new(),
             topic_used: HashMap::new(),
+            missing_since: HashMap::new(),
+            parked: HashSet::new(),
+            stuck: HashSet::new(),
+            delivered_at: None,
             metadata_due: Instant::now(),
             producer_retry_at: Instant::now(),
             journal_dirty: Some(Instant::now()),
@@ -169,6 +187,9 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             kafka_ok: false,
             settings,
         };
+        p.parked = outbox.parked_partitions()?.into_iter().collect();
+        p.wanted_topics
+            .extend(p.parked.iter().map(|(t, _)| t.clone()));
         let batches = outbox.sealed()?;
         if !batches.is_empty() {
             tracing::info!(
@@ -314,8 +335,10 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         let held: BTreeSet<&str> = self.partitions.keys().map(|(t, _)| t.as_str()).collect();
         let used = &self.topic_used;
         let dlq = &self.settings.dead_letter_topic;
+        let parked = &self.parked;
         self.wanted_topics.retain(|t| {
             held.contains(t.as_str())
+                || parked.iter().any(|(p, _)| p == t)
                 || t == dlq
                 || used
                     .get(t)
@@ -334,6 +357,14 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         self.kafka_ok = refreshed.is_ok();
         match refreshed {
             Ok(()) => {
+                let now = Instant::now();
+                let known = self.link.topics();
+                self.missing_since.retain(|t, _| !known.contains_key(t));
+                for t in &self.wanted_topics {
+                    if !known.contains_key(t) {
+                        self.missing_since.entry(t.clone()).or_insert(now);
+                    }
+                }
                 let missing: Vec<&String> = self
                     .wanted_topics
                     .iter()
@@ -348,8 +379,8 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     let delay = self.metadata_backoff.next_delay();
                     self.metadata_due = Instant::now() + delay;
                     if self.metadata_backoff.should_log() {
-                        tracing::warn!(?missing, retry_in = ?delay,
-                            "topics unknown to Kafka; their records wait in the queue");
+                        tracing::warn!(?missing, retry_in = ?delay, dead_letter_after = ?MISSING_TOPIC_AFTER,
+                            "topics unknown to Kafka; their records wait, and go to the dead-letter topic if the topics do not appear");
                     }
                 }
             }
@@ -456,6 +487,25 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 ))
             })
             .collect();
+        let now = Instant::now();
+        let stuck = self.stuck_partitions(now);
+        let missing: HashSet<String> = self
+            .missing_since
+            .iter()
+            .filter(|(t, since)| {
+                now.saturating_duration_since(**since) >= MISSING_TOPIC_AFTER
+                    && **t != self.settings.dead_letter_topic
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        let unpark = match self.unparkable(&stuck, &counts, &room) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read records set aside; retrying");
+                Vec::new()
+            }
+        };
+        let dlq = self.settings.dead_letter_topic.clone();
         let planned = blocking(|| {
             let mut failed = None;
             let mut chunks = self
@@ -471,6 +521,11 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 next_sequences: &self.next_sequences,
                 producer,
                 next_batch_no: self.next_batch_no,
+                stuck: &stuck,
+                parked: &self.parked,
+                unpark,
+                missing_topics: &missing,
+                dead_letter_topic: &dlq,
             });
             drop(chunks);
             // A journal that cannot be read is not sealed from, not even its readable prefix.
@@ -517,14 +572,98 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     Some(self.metadata_due.max(Instant::now() + self.settings.linger));
             }
             Plan::Blocked => self.journal_dirty = Some(Instant::now() + Duration::from_secs(1)),
+            // Records set aside wait for their partition: look again now and then.
+            Plan::Empty if !self.parked.is_empty() => {
+                self.journal_dirty = Some(Instant::now() + Duration::from_secs(1));
+            }
             Plan::Empty => self.journal_dirty = None,
         }
+    }
+
+    /// The partitions stuck for [`STUCK_AFTER`] while Kafka acknowledged something else
+    /// meanwhile (when nothing goes anywhere, nothing is set aside: that only costs writes).
+    fn stuck_partitions(&mut self, now: Instant) -> HashSet<Tp> {
+        let others_move = self
+            .delivered_at
+            .is_some_and(|t| now.saturating_duration_since(t) < STUCK_AFTER);
+        let stuck: HashSet<Tp> = if others_move {
+            self.partitions
+                .iter()
+                .filter(|(_, p)| p.stuck_for(now) >= STUCK_AFTER)
+                .map(|(tp, _)| tp.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        for tp in stuck.difference(&self.stuck) {
+            let p = &self.partitions[tp];
+            tracing::warn!(topic = %tp.0, partition = tp.1, batches = p.held(), stalled = ?p.stall(),
+                leader = ?self.link.leader(&tp.0, tp.1), stuck_for = ?p.stuck_for(now),
+                "partition stuck while others deliver: its new records are set aside so that it delays only itself");
+        }
+        self.stats
+            .kafka
+            .partitions_stuck
+            .store(stuck.len() as u64, Ordering::Relaxed);
+        self.stuck = stuck.clone();
+        stuck
+    }
+
+    /// The set-aside chunks of partitions that can take records again.
+    fn unparkable(
+        &self,
+        stuck: &HashSet<Tp>,
+        counts: &HashMap<String, NonZeroU32>,
+        room: &HashMap<Tp, usize>,
+    ) -> Result<Vec<dispatcher::Unpark>, QueueError> {
+        let window = self.settings.max_in_flight;
+        let mut out = Vec::new();
+        for tp in &self.parked {
+            let ready = !stuck.contains(tp)
+                && counts.contains_key(&tp.0)
+                && room.get(tp).copied().unwrap_or(window) > 0
+                && self.link.leader(&tp.0, tp.1).is_some();
+            if !ready {
+                continue;
+            }
+            let chunks = blocking(|| self.outbox.parked_chunks(tp, CHUNKS_PER_SEAL))?;
+            out.push(dispatcher::Unpark {
+                tp: tp.clone(),
+                all: chunks.len() < CHUNKS_PER_SEAL,
+                chunks,
+            });
+        }
+        Ok(out)
     }
 
     /// Applies a committed seal in memory.
     fn sealed(&mut self, seal: Seal) {
         let records: u64 = seal.batches.iter().map(|b| b.record_count as u64).sum();
         Stats::add(&self.stats.sealed, records);
+        if seal.dead_lettered > 0 {
+            tracing::warn!(
+                records = seal.dead_lettered,
+                "records of topics Kafka does not have went to the dead-letter topic"
+            );
+            self.stats
+                .dead_lettered(DeadLetter::TopicMissing, seal.dead_lettered);
+        }
+        let parked: u64 = seal.parked.iter().map(|(_, r)| r.len() as u64).sum();
+        Stats::add(&self.stats.parked, parked);
+        if !seal.parked.is_empty() || !seal.unparked.is_empty() {
+            match self.outbox.parked_partitions() {
+                Ok(p) => {
+                    for tp in self.parked.iter().filter(|tp| !p.contains(tp)) {
+                        tracing::info!(topic = %tp.0, partition = tp.1,
+                            "the records set aside for the partition are sealed: it goes on");
+                    }
+                    self.parked = p.into_iter().collect();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the partitions with records set aside")
+                }
+            }
+        }
         self.next_batch_no = seal.next_batch_no;
         for (tp, next) in seal.next_sequences {
             self.next_sequences.insert(tp, next);
@@ -762,6 +901,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         for effect in effects {
             match effect {
                 Effect::Delivered(slots) => {
+                    self.delivered_at = Some(Instant::now());
                     let now = now_ms();
                     for slot in slots {
                         if let Err(e) = self.outbox.remove(slot.meta.batch_no) {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::kafka::batch::ProducerIdentity;
 use crate::queue::outbox::{BatchMeta, SealedBatch};
-use crate::queue::{JournalChunk, Queue, QueueError, Seal, SealError};
+use crate::queue::{JournalChunk, Parked, Queue, QueueError, Seal, SealError};
 use crate::record::Origin;
 
 /// A topic and partition.
@@ -34,6 +34,10 @@ pub trait Outbox: Send + Sync + 'static {
     fn journal(&self) -> Box<dyn Iterator<Item = Result<JournalChunk, QueueError>> + '_>;
     /// Whether the journal holds nothing.
     fn journal_is_empty(&self) -> bool;
+    /// The partitions with records set aside for being stuck.
+    fn parked_partitions(&self) -> Result<Vec<Tp>, QueueError>;
+    /// Up to `max` of a partition's set-aside chunks, oldest first.
+    fn parked_chunks(&self, tp: &Tp, max: usize) -> Result<Vec<Parked>, QueueError>;
     /// Persists a seal atomically (see [`Queue::seal`]).
     fn seal(&self, seal: &Seal) -> Result<(), SealError>;
     /// Moves every listed batch to a new producer id (see [`Queue::resequence`]).
@@ -86,6 +90,12 @@ impl Outbox for Queue {
     }
     fn journal_is_empty(&self) -> bool {
         Queue::journal_is_empty(self)
+    }
+    fn parked_partitions(&self) -> Result<Vec<Tp>, QueueError> {
+        Ok(Queue::parked_partitions(self)?.into_keys().collect())
+    }
+    fn parked_chunks(&self, tp: &Tp, max: usize) -> Result<Vec<Parked>, QueueError> {
+        Queue::parked_chunks(self, &tp.0, tp.1, max)
     }
     fn seal(&self, seal: &Seal) -> Result<(), SealError> {
         Queue::seal(self, seal)

@@ -111,6 +111,29 @@ impl StickyPartitioner {
         partition
     }
 
+    /// As [`Self::partition`], but never a partition `avoid` says no to, while there is another:
+    /// the current choice is replaced by one drawn at random from the rest.
+    pub fn partition_avoiding(
+        &mut self,
+        topic: &str,
+        partition_count: NonZeroU32,
+        avoid: impl Fn(u32) -> bool,
+    ) -> u32 {
+        let chosen = self.partition(topic, partition_count);
+        if !avoid(chosen) {
+            return chosen;
+        }
+        let open: Vec<u32> = (0..partition_count.get()).filter(|p| !avoid(*p)).collect();
+        if open.is_empty() {
+            return chosen;
+        }
+        let pick = open[self.rng.random_range(0..open.len())];
+        if let Some(sticky) = self.topics.get_mut(topic) {
+            sticky.partition = pick;
+        }
+        pick
+    }
+
     /// The batch for `topic` was sealed: move to a different partition, chosen at random.
     ///
     /// Uses the partition count last passed to [`Self::partition`]; with one partition (or a

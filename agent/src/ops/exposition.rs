@@ -285,6 +285,11 @@ impl Snapshot {
                 g(&stats.duplicates_detected),
             ),
             Family::counter(
+                "kedge_records_parked_total",
+                "Records set aside because their partition was stuck, so that the others went on.",
+                g(&stats.parked),
+            ),
+            Family::counter(
                 "kedge_batches_split_total",
                 "Batches split in two after Kafka refused them as too large or for some record.",
                 g(&stats.batches_split),
@@ -338,6 +343,11 @@ impl Snapshot {
                 "kedge_kafka_connections",
                 "Open broker connections.",
                 g(&k.connections),
+            ),
+            Family::gauge(
+                "kedge_kafka_partitions_stuck",
+                "Partitions without progress for 30 s while others made some: their records are set aside.",
+                g(&k.partitions_stuck),
             ),
             Family::gauge(
                 "kedge_kafka_partitions_stalled",

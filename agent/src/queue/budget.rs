@@ -170,7 +170,27 @@ impl Queue {
     /// when the journal is empty. A seal that read the chunk before it went is refused
     /// ([`QueueError::ChunkGone`]); a seal that took it first leaves nothing to count.
     fn drop_oldest_chunk(&self, dropped: &mut BTreeMap<String, u64>) -> Result<bool, QueueError> {
-        let Some((k, v)) = self.journal.first().map_err(|e| self.db_err(e))? else {
+        // The oldest of the first commit and the first chunk set aside for each stuck partition:
+        // a partition stuck for days must not make the queue drop newer records instead.
+        let mut oldest: Option<(u64, sled::IVec, sled::IVec)> = None;
+        let first_commit = self
+            .journal
+            .range(..[super::PARKED].as_slice())
+            .next()
+            .transpose()
+            .map_err(|e| self.db_err(e))?;
+        let parked_heads = self.parked_partitions()?.into_values().filter_map(|k| {
+            let v = self.journal.get(&k).ok()??;
+            Some((sled::IVec::from(k), v))
+        });
+        for (k, v) in first_commit.into_iter().chain(parked_heads) {
+            // A damaged header is dropped first: it is lost anyway.
+            let first = chunk::header(&v).map_or(0, |h| h.first_seq);
+            if oldest.as_ref().is_none_or(|(o, _, _)| first < *o) {
+                oldest = Some((first, k, v));
+            }
+        }
+        let Some((_, k, v)) = oldest else {
             return Ok(false);
         };
         let (head, records) = match self.decode_chunk(&v) {
@@ -198,9 +218,12 @@ impl Queue {
                 if gone {
                     return Ok(());
                 }
-                // Dropped numbers stay retired, also when this was the last chunk.
-                let floor = tx_u64(meta, META_SEQ_FLOOR)?;
-                meta.insert(META_SEQ_FLOOR, &floor.max(head.end_seq()).to_be_bytes())?;
+                // Dropped numbers stay retired, also when this was the last chunk (a set-aside
+                // chunk's numbers were retired when it was set aside).
+                if !head.sparse {
+                    let floor = tx_u64(meta, META_SEQ_FLOOR)?;
+                    meta.insert(META_SEQ_FLOOR, &floor.max(head.end_seq()).to_be_bytes())?;
+                }
                 for (topic, n) in &by_topic {
                     let key = dropped_key(topic);
                     let old = tx_u64(meta, &key)?;
@@ -216,7 +239,7 @@ impl Queue {
         self.release_chunk(&removed);
         tracing::warn!(
             first_seq = head.first_seq,
-            end_seq = head.end_seq(),
+            records = head.count,
             "queue full: dropped the oldest journal chunk (queue.when_full = drop-oldest)"
         );
         for (topic, n) in by_topic {
@@ -355,6 +378,41 @@ mod tests {
         assert_eq!(room.dropped, want);
         assert_eq!(q.dropped_records().unwrap(), want);
         assert_eq!(q.journal.len(), 2);
+    }
+
+    #[test]
+    fn drop_oldest_takes_records_set_aside_for_a_stuck_partition_when_they_are_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = two_chunks(dir.path());
+        // The first commit (a × 10) is consumed and 3 of its records set aside for a/0, stuck.
+        let aside: Vec<crate::record::SequencedRecord> = q.journal_head(1).unwrap()[0]
+            .records
+            .iter()
+            .take(3)
+            .cloned()
+            .collect();
+        q.seal(&Seal {
+            consumed_chunks: vec![0],
+            seq_floor: 10,
+            next_batch_no: 1,
+            parked: vec![(("a".into(), 0), aside)],
+            ..Seal::default()
+        })
+        .unwrap();
+        let mut dropped = BTreeMap::new();
+        assert!(q.drop_oldest_chunk(&mut dropped).unwrap());
+        assert_eq!(
+            dropped,
+            BTreeMap::from([("a".to_owned(), 3)]),
+            "kedge-seq 0..2 were the oldest"
+        );
+        assert!(q.parked_partitions().unwrap().is_empty());
+        assert_eq!(
+            q.journal_records().unwrap(),
+            5,
+            "the second commit is still there"
+        );
+        assert_eq!(q.next_seq().unwrap(), 15);
     }
 
     #[test]

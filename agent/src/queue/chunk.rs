@@ -13,6 +13,11 @@ const MAGIC: u8 = b'K';
 const VERSION: u8 = 1;
 /// A journal entry that holds a chunk's header and where its body lies in a segment file.
 const POINTER_VERSION: u8 = 2;
+/// A chunk whose records carry their own `kedge-seq`s, not a run from the first: the records of
+/// one stuck partition set aside from several commits (see `Queue::seal`).
+const SPARSE_VERSION: u8 = 3;
+/// A journal entry pointing to a sparse chunk's body.
+const SPARSE_POINTER_VERSION: u8 = 4;
 /// magic, version, first seq, count, raw length, crc32c.
 const HEADER_LEN: usize = 1 + 1 + 8 + 4 + 4 + 4;
 /// Sensor payloads are small and repetitive; level 1 already gets most of the gain on a slow CPU.
@@ -54,10 +59,12 @@ pub struct ChunkHeader {
     pub first_seq: u64,
     /// Number of records in the chunk.
     pub count: u32,
+    /// The records carry their own sequence numbers (not `first_seq`, `first_seq + 1`, …).
+    pub sparse: bool,
 }
 
 impl ChunkHeader {
-    /// One past the sequence number of the last record.
+    /// One past the sequence number of the last record of a chunk numbered as one run.
     pub fn end_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count)
     }
@@ -69,13 +76,31 @@ pub fn encode(first_seq: u64, records: &[Record]) -> Result<Vec<u8>, ChunkError>
     for r in records {
         put_record(&mut raw, r)?;
     }
-    let body = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
-    let count =
-        u32::try_from(records.len()).map_err(|_| ChunkError::Malformed("too many records"))?;
+    seal_body(VERSION, first_seq, records.len(), &raw)
+}
+
+/// Encodes `records`, each with its own sequence number, into one sparse chunk.
+pub fn encode_sparse(records: &[SequencedRecord]) -> Result<Vec<u8>, ChunkError> {
+    let first = records
+        .first()
+        .ok_or(ChunkError::Malformed("a chunk needs at least one record"))?
+        .seq;
+    let mut raw = Vec::with_capacity(records.iter().map(|r| 8 + raw_len(&r.record)).sum());
+    for r in records {
+        raw.put_u64(r.seq);
+        put_record(&mut raw, &r.record)?;
+    }
+    seal_body(SPARSE_VERSION, first, records.len(), &raw)
+}
+
+/// The header and compressed body of a chunk of `count` records whose raw form is `raw`.
+fn seal_body(version: u8, first_seq: u64, count: usize, raw: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    let body = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
+    let count = u32::try_from(count).map_err(|_| ChunkError::Malformed("too many records"))?;
     let raw_len = u32::try_from(raw.len()).map_err(|_| ChunkError::Malformed("chunk too large"))?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.push(MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.put_u64(first_seq);
     out.put_u32(count);
     out.put_u32(raw_len);
@@ -86,24 +111,34 @@ pub fn encode(first_seq: u64, records: &[Record]) -> Result<Vec<u8>, ChunkError>
 
 /// Reads the header of a stored chunk, or of a pointer to one, without touching the body.
 pub fn header(bytes: &[u8]) -> Result<ChunkHeader, ChunkError> {
-    if bytes.len() < HEADER_LEN
-        || bytes[0] != MAGIC
-        || (bytes[1] != VERSION && bytes[1] != POINTER_VERSION)
-    {
+    let known = [
+        VERSION,
+        POINTER_VERSION,
+        SPARSE_VERSION,
+        SPARSE_POINTER_VERSION,
+    ];
+    if bytes.len() < HEADER_LEN || bytes[0] != MAGIC || !known.contains(&bytes[1]) {
         return Err(ChunkError::BadHeader);
     }
+    let sparse = bytes[1] == SPARSE_VERSION || bytes[1] == SPARSE_POINTER_VERSION;
     let mut b = &bytes[2..];
     Ok(ChunkHeader {
         first_seq: b.get_u64(),
         count: b.get_u32(),
+        sparse,
     })
 }
 
-/// The journal entry for `chunk` (from [`encode`]) stored at `loc`: its header and `loc`.
+/// The journal entry for `chunk` (from [`encode`] or [`encode_sparse`]) stored at `loc`: its
+/// header and `loc`.
 pub(super) fn pointer(chunk: &[u8], loc: Location) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + Location::ENCODED_LEN);
     out.extend_from_slice(&chunk[..HEADER_LEN.min(chunk.len())]);
-    out[1] = POINTER_VERSION;
+    out[1] = if chunk[1] == SPARSE_VERSION {
+        SPARSE_POINTER_VERSION
+    } else {
+        POINTER_VERSION
+    };
     loc.put(&mut out);
     out
 }
@@ -113,7 +148,7 @@ pub(super) fn pointer(chunk: &[u8], loc: Location) -> Vec<u8> {
 pub(super) fn location(entry: &[u8]) -> Option<Location> {
     if entry.len() != HEADER_LEN + Location::ENCODED_LEN
         || entry[0] != MAGIC
-        || entry[1] != POINTER_VERSION
+        || (entry[1] != POINTER_VERSION && entry[1] != SPARSE_POINTER_VERSION)
     {
         return None;
     }
@@ -122,16 +157,21 @@ pub(super) fn location(entry: &[u8]) -> Option<Location> {
 
 /// Whether `chunk`, read from where `entry` points, is the chunk the entry describes.
 pub(super) fn matches_pointer(entry: &[u8], chunk: &[u8]) -> bool {
+    let kind = match entry.get(1) {
+        Some(&POINTER_VERSION) => VERSION,
+        Some(&SPARSE_POINTER_VERSION) => SPARSE_VERSION,
+        _ => return false,
+    };
     chunk.len() >= HEADER_LEN
         && entry.len() >= HEADER_LEN
         && chunk[0] == MAGIC
-        && chunk[1] == VERSION
+        && chunk[1] == kind
         && chunk[2..HEADER_LEN] == entry[2..HEADER_LEN]
 }
 
 /// Decodes a stored chunk, verifying its checksum.
 pub fn decode(bytes: &[u8]) -> Result<(ChunkHeader, Vec<SequencedRecord>), ChunkError> {
-    if bytes.get(1) != Some(&VERSION) {
+    if bytes.get(1) != Some(&VERSION) && bytes.get(1) != Some(&SPARSE_VERSION) {
         return Err(ChunkError::BadHeader);
     }
     let head = header(bytes)?;
@@ -150,10 +190,19 @@ pub fn decode(bytes: &[u8]) -> Result<(ChunkHeader, Vec<SequencedRecord>), Chunk
         ));
     }
     let mut cur = raw;
-    let mut out = Vec::with_capacity(head.count as usize);
+    // Bounded by the bytes present: a damaged count must not reserve memory.
+    let mut out = Vec::with_capacity((head.count as usize).min(cur.len() / 16));
     for i in 0..u64::from(head.count) {
+        let seq = if head.sparse {
+            if cur.remaining() < 8 {
+                return Err(ChunkError::Malformed("record truncated"));
+            }
+            cur.get_u64()
+        } else {
+            head.first_seq + i
+        };
         out.push(SequencedRecord {
-            seq: head.first_seq + i,
+            seq,
             record: get_record(&mut cur)?,
         });
     }
@@ -292,6 +341,50 @@ mod tests {
     }
 
     #[test]
+    fn sparse_chunks_keep_each_records_own_number() {
+        let records: Vec<SequencedRecord> = [5u64, 9, 10, 1_000_000]
+            .iter()
+            .map(|&seq| SequencedRecord {
+                seq,
+                record: rec(
+                    "t",
+                    Some(b"k"),
+                    format!("v{seq}").as_bytes(),
+                    &[("h", b"x")],
+                ),
+            })
+            .collect();
+        let bytes = encode_sparse(&records).unwrap();
+        let (head, got) = decode(&bytes).unwrap();
+        assert_eq!(
+            head,
+            ChunkHeader {
+                first_seq: 5,
+                count: 4,
+                sparse: true
+            }
+        );
+        assert_eq!(got, records);
+        let entry = pointer(
+            &bytes,
+            Location {
+                segment: 1,
+                offset: 0,
+                len: bytes.len() as u32,
+            },
+        );
+        assert!(matches_pointer(&entry, &bytes));
+        assert!(header(&entry).unwrap().sparse);
+        assert!(location(&entry).is_some());
+        // A sparse body is not the run-numbered chunk an ordinary pointer describes.
+        let plain = encode(5, &[rec("t", None, b"", &[])]).unwrap();
+        assert!(!matches_pointer(&entry, &plain));
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
     fn round_trip_keeps_every_field_and_numbers_records() {
         let records = vec![
             rec("a", Some(b"k1"), b"v1", &[("unit", b"C")]),
@@ -304,7 +397,8 @@ mod tests {
             head,
             ChunkHeader {
                 first_seq: 41,
-                count: 3
+                count: 3,
+                sparse: false
             }
         );
         assert_eq!(head.end_seq(), 44);

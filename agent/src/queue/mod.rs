@@ -36,6 +36,11 @@ const META_BATCH_NO: &[u8] = b"batch_no";
 const META_NEXT_SEQUENCE: &[u8] = b"nextseq\0";
 const META_ACKED_OFFSET: &[u8] = b"acked\0";
 
+/// First byte of the journal keys of records set aside for a stuck partition
+/// ([`Seal::parked`]). A commit's key is its first kedge-seq in 8 bytes, far below this, so
+/// every set-aside chunk sorts after every commit, grouped by partition.
+const PARKED: u8 = 0xFF;
+
 /// What kedge acknowledges on: see `queue.durability` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sync {
@@ -131,6 +136,45 @@ pub struct JournalChunk {
     pub records: Vec<SequencedRecord>,
 }
 
+/// A chunk of records set aside for a stuck partition (see [`Seal::parked`]).
+#[derive(Debug)]
+pub struct Parked {
+    /// Its journal key.
+    pub key: Vec<u8>,
+    /// The records, in journal order, each with its own kedge-seq.
+    pub records: Vec<SequencedRecord>,
+}
+
+/// The journal key of a chunk set aside for `topic`/`partition` whose first record is
+/// `first_seq`: [`PARKED`], the topic (which cannot hold NUL: Kafka topic names are
+/// `[a-zA-Z0-9._-]`), NUL, the partition and the sequence.
+fn parked_key(topic: &str, partition: i32, first_seq: u64) -> Vec<u8> {
+    let mut k = parked_prefix(topic, partition);
+    k.extend_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+fn parked_prefix(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 14);
+    k.push(PARKED);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// The topic and partition of a set-aside chunk's key.
+fn parse_parked_key(key: &[u8]) -> Option<(String, i32)> {
+    let rest = key.strip_prefix(&[PARKED])?;
+    let (front, _seq) = rest.split_at(rest.len().checked_sub(8)?);
+    let (front, partition) = front.split_at(front.len().checked_sub(4)?);
+    let topic = front.strip_suffix(&[0])?;
+    Some((
+        String::from_utf8(topic.to_vec()).ok()?,
+        i32::from_be_bytes(partition.try_into().ok()?),
+    ))
+}
+
 /// A seal: batches to persist, the journal chunks they consume, and the sequence state after it.
 #[derive(Debug, Default)]
 pub struct Seal {
@@ -147,9 +191,18 @@ pub struct Seal {
     pub next_batch_no: u64,
     /// Sealed batches these batches replace (a batch Kafka refused, moved to the dead-letter topic).
     pub removed_batches: Vec<u64>,
+    /// Records of consumed chunks set aside, per partition, because that partition is stuck:
+    /// kept in the journal (under keys of their own) until it can take them, so that the
+    /// chunks behind them do not wait. Each becomes one chunk.
+    pub parked: Vec<((String, i32), Vec<SequencedRecord>)>,
+    /// Set-aside chunks whose records are in `batches` now, by journal key ([`Parked::key`]).
+    pub unparked: Vec<Vec<u8>>,
     /// Per batch, in order: its record timestamps as (ms, records) runs. Not persisted: only
     /// the delivery latency histogram reads them.
     pub received: Vec<Vec<(i64, u32)>>,
+    /// Records among `batches` rerouted to the dead-letter topic because their topic does not
+    /// exist. Not persisted: for the counters.
+    pub dead_lettered: u64,
 }
 
 /// Where a [`Queue::sync_timed`] spent its time.
@@ -330,7 +383,12 @@ impl Queue {
     /// The next kedge-seq to assign: past every record ever journaled, also after a restart.
     pub fn next_seq(&self) -> Result<u64, QueueError> {
         let floor = self.meta_u64(META_SEQ_FLOOR)?.unwrap_or(0);
-        let last = match self.journal.last().map_err(|e| self.db_err(e))? {
+        let last = match self
+            .commits()
+            .next_back()
+            .transpose()
+            .map_err(|e| self.db_err(e))?
+        {
             Some((_, v)) => chunk::header(&v).map(|h| h.end_seq()).unwrap_or(0),
             None => 0,
         };
@@ -485,6 +543,52 @@ impl Queue {
         result.map_err(|e| self.segment_err(e))
     }
 
+    /// Writes each partition's set-aside records as one sparse chunk and returns the journal
+    /// entries for them, durable as [`Queue::write_batches`] makes batches.
+    fn write_parked(
+        &self,
+        parked: &[((String, i32), Vec<SequencedRecord>)],
+    ) -> Result<Vec<KeyedEntry>, QueueError> {
+        let mut out = Vec::with_capacity(parked.len());
+        for ((topic, partition), records) in parked {
+            let Some(first) = records.first() else {
+                continue;
+            };
+            let written = chunk::encode_sparse(records)
+                .map_err(|e| QueueError::Codec(e.to_string()))
+                .and_then(|bytes| {
+                    let loc = self
+                        .segments
+                        .append(&bytes)
+                        .map_err(|e| self.segment_err(e))?;
+                    Ok(chunk::pointer(&bytes, loc))
+                });
+            match written {
+                Ok(entry) => out.push((parked_key(topic, *partition, first.seq), entry)),
+                Err(e) => {
+                    self.forget_parked(&out);
+                    return Err(e);
+                }
+            }
+        }
+        if !out.is_empty()
+            && let Err(e) = self.sync_bodies()
+        {
+            self.forget_parked(&out);
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Gives back the segment space of set-aside chunks that were never committed.
+    fn forget_parked(&self, entries: &[KeyedEntry]) {
+        for (_, entry) in entries {
+            if let Some(loc) = chunk::location(entry) {
+                self.segments.release(loc);
+            }
+        }
+    }
+
     /// Gives back the segment space of outbox entries that were never committed.
     fn forget_written(&self, entries: &[(u64, Vec<u8>)]) {
         for (no, entry) in entries {
@@ -557,7 +661,7 @@ impl Queue {
     /// seal that fits a few chunks decompresses a few. A chunk that cannot be decoded is
     /// quarantined (see [`recovery`]) rather than stalling delivery forever.
     pub fn journal_iter(&self) -> impl Iterator<Item = Result<JournalChunk, QueueError>> + '_ {
-        self.journal.iter().filter_map(|item| {
+        self.commits().filter_map(|item| {
             let decoded =
                 item.map_err(|e| self.db_err(e))
                     .and_then(|(k, v)| match self.decode_chunk(&v) {
@@ -575,22 +679,84 @@ impl Queue {
         })
     }
 
-    /// Records in the journal, from the `kedge-seq` span of its first and last chunks (two
-    /// reads, no decompression); a damaged chunk in between is still counted.
-    pub fn journal_records(&self) -> Result<u64, QueueError> {
-        let head = |item: sled::Result<Option<(sled::IVec, sled::IVec)>>| {
-            let found = item.map_err(|e| self.db_err(e))?;
-            Ok::<_, QueueError>(found.and_then(|(_, v)| chunk::header(&v).ok()))
-        };
-        match (head(self.journal.first())?, head(self.journal.last())?) {
-            (Some(first), Some(last)) => Ok(last.end_seq().saturating_sub(first.first_seq)),
-            _ => Ok(0),
-        }
+    /// The journal's chunks in commit order, without those set aside for stuck partitions.
+    fn commits(&self) -> sled::Iter {
+        self.journal.range(..[PARKED].as_slice())
     }
 
-    /// Whether the journal holds no records.
+    /// Records in the journal: the `kedge-seq` span of its first and last commits (two reads,
+    /// no decompression; a damaged chunk in between is still counted), and the records set aside
+    /// for stuck partitions.
+    pub fn journal_records(&self) -> Result<u64, QueueError> {
+        let head = |item: Option<sled::Result<(sled::IVec, sled::IVec)>>| {
+            let found = item.transpose().map_err(|e| self.db_err(e))?;
+            Ok::<_, QueueError>(found.and_then(|(_, v)| chunk::header(&v).ok()))
+        };
+        let mut commits = self.commits();
+        let span = match (head(commits.next())?, head(commits.next_back())?) {
+            (Some(first), Some(last)) => last.end_seq().saturating_sub(first.first_seq),
+            (Some(only), None) => u64::from(only.count),
+            _ => 0,
+        };
+        let mut parked = 0;
+        for item in self.journal.range([PARKED].as_slice()..).values() {
+            let v = item.map_err(|e| self.db_err(e))?;
+            parked += chunk::header(&v).map_or(0, |h| u64::from(h.count));
+        }
+        Ok(span + parked)
+    }
+
+    /// Whether the journal holds no records (set-aside ones included).
     pub fn journal_is_empty(&self) -> bool {
         self.journal.is_empty()
+    }
+
+    /// The partitions with records set aside, and the first key of each.
+    pub fn parked_partitions(&self) -> Result<BTreeMap<(String, i32), Vec<u8>>, QueueError> {
+        let mut out = BTreeMap::new();
+        let mut from = vec![PARKED];
+        while let Some(item) = self.journal.range(from.as_slice()..).next() {
+            let (k, _) = item.map_err(|e| self.db_err(e))?;
+            let Some((topic, partition)) = parse_parked_key(&k) else {
+                // Not a key kedge writes: step over it.
+                from = k.to_vec();
+                from.push(0);
+                continue;
+            };
+            // Past every key of this partition: its prefix, then more than 8 bytes of 0xFF.
+            from = parked_prefix(&topic, partition);
+            from.extend_from_slice(&[0xFF; 9]);
+            out.insert((topic, partition), k.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` chunks set aside for `topic`/`partition`, oldest first. A chunk that cannot
+    /// be decoded is quarantined, as in [`Queue::journal_iter`].
+    pub fn parked_chunks(
+        &self,
+        topic: &str,
+        partition: i32,
+        max: usize,
+    ) -> Result<Vec<Parked>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.journal.scan_prefix(parked_prefix(topic, partition)) {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            match self.decode_chunk(&v) {
+                Ok((_, records)) => out.push(Parked {
+                    key: k.to_vec(),
+                    records,
+                }),
+                Err(chunk::ChunkError::Unreadable(e)) if !segments::means_damage(&e) => {
+                    return Err(self.segment_err(e));
+                }
+                Err(e) => self.quarantine_chunk(&k, &v, &e)?,
+            }
+        }
+        Ok(out)
     }
 
     /// Every sealed batch, in seal order. A batch that cannot be read is quarantined (see
@@ -654,9 +820,16 @@ impl Queue {
     /// Persists a seal atomically (outbox, sequences, journal trim) and makes it durable;
     /// [`QueueError::ChunkGone`] without writing anything if a consumed chunk was dropped.
     pub fn seal(&self, seal: &Seal) -> Result<(), SealError> {
-        let encoded = self
-            .write_batches(&seal.batches)
+        let parked = self
+            .write_parked(&seal.parked)
             .map_err(SealError::NotWritten)?;
+        let encoded = match self.write_batches(&seal.batches) {
+            Ok(e) => e,
+            Err(e) => {
+                self.forget_parked(&parked);
+                return Err(SealError::NotWritten(e));
+            }
+        };
         // Entries the seal removes, reset on each attempt: sled may rerun the closure.
         let removed = std::cell::RefCell::new(Removed::default());
         let result: Result<(), TransactionError<u64>> = (&self.journal, &self.outbox, &self.meta)
@@ -666,6 +839,14 @@ impl Queue {
                 for first in &seal.consumed_chunks {
                     if journal.get(first.to_be_bytes())?.is_none() {
                         return Err(ConflictableTransactionError::Abort(*first));
+                    }
+                }
+                for key in &seal.unparked {
+                    if journal.get(key.as_slice())?.is_none() {
+                        let first = key.len().checked_sub(8).map_or(0, |at| {
+                            u64::from_be_bytes(key[at..].try_into().expect("8 bytes"))
+                        });
+                        return Err(ConflictableTransactionError::Abort(first));
                     }
                 }
                 for (no, bytes) in &encoded {
@@ -691,14 +872,27 @@ impl Queue {
                         removed.borrow_mut().chunks.push(old);
                     }
                 }
+                for key in &seal.unparked {
+                    if let Some(old) = journal.remove(key.as_slice())? {
+                        removed.borrow_mut().chunks.push(old);
+                    }
+                }
+                for (key, entry) in &parked {
+                    journal.insert(key.as_slice(), entry.as_slice())?;
+                }
                 Ok::<(), ConflictableTransactionError<u64>>(())
             });
         match result {
             Ok(()) => {
+                for (_, entry) in &parked {
+                    let added = stored_len(entry, chunk::location(entry));
+                    self.live.fetch_add(added, Ordering::Relaxed);
+                }
                 self.committed(&encoded, removed.into_inner());
                 self.sync().map_err(SealError::NotDurable)
             }
             Err(e) => {
+                self.forget_parked(&parked);
                 self.forget_written(&encoded);
                 Err(SealError::NotWritten(match e {
                     TransactionError::Storage(e) => self.db_err(e),
@@ -912,6 +1106,9 @@ fn tx_u64<E>(
         .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map_or(0, u64::from_be_bytes))
 }
+
+/// A journal key and the entry to store under it.
+type KeyedEntry = (Vec<u8>, Vec<u8>);
 
 /// Entries a transaction removed, released once it has committed.
 #[derive(Default)]
@@ -1141,6 +1338,92 @@ mod tests {
             0,
             "nothing points to the last file either"
         );
+    }
+
+    #[test]
+    fn records_set_aside_for_a_stuck_partition_stay_until_sealed_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let seq = |seq: u64| SequencedRecord {
+            seq,
+            record: records(1).remove(0),
+        };
+        {
+            let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+            q.append(0, &records(5)).unwrap();
+            q.append(5, &records(5)).unwrap();
+            let live = q.live_bytes();
+            // The first commit is consumed: 0 and 3 are set aside for t/1.
+            q.seal(&Seal {
+                consumed_chunks: vec![0],
+                seq_floor: 5,
+                next_batch_no: 1,
+                parked: vec![(("t".into(), 1), vec![seq(0), seq(3)])],
+                ..Seal::default()
+            })
+            .unwrap();
+            assert!(
+                q.live_bytes() < live,
+                "the consumed commit's bytes are freed"
+            );
+            assert!(
+                q.live_bytes() > q.chunk_stored_len(5),
+                "the set-aside chunk holds bytes"
+            );
+            assert_eq!(q.journal_records().unwrap(), 5 + 2);
+            assert_eq!(q.next_seq().unwrap(), 10);
+            // Run-numbered commits are read as before; the set-aside chunk is not among them.
+            let heads: Vec<u64> = q
+                .journal_head(10)
+                .unwrap()
+                .iter()
+                .map(|c| c.first_seq)
+                .collect();
+            assert_eq!(heads, vec![5]);
+            q.append(10, &records(1)).unwrap();
+            q.sync().unwrap();
+        }
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        let parked = q.parked_partitions().unwrap();
+        assert_eq!(
+            parked.keys().cloned().collect::<Vec<_>>(),
+            vec![("t".to_owned(), 1)]
+        );
+        let chunks = q.parked_chunks("t", 1, 10).unwrap();
+        assert_eq!(chunks.len(), 1);
+        let seqs: Vec<u64> = chunks[0].records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 3]);
+        assert_eq!(q.next_seq().unwrap(), 11);
+        // A failed commit's chunks are discarded; the set-aside one, acknowledged long before, stays.
+        q.discard_unacknowledged(10).unwrap();
+        assert_eq!(q.parked_partitions().unwrap().len(), 1);
+        // Sealed at last.
+        q.seal(&Seal {
+            unparked: vec![chunks[0].key.clone()],
+            next_batch_no: 1,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert!(q.parked_partitions().unwrap().is_empty());
+        assert_eq!(q.journal_records().unwrap(), 5);
+        // Sealing it twice is refused: the chunk is gone.
+        assert!(matches!(
+            q.seal(&Seal {
+                unparked: vec![chunks[0].key.clone()],
+                ..Seal::default()
+            }),
+            Err(SealError::NotWritten(QueueError::ChunkGone {
+                first_seq: 0
+            }))
+        ));
+    }
+
+    #[test]
+    fn parked_keys_round_trip_and_sort_after_every_commit() {
+        let k = parked_key("readings.v2", 7, 42);
+        assert_eq!(parse_parked_key(&k), Some(("readings.v2".to_owned(), 7)));
+        // Every kedge-seq below 2^56 (centuries of records) keys a commit below every parked key.
+        assert!(k.as_slice() > ((1u64 << 56) - 1).to_be_bytes().as_slice());
+        assert_eq!(parse_parked_key(&7u64.to_be_bytes()), None);
     }
 
     #[test]

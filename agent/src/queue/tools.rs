@@ -159,18 +159,23 @@ pub fn inspect(q: &Queue) -> Result<String, QueueError> {
     let _ = writeln!(o, "journal chunks (key = first kedge-seq):");
     for item in q.journal.iter() {
         let (k, v) = item.map_err(|e| q.db_err(e))?;
-        let key = <[u8; 8]>::try_from(k.as_ref()).map_or(u64::MAX, u64::from_be_bytes);
+        let key = match super::parse_parked_key(&k) {
+            Some((topic, partition)) => format!("set aside for {topic}/{partition}"),
+            None => <[u8; 8]>::try_from(k.as_ref())
+                .map_or(u64::MAX, u64::from_be_bytes)
+                .to_string(),
+        };
         match q.decode_chunk(&v) {
             Ok((h, records)) => {
                 let mut topics: BTreeMap<&str, u64> = BTreeMap::new();
                 for r in &records {
                     *topics.entry(r.record.topic.as_str()).or_default() += 1;
                 }
+                let last = records.last().map_or(h.first_seq, |r| r.seq);
                 let _ = writeln!(
                     o,
-                    "  chunk {key:>12}  seq {}..{}  {} records  {} bytes  topics {topics:?}",
+                    "  chunk {key:>12}  seq {}..={last}  {} records  {} bytes  topics {topics:?}",
                     h.first_seq,
-                    h.end_seq(),
                     h.count,
                     body_len(&v)
                 );
@@ -292,7 +297,8 @@ fn older(a: Option<(i64, u64)>, b: (i64, u64)) -> Option<(i64, u64)> {
 }
 
 /// Timestamp (ms since the epoch) of the oldest record waiting for Kafka, if any; cheap
-/// enough for every metrics scrape: it reads only the first sealed batch and journal chunk.
+/// enough for every metrics scrape: it reads only the first sealed batch, the first journal
+/// chunk and the first chunk set aside for each stuck partition.
 pub fn oldest_pending_ms(q: &Queue) -> Result<Option<i64>, QueueError> {
     let batch = match q.outbox.first().map_err(|e| q.db_err(e))? {
         Some((k, v)) => q
@@ -301,14 +307,23 @@ pub fn oldest_pending_ms(q: &Queue) -> Result<Option<i64>, QueueError> {
             .and_then(|b| base_timestamp(&b.bytes)),
         None => None,
     };
-    let chunk = match q.journal.first().map_err(|e| q.db_err(e))? {
-        Some((_, v)) => q
-            .decode_chunk(&v)
+    // The first commit, and the first chunk set aside for each stuck partition.
+    let mut heads: Vec<sled::IVec> = q
+        .journal
+        .first()
+        .map_err(|e| q.db_err(e))?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    for key in q.parked_partitions()?.into_values() {
+        heads.extend(q.journal.get(key).map_err(|e| q.db_err(e))?);
+    }
+    let chunks = heads.iter().filter_map(|v| {
+        q.decode_chunk(v)
             .ok()
-            .and_then(|(_, records)| records.iter().map(|r| r.record.timestamp_ms).min()),
-        None => None,
-    };
-    Ok(batch.into_iter().chain(chunk).min())
+            .and_then(|(_, records)| records.iter().map(|r| r.record.timestamp_ms).min())
+    });
+    Ok(batch.into_iter().chain(chunks).min())
 }
 
 /// Base timestamp of a v2 record batch (bytes 27..35), without decoding it.
@@ -453,7 +468,7 @@ mod tests {
         assert!(s.contains("oldest record    kedge-seq 0"), "{s}");
         assert!(s.contains("lost records     0"), "{s}");
         let i = inspect(&q).unwrap();
-        assert!(i.contains("seq 2..5  3 records"), "{i}");
+        assert!(i.contains("seq 2..=4  3 records"), "{i}");
         assert!(
             i.contains("a/3  producer 7/0  sequence 0  2 records  seq 0..=1"),
             "{i}"

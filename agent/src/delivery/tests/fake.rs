@@ -77,6 +77,9 @@ pub struct Broker {
     pub scans: u64,
     /// The topics the last metadata request asked for.
     pub last_refresh: Vec<String>,
+    /// Partitions whose leader is away: every Produce for them is answered
+    /// LEADER_NOT_AVAILABLE, nothing written.
+    pub leaderless: std::collections::HashSet<Tp>,
     /// The broker forgets every producer after each append, so that it accepts any sequence
     /// and never deduplicates: a resend of a batch it holds is written twice (Kafka ≥ 2.5 with
     /// an expired producer id). Only kedge's own verify can keep the count right.
@@ -100,6 +103,7 @@ impl Broker {
             answers: BTreeMap::new(),
             scans: 0,
             last_refresh: Vec::new(),
+            leaderless: Default::default(),
             forget_always: false,
             rng: StdRng::seed_from_u64(seed),
             conn: 1,
@@ -324,6 +328,7 @@ impl Link for FakeLink {
                     .map(|pb| {
                         let tp = (pb.topic.clone(), pb.partition);
                         let (code, base_offset) = match fate {
+                            _ if b.leaderless.contains(&tp) => (5, -1),
                             Fate::Error(code, true) => {
                                 b.apply(&tp, &pb.bytes);
                                 (code, -1)
@@ -527,6 +532,12 @@ impl Outbox for Faulty {
     }
     fn journal_is_empty(&self) -> bool {
         self.queue.journal_is_empty()
+    }
+    fn parked_partitions(&self) -> Result<Vec<Tp>, QueueError> {
+        Ok(self.queue.parked_partitions()?.into_keys().collect())
+    }
+    fn parked_chunks(&self, tp: &Tp, max: usize) -> Result<Vec<crate::queue::Parked>, QueueError> {
+        self.queue.parked_chunks(&tp.0, tp.1, max)
     }
     fn seal(&self, seal: &Seal) -> Result<(), SealError> {
         self.queue.seal(seal)?;

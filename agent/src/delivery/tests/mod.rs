@@ -661,3 +661,71 @@ async fn topics_idle_for_ten_minutes_are_forgotten() {
     run.finish().await;
     run.assert_exactly_once_in_order();
 }
+
+/// Finding 9: one stuck partition (its leader away for good) stopped all sealing: the journal
+/// chunk at the head held records for it, and every partition behind waited. Now a partition
+/// stuck for 30 s while others deliver has its records set aside, and only it waits.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_partition_delays_only_itself() {
+    let mut run = Run::start(Setup {
+        max_records: 10,
+        ..Setup::default()
+    });
+    run.journal(30);
+    run.run_for(Duration::from_secs(1)).await;
+    let stuck = (TOPIC.to_owned(), 0);
+    run.broker.lock().unwrap().leaderless.insert(stuck.clone());
+    let before = run.next_seq;
+    for _ in 0..90 {
+        run.journal(12);
+        run.run_for(Duration::from_secs(1)).await;
+    }
+    {
+        let b = run.broker.lock().unwrap();
+        // Keys k0..k6 spread over the 3 partitions: the late records of the other two arrived.
+        let late_elsewhere = b
+            .appended
+            .iter()
+            .filter(|(tp, _)| *tp != stuck)
+            .flat_map(|(_, seqs)| seqs)
+            .filter(|s| **s >= run.next_seq - 200)
+            .count();
+        assert!(
+            late_elsewhere > 0,
+            "the other partitions waited for the stuck one"
+        );
+        assert!(
+            !b.appended
+                .iter()
+                .any(|(tp, seqs)| *tp == stuck && seqs.iter().any(|s| *s >= before))
+        );
+    }
+    assert!(run.stat(&run.stats.parked) > 0);
+    assert_eq!(run.stat(&run.stats.kafka.partitions_stuck), 1);
+    // The leader comes back: what was set aside goes first, in order, and nothing is lost.
+    run.broker.lock().unwrap().leaderless.clear();
+    run.journal(12);
+    run.finish().await;
+    run.assert_exactly_once_in_order();
+}
+
+/// Finding 9: a topic Kafka does not have (auto-creation off) stopped all sealing for good. Its
+/// records go to the dead-letter topic with the reason after a minute, and the rest go on.
+#[tokio::test(start_paused = true)]
+async fn records_for_a_missing_topic_are_dead_lettered_after_a_minute() {
+    let mut run = Run::start(Setup::default());
+    run.journal_to("nowhere", 5);
+    run.journal(10);
+    run.run_for(Duration::from_secs(30)).await;
+    assert_eq!(run.stat(&run.stats.delivered), 0, "a minute's grace first");
+    run.run_for(Duration::from_secs(60)).await;
+    run.finish().await;
+    run.assert_exactly_once_in_order_allowing_dead_letters();
+    let dead = run
+        .stats
+        .dead_lettered_by_reason()
+        .into_iter()
+        .find(|(r, _)| *r == DeadLetter::TopicMissing.label())
+        .map_or(0, |(_, n)| n);
+    assert_eq!(dead, 5);
+}

@@ -4,7 +4,8 @@
 //! Each case draws a fault plan (answers lost after the write, requests lost, requests applied
 //! after the client gave up, errors of every class), and at random moments the broker forgets
 //! every producer (expiry), starts accepting any sequence (no state at all), gets other
-//! producers' compressed batches, throttles fetches, and the agent is killed and restarted.
+//! producers' compressed batches, throttles fetches, loses a partition's leader for a while
+//! (long enough for its records to be set aside), and the agent is killed and restarted.
 //! Retention removing the log's start is drawn too: the only case where a record may be written
 //! twice, and then kedge must have counted the batches it could not verify.
 
@@ -75,6 +76,18 @@ fn history(seed: u64) {
                         .append_foreign(TOPIC, p, kafka_sim::Foreign::Compressed { codec })
                         .unwrap();
                 }
+                5 => {
+                    // A leader goes away for a while (or comes back).
+                    let mut b = run.broker.lock().unwrap();
+                    let tp = (TOPIC.to_owned(), rng.random_range(0..setup.partitions));
+                    if !b.leaderless.remove(&tp) {
+                        b.leaderless.insert(tp);
+                    }
+                }
+                6 => {
+                    run.run_for(Duration::from_secs(rng.random_range(1..90)))
+                        .await
+                }
                 4 if rng.random_bool(0.3) => {
                     retention = true;
                     let mut b = run.broker.lock().unwrap();
@@ -87,7 +100,11 @@ fn history(seed: u64) {
             }
         }
         // The faults end; everything must arrive.
-        run.broker.lock().unwrap().plan = FaultPlan::default();
+        {
+            let mut b = run.broker.lock().unwrap();
+            b.plan = FaultPlan::default();
+            b.leaderless.clear();
+        }
         run.finish().await;
 
         let b = run.broker.lock().unwrap();
