@@ -1,5 +1,5 @@
 //! Group commit: route incoming events, append them as one journal chunk, make it durable, and
-//! only then release their source acknowledgements, in arrival order (DESIGN.md §2, step 3).
+//! only then release their source acknowledgements, in arrival order (ARCHITECTURE.md §2, step 3).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +54,7 @@ pub enum CommitEnd {
     /// batch in hand stay unacknowledged, and the source's broker redelivers them.
     Abandoned,
     /// The database failed an I/O (ENOSPC, EIO): sled refuses every later write until it is
-    /// reopened (DESIGN.md §8), so the pipeline must reopen the queue.
+    /// reopened (ARCHITECTURE.md §8), so the pipeline must reopen the queue.
     QueuePoisoned {
         /// First kedge-seq never acknowledged to the source: chunks from here on may have
         /// reached the disk anyway, and the source redelivers their events.

@@ -1,4 +1,4 @@
-//! Dispatcher: turns journal chunks into sealed Kafka batches (DESIGN.md §2, step 4).
+//! Dispatcher: turns journal chunks into sealed Kafka batches (ARCHITECTURE.md §2, step 4).
 //!
 //! Planning is pure: partition each record, cut per-partition batches within the size limits and
 //! the per-partition window of unacknowledged batches, encode them, and describe the atomic seal.

@@ -1,4 +1,4 @@
-//! The pipeline, wired as DESIGN.md §2 reads: source → router → journal (group commit) → ack to
+//! The pipeline, wired as ARCHITECTURE.md §2 reads: source → router → journal (group commit) → ack to
 //! the source; dispatcher → outbox → producer → Kafka.
 
 use std::sync::Arc;

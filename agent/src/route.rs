@@ -1,4 +1,4 @@
-//! Routing: MQTT topic filters to Kafka topics and keys (DESIGN.md §2, "router").
+//! Routing: MQTT topic filters to Kafka topics and keys (ARCHITECTURE.md §2, "router").
 
 use bytes::Bytes;
 

@@ -1,4 +1,4 @@
-//! e2e-bench: the real kedge binary end to end (DESIGN.md §7, issue 8 item 2).
+//! e2e-bench: the real kedge binary end to end (ARCHITECTURE.md §7, issue 8 item 2).
 //!
 //! MQTT 5 QoS 1 publishers (a separate process, several connections) → mosquitto → kedge (release
 //! binary, `durability = "fsync"` on the real disk, optionally the `rust-units` plugin) → tansu.

@@ -1,6 +1,6 @@
 //! Appends and drains 1,000,000 records of 200 bytes through the queue, as the commit stage and
 //! the producer do, and prints records/s, peak RSS, disk bytes written per payload byte and the
-//! on-disk size at peak and after the drain (DESIGN.md §7). A program, not a timed test.
+//! on-disk size at peak and after the drain (ARCHITECTURE.md §7). A program, not a timed test.
 //!
 //! Usage: `queue-bench [DIR] [RECORDS]`; DIR defaults to a temp dir (put it on the device's
 //! real disk: tmpfs makes fsync free).

@@ -1,4 +1,4 @@
-//! plugin-bench: what a plugin costs the host (DESIGN.md §7): time per record in batches of 500
+//! plugin-bench: what a plugin costs the host (ARCHITECTURE.md §7): time per record in batches of 500
 //! records of 200 bytes, for `keep` and `replace`, per example plugin; plus compile time,
 //! instantiation (with `init`) time and resident memory per instance. A program that prints
 //! figures, not a timed test.

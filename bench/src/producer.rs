@@ -1,4 +1,4 @@
-//! producer-bench: kedge's producer against a librdkafka producer (DESIGN.md §7, issue 8 item 1).
+//! producer-bench: kedge's producer against a librdkafka producer (ARCHITECTURE.md §7, issue 8 item 1).
 //!
 //! Same broker (a fresh tansu on loopback per run), same 3-partition topic, the same records
 //! (1,000,000 of 200 bytes with 8-byte keys, read by every side from one file on tmpfs), zstd,

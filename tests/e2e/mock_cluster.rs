@@ -253,8 +253,41 @@ fn an_old_broker_gets_zstd_at_produce_v7_and_metadata_v1() {
     assert_eq!(outcome.out_of_order, 0, "old_broker: {outcome:?}");
 }
 
-/// Produce error code MESSAGE_TOO_LARGE: the broker will never take the batch.
+/// Produce error code MESSAGE_TOO_LARGE: the broker will not take the batch as it is.
 const MESSAGE_TOO_LARGE: i16 = 10;
+/// Produce error code INVALID_TOPIC_EXCEPTION: the broker will never take the batch.
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+
+#[test]
+fn a_batch_too_large_is_split_and_delivered_not_dead_lettered() {
+    let mut mock = MockCluster::start(
+        BROKERS,
+        &[("readings", PARTITIONS), ("kedge-dead-letter", 1)],
+    );
+    let mosquitto = Mosquitto::start();
+    let kedge = Kedge::start(&config(mosquitto.port(), mock.brokers(), UNPIPELINED));
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    // The first Produce is refused as too large; the readings come in a burst, so that its
+    // batch holds many of them.
+    mock.command(&format!("errors produce {MESSAGE_TOO_LARGE}"));
+    let published = readings(MESSAGES, DEVICES);
+    Publishing::start(mosquitto.port(), published.clone(), None)
+        .wait_acked(Duration::from_secs(30));
+    let delivered = consume(
+        &mock.bootstrap(),
+        "readings",
+        MESSAGES,
+        Duration::from_secs(30),
+    );
+    let tally = tally(&published, &delivered);
+    assert!(tally.missing.is_empty(), "{} missing", tally.missing.len());
+    assert_eq!(tally.duplicates, 0);
+    assert!(
+        kedge.log_count("Kafka refused a batch; split it in two") >= 1,
+        "the refused batch was not split"
+    );
+    assert_eq!(kedge.log_count("batch moved to the dead-letter topic"), 0);
+}
 
 #[test]
 fn a_batch_refused_for_good_goes_to_the_dead_letter_topic() {
@@ -268,7 +301,7 @@ fn a_batch_refused_for_good_goes_to_the_dead_letter_topic() {
     let published = readings(MESSAGES, DEVICES);
     let publishing = Publishing::start(mosquitto.port(), published.clone(), Some(PER_SECOND));
     after_acked(&publishing, 300);
-    mock.command(&format!("errors produce {MESSAGE_TOO_LARGE}"));
+    mock.command(&format!("errors produce {INVALID_TOPIC_EXCEPTION}"));
     publishing.wait_acked(Duration::from_secs(30));
 
     let delivered = consume(
@@ -295,7 +328,7 @@ fn a_batch_refused_for_good_goes_to_the_dead_letter_topic() {
     for record in &dead {
         let why = record.header("kedge-error").expect("kedge-error header");
         assert!(
-            why.contains("MESSAGE_TOO_LARGE"),
+            why.contains("INVALID_TOPIC_EXCEPTION"),
             "reason names the error: {why}"
         );
         assert_eq!(record.header("kedge-topic").as_deref(), Some("readings"));

@@ -73,7 +73,7 @@ fn queue_tools_read_a_stopped_queue_and_refuse_a_held_one() {
 
     let inspect = kedge(&["queue", "inspect", "--config", cfg]);
     assert!(inspect.status.success());
-    assert!(String::from_utf8_lossy(&inspect.stdout).contains("seq 0..10  10 records"));
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("seq 0..=9  10 records"));
 
     let export = kedge(&["queue", "export", "--format", "jsonl", "--config", cfg]);
     assert!(export.status.success());

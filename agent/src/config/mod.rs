@@ -734,7 +734,7 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// `[[plugin]]`: one WebAssembly transform plugin (DESIGN.md §5).
+/// `[[plugin]]`: one WebAssembly transform plugin (ARCHITECTURE.md §5).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {

@@ -1,5 +1,5 @@
 //! Delivery: seal journal chunks into Kafka batches and send them until Kafka holds each once
-//! (docs/ARCHITECTURE.md, "Exactly once").
+//! (ARCHITECTURE.md §3).
 //!
 //! The decisions are pure and live beside this driver: [`partition`] is the state machine of
 //! one partition's batches, [`outcome`] says what a Produce answer means for a batch, [`verify`]

@@ -4,7 +4,7 @@
 //! the size of its directory says little about what is pending. The queue therefore counts the
 //! bytes it really holds (journal chunks plus sealed batches, kept in memory and measured once
 //! at open) against `max_bytes`, and also treats the filesystem as full when less than
-//! `min_free` is left: sled poisons itself on ENOSPC (DESIGN.md §8), so it must never get there.
+//! `min_free` is left: sled poisons itself on ENOSPC (ARCHITECTURE.md §8), so it must never get there.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,7 +1,7 @@
 //! Journal chunk codec: one zstd-compressed, checksummed group of records per commit.
 //!
 //! Chunks rather than a key per record keep sled's per-key overhead, memory and write
-//! amplification small (DESIGN.md §8: per-record keys cost 1.8× space and >100 MiB RSS for a
+//! amplification small (ARCHITECTURE.md §8: per-record keys cost 1.8× space and >100 MiB RSS for a
 //! 1M-record backlog).
 
 use bytes::{Buf, BufMut, Bytes};

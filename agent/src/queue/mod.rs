@@ -274,7 +274,7 @@ impl Queue {
         })?;
         let data_file = match sync {
             // sled's flush uses sync_file_range, which flushes neither the drive cache nor
-            // metadata (DESIGN.md §8): keep the data file open to fdatasync it after each flush.
+            // metadata (ARCHITECTURE.md §8): keep the data file open to fdatasync it after each flush.
             Sync::Fsync => {
                 let f = dir.join("db");
                 Some(File::open(&f).map_err(|source| QueueError::Io { path: f, source })?)

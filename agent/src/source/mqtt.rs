@@ -1,5 +1,5 @@
 //! MQTT source (rumqttc): persistent session, manual acknowledgements released only after the
-//! journal made the events durable, in arrival order (DESIGN.md §2, step 1).
+//! journal made the events durable, in arrival order (ARCHITECTURE.md §2, step 1).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

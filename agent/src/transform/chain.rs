@@ -1,5 +1,5 @@
 //! The plugin chain as the pipeline runs it: events in, routed-ready events out, one plugin
-//! after another in config order (DESIGN.md §2, step 2).
+//! after another in config order (ARCHITECTURE.md §2, step 2).
 //!
 //! Each plugin sees the events whose MQTT topic matches its `subjects`, grouped by topic so
 //! that one `process` call shares one `batch-info`. Verdicts are applied in input order; an

@@ -1,5 +1,5 @@
 //! The circuit breaker that stops a plugin that keeps failing from costing the pipeline more
-//! (DESIGN.md §5): too many failed events within a window open it for a backoff that doubles
+//! (ARCHITECTURE.md §5): too many failed events within a window open it for a backoff that doubles
 //! while the plugin keeps failing; after the backoff one batch is let through to probe it.
 
 use std::collections::VecDeque;

@@ -1,5 +1,5 @@
 //! The one wasmtime engine configuration kedge runs plugins with, and the fingerprint that ties
-//! precompiled artifacts to it (DESIGN.md §5).
+//! precompiled artifacts to it (ARCHITECTURE.md §5).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! Bisecting a failed batch so that only the guilty events are dead-lettered (DESIGN.md §5).
+//! Bisecting a failed batch so that only the guilty events are dead-lettered (ARCHITECTURE.md §5).
 //!
 //! A trap poisons the whole instance and says nothing about which event caused it, so the host
 //! re-runs the halves of the batch on a fresh instance until each failure is pinned to one

@@ -1,4 +1,4 @@
-//! WebAssembly transform plugins (DESIGN.md §5): the WIT contract in `wit/`, run by wasmtime
+//! WebAssembly transform plugins (ARCHITECTURE.md §5): the WIT contract in `wit/`, run by wasmtime
 //! with per-call deadlines, memory limits, recycling on faults and a circuit breaker.
 
 pub mod artifact;

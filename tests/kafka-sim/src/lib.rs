@@ -1,5 +1,5 @@
 //! An in-memory Kafka broker with Apache Kafka's idempotent-producer semantics, for testing
-//! kedge's exactly-once delivery (DESIGN.md §3) against faults real brokers cannot be made to
+//! kedge's exactly-once delivery (ARCHITECTURE.md §3) against faults real brokers cannot be made to
 //! show on demand.
 //!
 //! # What it models
