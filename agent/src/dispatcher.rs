@@ -135,6 +135,14 @@ impl Dispatcher {
         Dispatcher { settings, sticky }
     }
 
+    /// The partition a record goes to among `count`: by its key, else the sticky choice.
+    pub fn partition_of(&mut self, record: &crate::record::Record, count: NonZeroU32) -> u32 {
+        match &record.key {
+            Some(k) => partition_for_key(k, count),
+            None => self.sticky.partition(&record.topic, count),
+        }
+    }
+
     /// Plans the largest prefix of `input.chunks` that fits the windows, taking from it at most
     /// one chunk beyond that prefix; set-aside chunks of `input.unpark` come first.
     pub fn plan(&mut self, input: PlanInput<'_>) -> Result<Plan, PlanError> {

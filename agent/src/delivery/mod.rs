@@ -272,6 +272,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         self.start_verifies().await;
         if self.producer.is_some() && self.unsynced.is_none() {
             self.handle_refused();
+            self.rehome_vanished();
         }
         if self.producer_lost && now >= self.producer_retry_at {
             self.resequence().await;
@@ -1064,6 +1065,101 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 self.split(&tp, index, &meta, code);
             } else {
                 self.dead_letter(&tp, index, &meta, code);
+            }
+        }
+    }
+
+    /// Moves the batches of partitions that no longer exist (a topic recreated with fewer
+    /// partitions) to the topic's partitions now, by key as the dispatcher would: before, they
+    /// waited for a leader forever. A batch of unknown fate cannot be looked for in a partition
+    /// that is gone: it is moved all the same and counted as unverifiable.
+    fn rehome_vanished(&mut self) {
+        let Some(producer) = self.producer else {
+            return;
+        };
+        let vanished: Vec<(Tp, NonZeroU32)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.in_flight() == 0 && !p.scanning())
+            .filter_map(|(tp, _)| {
+                let count = self.link.topics().get(&tp.0)?.leaders.len();
+                let count = NonZeroU32::new(u32::try_from(count).ok()?)?;
+                (u32::try_from(tp.1).is_ok_and(|p| p >= count.get())).then(|| (tp.clone(), count))
+            })
+            .collect();
+        for (tp, count) in vanished {
+            let origin = self.outbox.origin().clone();
+            let slots: Vec<partition::Slot> = self.partitions[&tp].slots().cloned().collect();
+            let mut by_target: BTreeMap<i32, Vec<crate::record::SequencedRecord>> = BTreeMap::new();
+            let (mut unknown, mut acked) = (0u64, Vec::new());
+            for (index, slot) in slots.iter().enumerate() {
+                match slot.state {
+                    // Kafka held it; what the partition held went with it.
+                    partition::SlotState::Acked { .. } => {
+                        acked.push(slot.clone());
+                        continue;
+                    }
+                    partition::SlotState::Unknown => unknown += 1,
+                    _ => {}
+                }
+                let Some(records) = self.records_of(&tp, index, &slot.meta) else {
+                    return;
+                };
+                for r in records {
+                    let p = self.dispatcher.partition_of(&r.record, count) as i32;
+                    by_target.entry(p).or_default().push(r);
+                }
+            }
+            let mut seal = Seal {
+                removed_batches: slots.iter().map(|s| s.meta.batch_no).collect(),
+                next_batch_no: self.next_batch_no,
+                ..Seal::default()
+            };
+            for (partition, records) in by_target {
+                let target_tp = (tp.0.clone(), partition);
+                let base = self.next_sequences.get(&target_tp).copied().unwrap_or(0);
+                let target = rebuild::Target {
+                    origin: &origin,
+                    producer,
+                    topic: &tp.0,
+                    partition,
+                    base_sequence: base,
+                    compression: self.settings.compression,
+                    first_batch_no: seal.next_batch_no,
+                };
+                match rebuild::encode(&target, &records) {
+                    Ok(made) => {
+                        let n: i32 = made.iter().map(|b| b.record_count).sum();
+                        seal.next_batch_no += made.len() as u64;
+                        seal.next_sequences
+                            .push((target_tp, crate::kafka::sequence::increment(base, n)));
+                        seal.batches.extend(made);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot move the batches of a vanished partition; retrying");
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = self.persist(&seal) {
+                tracing::error!(error = %e, "cannot move the batches of a vanished partition; retrying");
+                return;
+            }
+            tracing::warn!(topic = %tp.0, partition = tp.1, partitions_now = count.get(),
+                batches = slots.len(), unverifiable = unknown,
+                "the partition no longer exists (topic recreated with fewer partitions): its batches moved to the partitions it has now");
+            Stats::add(&self.stats.verify.batches_unverifiable, unknown);
+            self.partitions.remove(&tp);
+            if !acked.is_empty() {
+                self.apply(&tp, vec![Effect::Delivered(acked)]);
+            }
+            self.next_batch_no = seal.next_batch_no;
+            for (target_tp, next) in seal.next_sequences {
+                self.next_sequences.insert(target_tp, next);
+            }
+            for b in seal.batches {
+                self.partition((b.topic.clone(), b.partition))
+                    .push_sealed(b.meta(), Vec::new());
             }
         }
     }

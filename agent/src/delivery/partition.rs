@@ -212,6 +212,11 @@ impl Partition {
         self.in_flight
     }
 
+    /// Whether a scan is running.
+    pub fn scanning(&self) -> bool {
+        self.scanning
+    }
+
     /// Why the partition is not sending, if it is stalled.
     pub fn stall(&self) -> Option<Stall> {
         self.stall

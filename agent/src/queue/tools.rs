@@ -146,7 +146,8 @@ pub fn stats(q: &Queue) -> Result<String, QueueError> {
     if let Some(p) = q.quarantined_db()? {
         let _ = writeln!(
             o,
-            "QUARANTINED      an unopenable queue was moved to {} and a fresh one started",
+            "QUARANTINED      an unopenable queue was moved to {} and a fresh one started; what it \
+             still held is not delivered from it (how much is unknown: its index could not be read)",
             p.display()
         );
     }

@@ -77,6 +77,8 @@ pub struct Broker {
     pub scans: u64,
     /// The topics the last metadata request asked for.
     pub last_refresh: Vec<String>,
+    /// Partition counts metadata reports instead of the model's (a topic recreated smaller).
+    pub partitions_reported: std::collections::HashMap<String, i32>,
     /// Partitions whose leader is away: every Produce for them is answered
     /// LEADER_NOT_AVAILABLE, nothing written.
     pub leaderless: std::collections::HashSet<Tp>,
@@ -104,6 +106,7 @@ impl Broker {
             scans: 0,
             last_refresh: Vec::new(),
             leaderless: Default::default(),
+            partitions_reported: Default::default(),
             forget_always: false,
             rng: StdRng::seed_from_u64(seed),
             conn: 1,
@@ -266,11 +269,16 @@ impl Link for FakeLink {
         b.last_refresh = topics.to_vec();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         for t in b.model.metadata(Some(&names), false) {
-            if t.error.is_none() && t.partitions > 0 {
+            let partitions = b
+                .partitions_reported
+                .get(&t.name)
+                .copied()
+                .unwrap_or(t.partitions);
+            if t.error.is_none() && partitions > 0 {
                 self.topics.insert(
                     t.name,
                     TopicInfo {
-                        leaders: vec![NODE; t.partitions as usize],
+                        leaders: vec![NODE; partitions as usize],
                     },
                 );
             }

@@ -729,3 +729,27 @@ async fn records_for_a_missing_topic_are_dead_lettered_after_a_minute() {
         .map_or(0, |(_, n)| n);
     assert_eq!(dead, 5);
 }
+
+/// Finding 11: batches of a partition that no longer exists (the topic recreated with fewer
+/// partitions) waited for a leader forever. They move to the partitions the topic has now.
+#[tokio::test(start_paused = true)]
+async fn batches_of_a_vanished_partition_move_to_the_partitions_there_are() {
+    let mut run = Run::start(Setup {
+        max_records: 5,
+        ..Setup::default()
+    });
+    let gone = (TOPIC.to_owned(), 2);
+    run.broker.lock().unwrap().leaderless.insert(gone.clone());
+    run.journal(40);
+    run.run_for(Duration::from_secs(2)).await;
+    {
+        let mut b = run.broker.lock().unwrap();
+        b.partitions_reported.insert(TOPIC.to_owned(), 2);
+    }
+    run.run_for(Duration::from_secs(120)).await;
+    run.journal(10);
+    run.finish().await;
+    run.assert_exactly_once_in_order_allowing_dead_letters();
+    let b = run.broker.lock().unwrap();
+    assert!(b.appended.iter().all(|(tp, _)| *tp != gone));
+}
