@@ -182,6 +182,7 @@ impl Dispatcher {
         }
         let mut consumed: Vec<(u64, u64)> = Vec::new();
         let mut dead_lettered = 0u64;
+        let mut rerouted_from: Vec<String> = Vec::new();
         for chunk in chunks {
             // Topics without metadata yet: ask, unless Kafka already said they do not exist
             // (then their records go to the dead-letter topic, which needs its own).
@@ -212,6 +213,9 @@ impl Dispatcher {
             let mut dead = 0u64;
             for mut r in chunk.records {
                 if !input.partition_counts.contains_key(&r.record.topic) {
+                    if !rerouted_from.contains(&r.record.topic) {
+                        rerouted_from.push(r.record.topic.clone());
+                    }
                     r = to_dead_letter(r, input.dead_letter_topic);
                     dead += 1;
                 }
@@ -274,6 +278,11 @@ impl Dispatcher {
             parked: parked.into_iter().collect(),
             unparked,
             dead_lettered,
+            missing_topics: if dead_lettered > 0 {
+                rerouted_from
+            } else {
+                Vec::new()
+            },
             ..Seal::default()
         };
         for ((topic, partition), recs) in pending {

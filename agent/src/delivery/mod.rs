@@ -347,6 +347,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         });
         let wanted = &self.wanted_topics;
         self.topic_used.retain(|t, _| wanted.contains(t));
+        self.missing_since.retain(|t, _| wanted.contains(t));
         self.floors.retain(|(t, _)| wanted.contains(t));
         self.link.retain_topics(wanted);
     }
@@ -644,8 +645,14 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         if seal.dead_lettered > 0 {
             tracing::warn!(
                 records = seal.dead_lettered,
+                topics = ?seal.missing_topics,
                 "records of topics Kafka does not have went to the dead-letter topic"
             );
+            // Still in use: asked for at every refresh, in case the topic is created.
+            let now = Instant::now();
+            for t in &seal.missing_topics {
+                self.topic_used.insert(t.clone(), now);
+            }
             self.stats
                 .dead_lettered(DeadLetter::TopicMissing, seal.dead_lettered);
         }

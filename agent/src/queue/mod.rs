@@ -203,6 +203,8 @@ pub struct Seal {
     /// Records among `batches` rerouted to the dead-letter topic because their topic does not
     /// exist. Not persisted: for the counters.
     pub dead_lettered: u64,
+    /// The topics they were meant for. Not persisted.
+    pub missing_topics: Vec<String>,
 }
 
 /// Where a [`Queue::sync_timed`] spent its time.
