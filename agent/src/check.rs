@@ -126,16 +126,43 @@ pub fn describe(c: &Config, path: &Path) -> String {
     );
     let _ = writeln!(o, "\ndelivery guarantee");
     for s in &m.subscriptions {
-        let g = if s.qos == 0 {
-            "at-most-once: QoS 0 messages are never acknowledged, so one lost in flight or during a crash is gone"
-        } else {
-            "no acknowledged message is lost: acknowledged to the broker only once durable in the journal, \
-             and each journaled record is written to Kafka once (before it resends a batch whose fate it does \
-             not know, kedge looks for it in the partition's log, which needs READ on the topics). A crash \
-             between the journal commit and the acknowledgement makes the broker redeliver the message, which \
-             is then journaled again: at-least-once on the MQTT hop"
+        let _ = writeln!(o, "  {} (QoS {}): {}", s.filter, s.qos, guarantee(s.qos));
+    }
+    if m.subscriptions.iter().any(|s| s.qos > 0) {
+        let _ = writeln!(
+            o,
+            "  Every journaled record is written to Kafka once: before it resends a batch whose fate it does\n  \
+             not know, kedge looks for it in the partition's log (which needs READ on the topics)."
+        );
+        let window = usize::from(m.receive_maximum) + 1;
+        let qos1 = match m.redelivery {
+            config::Redelivery::PacketId => format!(
+                "  QoS 1 (also what a QoS 1 publisher's messages arrive with on a QoS 2 subscription): after a crash\n  \
+                 or a reconnect the broker resends what it had no PUBACK for. kedge recognises a resend by its DUP\n  \
+                 flag, packet id, topic and payload among the last {window} messages, and acknowledges it without\n  \
+                 journaling it again, once those {window} messages show the broker does not reuse packet ids at once\n  \
+                 (mosquitto does not). Until then, and with brokers that reuse ids or do not set DUP, a resend is\n  \
+                 journaled again: at least once. Resends journaled with DUP set are counted in\n  \
+                 kedge_mqtt_dup_journaled_total."
+            ),
+            config::Redelivery::Payload => format!(
+                "  QoS 1 (mqtt.redelivery = \"payload\"): after a crash or a reconnect, a message with the topic and\n  \
+                 payload of one of the last {window} is taken for a resend and not journaled again, whatever its\n  \
+                 packet id and DUP flag. Every message must therefore differ from the ones before it (carry a\n  \
+                 timestamp or a counter): an identical one arriving first after a reconnect would be dropped."
+            ),
+            config::Redelivery::Off => "  QoS 1 (mqtt.redelivery = \"off\"): a crash between the journal commit and the acknowledgement\n  \
+                 makes the broker resend the message, which is journaled again: at least once on the MQTT hop."
+                .to_owned(),
         };
-        let _ = writeln!(o, "  {} (QoS {}): {g}", s.filter, s.qos);
+        let _ = writeln!(o, "{qos1}");
+    }
+    if m.subscriptions.iter().any(|s| s.qos == 2) {
+        let _ = writeln!(
+            o,
+            "  QoS 2: needs a broker that resends with the same packet id and the DUP flag, as MQTT requires\n  \
+             (mosquitto does; aedes and rumqttd do not, and there a resend after a crash is journaled again)."
+        );
     }
     if q.durability == config::Durability::Relaxed {
         let _ = writeln!(
@@ -152,5 +179,45 @@ pub fn describe(c: &Config, path: &Path) -> String {
          so that the session survives a broker restart.",
         m.effective_client_id(&c.agent.device_id)
     );
+    let size = m.max_packet_size;
+    match m.protocol {
+        config::MqttProtocol::V5 => {
+            let _ = writeln!(
+                o,
+                "  kedge tells the broker it accepts packets of at most {size} (mqtt.max_packet_size). An MQTT 5\n  \
+                 broker drops a larger message for kedge without telling the publisher, which got its PUBACK;\n  \
+                 kedge never sees it. Set the broker's own limit to at most {size} (mosquitto: max_packet_size)\n  \
+                 so that such a message is refused at publish instead."
+            );
+        }
+        config::MqttProtocol::V311 => {
+            let _ = writeln!(
+                o,
+                "  MQTT 3.1.1 cannot announce kedge's limits. A message larger than {size} (mqtt.max_packet_size)\n  \
+                 is skipped: acknowledged, not journaled, logged and counted in kedge_mqtt_oversized_total. Set the\n  \
+                 broker's limit to at most {size} (mosquitto: max_packet_size) to refuse it at publish instead.\n  \
+                 The broker's limit on unacknowledged messages (mosquitto: max_inflight_messages, default 20) must\n  \
+                 not exceed mqtt.receive_maximum ({}), which bounds the messages a resend is compared with.",
+                m.receive_maximum
+            );
+        }
+    }
     o
+}
+
+/// What holds for one subscription's messages.
+fn guarantee(qos: u8) -> &'static str {
+    match qos {
+        0 => {
+            "at most once: QoS 0 messages are never acknowledged, so one lost in flight or during a crash is gone"
+        }
+        1 => {
+            "no acknowledged message is lost: acknowledged (PUBACK) only once durable in the journal; resends: see below"
+        }
+        _ => {
+            "exactly once from the broker: acknowledged (PUBREC) only once durable in the journal with its packet id;\n    \
+             a resend of an id still held is acknowledged, not journaled again; the id is released durably before\n    \
+             PUBCOMP. Messages published at QoS 1 arrive at QoS 1: see below"
+        }
+    }
 }

@@ -9,19 +9,34 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::queue::budget::{Budget, FullPolicy, Room};
+use crate::queue::inbound::Change;
 use crate::queue::{Queue, QueueError};
 use crate::record::Record;
 use crate::route::{Event, Router};
 use crate::telemetry::{DeadLetter, Dropped, Stats};
 use crate::transform::chain::{Applied, Chain};
 
-/// An event with the token that acknowledges it to its source (none for QoS 0).
+/// What the source passes on, in arrival order: an event, an acknowledgement, a change to
+/// what the source received, or several of these.
 #[derive(Debug)]
 pub struct Incoming<A> {
-    /// The event.
-    pub event: Event,
-    /// Acknowledgement to release once the event is durable.
+    /// The event to journal; none for a redelivery of a journaled one, or a release.
+    pub event: Option<Event>,
+    /// Acknowledgement to release once this and everything before it is durable.
     pub ack: Option<A>,
+    /// Committed with the journal chunk of the same commit ([`crate::queue::inbound`]).
+    pub change: Option<Change>,
+}
+
+impl<A> Incoming<A> {
+    /// A new event.
+    pub fn event(event: Event, ack: Option<A>, change: Option<Change>) -> Self {
+        Incoming {
+            event: Some(event),
+            ack,
+            change,
+        }
+    }
 }
 
 /// What turns events into records: the plugin chain, then routing.
@@ -118,15 +133,20 @@ pub async fn run<A: Send + 'static>(
             },
             _ = sleep_until_some(next_tick), if next_tick.is_some() => None,
         };
-        let (events, tokens) = match first {
+        let (events, tokens, changes) = match first {
             Some(first) => {
                 let batch = gather(first, &mut rx, &settings).await;
-                let (events, tokens): (Vec<Event>, Vec<Option<A>>) =
-                    batch.into_iter().map(|i| (i.event, i.ack)).unzip();
-                let tokens: Vec<A> = tokens.into_iter().flatten().collect();
+                let mut events = Vec::with_capacity(batch.len());
+                let mut tokens = Vec::with_capacity(batch.len());
+                let mut changes = Vec::new();
+                for i in batch {
+                    events.extend(i.event);
+                    tokens.extend(i.ack);
+                    changes.extend(i.change);
+                }
                 let n = events.len();
                 match transform(&mut stages, events, &mut stop).await {
-                    Some(events) => (events, tokens),
+                    Some(events) => (events, tokens, changes),
                     None => return abandon(n, "a plugin holds the pipeline"),
                 }
             }
@@ -135,10 +155,10 @@ pub async fn run<A: Send + 'static>(
                 let topic_for = |s: &str| router.topic_for(s).map(str::to_owned);
                 let events =
                     tokio::task::block_in_place(|| stages.chain.tick(&topic_for, now_ms()));
-                (events, Vec::new())
+                (events, Vec::new(), Vec::new())
             }
         };
-        if events.is_empty() && tokens.is_empty() {
+        if events.is_empty() && tokens.is_empty() && changes.is_empty() {
             continue;
         }
         let mut records = Vec::with_capacity(events.len());
@@ -151,8 +171,9 @@ pub async fn run<A: Send + 'static>(
             }
             records.push(record);
         }
-        if records.is_empty() {
-            // Plugins dropped every event: nothing to make durable before acknowledging.
+        if records.is_empty() && changes.is_empty() {
+            // Redeliveries, or plugins dropped every event: nothing to make durable before
+            // acknowledging (what came before is already).
             if acks.send(tokens).is_err() {
                 tracing::debug!("source closed before acknowledgements could be released");
             }
@@ -161,7 +182,7 @@ pub async fn run<A: Send + 'static>(
         // Wait for room: the events are not acknowledged meanwhile, so the source's broker
         // keeps them (backpressure), unless the policy drops records to make room.
         let mut full_since: Option<Instant> = None;
-        loop {
+        while !records.is_empty() {
             let room =
                 tokio::task::block_in_place(|| queue.make_room(&settings.budget, &mut records));
             if let Ok(room) = &room {
@@ -204,11 +225,13 @@ pub async fn run<A: Send + 'static>(
         backoff.reset();
         // Retry until the commit is durable: the events are not acknowledged meanwhile, so
         // the source's broker keeps them, and the source stops receiving once its window fills.
-        // ENOSPC lands here too when the budget was not enough: same treatment.
-        while !records.is_empty() {
+        // ENOSPC lands here too when the budget was not enough: same treatment. Changes
+        // without records (redeliveries' releases, a new session, events the plugins or a
+        // full queue dropped) are committed all the same: they must be durable before the acks.
+        while !records.is_empty() || !changes.is_empty() {
             let started = Instant::now();
             let result = tokio::task::block_in_place(|| {
-                queue.append(next_seq, &records)?;
+                queue.append_with(next_seq, &records, &changes)?;
                 queue.sync_timed()
             });
             match result {
@@ -256,14 +279,15 @@ async fn gather<A>(
     rx: &mut mpsc::Receiver<Incoming<A>>,
     settings: &CommitSettings,
 ) -> Vec<Incoming<A>> {
+    let size = |i: &Incoming<A>| i.event.as_ref().map_or(0, |e| e.payload.len());
+    let mut bytes = size(&first);
     let mut batch = vec![first];
-    let mut bytes = batch[0].event.payload.len();
     let deadline = Instant::now() + settings.window;
     while batch.len() < settings.max_records && bytes < settings.max_bytes {
         tokio::select! {
             next = rx.recv() => match next {
                 Some(i) => {
-                    bytes += i.event.payload.len();
+                    bytes += size(&i);
                     batch.push(i);
                 }
                 None => break,

@@ -22,6 +22,7 @@ use crate::queue::budget::{self, Budget, FullPolicy};
 use crate::queue::{self, Queue};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings, Protocol};
+use crate::source::session::Match;
 use crate::telemetry::Stats;
 
 /// Sealed, unacknowledged batches per partition: the broker deduplicates only the last 5.
@@ -161,8 +162,11 @@ pub async fn run(
         None => None,
     };
 
+    queue.set_receipt_window(mqtt.receipt_window());
+    let inbound = queue.inbound();
     let source = tokio::spawn(mqtt::run(
         mqtt,
+        inbound,
         events_tx,
         acks_rx,
         stop_rx.clone(),
@@ -239,7 +243,19 @@ pub async fn run(
     {
         tracing::warn!("journal commit did not finish before the shutdown deadline");
     }
-    let _ = tokio::time::timeout_at(deadline, source).await;
+    // A source still connected past the deadline is cut off: a kedge started next (or this
+    // pipeline reopened) must not find its session held by this connection.
+    let mut source = source;
+    if tokio::time::timeout_at(deadline, &mut source)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the MQTT source did not stop before the shutdown deadline; dropping its connection"
+        );
+        source.abort();
+        let _ = source.await;
+    }
     let _ = drain_tx.send(Some(deadline));
     let mut delivery = delivery;
     let delivery_stopped =
@@ -410,6 +426,13 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
         keep_alive: m.keep_alive,
         session_expiry: m.session_expiry,
         receive_maximum: m.receive_maximum,
+        // MQTT's largest remaining length is one byte short of 256 MiB.
+        max_packet_size: m.max_packet_size.bytes().min(268_435_455) as u32,
+        redelivery: match m.redelivery {
+            config::Redelivery::PacketId => Match::PacketId,
+            config::Redelivery::Payload => Match::Payload,
+            config::Redelivery::Off => Match::Off,
+        },
         credentials,
         tls,
         subscriptions: m
@@ -418,6 +441,7 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
             .map(|s| (s.filter.clone(), s.qos))
             .collect(),
         reconnect: (m.reconnect.initial, m.reconnect.max),
+        drain_timeout: config.agent.shutdown_timeout,
     })
 }
 

@@ -163,6 +163,14 @@ pub struct Stats {
     pub kafka: KafkaLink,
     /// Whether the MQTT session is up (for the metrics endpoint).
     pub mqtt_connected: AtomicBool,
+    /// MQTT messages recognised as the broker sending again what was already journaled:
+    /// acknowledged, not journaled again.
+    pub mqtt_redelivered: AtomicU64,
+    /// QoS 1/2 messages that arrived with the DUP flag and were journaled: the broker says it
+    /// may have sent them before, and kedge could not tell (a possible duplicate).
+    pub mqtt_dup_journaled: AtomicU64,
+    /// Messages larger than `mqtt.max_packet_size`, skipped (acknowledged, not journaled).
+    pub mqtt_oversized: AtomicU64,
     /// Time of each durable journal commit (append + flush + fdatasync).
     pub commit_latency: Histogram<CommitBuckets>,
     /// Time of the fdatasync calls of each commit.

@@ -68,18 +68,14 @@ impl Visitor<'_> for QosVisitor {
     type Value = u8;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a QoS level, 0 or 1")
+        f.write_str("a QoS level, 0, 1 or 2")
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<u8, E> {
         match v {
-            0 => Ok(0),
-            1 => Ok(1),
-            2 => Err(E::custom(
-                "QoS 2 is not supported; use 1 (kedge deduplicates downstream)",
-            )),
+            0..=2 => Ok(v as u8),
             _ => Err(E::custom(format_args!(
-                "expected a QoS level, 0 or 1, found {v}"
+                "expected a QoS level, 0, 1 or 2, found {v}"
             ))),
         }
     }
@@ -89,7 +85,7 @@ impl Visitor<'_> for QosVisitor {
     }
 }
 
-/// Deserializes an MQTT QoS level, explaining why QoS 2 is refused.
+/// Deserializes an MQTT QoS level.
 pub(super) fn qos<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     d.deserialize_u8(QosVisitor)
 }

@@ -184,12 +184,19 @@ pub struct MqttConfig {
     /// How long the broker keeps the persistent session while kedge is away (MQTT 5).
     #[serde(default = "secs::<604_800>", deserialize_with = "deserialize_duration")]
     pub session_expiry: Duration,
-    /// How many unacknowledged QoS 1 messages the broker may send ahead (MQTT 5).
+    /// How many unacknowledged QoS 1 and 2 messages the broker may send ahead (MQTT 5); also
+    /// the window in which QoS 1 redeliveries are recognised.
     #[serde(
         default = "default_receive_maximum",
         deserialize_with = "de::int::<_, u16, 1, 65535>"
     )]
     pub receive_maximum: u16,
+    /// Largest MQTT packet kedge accepts, 1 KiB to 256 MiB; announced to an MQTT 5 broker.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: ByteSize,
+    /// How kedge recognises a QoS 1 message the broker sends again after a crash.
+    #[serde(default)]
+    pub redelivery: Redelivery,
     /// User name for authentication.
     #[serde(default)]
     pub username: Option<String>,
@@ -221,6 +228,38 @@ fn default_receive_maximum() -> u16 {
     // At a 5 ms commit window, 2048 messages in flight allow ~400k msg/s before the broker
     // has to wait for acknowledgements.
     2048
+}
+
+fn default_max_packet_size() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// `mqtt.redelivery`: how a QoS 1 message the broker sends again is told from a new one
+/// (ARCHITECTURE.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Redelivery {
+    /// `"packet-id"`: the DUP flag, packet id, topic and payload, once the broker is seen not to
+    /// reuse packet ids.
+    #[default]
+    PacketId,
+    /// `"payload"`: topic and payload alone, for brokers that renumber redeliveries or do not
+    /// set DUP; every message must differ from the ones before it.
+    Payload,
+    /// `"off"`: QoS 1 redeliveries are journaled again (at least once).
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Redelivery {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::keyword(
+            d,
+            &[
+                ("packet-id", Self::PacketId),
+                ("payload", Self::Payload),
+                ("off", Self::Off),
+            ],
+        )
+    }
 }
 
 impl MqttConfig {
@@ -273,7 +312,7 @@ impl fmt::Display for MqttProtocol {
 pub struct Subscription {
     /// MQTT topic filter, e.g. `sensors/#`.
     pub filter: String,
-    /// Requested QoS: 0 or 1.
+    /// Requested QoS: 0, 1 or 2.
     #[serde(default = "default_qos", deserialize_with = "de::qos")]
     pub qos: u8,
 }

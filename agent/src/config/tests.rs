@@ -434,8 +434,16 @@ fn semantic_errors_are_located_at_the_value() {
     let base = "[kafka]\nbootstrap = [\"k:9092\"]\n[mqtt]\n";
     let cases = [
         (
-            "subscriptions = [{ filter = \"a\" }, { filter = \"b\", qos = 2 }]",
-            "kedge.toml:4:58: mqtt.subscriptions[1].qos: QoS 2 is not supported; use 1 (kedge deduplicates downstream)",
+            "subscriptions = [{ filter = \"a\" }, { filter = \"b\", qos = 3 }]",
+            "kedge.toml:4:58: mqtt.subscriptions[1].qos: expected a QoS level, 0, 1 or 2, found 3",
+        ),
+        (
+            "max_packet_size = \"512B\"\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:19: mqtt.max_packet_size: expected a size from 1 KiB to 256 MiB, found 512 B",
+        ),
+        (
+            "redelivery = \"dup\"\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:4:14: mqtt.redelivery: expected one of \"packet-id\", \"payload\", \"off\"",
         ),
         (
             "subscriptions = [{ filter = \"a/#/b\" }]",

@@ -233,6 +233,17 @@ fn mqtt(mqtt: &MqttConfig, agent: &AgentConfig) -> Check {
         tls_config("mqtt.tls", tls)?;
     }
     backoff("mqtt.reconnect", &mqtt.reconnect)?;
+    // MQTT's largest packet: a remaining length of 268,435,455 bytes.
+    let (min, max) = (ByteSize::kib(1), ByteSize::mib(256));
+    if mqtt.max_packet_size < min || mqtt.max_packet_size > max {
+        return fail(
+            "mqtt.max_packet_size",
+            format!(
+                "expected a size from {min} to {max}, found {}",
+                mqtt.max_packet_size
+            ),
+        );
+    }
     if mqtt.subscriptions.is_empty() {
         return fail(
             "mqtt.subscriptions",

@@ -228,6 +228,21 @@ impl Snapshot {
                 "Records committed to the journal.",
                 g(&stats.journaled),
             ),
+            Family::counter(
+                "kedge_mqtt_redelivered_total",
+                "MQTT messages recognised as redeliveries of journaled ones: acknowledged, not journaled again.",
+                g(&stats.mqtt_redelivered),
+            ),
+            Family::counter(
+                "kedge_mqtt_dup_journaled_total",
+                "MQTT messages with the DUP flag that were journaled: possible duplicates kedge could not tell.",
+                g(&stats.mqtt_dup_journaled),
+            ),
+            Family::counter(
+                "kedge_mqtt_oversized_total",
+                "MQTT messages larger than mqtt.max_packet_size: skipped, acknowledged, not journaled.",
+                g(&stats.mqtt_oversized),
+            ),
             Family::labelled(
                 "kedge_records_routed_total",
                 "Records committed to the journal, by Kafka topic.",

@@ -6,10 +6,12 @@
 //! producer identity, per-partition next sequence, counters). A seal moves records from the
 //! journal to the outbox in one sled transaction across the three trees. Bodies are written
 //! to [`segments`] and made durable before the entries that point to them (see there for why).
+//! Tree `inbound` holds what the source received ([`inbound`]), committed with the journal.
 
 mod blobs;
 pub mod budget;
 pub mod chunk;
+pub mod inbound;
 pub mod outbox;
 pub mod recovery;
 mod segments;
@@ -222,6 +224,9 @@ pub struct Queue {
     journal: sled::Tree,
     outbox: sled::Tree,
     meta: sled::Tree,
+    inbound: sled::Tree,
+    /// The `inbound` tree mirrored; locked across a commit that changes it.
+    ledger: std::sync::Mutex<inbound::Ledger>,
     data_file: Option<File>,
     /// With [`Sync::Fsync`]: sled's blob files, which its flush does not fsync.
     blobs: Option<blobs::BlobSync>,
@@ -256,6 +261,8 @@ impl Queue {
         let journal = db.open_tree("journal").map_err(db_err)?;
         let outbox = db.open_tree("outbox").map_err(db_err)?;
         let meta = db.open_tree("meta").map_err(db_err)?;
+        let inbound = db.open_tree("inbound").map_err(db_err)?;
+        let ledger = inbound::Ledger::load(&inbound).map_err(db_err)?;
         let mut live = 0u64;
         let mut bodies = Vec::new();
         for item in journal.iter().values() {
@@ -289,6 +296,8 @@ impl Queue {
             journal,
             outbox,
             meta,
+            inbound,
+            ledger: std::sync::Mutex::new(ledger),
             blobs: data_file.as_ref().map(|_| blobs::BlobSync::default()),
             data_file,
             segments,
@@ -401,6 +410,80 @@ impl Queue {
     /// With fsync durability the body is on stable storage before its journal entry is written,
     /// so that no entry sled writes back early can point to a body a power cut took.
     pub fn append(&self, first_seq: u64, records: &[Record]) -> Result<usize, QueueError> {
+        self.append_with(first_seq, records, &[])
+    }
+
+    /// [`Queue::append`] together with what the source received ([`inbound`]), in one sled
+    /// transaction: after a crash both are there or neither is. `records` may be empty (the
+    /// plugins dropped every event) while `changes` still has to be made durable.
+    pub fn append_with(
+        &self,
+        first_seq: u64,
+        records: &[Record],
+        changes: &[inbound::Change],
+    ) -> Result<usize, QueueError> {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let writes = ledger.plan(first_seq, changes);
+        let body = if records.is_empty() {
+            None
+        } else {
+            Some(self.write_chunk_body(first_seq, records)?)
+        };
+        let key = first_seq.to_be_bytes();
+        let old = if writes.is_empty() {
+            match &body {
+                Some((entry, _, _)) => self.journal.insert(key, entry.as_slice()),
+                None => Ok(None),
+            }
+            .map_err(|e| self.db_err(e))
+        } else {
+            let tx = (&self.journal, &self.inbound).transaction(|(journal, tree)| {
+                let old = match &body {
+                    Some((entry, _, _)) => journal.insert(&key, entry.as_slice())?,
+                    None => None,
+                };
+                for k in &writes.removes {
+                    tree.remove(k.as_slice())?;
+                }
+                for (k, v) in &writes.puts {
+                    tree.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(old)
+            });
+            match tx {
+                Ok(old) => Ok(old),
+                Err(TransactionError::Storage(e)) => Err(self.db_err(e)),
+                Err(TransactionError::Abort(never)) => match never {},
+            }
+        };
+        let old = match old {
+            Ok(old) => old,
+            Err(e) => {
+                if let Some((_, loc, _)) = body {
+                    self.segments.release(loc);
+                }
+                return Err(e);
+            }
+        };
+        ledger.apply(writes);
+        let Some((entry, loc, len)) = body else {
+            return Ok(0);
+        };
+        self.live
+            .fetch_add(stored_len(&entry, Some(loc)), Ordering::Relaxed);
+        if let Some(old) = old {
+            self.release_chunk(&old);
+        }
+        Ok(len)
+    }
+
+    /// Writes a chunk's body to a segment (synced with fsync durability): its journal entry,
+    /// where it lies and its length.
+    fn write_chunk_body(
+        &self,
+        first_seq: u64,
+        records: &[Record],
+    ) -> Result<(Vec<u8>, Location, usize), QueueError> {
         let bytes =
             chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
         let loc = self
@@ -411,20 +494,24 @@ impl Queue {
             self.segments.release(loc);
             return Err(e);
         }
-        let entry = chunk::pointer(&bytes, loc);
-        let added = stored_len(&entry, Some(loc));
-        let old = match self.journal.insert(first_seq.to_be_bytes(), entry) {
-            Ok(old) => old,
-            Err(e) => {
-                self.segments.release(loc);
-                return Err(self.db_err(e));
-            }
-        };
-        self.live.fetch_add(added, Ordering::Relaxed);
-        if let Some(old) = old {
-            self.release_chunk(&old);
-        }
-        Ok(bytes.len())
+        Ok((chunk::pointer(&bytes, loc), loc, bytes.len()))
+    }
+
+    /// How many of the newest receipts [`Queue::append_with`] keeps (none until set).
+    pub fn set_receipt_window(&self, keep: usize) {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_keep(keep);
+    }
+
+    /// What the source received, as committed: the newest receipts (up to the window set by
+    /// [`Queue::set_receipt_window`]) and the held QoS 2 packet ids.
+    pub fn inbound(&self) -> inbound::Inbound {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state()
     }
 
     pub(super) fn segment_err(&self, source: std::io::Error) -> QueueError {
@@ -1340,6 +1427,43 @@ mod tests {
             0,
             "nothing points to the last file either"
         );
+    }
+
+    #[test]
+    fn what_the_source_received_is_committed_with_the_journal_and_survives_a_reopen() {
+        use inbound::{Change, Receipt};
+        let dir = tempfile::tempdir().unwrap();
+        let r = |pkid: u16, qos: u8| Receipt {
+            pkid,
+            qos,
+            digest: u64::from(pkid) << 8 | u64::from(qos),
+        };
+        {
+            let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+            q.set_receipt_window(3);
+            let rx = |p, qos| Change::Received(r(p, qos));
+            q.append_with(0, &records(2), &[rx(1, 1), rx(2, 2)])
+                .unwrap();
+            // Plugins dropped this commit's events: the receipts are stored all the same.
+            q.append_with(2, &[], &[rx(3, 2)]).unwrap();
+            q.append_with(2, &records(1), &[rx(4, 1), Change::Released(2)])
+                .unwrap();
+            q.sync().unwrap();
+            assert_eq!(q.next_seq().unwrap(), 3);
+        }
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        q.set_receipt_window(3);
+        let state = q.inbound();
+        assert_eq!(state.recent, vec![r(2, 2), r(3, 2), r(4, 1)]);
+        assert_eq!(state.held, vec![(3, r(3, 2).digest)]);
+        // The commit from kedge-seq 2 on failed and is discarded: its receipts go with it.
+        q.discard_unacknowledged(2).unwrap();
+        drop(q);
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        q.set_receipt_window(3);
+        assert_eq!(q.inbound().recent, vec![r(1, 1), r(2, 2)]);
+        assert!(q.inbound().held.is_empty());
+        assert_eq!(q.next_seq().unwrap(), 2);
     }
 
     #[test]

@@ -408,7 +408,17 @@ impl Queue {
                 removed += 1;
             }
         }
-        if removed > 0 {
+        // What those commits recorded of the source goes with them: their messages come
+        // again and must be journaled then, not taken for redeliveries.
+        let keys = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .discard_from(from);
+        for k in &keys {
+            self.inbound.remove(k).map_err(|e| self.db_err(e))?;
+        }
+        if removed > 0 || !keys.is_empty() {
             self.sync()?;
             tracing::warn!(
                 from_seq = from,

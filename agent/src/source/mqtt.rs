@@ -1,19 +1,21 @@
-//! MQTT source (rumqttc): persistent session, manual acknowledgements released only after the
-//! journal made the events durable, in arrival order (ARCHITECTURE.md §2, step 1).
+//! MQTT source (rumqttc, vendored with kedge's patch: vendor/rumqttc/KEDGE.md): persistent
+//! session, manual acknowledgements released only after the journal made the events durable,
+//! in arrival order (ARCHITECTURE.md §2, step 1), and redeliveries recognised by
+//! [`super::session`] (ARCHITECTURE.md §9).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use super::session::{self, Arrival, Connected, Match, Session, Unproven, Verdict};
 use crate::backoff::Backoff;
 use crate::commit::Incoming;
+use crate::queue::inbound::Inbound;
 use crate::record::Header;
 use crate::telemetry::Stats;
 
-/// Largest MQTT packet accepted; rumqttc's default (10 KiB) is too small for many payloads.
-const MAX_PACKET: u32 = 1024 * 1024;
 /// Outgoing QoS 1 publishes in flight: kedge publishes nothing, so the smallest table will do.
 const OUTGOING_INFLIGHT: u16 = 8;
 
@@ -43,36 +45,69 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     /// MQTT 5 session expiry: how long the broker keeps the session while kedge is away.
     pub session_expiry: Duration,
-    /// Unacknowledged QoS 1 messages the broker may have in flight to kedge.
+    /// Unacknowledged QoS 1 and 2 messages the broker may have in flight to kedge.
     pub receive_maximum: u16,
+    /// Largest MQTT packet kedge accepts (announced to an MQTT 5 broker); larger messages are
+    /// skipped and counted.
+    pub max_packet_size: u32,
+    /// How QoS 1 redeliveries are recognised.
+    pub redelivery: Match,
     /// Username and password.
     pub credentials: Option<(String, String)>,
     /// TLS, when configured.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Topic filters with their QoS (0 or 1).
+    /// Topic filters with their QoS (0, 1 or 2).
     pub subscriptions: Vec<(String, u8)>,
     /// Reconnect backoff bounds.
     pub reconnect: (Duration, Duration),
+    /// How long, once asked to stop, the source waits for the last acknowledgements to go out
+    /// before it drops the connection.
+    pub drain_timeout: Duration,
 }
 
-/// What acknowledges one QoS 1 message: its packet id.
+impl MqttSettings {
+    /// Receipts kept to recognise redeliveries: one more than the broker may have
+    /// unacknowledged, which is what proves it does not reuse packet ids ([`session`]).
+    pub fn receipt_window(&self) -> usize {
+        usize::from(self.receive_maximum) + 1
+    }
+}
+
+/// What one acknowledgement sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckKind {
+    /// PUBACK, for QoS 1.
+    Ack,
+    /// PUBREC, for QoS 2.
+    Rec,
+    /// PUBCOMP, after PUBREL.
+    Comp,
+}
+
+/// What acknowledges one message (or completes one QoS 2 exchange), on the connection it
+/// arrived on: after a reconnect the broker sends it again, possibly under another packet id,
+/// so an acknowledgement must never go out on a later connection.
 #[derive(Debug, Clone, Copy)]
 pub struct AckToken {
     pkid: u16,
+    kind: AckKind,
+    connection: u64,
 }
 
 /// Runs the source until `stop` turns true; then stops forwarding, releases the acks of what
-/// was committed, and disconnects.
+/// was committed, and disconnects. `inbound` is what the queue holds of earlier sessions.
 pub async fn run(
     settings: MqttSettings,
+    inbound: Inbound,
     events: mpsc::Sender<Incoming<AckToken>>,
     acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
     stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
+    let session = Session::new(settings.redelivery, settings.receipt_window(), inbound);
     match settings.protocol {
-        Protocol::V5 => v5::run(settings, events, acks, stop, stats).await,
-        Protocol::V311 => v311::run(settings, events, acks, stop, stats).await,
+        Protocol::V5 => v5::run(settings, session, events, acks, stop, stats).await,
+        Protocol::V311 => v311::run(settings, session, events, acks, stop, stats).await,
     }
 }
 
@@ -95,37 +130,120 @@ fn log_connection_error(name: &str, e: &dyn std::fmt::Display, backoff: &Backoff
     }
 }
 
+/// Logs, once per run of them, the redeliveries recognised: kedge's own evidence that a resend
+/// was not journaled twice (the broker's acknowledgement cannot tell).
+fn report_recognised(name: &str, recognised: &mut u64) {
+    if *recognised > 0 {
+        tracing::info!(
+            source = name,
+            recognised = *recognised,
+            "messages the broker sent again were already journaled: acknowledged, not journaled again"
+        );
+        *recognised = 0;
+    }
+}
+
+fn log_connected(name: &str, session_present: bool, connected: Connected) {
+    match connected {
+        Connected::Fresh(forgot) => tracing::info!(
+            source = name,
+            session_present,
+            forgot_earlier_session = forgot.is_some(),
+            "connected to the MQTT broker: new session"
+        ),
+        Connected::Resumed {
+            candidates,
+            unproven: None,
+        } => tracing::info!(
+            source = name,
+            session_present,
+            redelivery_candidates = candidates,
+            "connected to the MQTT broker: session resumed"
+        ),
+        Connected::Resumed {
+            unproven: Some(why),
+            ..
+        } => {
+            let why = match why {
+                Unproven::TooFew => {
+                    "fewer messages than receive_maximum + 1 since the session began"
+                }
+                Unproven::IdsReused => "the broker reused a packet id among the recent messages",
+            };
+            tracing::info!(
+                source = name,
+                session_present,
+                reason = why,
+                "connected to the MQTT broker: session resumed; QoS 1 redeliveries cannot be told from new messages yet and are journaled again"
+            );
+        }
+    }
+}
+
+/// The number of the connection acknowledgements may go out on, shared by the event loop and
+/// the acker. The acker checks it and queues an ack under the lock; the event loop, on a
+/// connection error, bumps it and drops the acks queued meanwhile under the lock: so no ack
+/// of one connection is ever sent on the next.
+type Gate = Arc<Mutex<u64>>;
+
+fn lock(gate: &Gate) -> std::sync::MutexGuard<'_, u64> {
+    gate.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The event loop is the same for both protocol versions; only the rumqttc types differ.
 macro_rules! event_loop {
-    ($settings:ident, $options:ident, $events:ident, $acks:ident, $stop:ident, $stats:ident,
-     ack_publish = $ack_publish:expr, headers = $headers:expr, filter = $filter:ident) => {{
+    ($settings:ident, $options:ident, $session:ident, $events:ident, $acks:ident, $stop:ident,
+     $stats:ident, try_send = $try_send:expr, qos = $qos:expr, topic = $topic:expr,
+     headers = $headers:expr, filter = $filter:ident, taken_over = $taken_over:expr) => {{
         if let Some((u, p)) = &$settings.credentials {
             $options.set_credentials(u.clone(), p.clone());
         }
         if let Some(tls) = &$settings.tls {
             $options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
         }
+        let mut session = $session;
         let (client, mut eventloop) = AsyncClient::new($options, request_capacity(&$settings));
         let mut backoff = Backoff::new($settings.reconnect.0, $settings.reconnect.1);
         let mut events = Some($events);
         let mut stop = $stop;
+        let gate: Gate = Arc::new(Mutex::new(0));
+        let mut connection = 0u64;
         let acker_client = client.clone();
+        let acker_gate = gate.clone();
         let mut acks = $acks;
         let acks_stats = $stats.clone();
         // Acks go out in the order the commits release them, which is arrival order.
         let acker = tokio::spawn(async move {
             while let Some(tokens) = acks.recv().await {
-                let n = tokens.len() as u64;
+                let mut acked = 0u64;
                 for t in tokens {
-                    if acker_client.ack(&$ack_publish(t)).await.is_err() {
-                        return;
+                    loop {
+                        let sent = {
+                            let current = lock(&acker_gate);
+                            if t.connection != *current {
+                                // Its connection is gone: the broker sends the message again.
+                                Ok(false)
+                            } else {
+                                $try_send(&acker_client, t).map(|()| true)
+                            }
+                        };
+                        match sent {
+                            Ok(sent) => {
+                                acked += u64::from(sent && t.kind != AckKind::Comp);
+                                break;
+                            }
+                            // The request channel is full (or the event loop is gone, and
+                            // this task is aborted): wait without holding the gate.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                        }
                     }
                 }
-                Stats::add(&acks_stats.source_acked, n);
+                Stats::add(&acks_stats.source_acked, acked);
             }
             let _ = acker_client.disconnect().await;
         });
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut recognised = 0u64;
         loop {
             let polled = tokio::select! {
                 p = eventloop.poll() => p,
@@ -134,11 +252,11 @@ macro_rules! event_loop {
                     // after which the acker disconnects. Unacknowledged messages stay with the
                     // broker and come back next time.
                     events = None;
-                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                    drain_deadline = Some(tokio::time::Instant::now() + $settings.drain_timeout);
                     continue;
                 }
                 _ = async { tokio::time::sleep_until(drain_deadline.unwrap()).await }, if drain_deadline.is_some() => {
-                    tracing::warn!(source = %$settings.name, "MQTT did not disconnect in time");
+                    tracing::warn!(source = %$settings.name, "MQTT did not disconnect in time; dropping the connection");
                     break;
                 }
             };
@@ -146,24 +264,89 @@ macro_rules! event_loop {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let Some(tx) = &events else { continue };
                     Stats::add(&$stats.received, 1);
-                    let ack = (p.qos != QoS::AtMostOnce).then_some(AckToken { pkid: p.pkid });
-                    let event = crate::route::Event::new(
-                        String::from_utf8_lossy(p.topic.as_ref()).into_owned(),
-                        Bytes::clone(&p.payload),
-                        $headers(&p),
-                        now_ms(),
-                    );
-                    if tx.send(Incoming { event, ack }).await.is_err() {
+                    let qos: u8 = $qos(p.qos);
+                    let topic: &[u8] = $topic(&p);
+                    // rumqttc (patched) hands over a message over the size limit without its
+                    // payload, which it skips: remembered like any other, so that its resends
+                    // are recognised, acknowledged once everything before it is durable, never
+                    // journaled.
+                    let size = p.oversized.map(|n| (n as u64).to_be_bytes());
+                    let arrival = Arrival {
+                        pkid: p.pkid,
+                        qos,
+                        dup: p.dup,
+                        digest: match (qos, &size) {
+                            (0, _) => 0,
+                            (_, Some(size)) => session::digest(topic, size),
+                            (_, None) => session::digest(topic, &p.payload),
+                        },
+                    };
+                    let ack = (qos > 0).then_some(AckToken {
+                        pkid: p.pkid,
+                        kind: if qos == 2 { AckKind::Rec } else { AckKind::Ack },
+                        connection,
+                    });
+                    let incoming = match session.arrived(arrival) {
+                        Verdict::Journal(change) if p.oversized.is_some() => {
+                            Stats::add(&$stats.mqtt_oversized, 1);
+                            tracing::warn!(source = %$settings.name, topic = %String::from_utf8_lossy(topic),
+                                bytes = p.oversized, max_packet_size = $settings.max_packet_size,
+                                "message larger than mqtt.max_packet_size skipped: acknowledged, not journaled");
+                            Incoming { event: None, ack, change }
+                        }
+                        Verdict::Journal(change) => {
+                            report_recognised(&$settings.name, &mut recognised);
+                            if p.dup && qos > 0 {
+                                Stats::add(&$stats.mqtt_dup_journaled, 1);
+                            }
+                            let event = crate::route::Event::new(
+                                String::from_utf8_lossy(topic).into_owned(),
+                                Bytes::clone(&p.payload),
+                                $headers(&p),
+                                now_ms(),
+                            );
+                            Incoming::event(event, ack, change)
+                        }
+                        Verdict::Redelivered => {
+                            Stats::add(&$stats.mqtt_redelivered, 1);
+                            recognised += 1;
+                            Incoming { event: None, ack, change: None }
+                        }
+                    };
+                    if tx.send(incoming).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubRel(r))) => {
+                    // Unanswered after a stop: the broker sends PUBREL again next time.
+                    let Some(tx) = &events else { continue };
+                    report_recognised(&$settings.name, &mut recognised);
+                    let change = session.released(r.pkid);
+                    let ack = AckToken { pkid: r.pkid, kind: AckKind::Comp, connection };
+                    if tx.send(Incoming { event: None, ack: Some(ack), change: Some(change) }).await.is_err() {
                         break;
                     }
                 }
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    report_recognised(&$settings.name, &mut recognised);
                     backoff.reset();
                     $stats.mqtt_connected.store(true, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(source = %$settings.name, session_present = c.session_present, "connected to the MQTT broker");
+                    let connected = session.connected(c.session_present);
+                    log_connected(&$settings.name, c.session_present, connected);
+                    if let (Connected::Fresh(Some(reset)), Some(tx)) = (connected, &events) {
+                        // Durable before anything of the new session is acknowledged.
+                        if tx.send(Incoming { event: None, ack: None, change: Some(reset) }).await.is_err() {
+                            break;
+                        }
+                    }
                     if !c.session_present {
                         let filters = $settings.subscriptions.iter().map(|(f, q)| {
-                            $filter::new(f.clone(), if *q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce })
+                            let qos = match q {
+                                0 => QoS::AtMostOnce,
+                                1 => QoS::AtLeastOnce,
+                                _ => QoS::ExactlyOnce,
+                            };
+                            $filter::new(f.clone(), qos)
                         });
                         if let Err(e) = client.subscribe_many(filters.collect::<Vec<_>>()).await {
                             tracing::error!(source = %$settings.name, error = %e, "cannot subscribe");
@@ -180,12 +363,31 @@ macro_rules! event_loop {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
+                    {
+                        // rumqttc dropped the acks queued for the old connection; drop those
+                        // the acker queued since, before it can see the new number.
+                        let mut current = lock(&gate);
+                        *current += 1;
+                        connection = *current;
+                        eventloop.clean();
+                    }
                     $stats.mqtt_connected.store(false, std::sync::atomic::Ordering::Relaxed);
                     if events.is_none() {
                         break;
                     }
-                    let delay = backoff.next_delay();
-                    log_connection_error(&$settings.name, &e, &backoff, delay);
+                    let taken_over: bool = $taken_over(&e);
+                    let delay = if taken_over {
+                        // Another client with this id took the session: taking it back at once
+                        // would make the two fight over it. Likely a second kedge with the same
+                        // client id, or an old one that did not stop.
+                        tracing::error!(source = %$settings.name, client_id = %$settings.client_id, retry_in = ?$settings.reconnect.1,
+                            "another client took over the MQTT session; is a second kedge running with this client id?");
+                        $settings.reconnect.1
+                    } else {
+                        let delay = backoff.next_delay();
+                        log_connection_error(&$settings.name, &e, &backoff, delay);
+                        delay
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {
@@ -196,6 +398,7 @@ macro_rules! event_loop {
                 }
             }
         }
+        report_recognised(&$settings.name, &mut recognised);
         drop(events);
         acker.abort();
     }};
@@ -204,12 +407,19 @@ macro_rules! event_loop {
 mod v5 {
     use super::*;
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubscribeReasonCode};
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::mqttbytes::v5::{
+        DisconnectReasonCode, Filter, Packet, PubComp, Publish, SubscribeReasonCode,
+    };
+    use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
     use rumqttc::{Outgoing, TlsConfiguration, Transport};
+
+    fn topic(p: &Publish) -> &[u8] {
+        p.topic.as_ref()
+    }
 
     pub(super) async fn run(
         settings: MqttSettings,
+        session: Session,
         events: mpsc::Sender<Incoming<AckToken>>,
         acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
         stop: watch::Receiver<bool>,
@@ -226,7 +436,7 @@ mod v5 {
                 settings.session_expiry.as_secs().min(u64::from(u32::MAX)) as u32,
             ))
             .set_receive_maximum(Some(settings.receive_maximum))
-            .set_max_packet_size(Some(MAX_PACKET))
+            .set_max_packet_size(Some(settings.max_packet_size))
             // kedge only subscribes; rumqttc sizes its outgoing-publish table by this limit
             // (u16::MAX by default: about 10 MiB resident for nothing).
             .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
@@ -235,15 +445,29 @@ mod v5 {
         event_loop!(
             settings,
             o,
+            session,
             events,
             acks,
             stop,
             stats,
-            ack_publish = |t: AckToken| {
-                let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new(), None);
-                p.pkid = t.pkid;
-                p
+            try_send = |client: &AsyncClient, t: AckToken| -> Result<(), ()> {
+                let queued = match t.kind {
+                    AckKind::Comp => client.try_complete(PubComp::new(t.pkid, None)),
+                    kind => {
+                        let qos = if kind == AckKind::Rec {
+                            QoS::ExactlyOnce
+                        } else {
+                            QoS::AtLeastOnce
+                        };
+                        let mut p = Publish::new("", qos, Vec::new(), None);
+                        p.pkid = t.pkid;
+                        client.try_ack(&p)
+                    }
+                };
+                queued.map_err(drop)
             },
+            qos = |q: QoS| q as u8,
+            topic = topic,
             headers = |p: &Publish| -> Vec<Header> {
                 p.properties
                     .as_ref()
@@ -259,7 +483,14 @@ mod v5 {
                     })
                     .unwrap_or_default()
             },
-            filter = Filter
+            filter = Filter,
+            taken_over = |e: &ConnectionError| matches!(
+                e,
+                ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code: DisconnectReasonCode::SessionTakenOver,
+                    ..
+                })
+            )
         );
     }
 }
@@ -267,12 +498,17 @@ mod v5 {
 mod v311 {
     use super::*;
     use rumqttc::{
-        AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
-        SubscribeReasonCode, TlsConfiguration, Transport,
+        AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish, QoS,
+        SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
     };
+
+    fn topic(p: &Publish) -> &[u8] {
+        p.topic.as_ref()
+    }
 
     pub(super) async fn run(
         settings: MqttSettings,
+        session: Session,
         events: mpsc::Sender<Incoming<AckToken>>,
         acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
         stop: watch::Receiver<bool>,
@@ -283,26 +519,43 @@ mod v311 {
             settings.host.clone(),
             settings.port,
         );
+        let max = settings.max_packet_size as usize;
         o.set_keep_alive(settings.keep_alive)
             .set_clean_session(false)
-            .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
+            .set_max_packet_size(max, max)
             .set_inflight(OUTGOING_INFLIGHT)
             .set_manual_acks(true)
             .set_request_channel_capacity(request_capacity(&settings));
         event_loop!(
             settings,
             o,
+            session,
             events,
             acks,
             stop,
             stats,
-            ack_publish = |t: AckToken| {
-                let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
-                p.pkid = t.pkid;
-                p
+            try_send = |client: &AsyncClient, t: AckToken| -> Result<(), ()> {
+                let queued = match t.kind {
+                    AckKind::Comp => client.try_complete(t.pkid),
+                    kind => {
+                        let qos = if kind == AckKind::Rec {
+                            QoS::ExactlyOnce
+                        } else {
+                            QoS::AtLeastOnce
+                        };
+                        let mut p = Publish::new("", qos, Vec::new());
+                        p.pkid = t.pkid;
+                        client.try_ack(&p)
+                    }
+                };
+                queued.map_err(drop)
             },
+            qos = |q: QoS| q as u8,
+            topic = topic,
             headers = |_: &Publish| -> Vec<Header> { Vec::new() },
-            filter = SubscribeFilter
+            filter = SubscribeFilter,
+            // MQTT 3.1.1 has no reason codes: a takeover is a closed connection like any other.
+            taken_over = |_: &ConnectionError| false
         );
     }
 }

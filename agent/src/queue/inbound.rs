@@ -1,0 +1,401 @@
+//! What the source received, committed in the same sled transaction as the journal chunk of
+//! those messages (ARCHITECTURE.md §2, step 3): enough for a restarted kedge to recognise its
+//! MQTT broker's redeliveries of messages it already journaled, at no extra fsync.
+//!
+//! Tree `inbound`:
+//! - `r` + commit number (u64, big-endian) → the commit's first kedge-seq (u64), then per
+//!   message its packet id (u16), QoS (u8) and digest of topic and payload (u64). Only the
+//!   newest commits that hold [`Ledger::keep`] receipts are kept.
+//! - `h` + packet id (u16) → first kedge-seq of the commit that journaled it (u64), then its
+//!   digest (u64): a QoS 2 message journaled and not yet released by the broker's PUBREL.
+//!
+//! The queue only stores these; what they mean is the source's business (`source::session`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+const RECEIPTS: u8 = b'r';
+const HELD: u8 = b'h';
+const RECEIPT_LEN: usize = 11;
+
+/// One QoS 1 or 2 message the source received and journaled (or whose events the plugins
+/// dropped): how its broker would name it when it sends it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// MQTT packet identifier.
+    pub pkid: u16,
+    /// MQTT QoS it arrived with (1 or 2).
+    pub qos: u8,
+    /// Digest of its topic and payload.
+    pub digest: u64,
+}
+
+/// A change to what the source received, committed in order with the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The broker started a new session: nothing received before can be sent again.
+    Reset,
+    /// A message of this commit. A QoS 2 one stays held until its packet id is released.
+    Received(Receipt),
+    /// The broker released a QoS 2 packet id (PUBREL): once PUBCOMP is sent it may reuse it.
+    Released(u16),
+}
+
+/// The stored state, as the source starts from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inbound {
+    /// The most recent receipts, oldest first: at most the configured number.
+    pub recent: Vec<Receipt>,
+    /// QoS 2 packet ids journaled and not released, with their digests.
+    pub held: Vec<(u16, u64)>,
+}
+
+/// One commit's receipts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Commit {
+    no: u64,
+    first_seq: u64,
+    receipts: Vec<Receipt>,
+}
+
+/// The tree's content, mirrored in memory so that a commit knows what to trim without reading.
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    /// Receipts to keep: older commits are removed once newer ones hold this many.
+    keep: usize,
+    commits: VecDeque<Commit>,
+    /// Held QoS 2 ids: first kedge-seq of the commit that journaled each, and its digest.
+    held: BTreeMap<u16, (u64, u64)>,
+    next_no: u64,
+}
+
+/// What one commit does to the tree, computed before the transaction and applied to the
+/// [`Ledger`] only once the transaction succeeded (a failed commit is retried whole).
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    pub(super) puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(super) removes: Vec<Vec<u8>>,
+    reset: bool,
+    commit: Option<Commit>,
+    trimmed: usize,
+    hold: Vec<(u16, (u64, u64))>,
+    release: Vec<u16>,
+}
+
+impl Writes {
+    pub(super) fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.removes.is_empty()
+    }
+}
+
+fn receipts_key(no: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(RECEIPTS);
+    k.extend_from_slice(&no.to_be_bytes());
+    k
+}
+
+fn held_key(pkid: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3);
+    k.push(HELD);
+    k.extend_from_slice(&pkid.to_be_bytes());
+    k
+}
+
+fn encode_commit(c: &Commit) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + c.receipts.len() * RECEIPT_LEN);
+    v.extend_from_slice(&c.first_seq.to_be_bytes());
+    for r in &c.receipts {
+        v.extend_from_slice(&r.pkid.to_be_bytes());
+        v.push(r.qos);
+        v.extend_from_slice(&r.digest.to_be_bytes());
+    }
+    v
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn decode_commit(no: u64, v: &[u8]) -> Option<Commit> {
+    let first_seq = u64_at(v, 0)?;
+    let body = &v[8..];
+    if !body.len().is_multiple_of(RECEIPT_LEN) {
+        return None;
+    }
+    let receipts = body
+        .chunks_exact(RECEIPT_LEN)
+        .map(|r| Receipt {
+            pkid: u16::from_be_bytes([r[0], r[1]]),
+            qos: r[2],
+            digest: u64::from_be_bytes(r[3..11].try_into().expect("8 bytes")),
+        })
+        .collect();
+    Some(Commit {
+        no,
+        first_seq,
+        receipts,
+    })
+}
+
+impl Ledger {
+    /// Reads the tree. Entries that cannot be decoded are skipped (and removed by the next
+    /// reset): forgetting a receipt can only make a redelivery be journaled again.
+    pub(super) fn load(tree: &sled::Tree) -> sled::Result<Ledger> {
+        let mut ledger = Ledger::default();
+        for item in tree.iter() {
+            let (k, v) = item?;
+            match (k.first(), k.len()) {
+                (Some(&RECEIPTS), 9) => {
+                    let no = u64_at(&k, 1).expect("9-byte key");
+                    ledger.next_no = ledger.next_no.max(no + 1);
+                    if let Some(c) = decode_commit(no, &v) {
+                        ledger.commits.push_back(c);
+                    }
+                }
+                (Some(&HELD), 3) => {
+                    if let (Some(seq), Some(digest)) = (u64_at(&v, 0), u64_at(&v, 8)) {
+                        ledger
+                            .held
+                            .insert(u16::from_be_bytes([k[1], k[2]]), (seq, digest));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(ledger)
+    }
+
+    pub(super) fn set_keep(&mut self, keep: usize) {
+        self.keep = keep;
+    }
+
+    pub(super) fn state(&self) -> Inbound {
+        let total: usize = self.commits.iter().map(|c| c.receipts.len()).sum();
+        let skip = total.saturating_sub(self.keep);
+        Inbound {
+            recent: self
+                .commits
+                .iter()
+                .flat_map(|c| c.receipts.iter().copied())
+                .skip(skip)
+                .collect(),
+            held: self.held.iter().map(|(p, (_, d))| (*p, *d)).collect(),
+        }
+    }
+
+    /// What committing `changes` with the chunk starting at `first_seq` writes.
+    pub(super) fn plan(&self, first_seq: u64, changes: &[Change]) -> Writes {
+        let mut w = Writes::default();
+        let mut receipts = Vec::new();
+        let mut hold: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
+        let mut release = Vec::new();
+        for change in changes {
+            match *change {
+                Change::Reset => {
+                    w.reset = true;
+                    receipts.clear();
+                    hold.clear();
+                    release.clear();
+                }
+                Change::Received(r) => {
+                    receipts.push(r);
+                    if r.qos == 2 {
+                        hold.insert(r.pkid, (first_seq, r.digest));
+                        release.retain(|p| *p != r.pkid);
+                    }
+                }
+                Change::Released(pkid) => {
+                    hold.remove(&pkid);
+                    release.push(pkid);
+                }
+            }
+        }
+        let kept: Vec<&Commit> = if w.reset {
+            w.removes
+                .extend(self.commits.iter().map(|c| receipts_key(c.no)));
+            w.removes.extend(self.held.keys().map(|p| held_key(*p)));
+            Vec::new()
+        } else {
+            self.commits.iter().collect()
+        };
+        let mut total: usize =
+            kept.iter().map(|c| c.receipts.len()).sum::<usize>() + receipts.len();
+        for c in &kept {
+            if total - c.receipts.len() < self.keep {
+                break;
+            }
+            total -= c.receipts.len();
+            w.removes.push(receipts_key(c.no));
+            w.trimmed += 1;
+        }
+        // With keep = 0 not even this commit's receipts are stored.
+        if !receipts.is_empty() && self.keep > 0 {
+            let c = Commit {
+                no: self.next_no,
+                first_seq,
+                receipts,
+            };
+            w.puts.push((receipts_key(c.no), encode_commit(&c)));
+            w.commit = Some(c);
+        }
+        for p in &release {
+            if w.reset || self.held.contains_key(p) {
+                w.removes.push(held_key(*p));
+            }
+        }
+        for (p, (seq, digest)) in &hold {
+            let mut v = Vec::with_capacity(16);
+            v.extend_from_slice(&seq.to_be_bytes());
+            v.extend_from_slice(&digest.to_be_bytes());
+            w.puts.push((held_key(*p), v));
+        }
+        w.hold = hold.into_iter().collect();
+        w.release = release;
+        w
+    }
+
+    /// Takes in what [`Ledger::plan`] wrote, once it is written.
+    pub(super) fn apply(&mut self, w: Writes) {
+        if w.reset {
+            self.commits.clear();
+            self.held.clear();
+        }
+        self.commits.drain(..w.trimmed.min(self.commits.len()));
+        if let Some(c) = w.commit {
+            self.next_no = c.no + 1;
+            self.commits.push_back(c);
+        }
+        for p in w.release {
+            self.held.remove(&p);
+        }
+        self.held.extend(w.hold);
+    }
+
+    /// Keys of what commits from kedge-seq `from` on recorded: their chunks are being discarded
+    /// unacknowledged, so their messages will come again and must be journaled then.
+    pub(super) fn discard_from(&mut self, from: u64) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        self.commits.retain(|c| {
+            let gone = c.first_seq >= from;
+            if gone {
+                keys.push(receipts_key(c.no));
+            }
+            !gone
+        });
+        self.held.retain(|p, (seq, _)| {
+            let gone = *seq >= from;
+            if gone {
+                keys.push(held_key(*p));
+            }
+            !gone
+        });
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(pkid: u16, qos: u8) -> Receipt {
+        Receipt {
+            pkid,
+            qos,
+            digest: u64::from(pkid) * 31 + 7,
+        }
+    }
+
+    fn commit(l: &mut Ledger, first_seq: u64, changes: &[Change]) -> Writes {
+        let w = l.plan(first_seq, changes);
+        let shown = Writes {
+            puts: w.puts.clone(),
+            removes: w.removes.clone(),
+            ..Writes::default()
+        };
+        l.apply(w);
+        shown
+    }
+
+    #[test]
+    fn keeps_the_newest_commits_that_hold_keep_receipts() {
+        let mut l = Ledger::default();
+        l.set_keep(3);
+        commit(
+            &mut l,
+            0,
+            &[Change::Received(r(1, 1)), Change::Received(r(2, 1))],
+        );
+        commit(&mut l, 2, &[Change::Received(r(3, 1))]);
+        assert_eq!(l.state().recent, vec![r(1, 1), r(2, 1), r(3, 1)]);
+        // A fourth receipt: the first commit still holds one of the newest three.
+        let w = commit(&mut l, 3, &[Change::Received(r(4, 1))]);
+        assert!(w.removes.is_empty(), "{w:?}");
+        assert_eq!(l.state().recent, vec![r(2, 1), r(3, 1), r(4, 1)]);
+        let w = commit(&mut l, 4, &[Change::Received(r(5, 1))]);
+        assert_eq!(w.removes, vec![receipts_key(0)]);
+        assert_eq!(l.state().recent, vec![r(3, 1), r(4, 1), r(5, 1)]);
+    }
+
+    #[test]
+    fn qos2_ids_are_held_until_released_and_a_reset_forgets_everything() {
+        let mut l = Ledger::default();
+        l.set_keep(10);
+        commit(
+            &mut l,
+            5,
+            &[Change::Received(r(7, 2)), Change::Received(r(8, 1))],
+        );
+        assert_eq!(l.state().held, vec![(7, r(7, 2).digest)]);
+        let w = commit(&mut l, 7, &[Change::Released(7)]);
+        assert_eq!(w.removes, vec![held_key(7)]);
+        assert!(l.state().held.is_empty());
+        // Releasing what is not held writes nothing.
+        assert!(commit(&mut l, 7, &[Change::Released(9)]).is_empty());
+        commit(&mut l, 7, &[Change::Received(r(9, 2))]);
+        let w = commit(
+            &mut l,
+            8,
+            &[
+                Change::Received(r(10, 1)),
+                Change::Reset,
+                Change::Received(r(1, 2)),
+            ],
+        );
+        assert!(w.removes.contains(&receipts_key(0)) && w.removes.contains(&held_key(9)));
+        let s = l.state();
+        assert_eq!(s.recent, vec![r(1, 2)], "only what came after the reset");
+        assert_eq!(s.held, vec![(1, r(1, 2).digest)]);
+    }
+
+    #[test]
+    fn keep_zero_stores_no_receipts() {
+        let mut l = Ledger::default();
+        let w = commit(&mut l, 0, &[Change::Received(r(1, 1))]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(l.state(), Inbound::default());
+    }
+
+    #[test]
+    fn discarded_commits_lose_their_receipts_and_holds() {
+        let mut l = Ledger::default();
+        l.set_keep(10);
+        commit(&mut l, 0, &[Change::Received(r(1, 2))]);
+        commit(&mut l, 1, &[Change::Received(r(2, 2))]);
+        let keys = l.discard_from(1);
+        assert_eq!(keys, vec![receipts_key(1), held_key(2)]);
+        assert_eq!(l.state().recent, vec![r(1, 2)]);
+        assert_eq!(l.state().held, vec![(1, r(1, 2).digest)]);
+    }
+
+    #[test]
+    fn the_stored_form_reads_back() {
+        let c = Commit {
+            no: 4,
+            first_seq: 99,
+            receipts: vec![r(1, 1), r(65535, 2)],
+        };
+        assert_eq!(decode_commit(4, &encode_commit(&c)), Some(c));
+        assert_eq!(decode_commit(1, &[0; 12]), None);
+        assert_eq!(decode_commit(1, &[0; 3]), None);
+    }
+}

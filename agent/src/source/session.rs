@@ -1,0 +1,239 @@
+//! The receiving side of kedge's MQTT session as a state machine without I/O: which arriving
+//! messages are new and must be journaled, and which are the broker sending again what kedge
+//! already journaled (ARCHITECTURE.md §9). Its state is committed with the journal
+//! ([`crate::queue::inbound`]), so that it holds across crashes.
+//!
+//! - **QoS 2** (MQTT 5 §4.3.3, 3.1.1 §4.3.3): a message is journaled together with its packet
+//!   id before PUBREC; while the id is held, a PUBLISH with DUP set, that id and the same topic
+//!   and payload is a resend and is only acknowledged; PUBREL releases the id, durably, before
+//!   PUBCOMP. Without DUP, or with other content, the broker did not keep the protocol (some
+//!   renumber their resends, so a held id can be given to another message): journaled, since
+//!   a duplicate can be told downstream and a lost message cannot.
+//! - **QoS 1** has no such handshake: after a reconnect the broker sends again, first and in
+//!   order (MQTT 5 §4.4, §4.6), the messages whose PUBACK it did not get, and kedge cannot know
+//!   which those are. The candidates are the newest receipts (at most `receive_maximum` + 1;
+//!   the broker never has more unacknowledged). With [`Match::PacketId`] an arriving message is
+//!   a redelivery when it has DUP set and the packet id, topic and payload of a candidate, at or
+//!   after the previous match; the first message that is not ends the matching. This is only
+//!   done when the candidates prove the broker does not reuse a freed packet id at once: they
+//!   must fill the window with distinct ids (a broker that takes the lowest free id never has
+//!   more than `receive_maximum` distinct ids in flight, so it must repeat one). Otherwise a new
+//!   message under the id of one just acknowledged, with the same content, could not be told
+//!   from a resend; it is journaled instead. [`Match::Payload`] matches on topic and payload
+//!   alone, for brokers that renumber or do not set DUP, and assumes no two messages among
+//!   the candidates are identical.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::queue::inbound::{Change, Inbound, Receipt};
+
+/// How redeliveries of QoS 1 messages are recognised (`mqtt.redelivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// DUP flag, packet id, topic and payload; only once the broker is seen not to reuse ids.
+    PacketId,
+    /// Topic and payload alone: every message must differ from the ones before it.
+    Payload,
+    /// Never: every QoS 1 redelivery is journaled again (at least once).
+    Off,
+}
+
+/// One message as it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// MQTT packet identifier (0 for QoS 0).
+    pub pkid: u16,
+    /// QoS it arrived with.
+    pub qos: u8,
+    /// The DUP flag.
+    pub dup: bool,
+    /// Digest of topic and payload ([`digest`]).
+    pub digest: u64,
+}
+
+/// What to do with an arriving message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: journal it, committing this change with it (none for QoS 0).
+    Journal(Option<Change>),
+    /// Already journaled: acknowledge it once everything before it is durable.
+    Redelivered,
+}
+
+/// What a new connection means for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connected {
+    /// The broker has a new session: nothing before will come again. `Some` when state must
+    /// be forgotten durably before anything of the new session is acknowledged.
+    Fresh(Option<Change>),
+    /// The broker resumed the session: redeliveries may come first.
+    Resumed {
+        /// QoS 1 messages a redelivery is compared with.
+        candidates: usize,
+        /// With [`Match::PacketId`], why none are: the window is not yet full, or it shows the
+        /// broker reusing packet ids.
+        unproven: Option<Unproven>,
+    },
+}
+
+/// Why [`Match::PacketId`] cannot be used on a resumed session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unproven {
+    /// Fewer receipts than the window since the session began.
+    TooFew,
+    /// A packet id appears twice among them.
+    IdsReused,
+}
+
+/// The session's receiving state.
+#[derive(Debug)]
+pub struct Session {
+    rule: Match,
+    keep: usize,
+    recent: VecDeque<Receipt>,
+    held: HashMap<u16, u64>,
+    resuming: Option<Resuming>,
+}
+
+#[derive(Debug)]
+struct Resuming {
+    candidates: Vec<Receipt>,
+    cursor: usize,
+}
+
+/// Digest of a message's topic and payload: the first 8 bytes of SHA-256 over the topic's
+/// length, the topic and the payload. Stable across versions, since it is stored.
+pub fn digest(topic: &[u8], payload: &[u8]) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&(topic.len() as u32).to_be_bytes());
+    ctx.update(topic);
+    ctx.update(payload);
+    let d = ctx.finish();
+    u64::from_be_bytes(d.as_ref()[..8].try_into().expect("32-byte digest"))
+}
+
+impl Session {
+    /// Starts from what the queue committed; `keep` is the receipt window (`receive_maximum`
+    /// + 1, the same number the queue was told).
+    pub fn new(rule: Match, keep: usize, from: Inbound) -> Session {
+        let skip = from.recent.len().saturating_sub(keep);
+        Session {
+            rule,
+            keep,
+            recent: from.recent.into_iter().skip(skip).collect(),
+            held: from.held.into_iter().collect(),
+            resuming: None,
+        }
+    }
+
+    /// A connection was made.
+    pub fn connected(&mut self, session_present: bool) -> Connected {
+        if !session_present {
+            self.resuming = None;
+            let had = !self.recent.is_empty() || !self.held.is_empty();
+            self.recent.clear();
+            self.held.clear();
+            return Connected::Fresh(had.then_some(Change::Reset));
+        }
+        let (candidates, unproven): (Vec<Receipt>, _) = match self.rule {
+            Match::Off => (Vec::new(), None),
+            Match::Payload => (self.recent.iter().copied().collect(), None),
+            Match::PacketId => match self.proof() {
+                None => (
+                    self.recent.iter().copied().filter(|r| r.qos == 1).collect(),
+                    None,
+                ),
+                Some(why) => (Vec::new(), Some(why)),
+            },
+        };
+        let n = candidates.len();
+        self.resuming = (n > 0).then_some(Resuming {
+            candidates,
+            cursor: 0,
+        });
+        Connected::Resumed {
+            candidates: n,
+            unproven,
+        }
+    }
+
+    /// `None` when the receipts prove the broker does not reuse a freed packet id at once.
+    fn proof(&self) -> Option<Unproven> {
+        if self.recent.len() < self.keep {
+            return Some(Unproven::TooFew);
+        }
+        let mut seen = vec![0u64; 1024];
+        for r in &self.recent {
+            let (word, bit) = (usize::from(r.pkid) / 64, r.pkid % 64);
+            if seen[word] & (1 << bit) != 0 {
+                return Some(Unproven::IdsReused);
+            }
+            seen[word] |= 1 << bit;
+        }
+        None
+    }
+
+    /// A PUBLISH arrived.
+    pub fn arrived(&mut self, a: Arrival) -> Verdict {
+        if a.qos == 0 {
+            return Verdict::Journal(None);
+        }
+        if a.qos == 2
+            && (a.dup || self.rule == Match::Payload)
+            && self.held.get(&a.pkid) == Some(&a.digest)
+        {
+            return Verdict::Redelivered;
+        }
+        if let Some(r) = &mut self.resuming {
+            let rule = self.rule;
+            let hit = r.candidates[r.cursor..]
+                .iter()
+                .position(|c| is_resend(rule, c, &a));
+            match hit {
+                Some(i) => {
+                    r.cursor += i + 1;
+                    if r.cursor == r.candidates.len() {
+                        self.resuming = None;
+                    }
+                    return Verdict::Redelivered;
+                }
+                None => self.resuming = None,
+            }
+        }
+        let receipt = Receipt {
+            pkid: a.pkid,
+            qos: a.qos,
+            digest: a.digest,
+        };
+        if self.recent.len() == self.keep {
+            self.recent.pop_front();
+        }
+        if self.keep > 0 {
+            self.recent.push_back(receipt);
+        }
+        if a.qos == 2 {
+            self.held.insert(a.pkid, a.digest);
+        }
+        Verdict::Journal(Some(Change::Received(receipt)))
+    }
+
+    /// The broker released a QoS 2 packet id (PUBREL). The change must be durable before
+    /// PUBCOMP, after which the broker may reuse the id.
+    pub fn released(&mut self, pkid: u16) -> Change {
+        self.held.remove(&pkid);
+        Change::Released(pkid)
+    }
+}
+
+fn is_resend(rule: Match, c: &Receipt, a: &Arrival) -> bool {
+    match rule {
+        Match::PacketId => {
+            a.qos == 1 && c.qos == 1 && a.dup && c.pkid == a.pkid && c.digest == a.digest
+        }
+        Match::Payload => c.digest == a.digest,
+        Match::Off => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
