@@ -40,8 +40,9 @@ pub fn describe(c: &Config, path: &Path) -> String {
     };
     let _ = writeln!(
         o,
-        "              {session}, receive maximum {}",
-        m.receive_maximum
+        "              {session}, receive maximum {}, redelivery window {}",
+        m.receive_maximum,
+        m.effective_redelivery_window()
     );
     for s in &m.subscriptions {
         let _ = writeln!(o, "  subscribe   {} (QoS {})", s.filter, s.qos);
@@ -134,7 +135,7 @@ pub fn describe(c: &Config, path: &Path) -> String {
             "  Every journaled record is written to Kafka once: before it resends a batch whose fate it does\n  \
              not know, kedge looks for it in the partition's log (which needs READ on the topics)."
         );
-        let window = usize::from(m.receive_maximum) + 1;
+        let window = m.effective_redelivery_window();
         let qos1 = match m.redelivery {
             config::Redelivery::PacketId => format!(
                 "  QoS 1 (also what a QoS 1 publisher's messages arrive with on a QoS 2 subscription): after a crash\n  \
@@ -142,7 +143,8 @@ pub fn describe(c: &Config, path: &Path) -> String {
                  flag, packet id, topic and payload among the last {window} messages, and acknowledges it without\n  \
                  journaling it again, once those {window} messages show the broker does not reuse packet ids at once\n  \
                  (mosquitto does not). Until then, and with brokers that reuse ids or do not set DUP, a resend is\n  \
-                 journaled again: at least once. Resends journaled with DUP set are counted in\n  \
+                 journaled again: at least once; so is a resend of a message older than the last {window}\n  \
+                 (mqtt.redelivery_window). Resends journaled with DUP set are counted in\n  \
                  kedge_mqtt_dup_journaled_total."
             ),
             config::Redelivery::Payload => format!(
@@ -197,8 +199,8 @@ pub fn describe(c: &Config, path: &Path) -> String {
                  is skipped: acknowledged, not journaled, logged and counted in kedge_mqtt_oversized_total. Set the\n  \
                  broker's limit to at most {size} (mosquitto: max_packet_size) to refuse it at publish instead.\n  \
                  The broker's limit on unacknowledged messages (mosquitto: max_inflight_messages, default 20) must\n  \
-                 not exceed mqtt.receive_maximum ({}), which bounds the messages a resend is compared with.",
-                m.receive_maximum
+                 be less than mqtt.redelivery_window ({}), the messages a resend is compared with.",
+                m.effective_redelivery_window()
             );
         }
     }

@@ -162,11 +162,12 @@ pub async fn run(
         None => None,
     };
 
-    queue.set_receipt_window(mqtt.receipt_window());
+    let window = queue.set_receipt_window(mqtt.receipt_window());
     let inbound = queue.inbound();
     let source = tokio::spawn(mqtt::run(
         mqtt,
         inbound,
+        window,
         events_tx,
         acks_rx,
         stop_rx.clone(),
@@ -426,6 +427,7 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
         keep_alive: m.keep_alive,
         session_expiry: m.session_expiry,
         receive_maximum: m.receive_maximum,
+        redelivery_window: m.effective_redelivery_window(),
         // MQTT's largest remaining length is one byte short of 256 MiB.
         max_packet_size: m.max_packet_size.bytes().min(268_435_455) as u32,
         redelivery: match m.redelivery {

@@ -171,6 +171,9 @@ pub struct Stats {
     pub mqtt_dup_journaled: AtomicU64,
     /// Messages larger than `mqtt.max_packet_size`, skipped (acknowledged, not journaled).
     pub mqtt_oversized: AtomicU64,
+    /// New QoS 2 messages under a packet id kedge still held for an earlier one: the broker
+    /// had more messages in flight than packet ids, against MQTT.
+    pub mqtt_id_collisions: AtomicU64,
     /// Time of each durable journal commit (append + flush + fdatasync).
     pub commit_latency: Histogram<CommitBuckets>,
     /// Time of the fdatasync calls of each commit.

@@ -197,6 +197,10 @@ pub struct MqttConfig {
     /// How kedge recognises a QoS 1 message the broker sends again after a crash.
     #[serde(default)]
     pub redelivery: Redelivery,
+    /// How many of the newest QoS 1 and 2 messages a resend is compared with; more than
+    /// `receive_maximum`. See [`MqttConfig::effective_redelivery_window`].
+    #[serde(default, deserialize_with = "de::opt_int::<_, u16, 2, 65535>")]
+    pub redelivery_window: Option<u16>,
     /// User name for authentication.
     #[serde(default)]
     pub username: Option<String>,
@@ -270,6 +274,18 @@ impl MqttConfig {
             (None, Some(_)) => 8883,
             (None, None) => 1883,
         }
+    }
+
+    /// The configured redelivery window, or 65,535 (at least `receive_maximum` + 1). A broker
+    /// that honours Receive Maximum resends at most `receive_maximum` messages; mosquitto 2.0.11
+    /// does not, and resends every message whose acknowledgement it had not read when the
+    /// connection broke: under load tens of thousands (ARCHITECTURE.md §9). Packet ids are 16
+    /// bits, so a broker cannot have more than 65,535 unacknowledged.
+    pub fn effective_redelivery_window(&self) -> usize {
+        let floor = usize::from(self.receive_maximum) + 1;
+        self.redelivery_window
+            .map_or(usize::from(u16::MAX), usize::from)
+            .max(floor)
     }
 
     /// The configured client id, or `kedge-{device_id}`.

@@ -442,6 +442,10 @@ fn semantic_errors_are_located_at_the_value() {
             "kedge.toml:4:19: mqtt.max_packet_size: expected a size from 1 KiB to 256 MiB, found 512 B",
         ),
         (
+            "receive_maximum = 100\nredelivery_window = 100\nsubscriptions = [{ filter = \"a\" }]",
+            "kedge.toml:5:21: mqtt.redelivery_window: must be more than mqtt.receive_maximum (100), found 100",
+        ),
+        (
             "redelivery = \"dup\"\nsubscriptions = [{ filter = \"a\" }]",
             "kedge.toml:4:14: mqtt.redelivery: expected one of \"packet-id\", \"payload\", \"off\"",
         ),

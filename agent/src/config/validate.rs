@@ -244,6 +244,17 @@ fn mqtt(mqtt: &MqttConfig, agent: &AgentConfig) -> Check {
             ),
         );
     }
+    if let Some(window) = mqtt.redelivery_window
+        && window <= mqtt.receive_maximum
+    {
+        return fail(
+            "mqtt.redelivery_window",
+            format!(
+                "must be more than mqtt.receive_maximum ({}), found {window}",
+                mqtt.receive_maximum
+            ),
+        );
+    }
     if mqtt.subscriptions.is_empty() {
         return fail(
             "mqtt.subscriptions",

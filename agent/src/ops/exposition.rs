@@ -243,6 +243,11 @@ impl Snapshot {
                 "MQTT messages larger than mqtt.max_packet_size: skipped, acknowledged, not journaled.",
                 g(&stats.mqtt_oversized),
             ),
+            Family::counter(
+                "kedge_mqtt_id_collisions_total",
+                "New QoS 2 messages under a packet id still in use for an earlier one (a broker defect): that one's resends cannot be recognised.",
+                g(&stats.mqtt_id_collisions),
+            ),
             Family::labelled(
                 "kedge_records_routed_total",
                 "Records committed to the journal, by Kafka topic.",

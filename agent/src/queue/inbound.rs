@@ -12,6 +12,8 @@
 //! The queue only stores these; what they mean is the source's business (`source::session`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const RECEIPTS: u8 = b'r';
 const HELD: u8 = b'h';
@@ -49,6 +51,29 @@ pub struct Inbound {
     pub held: Vec<(u16, u64)>,
 }
 
+/// The widest window: packet ids are 16 bits, so no broker has more messages unacknowledged,
+/// and a wider window of a broker that numbers messages in turn would show ids repeated.
+pub const MAX_WINDOW: usize = u16::MAX as usize;
+
+/// How many of the newest receipts commits keep. Set when the source starts, and widened by
+/// the source while it runs when more messages await its acknowledgement than the window
+/// covers (ARCHITECTURE.md §9). Shared, so that the commit holding a message already keeps the
+/// window that message needed; never narrowed while kedge runs.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptWindow(Arc<AtomicUsize>);
+
+impl ReceiptWindow {
+    /// Receipts kept.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Keeps at least `keep` receipts from now on, up to [`MAX_WINDOW`].
+    pub fn widen(&self, keep: usize) {
+        self.0.fetch_max(keep.min(MAX_WINDOW), Ordering::AcqRel);
+    }
+}
+
 /// One commit's receipts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Commit {
@@ -61,7 +86,7 @@ struct Commit {
 #[derive(Debug, Default)]
 pub(super) struct Ledger {
     /// Receipts to keep: older commits are removed once newer ones hold this many.
-    keep: usize,
+    keep: ReceiptWindow,
     commits: VecDeque<Commit>,
     /// Held QoS 2 ids: first kedge-seq of the commit that journaled each, and its digest.
     held: BTreeMap<u16, (u64, u64)>,
@@ -165,13 +190,21 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Sets the window, never below what is stored: a window widened before a crash still
+    /// holds messages the broker may send again.
     pub(super) fn set_keep(&mut self, keep: usize) {
-        self.keep = keep;
+        let stored = self.commits.iter().map(|c| c.receipts.len()).sum::<usize>();
+        self.keep = ReceiptWindow::default();
+        self.keep.widen(keep.max(stored).min(MAX_WINDOW));
+    }
+
+    pub(super) fn window(&self) -> ReceiptWindow {
+        self.keep.clone()
     }
 
     pub(super) fn state(&self) -> Inbound {
         let total: usize = self.commits.iter().map(|c| c.receipts.len()).sum();
-        let skip = total.saturating_sub(self.keep);
+        let skip = total.saturating_sub(self.keep.get());
         Inbound {
             recent: self
                 .commits
@@ -185,6 +218,7 @@ impl Ledger {
 
     /// What committing `changes` with the chunk starting at `first_seq` writes.
     pub(super) fn plan(&self, first_seq: u64, changes: &[Change]) -> Writes {
+        let keep = self.keep.get();
         let mut w = Writes::default();
         let mut receipts = Vec::new();
         let mut hold: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
@@ -221,7 +255,7 @@ impl Ledger {
         let mut total: usize =
             kept.iter().map(|c| c.receipts.len()).sum::<usize>() + receipts.len();
         for c in &kept {
-            if total - c.receipts.len() < self.keep {
+            if total - c.receipts.len() < keep {
                 break;
             }
             total -= c.receipts.len();
@@ -229,7 +263,7 @@ impl Ledger {
             w.trimmed += 1;
         }
         // With keep = 0 not even this commit's receipts are stored.
-        if !receipts.is_empty() && self.keep > 0 {
+        if !receipts.is_empty() && keep > 0 {
             let c = Commit {
                 no: self.next_no,
                 first_seq,

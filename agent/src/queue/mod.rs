@@ -497,12 +497,12 @@ impl Queue {
         Ok((chunk::pointer(&bytes, loc), loc, bytes.len()))
     }
 
-    /// How many of the newest receipts [`Queue::append_with`] keeps (none until set).
-    pub fn set_receipt_window(&self, keep: usize) {
-        self.ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_keep(keep);
+    /// How many of the newest receipts [`Queue::append_with`] keeps (none until set), and
+    /// never fewer than are stored. The returned handle widens it.
+    pub fn set_receipt_window(&self, keep: usize) -> inbound::ReceiptWindow {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        ledger.set_keep(keep);
+        ledger.window()
     }
 
     /// What the source received, as committed: the newest receipts (up to the window set by
@@ -1452,9 +1452,11 @@ mod tests {
             assert_eq!(q.next_seq().unwrap(), 3);
         }
         let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        // Commits are kept whole (the first still held one needed receipt) and a reopened
+        // queue never narrows below what is stored: the window may have been widened.
         q.set_receipt_window(3);
         let state = q.inbound();
-        assert_eq!(state.recent, vec![r(2, 2), r(3, 2), r(4, 1)]);
+        assert_eq!(state.recent, vec![r(1, 1), r(2, 2), r(3, 2), r(4, 1)]);
         assert_eq!(state.held, vec![(3, r(3, 2).digest)]);
         // The commit from kedge-seq 2 on failed and is discarded: its receipts go with it.
         q.discard_unacknowledged(2).unwrap();

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::session::{self, Arrival, Connected, Match, Session, Unproven, Verdict};
 use crate::backoff::Backoff;
 use crate::commit::Incoming;
-use crate::queue::inbound::Inbound;
+use crate::queue::inbound::{Inbound, ReceiptWindow};
 use crate::record::Header;
 use crate::telemetry::Stats;
 
@@ -47,6 +47,8 @@ pub struct MqttSettings {
     pub session_expiry: Duration,
     /// Unacknowledged QoS 1 and 2 messages the broker may have in flight to kedge.
     pub receive_maximum: u16,
+    /// `mqtt.redelivery_window`, as configured or its default.
+    pub redelivery_window: usize,
     /// Largest MQTT packet kedge accepts (announced to an MQTT 5 broker); larger messages are
     /// skipped and counted.
     pub max_packet_size: u32,
@@ -66,10 +68,11 @@ pub struct MqttSettings {
 }
 
 impl MqttSettings {
-    /// Receipts kept to recognise redeliveries: one more than the broker may have
-    /// unacknowledged, which is what proves it does not reuse packet ids ([`session`]).
+    /// Receipts kept to recognise redeliveries (`mqtt.redelivery_window`): more than the
+    /// broker may have unacknowledged, which is what proves it does not reuse packet ids
+    /// ([`session`]).
     pub fn receipt_window(&self) -> usize {
-        usize::from(self.receive_maximum) + 1
+        self.redelivery_window
     }
 }
 
@@ -99,15 +102,17 @@ pub struct AckToken {
 pub async fn run(
     settings: MqttSettings,
     inbound: Inbound,
+    window: ReceiptWindow,
     events: mpsc::Sender<Incoming<AckToken>>,
     acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
     stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
-    let session = Session::new(settings.redelivery, settings.receipt_window(), inbound);
+    let session = Session::new(settings.redelivery, settings.receipt_window(), inbound)
+        .proven_by(usize::from(settings.receive_maximum) + 1);
     match settings.protocol {
-        Protocol::V5 => v5::run(settings, session, events, acks, stop, stats).await,
-        Protocol::V311 => v311::run(settings, session, events, acks, stop, stats).await,
+        Protocol::V5 => v5::run(settings, session, window, events, acks, stop, stats).await,
+        Protocol::V311 => v311::run(settings, session, window, events, acks, stop, stats).await,
     }
 }
 
@@ -180,6 +185,39 @@ fn log_connected(name: &str, session_present: bool, connected: Connected) {
     }
 }
 
+/// Warns when more messages await kedge's acknowledgement than `receive_maximum`: the broker
+/// does not bound what it sends by it (mosquitto 2.0.11 does not; an MQTT 3.1.1 broker has its
+/// own limit), so more than `receive_maximum` can be resent after a crash: acknowledgements
+/// the broker had not read yet are lost with the connection. Widens the receipt window when
+/// even kedge's own count of unacknowledged messages, with a margin for those, exceeds it.
+fn widen(
+    settings: &MqttSettings,
+    session: &mut Session,
+    window: &ReceiptWindow,
+    awaiting: usize,
+    warned: &mut bool,
+) {
+    let receive_maximum = usize::from(settings.receive_maximum);
+    if awaiting <= receive_maximum {
+        return;
+    }
+    if !*warned {
+        *warned = true;
+        tracing::warn!(
+            source = %settings.name,
+            awaiting,
+            receive_maximum,
+            redelivery_window = session.window(),
+            "the MQTT broker sends more unacknowledged messages than mqtt.receive_maximum: resends of more than mqtt.redelivery_window messages cannot be recognised"
+        );
+    }
+    let need = (awaiting + receive_maximum + 1).min(usize::from(u16::MAX));
+    if need > session.window() {
+        session.widen(need);
+        window.widen(need);
+    }
+}
+
 /// The number of the connection acknowledgements may go out on, shared by the event loop and
 /// the acker. The acker checks it and queues an ack under the lock; the event loop, on a
 /// connection error, bumps it and drops the acks queued meanwhile under the lock: so no ack
@@ -192,7 +230,7 @@ fn lock(gate: &Gate) -> std::sync::MutexGuard<'_, u64> {
 
 /// The event loop is the same for both protocol versions; only the rumqttc types differ.
 macro_rules! event_loop {
-    ($settings:ident, $options:ident, $session:ident, $events:ident, $acks:ident, $stop:ident,
+    ($settings:ident, $options:ident, $session:ident, $window:ident, $events:ident, $acks:ident, $stop:ident,
      $stats:ident, try_send = $try_send:expr, qos = $qos:expr, topic = $topic:expr,
      headers = $headers:expr, filter = $filter:ident, taken_over = $taken_over:expr) => {{
         if let Some((u, p)) = &$settings.credentials {
@@ -244,6 +282,11 @@ macro_rules! event_loop {
         });
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut recognised = 0u64;
+        // QoS 1 and 2 messages of this connection not yet acknowledged (PUBACK or PUBREC
+        // written): each may be sent again after a crash.
+        let mut awaiting = 0usize;
+        let mut warned = false;
+        let mut collided = false;
         loop {
             let polled = tokio::select! {
                 p = eventloop.poll() => p,
@@ -281,11 +324,23 @@ macro_rules! event_loop {
                             (_, None) => session::digest(topic, &p.payload),
                         },
                     };
+                    if qos > 0 {
+                        awaiting += 1;
+                        widen(&$settings, &mut session, &$window, awaiting, &mut warned);
+                    }
                     let ack = (qos > 0).then_some(AckToken {
                         pkid: p.pkid,
                         kind: if qos == 2 { AckKind::Rec } else { AckKind::Ack },
                         connection,
                     });
+                    if session.collides(&arrival) {
+                        Stats::add(&$stats.mqtt_id_collisions, 1);
+                        if !collided {
+                            collided = true;
+                            tracing::warn!(source = %$settings.name, pkid = p.pkid,
+                                "the MQTT broker sent a new QoS 2 message under a packet id kedge still holds for an earlier one, which MQTT forbids before PUBCOMP: resends of the earlier one may be journaled again");
+                        }
+                    }
                     let incoming = match session.arrived(arrival) {
                         Verdict::Journal(change) if p.oversized.is_some() => {
                             Stats::add(&$stats.mqtt_oversized, 1);
@@ -360,6 +415,9 @@ macro_rules! event_loop {
                         }
                     }
                 }
+                Ok(Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_))) => {
+                    awaiting = awaiting.saturating_sub(1);
+                }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -371,6 +429,7 @@ macro_rules! event_loop {
                         connection = *current;
                         eventloop.clean();
                     }
+                    awaiting = 0;
                     $stats.mqtt_connected.store(false, std::sync::atomic::Ordering::Relaxed);
                     if events.is_none() {
                         break;
@@ -420,6 +479,7 @@ mod v5 {
     pub(super) async fn run(
         settings: MqttSettings,
         session: Session,
+        window: ReceiptWindow,
         events: mpsc::Sender<Incoming<AckToken>>,
         acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
         stop: watch::Receiver<bool>,
@@ -446,6 +506,7 @@ mod v5 {
             settings,
             o,
             session,
+            window,
             events,
             acks,
             stop,
@@ -509,6 +570,7 @@ mod v311 {
     pub(super) async fn run(
         settings: MqttSettings,
         session: Session,
+        window: ReceiptWindow,
         events: mpsc::Sender<Incoming<AckToken>>,
         acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
         stop: watch::Receiver<bool>,
@@ -530,6 +592,7 @@ mod v311 {
             settings,
             o,
             session,
+            window,
             events,
             acks,
             stop,

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::queue::inbound::{Change, Inbound, Receipt};
+use crate::queue::inbound::{Change, Inbound, MAX_WINDOW, Receipt};
 
 /// How redeliveries of QoS 1 messages are recognised (`mqtt.redelivery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,7 @@ pub enum Unproven {
 pub struct Session {
     rule: Match,
     keep: usize,
+    prove: usize,
     recent: VecDeque<Receipt>,
     held: HashMap<u16, u64>,
     resuming: Option<Resuming>,
@@ -113,17 +114,38 @@ pub fn digest(topic: &[u8], payload: &[u8]) -> u64 {
 }
 
 impl Session {
-    /// Starts from what the queue committed; `keep` is the receipt window (`receive_maximum`
-    /// + 1, the same number the queue was told).
+    /// Starts from what the queue committed; `keep` is the receipt window
+    /// (`mqtt.redelivery_window`, the number the queue was told). A window widened before a
+    /// crash shows as more receipts: all are kept. The receipts must number `keep` to prove
+    /// the broker does not reuse packet ids, unless [`Session::proven_by`] says fewer.
     pub fn new(rule: Match, keep: usize, from: Inbound) -> Session {
-        let skip = from.recent.len().saturating_sub(keep);
         Session {
             rule,
-            keep,
-            recent: from.recent.into_iter().skip(skip).collect(),
+            keep: keep.max(from.recent.len()).min(MAX_WINDOW),
+            prove: keep,
+            recent: from.recent.into_iter().collect(),
             held: from.held.into_iter().collect(),
             resuming: None,
         }
+    }
+
+    /// [`Match::PacketId`] is used once `prove` receipts (at least `receive_maximum` + 1) and
+    /// every receipt kept have distinct packet ids: a broker that gives a freed id to the next
+    /// message, and never has more than `receive_maximum` unacknowledged, cannot show that.
+    pub fn proven_by(mut self, prove: usize) -> Session {
+        self.prove = prove;
+        self
+    }
+
+    /// Receipts kept.
+    pub fn window(&self) -> usize {
+        self.keep
+    }
+
+    /// Keeps at least `keep` receipts from now on: more messages await kedge's
+    /// acknowledgement than the window covered, and each may be sent again.
+    pub fn widen(&mut self, keep: usize) {
+        self.keep = self.keep.max(keep.min(MAX_WINDOW));
     }
 
     /// A connection was made.
@@ -159,7 +181,7 @@ impl Session {
 
     /// `None` when the receipts prove the broker does not reuse a freed packet id at once.
     fn proof(&self) -> Option<Unproven> {
-        if self.recent.len() < self.keep {
+        if self.recent.len() < self.prove {
             return Some(Unproven::TooFew);
         }
         let mut seen = vec![0u64; 1024];
@@ -205,7 +227,7 @@ impl Session {
             qos: a.qos,
             digest: a.digest,
         };
-        if self.recent.len() == self.keep {
+        while self.recent.len() >= self.keep.max(1) {
             self.recent.pop_front();
         }
         if self.keep > 0 {
@@ -215,6 +237,17 @@ impl Session {
             self.held.insert(a.pkid, a.digest);
         }
         Verdict::Journal(Some(Change::Received(receipt)))
+    }
+
+    /// Whether `a` is a new QoS 2 message under a packet id still held for another: the broker
+    /// reused an id in use (MQTT 5 §2.2.1, 3.1.1 §2.3.1), so the earlier message's resends can
+    /// no longer be told by it.
+    pub fn collides(&self, a: &Arrival) -> bool {
+        a.qos == 2
+            && self
+                .held
+                .get(&a.pkid)
+                .is_some_and(|d| !a.dup || *d != a.digest)
     }
 
     /// The broker released a QoS 2 packet id (PUBREL). The change must be durable before

@@ -170,7 +170,11 @@ fn qos2_ids_are_held_until_released_whatever_the_window() {
     assert_eq!(r.qos, 2);
     s.connected(true);
     // Without DUP the broker does not say it is a resend: journaled (a renumbering broker can
-    // give a held id to another message with the same content).
+    // give a held id to another message with the same content), and seen as a collision.
+    assert!(s.collides(&arrival(9, 2, false, 5)));
+    assert!(!s.collides(&arrival(9, 2, true, 5)));
+    assert!(!s.collides(&arrival(8, 2, false, 5)));
+    assert!(!s.collides(&arrival(9, 1, false, 5)));
     assert!(matches!(
         s.arrived(arrival(9, 2, false, 5)),
         Verdict::Journal(_)
@@ -178,6 +182,7 @@ fn qos2_ids_are_held_until_released_whatever_the_window() {
     // Resent (PUBREC lost): held, so only acknowledged.
     assert_eq!(s.arrived(arrival(9, 2, true, 5)), Verdict::Redelivered);
     // Same id, other content: the broker reused an id it had not released. Not lost.
+    assert!(s.collides(&arrival(9, 2, true, 6)));
     assert!(matches!(
         s.arrived(arrival(9, 2, true, 6)),
         Verdict::Journal(_)
@@ -191,6 +196,8 @@ fn qos2_ids_are_held_until_released_whatever_the_window() {
 
 #[test]
 fn the_state_survives_through_what_the_queue_kept() {
+    // Five receipts stored with a window of three: the window was widened before the crash,
+    // and all five are compared with.
     let mut s = Session::new(
         Match::PacketId,
         3,
@@ -208,11 +215,12 @@ fn the_state_survives_through_what_the_queue_kept() {
     assert_eq!(
         s.connected(true),
         Connected::Resumed {
-            candidates: 3,
+            candidates: 5,
             unproven: None
         }
     );
     assert_eq!(s.arrived(arrival(40, 2, true, 4)), Verdict::Redelivered);
+    assert_eq!(s.arrived(arrival(2, 1, true, 2)), Verdict::Redelivered);
     assert_eq!(s.arrived(arrival(4, 1, true, 4)), Verdict::Redelivered);
     // A new session forgets it all, durably.
     assert_eq!(s.connected(false), Connected::Fresh(Some(Change::Reset)));
@@ -221,6 +229,41 @@ fn the_state_survives_through_what_the_queue_kept() {
         s.arrived(arrival(40, 2, true, 4)),
         Verdict::Journal(_)
     ));
+}
+
+#[test]
+fn a_widened_window_keeps_more_and_proof_needs_only_receive_maximum_plus_one() {
+    // Window 3, proven by 3: a fourth receipt pushes out the first.
+    let mut s = filled(Match::PacketId, 3, 4);
+    s.connected(true);
+    assert!(matches!(
+        s.arrived(arrival(1, 1, true, 1001)),
+        Verdict::Journal(Some(Change::Received(_)))
+    ));
+    // Widened to 10 and proven by 3: everything from now on is kept and compared with.
+    let mut s = filled(Match::PacketId, 3, 0).proven_by(3);
+    s.widen(10);
+    for id in 1..=8 {
+        s.arrived(arrival(id, 1, false, 1000 + u64::from(id)));
+    }
+    assert_eq!(s.window(), 10);
+    assert_eq!(
+        s.connected(true),
+        Connected::Resumed {
+            candidates: 8,
+            unproven: None
+        }
+    );
+    assert_eq!(s.arrived(arrival(1, 1, true, 1001)), Verdict::Redelivered);
+    // Two receipts are not enough to prove anything.
+    let mut s = filled(Match::PacketId, 10, 2).proven_by(3);
+    assert_eq!(
+        s.connected(true),
+        Connected::Resumed {
+            candidates: 0,
+            unproven: Some(Unproven::TooFew)
+        }
+    );
 }
 
 #[test]
