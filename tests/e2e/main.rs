@@ -14,6 +14,8 @@ mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
+mod mqtt_exactly_once;
+mod mqtt_redelivery;
 mod ops;
 mod plugin_pipeline;
 mod plugins;

@@ -1,4 +1,5 @@
-//! The walking path: 20,000 QoS 1 messages from MQTT to Kafka, each exactly once, intact.
+//! The walking path: 20,000 QoS 1 messages from MQTT to Kafka, each exactly once, intact,
+//! through mosquitto and through rumqttd.
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
@@ -6,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use kedge::kafka::partitioner::partition_for_key;
 
+use crate::support::broker::Broker;
 use crate::support::consume::{consume, tally};
 use crate::support::kedge::{DEVICE_ID, Kedge, pipeline_config};
-use crate::support::mosquitto::Mosquitto;
 use crate::support::publish::{Publishing, readings};
 use crate::support::tansu::Tansu;
 
@@ -23,22 +24,32 @@ use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
 #[test]
 fn twenty_thousand_qos1_messages_arrive_once_intact_keyed_and_partitioned() {
+    walk(&Broker::mosquitto(), "");
+}
+
+/// rumqttd renumbers its resends and does not set DUP: kedge recognises them by content.
+#[test]
+fn twenty_thousand_qos1_messages_through_rumqttd_arrive_once_intact() {
+    walk(&Broker::rumqttd(), "redelivery = \"payload\"\n");
+}
+
+fn walk(broker: &Broker, extra: &str) {
     let tansu = Tansu::start();
     tansu.create_topic("readings", PARTITIONS);
-    let mosquitto = Mosquitto::start();
-    let mut kedge = Kedge::start(&pipeline_config(
-        mosquitto.port(),
-        &tansu.bootstrap(),
-        ROUTING,
-    ));
-    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    let port = broker.port("5");
+    let config = pipeline_config(port, &tansu.bootstrap(), ROUTING).replace(
+        "receive_maximum = 2048",
+        &format!("receive_maximum = 2048\n{extra}"),
+    );
+    let mut kedge = Kedge::start(&config);
+    broker.wait_subscribed("sensors/#", Duration::from_secs(30));
 
     let published = readings(MESSAGES, DEVICES);
     let started = SystemTime::now();
     let bootstrap = tansu.bootstrap();
     let consumer =
         thread::spawn(move || consume(&bootstrap, "readings", MESSAGES, Duration::from_secs(120)));
-    let publishing = Publishing::start(mosquitto.port(), published.clone(), None);
+    let publishing = Publishing::start(port, published.clone(), None);
     publishing.wait_acked(Duration::from_secs(60));
     let records = consumer.join().expect("consumer thread");
 

@@ -225,6 +225,20 @@ impl Kedge {
             .unwrap_or(0)
     }
 
+    /// The sum of the numeric JSON field `field` over kedge's log lines (all runs so far).
+    pub fn log_field_sum(&self, field: &str) -> u64 {
+        let key = format!("\"{field}\":");
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let rest = &line[line.find(&key)? + key.len()..];
+                let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+                digits.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// Path of the log that collects stdout and stderr of every run.
     fn log(&self) -> PathBuf {
         self.dir.path().join("kedge.log")

@@ -1,6 +1,7 @@
 //! Test harness: real peers (tansu, mosquitto), the real kedge binary and an independent consumer,
 //! each behind an RAII guard that kills its process and deletes its temp dir on drop.
 
+pub mod broker;
 pub mod consume;
 pub mod kedge;
 pub mod mock_cluster;
@@ -8,6 +9,8 @@ pub mod mosquitto;
 pub mod powercut;
 pub mod proxy;
 pub mod publish;
+pub mod rumqttd;
+pub mod scripted_mqtt;
 pub mod tansu;
 pub mod tls;
 pub mod verdict;

@@ -31,13 +31,17 @@ impl Mosquitto {
             .expect("temp dir");
         // Persistent sessions (kedge's, while it is down) queue in memory: keep up to a million
         // QoS 1 messages per client rather than the default 1000, which would silently drop some.
+        // At most 512 unacknowledged messages to an MQTT 3.1.1 client (the MQTT 5 client's
+        // receive maximum): mosquitto 2.0.11 holds to it only until the client starts
+        // acknowledging (tests/brokers/inflight_probe.py), so kedge's redelivery window is not
+        // sized by it (ARCHITECTURE.md §9).
         // Logging goes to stderr (a root mosquitto drops privileges and may not open a log file).
         let config = format!(
             "listener {port} 127.0.0.1\n\
              allow_anonymous true\n\
              persistence false\n\
              max_queued_messages 1000000\n\
-             max_inflight_messages 0\n\
+             max_inflight_messages 512\n\
              log_dest stderr\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n\
              log_timestamp_format %H:%M:%S\n"

@@ -1,4 +1,5 @@
-//! An MQTT 5 publisher (rumqttc) that sends QoS 1 messages in the background and counts PUBACKs.
+//! An MQTT 5 publisher (rumqttc) that sends QoS 1 (or 2) messages in the background and counts
+//! the broker's acknowledgements (PUBACK, or PUBCOMP).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -6,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    Packet, PubAckReason, PubCompReason, PubRecReason, PublishProperties,
+};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::runtime::Runtime;
 
@@ -82,7 +85,24 @@ impl Publishing {
         connections: usize,
         per_second: Option<u32>,
     ) -> Publishing {
+        Publishing::start_qos(port, messages, connections, per_second, 1)
+    }
+
+    /// [`Publishing::start_split`] at `qos` (1 or 2): a QoS 2 message counts as acknowledged
+    /// at its PUBCOMP.
+    pub fn start_qos(
+        port: u16,
+        messages: Vec<Message>,
+        connections: usize,
+        per_second: Option<u32>,
+        qos: u8,
+    ) -> Publishing {
         assert!(connections > 0, "at least one MQTT connection");
+        let level = if qos == 2 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -112,7 +132,7 @@ impl Publishing {
                     client
                         .publish_with_properties(
                             message.topic,
-                            QoS::AtLeastOnce,
+                            level,
                             false,
                             message.payload,
                             properties,
@@ -149,7 +169,7 @@ impl Publishing {
         );
         let elapsed = self.started.elapsed();
         eprintln!(
-            "publisher: {} QoS 1 messages acknowledged by mosquitto in {elapsed:.2?} ({:.0}/s)",
+            "publisher: {} messages acknowledged by the broker in {elapsed:.2?} ({:.0}/s)",
             self.total,
             self.total as f64 / elapsed.as_secs_f64()
         );
@@ -178,6 +198,24 @@ fn connect(
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if refused.fetch_add(1, Ordering::Relaxed) < 10 {
                         eprintln!("publisher: PUBACK {} refused: {:?}", ack.pkid, ack.reason);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubComp(comp)))
+                    if comp.reason == PubCompReason::Success =>
+                {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Incoming(Packet::PubComp(comp))) => {
+                    if refused.fetch_add(1, Ordering::Relaxed) < 10 {
+                        eprintln!(
+                            "publisher: PUBCOMP {} refused: {:?}",
+                            comp.pkid, comp.reason
+                        );
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubRec(rec))) if rec.reason != PubRecReason::Success => {
+                    if refused.fetch_add(1, Ordering::Relaxed) < 10 {
+                        eprintln!("publisher: PUBREC {} refused: {:?}", rec.pkid, rec.reason);
                     }
                 }
                 Ok(_) => {}
