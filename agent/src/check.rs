@@ -136,16 +136,17 @@ pub fn describe(c: &Config, path: &Path) -> String {
              not know, kedge looks for it in the partition's log (which needs READ on the topics)."
         );
         let window = m.effective_redelivery_window();
+        let prove = usize::from(m.receive_maximum) + 1;
         let qos1 = match m.redelivery {
             config::Redelivery::PacketId => format!(
                 "  QoS 1 (also what a QoS 1 publisher's messages arrive with on a QoS 2 subscription): after a crash\n  \
-                 or a reconnect the broker resends what it had no PUBACK for. kedge recognises a resend by its DUP\n  \
-                 flag, packet id, topic and payload among the last {window} messages, and acknowledges it without\n  \
-                 journaling it again, once those {window} messages show the broker does not reuse packet ids at once\n  \
-                 (mosquitto does not). Until then, and with brokers that reuse ids or do not set DUP, a resend is\n  \
-                 journaled again: at least once; so is a resend of a message older than the last {window}\n  \
-                 (mqtt.redelivery_window). Resends journaled with DUP set are counted in\n  \
-                 kedge_mqtt_dup_journaled_total."
+                 or a reconnect the broker resends what it had not read a PUBACK for. kedge recognises a resend by\n  \
+                 its DUP flag, packet id, topic and payload among the last {window} messages, and acknowledges it\n  \
+                 without journaling it again, once {prove} messages in a row (receive_maximum + 1) had distinct\n  \
+                 ids: the broker does not reuse packet ids at once (mosquitto does not). Until then, and with\n  \
+                 brokers that reuse ids or do not set DUP, a resend is journaled again: at least once; so is a\n  \
+                 resend of a message older than the last {window} (mqtt.redelivery_window). Resends journaled\n  \
+                 with DUP set are counted in kedge_mqtt_dup_journaled_total."
             ),
             config::Redelivery::Payload => format!(
                 "  QoS 1 (mqtt.redelivery = \"payload\"): after a crash or a reconnect, a message with the topic and\n  \
@@ -162,8 +163,10 @@ pub fn describe(c: &Config, path: &Path) -> String {
     if m.subscriptions.iter().any(|s| s.qos == 2) {
         let _ = writeln!(
             o,
-            "  QoS 2: needs a broker that resends with the same packet id and the DUP flag, as MQTT requires\n  \
-             (mosquitto does; aedes and rumqttd do not, and there a resend after a crash is journaled again)."
+            "  QoS 2: kedge journals the packet id with the message and releases it durably before PUBCOMP, so a\n  \
+             resend with that id and the DUP flag, as MQTT requires (mosquitto), is recognised however many\n  \
+             are in flight. A broker that renumbers resends without DUP (rumqttd) needs mqtt.redelivery =\n  \
+             \"payload\"; with another rule its resends after a crash are journaled again."
         );
     }
     if q.durability == config::Durability::Relaxed {

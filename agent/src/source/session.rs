@@ -10,18 +10,20 @@
 //!   renumber their resends, so a held id can be given to another message): journaled, since
 //!   a duplicate can be told downstream and a lost message cannot.
 //! - **QoS 1** has no such handshake: after a reconnect the broker sends again, first and in
-//!   order (MQTT 5 §4.4, §4.6), the messages whose PUBACK it did not get, and kedge cannot know
-//!   which those are. The candidates are the newest receipts (at most `receive_maximum` + 1;
-//!   the broker never has more unacknowledged). With [`Match::PacketId`] an arriving message is
-//!   a redelivery when it has DUP set and the packet id, topic and payload of a candidate, at or
-//!   after the previous match; the first message that is not ends the matching. This is only
-//!   done when the candidates prove the broker does not reuse a freed packet id at once: they
-//!   must fill the window with distinct ids (a broker that takes the lowest free id never has
-//!   more than `receive_maximum` distinct ids in flight, so it must repeat one). Otherwise a new
-//!   message under the id of one just acknowledged, with the same content, could not be told
-//!   from a resend; it is journaled instead. [`Match::Payload`] matches on topic and payload
-//!   alone, for brokers that renumber or do not set DUP, and assumes no two messages among
-//!   the candidates are identical.
+//!   order (MQTT 5 §4.4, §4.6), the messages whose PUBACK it did not read, and kedge cannot
+//!   know which those are: acknowledgements it wrote are lost with the connection if the
+//!   broker had not read them yet. The candidates are the newest receipts
+//!   (`mqtt.redelivery_window`, 65,535 by default: more than `receive_maximum`, which brokers
+//!   do not all hold to). With [`Match::PacketId`] an arriving message is a redelivery when
+//!   it has DUP set and the packet id, topic and payload of a candidate, at or after the
+//!   previous match; the first message that is not ends the matching. This is only done when
+//!   the receipts prove the broker does not reuse a freed packet id at once: at least
+//!   `receive_maximum` + 1 of them, all with distinct ids (a broker that takes the lowest free
+//!   id and keeps to the limit has at most `receive_maximum` ids in use, so it must repeat
+//!   one). Otherwise a new message under the id of one just acknowledged, with the same
+//!   content, could not be told from a resend; it is journaled instead. [`Match::Payload`]
+//!   matches on topic and payload alone, for brokers that renumber or do not set DUP, and
+//!   assumes no two messages among the candidates are identical.
 
 use std::collections::{HashMap, VecDeque};
 
