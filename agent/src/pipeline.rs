@@ -163,7 +163,7 @@ pub async fn run(
     };
 
     let window = queue.set_receipt_window(mqtt.receipt_window());
-    let inbound = queue.inbound();
+    let inbound = tokio::task::block_in_place(|| queue.inbound())?;
     let source = tokio::spawn(mqtt::run(
         mqtt,
         inbound,

@@ -82,12 +82,21 @@ struct Commit {
     receipts: Vec<Receipt>,
 }
 
-/// The tree's content, mirrored in memory so that a commit knows what to trim without reading.
+/// A stored commit's place: enough to trim and discard without reading, not its receipts
+/// (a full default window is 65,535 of them; they are read back only at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    no: u64,
+    first_seq: u64,
+    receipts: usize,
+}
+
+/// The tree's shape, mirrored in memory so that a commit knows what to trim without reading.
 #[derive(Debug, Default)]
 pub(super) struct Ledger {
     /// Receipts to keep: older commits are removed once newer ones hold this many.
     keep: ReceiptWindow,
-    commits: VecDeque<Commit>,
+    commits: VecDeque<Stored>,
     /// Held QoS 2 ids: first kedge-seq of the commit that journaled each, and its digest.
     held: BTreeMap<u16, (u64, u64)>,
     next_no: u64,
@@ -100,7 +109,7 @@ pub(super) struct Writes {
     pub(super) puts: Vec<(Vec<u8>, Vec<u8>)>,
     pub(super) removes: Vec<Vec<u8>>,
     reset: bool,
-    commit: Option<Commit>,
+    commit: Option<Stored>,
     trimmed: usize,
     hold: Vec<(u16, (u64, u64))>,
     release: Vec<u16>,
@@ -174,7 +183,11 @@ impl Ledger {
                     let no = u64_at(&k, 1).expect("9-byte key");
                     ledger.next_no = ledger.next_no.max(no + 1);
                     if let Some(c) = decode_commit(no, &v) {
-                        ledger.commits.push_back(c);
+                        ledger.commits.push_back(Stored {
+                            no,
+                            first_seq: c.first_seq,
+                            receipts: c.receipts.len(),
+                        });
                     }
                 }
                 (Some(&HELD), 3) => {
@@ -193,7 +206,7 @@ impl Ledger {
     /// Sets the window, never below what is stored: a window widened before a crash still
     /// holds messages the broker may send again.
     pub(super) fn set_keep(&mut self, keep: usize) {
-        let stored = self.commits.iter().map(|c| c.receipts.len()).sum::<usize>();
+        let stored = self.commits.iter().map(|c| c.receipts).sum::<usize>();
         self.keep = ReceiptWindow::default();
         self.keep.widen(keep.max(stored).min(MAX_WINDOW));
     }
@@ -202,18 +215,22 @@ impl Ledger {
         self.keep.clone()
     }
 
-    pub(super) fn state(&self) -> Inbound {
-        let total: usize = self.commits.iter().map(|c| c.receipts.len()).sum();
+    /// What `tree` holds, as the source starts from it: the newest receipts up to the window,
+    /// read back from the tree, and the held ids.
+    pub(super) fn state(&self, tree: &sled::Tree) -> sled::Result<Inbound> {
+        let total: usize = self.commits.iter().map(|c| c.receipts).sum();
         let skip = total.saturating_sub(self.keep.get());
-        Inbound {
-            recent: self
-                .commits
-                .iter()
-                .flat_map(|c| c.receipts.iter().copied())
-                .skip(skip)
-                .collect(),
-            held: self.held.iter().map(|(p, (_, d))| (*p, *d)).collect(),
+        let mut recent = Vec::with_capacity(total - skip);
+        for c in &self.commits {
+            let commit = tree
+                .get(receipts_key(c.no))?
+                .and_then(|v| decode_commit(c.no, &v));
+            recent.extend(commit.into_iter().flat_map(|c| c.receipts));
         }
+        Ok(Inbound {
+            recent: recent.split_off(skip.min(recent.len())),
+            held: self.held.iter().map(|(p, (_, d))| (*p, *d)).collect(),
+        })
     }
 
     /// What committing `changes` with the chunk starting at `first_seq` writes.
@@ -244,7 +261,7 @@ impl Ledger {
                 }
             }
         }
-        let kept: Vec<&Commit> = if w.reset {
+        let kept: Vec<&Stored> = if w.reset {
             w.removes
                 .extend(self.commits.iter().map(|c| receipts_key(c.no)));
             w.removes.extend(self.held.keys().map(|p| held_key(*p)));
@@ -252,13 +269,12 @@ impl Ledger {
         } else {
             self.commits.iter().collect()
         };
-        let mut total: usize =
-            kept.iter().map(|c| c.receipts.len()).sum::<usize>() + receipts.len();
+        let mut total: usize = kept.iter().map(|c| c.receipts).sum::<usize>() + receipts.len();
         for c in &kept {
-            if total - c.receipts.len() < keep {
+            if total - c.receipts < keep {
                 break;
             }
-            total -= c.receipts.len();
+            total -= c.receipts;
             w.removes.push(receipts_key(c.no));
             w.trimmed += 1;
         }
@@ -270,7 +286,11 @@ impl Ledger {
                 receipts,
             };
             w.puts.push((receipts_key(c.no), encode_commit(&c)));
-            w.commit = Some(c);
+            w.commit = Some(Stored {
+                no: c.no,
+                first_seq,
+                receipts: c.receipts.len(),
+            });
         }
         for p in &release {
             if w.reset || self.held.contains_key(p) {
@@ -339,21 +359,48 @@ mod tests {
         }
     }
 
-    fn commit(l: &mut Ledger, first_seq: u64, changes: &[Change]) -> Writes {
-        let w = l.plan(first_seq, changes);
+    /// A ledger with its tree, as the queue has them.
+    struct Fixture {
+        l: Ledger,
+        tree: sled::Tree,
+    }
+
+    impl Fixture {
+        fn new(keep: usize) -> Fixture {
+            let db = sled::Config::new().temporary(true).open().unwrap();
+            let mut l = Ledger::default();
+            l.set_keep(keep);
+            Fixture {
+                l,
+                tree: db.open_tree("inbound").unwrap(),
+            }
+        }
+
+        fn state(&self) -> Inbound {
+            self.l.state(&self.tree).unwrap()
+        }
+    }
+
+    fn commit(f: &mut Fixture, first_seq: u64, changes: &[Change]) -> Writes {
+        let w = f.l.plan(first_seq, changes);
+        for k in &w.removes {
+            f.tree.remove(k).unwrap();
+        }
+        for (k, v) in &w.puts {
+            f.tree.insert(k, v.as_slice()).unwrap();
+        }
         let shown = Writes {
             puts: w.puts.clone(),
             removes: w.removes.clone(),
             ..Writes::default()
         };
-        l.apply(w);
+        f.l.apply(w);
         shown
     }
 
     #[test]
     fn keeps_the_newest_commits_that_hold_keep_receipts() {
-        let mut l = Ledger::default();
-        l.set_keep(3);
+        let mut l = Fixture::new(3);
         commit(
             &mut l,
             0,
@@ -372,8 +419,7 @@ mod tests {
 
     #[test]
     fn qos2_ids_are_held_until_released_and_a_reset_forgets_everything() {
-        let mut l = Ledger::default();
-        l.set_keep(10);
+        let mut l = Fixture::new(10);
         commit(
             &mut l,
             5,
@@ -403,7 +449,7 @@ mod tests {
 
     #[test]
     fn keep_zero_stores_no_receipts() {
-        let mut l = Ledger::default();
+        let mut l = Fixture::new(0);
         let w = commit(&mut l, 0, &[Change::Received(r(1, 1))]);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(l.state(), Inbound::default());
@@ -411,11 +457,13 @@ mod tests {
 
     #[test]
     fn discarded_commits_lose_their_receipts_and_holds() {
-        let mut l = Ledger::default();
-        l.set_keep(10);
+        let mut l = Fixture::new(10);
         commit(&mut l, 0, &[Change::Received(r(1, 2))]);
         commit(&mut l, 1, &[Change::Received(r(2, 2))]);
-        let keys = l.discard_from(1);
+        let keys = l.l.discard_from(1);
+        for k in &keys {
+            l.tree.remove(k).unwrap();
+        }
         assert_eq!(keys, vec![receipts_key(1), held_key(2)]);
         assert_eq!(l.state().recent, vec![r(1, 2)]);
         assert_eq!(l.state().held, vec![(1, r(1, 2).digest)]);

@@ -506,12 +506,13 @@ impl Queue {
     }
 
     /// What the source received, as committed: the newest receipts (up to the window set by
-    /// [`Queue::set_receipt_window`]) and the held QoS 2 packet ids.
-    pub fn inbound(&self) -> inbound::Inbound {
+    /// [`Queue::set_receipt_window`]), read from disk, and the held QoS 2 packet ids.
+    pub fn inbound(&self) -> Result<inbound::Inbound, QueueError> {
         self.ledger
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .state()
+            .state(&self.inbound)
+            .map_err(|e| self.db_err(e))
     }
 
     pub(super) fn segment_err(&self, source: std::io::Error) -> QueueError {
@@ -1455,7 +1456,7 @@ mod tests {
         // Commits are kept whole (the first still held one needed receipt) and a reopened
         // queue never narrows below what is stored: the window may have been widened.
         q.set_receipt_window(3);
-        let state = q.inbound();
+        let state = q.inbound().unwrap();
         assert_eq!(state.recent, vec![r(1, 1), r(2, 2), r(3, 2), r(4, 1)]);
         assert_eq!(state.held, vec![(3, r(3, 2).digest)]);
         // The commit from kedge-seq 2 on failed and is discarded: its receipts go with it.
@@ -1463,8 +1464,8 @@ mod tests {
         drop(q);
         let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
         q.set_receipt_window(3);
-        assert_eq!(q.inbound().recent, vec![r(1, 1), r(2, 2)]);
-        assert!(q.inbound().held.is_empty());
+        assert_eq!(q.inbound().unwrap().recent, vec![r(1, 1), r(2, 2)]);
+        assert!(q.inbound().unwrap().held.is_empty());
         assert_eq!(q.next_seq().unwrap(), 2);
     }
 
