@@ -15,6 +15,7 @@ mod kafka_sasl;
 mod kafka_tls;
 mod mock_cluster;
 mod mqtt_exactly_once;
+mod mqtt_oversized;
 mod mqtt_redelivery;
 mod ops;
 mod plugin_pipeline;
