@@ -62,13 +62,15 @@ struct Options {
     kedge: PathBuf,
     data_dir: PathBuf,
     partitions: u32,
+    /// QoS of the publishers and of kedge's subscription.
+    qos: u8,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: e2e-bench [--mode throughput|latency|both|backlog] [--records N] [--rate R] \
          [--seconds S] [--backlog-seconds S] [--connections K] [--rounds R] [--plugin PATH|none] \
-         [--kedge PATH] [--data-dir DIR]"
+         [--kedge PATH] [--data-dir DIR] [--qos 1|2]"
     );
     std::process::exit(2);
 }
@@ -96,6 +98,7 @@ fn main() {
             count: num("--count", 0.0) as u64,
             rate: get("--rate").map(|r| r.parse().unwrap_or_else(|_| usage())),
             connections: num("--connections", 4.0) as usize,
+            qos: num("--qos", 1.0) as u8,
             devices: DEVICES,
             payload_bytes: PAYLOAD,
         });
@@ -131,6 +134,10 @@ fn main() {
         kedge: get("--kedge").map_or_else(|| root.join("target/release/kedge"), PathBuf::from),
         data_dir: get("--data-dir").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from),
         partitions: num("--partitions", 3.0) as u32,
+        qos: match num("--qos", 1.0) as u8 {
+            q @ (1 | 2) => q,
+            _ => usage(),
+        },
     };
     for (k, _) in &pairs {
         if ![
@@ -145,6 +152,7 @@ fn main() {
             "--kedge",
             "--data-dir",
             "--partitions",
+            "--qos",
         ]
         .contains(k)
         {
@@ -272,7 +280,7 @@ protocol = "5"
 
 [[mqtt.subscriptions]]
 filter = "sensors/#"
-qos = 1
+qos = {qos}
 
 [routing]
 dead_letter_topic = "{DEAD_LETTER}"
@@ -295,6 +303,7 @@ listen = "127.0.0.1:{metrics}"
 level = "info"
 "#,
         data = data_dir.display(),
+        qos = o.qos,
     );
     if let Some(p) = &o.plugin {
         c.push_str(&format!(
@@ -379,7 +388,8 @@ fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
         .args(["--side", "publisher"])
         .args(["--port", &mosquitto.port().to_string()])
         .args(["--count", &count.to_string()])
-        .args(["--connections", &o.connections.to_string()]);
+        .args(["--connections", &o.connections.to_string()])
+        .args(["--qos", &o.qos.to_string()]);
     if mode == "latency" {
         publish.args(["--rate", &o.rate.to_string()]);
     }
@@ -620,7 +630,8 @@ fn report(
     after: &str,
 ) {
     println!(
-        "\ne2e-bench: 200-byte readings, MQTT 5 QoS 1 over {} connections → mosquitto → kedge (fsync, plugin {}) → tansu ({} partitions); load average {before} → {after}",
+        "\ne2e-bench: 200-byte readings, MQTT 5 QoS {} over {} connections → mosquitto → kedge (fsync, plugin {}) → tansu ({} partitions); load average {before} → {after}",
+        o.qos,
         o.connections,
         o.plugin
             .as_ref()

@@ -126,6 +126,7 @@ fn run_once(o: &Options) -> Figures {
             .args(["--port", &mosquitto.port().to_string()])
             .args(["--count", &count.to_string()])
             .args(["--connections", &o.connections.to_string()])
+            .args(["--qos", &o.qos.to_string()])
             .args(["--rate", &o.rate.to_string()]);
         let dir = work.path().to_owned();
         std::thread::spawn(move || {

@@ -1,5 +1,5 @@
-//! The MQTT side of e2e-bench, run as its own process: QoS 1 sensor readings over several MQTT 5
-//! connections (rumqttc), as fast as mosquitto acknowledges them or paced at a fixed rate.
+//! The MQTT side of e2e-bench, run as its own process: QoS 1 (or 2) sensor readings over several
+//! MQTT 5 connections (rumqttc), as fast as mosquitto acknowledges them or paced at a fixed rate.
 //!
 //! Each payload is a 200-byte JSON reading the `rust-units` plugin accepts
 //! (`{"sensor":"dev-7","temp_f":71.3,"n":…,"ts":"…","pad":"…"}`); `ts` is the wall-clock time of
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubRecReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 /// What the parent asks for.
@@ -21,6 +21,8 @@ pub struct PublishArgs {
     /// Messages per second over all connections; as fast as possible when `None`.
     pub rate: Option<f64>,
     pub connections: usize,
+    /// 1 or 2.
+    pub qos: u8,
     pub devices: u64,
     pub payload_bytes: usize,
 }
@@ -63,6 +65,11 @@ pub fn run(args: PublishArgs) {
             );
             let (count, rate, devices, bytes) =
                 (args.count, args.rate, args.devices, args.payload_bytes);
+            let qos = if args.qos == 2 {
+                QoS::ExactlyOnce
+            } else {
+                QoS::AtLeastOnce
+            };
             tasks.push(tokio::spawn(async move {
                 // Connection c sends messages c, c + k, c + 2k, … in order.
                 let mut i = 0u64;
@@ -74,7 +81,7 @@ pub fn run(args: PublishArgs) {
                     }
                     let (topic, payload) = message(n, devices, bytes);
                     client
-                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .publish(topic, qos, false, payload)
                         .await
                         .expect("queue MQTT publish");
                     i += 1;
@@ -125,6 +132,18 @@ fn connect(
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if refused.fetch_add(1, Ordering::Relaxed) < 5 {
                         eprintln!("publisher: PUBACK refused: {:?}", ack.reason);
+                    }
+                }
+                // QoS 2: done at PUBCOMP (a refusal comes in PUBREC).
+                Ok(Event::Incoming(Packet::PubComp(_))) => {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Incoming(Packet::PubRec(rec)))
+                    if rec.reason != PubRecReason::Success
+                        && rec.reason != PubRecReason::NoMatchingSubscribers =>
+                {
+                    if refused.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("publisher: PUBREC refused: {:?}", rec.reason);
                     }
                 }
                 Ok(_) => {}
