@@ -64,13 +64,15 @@ struct Options {
     partitions: u32,
     /// QoS of the publishers and of kedge's subscription.
     qos: u8,
+    /// `mqtt.redelivery_window`, when not the default.
+    redelivery_window: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: e2e-bench [--mode throughput|latency|both|backlog] [--records N] [--rate R] \
          [--seconds S] [--backlog-seconds S] [--connections K] [--rounds R] [--plugin PATH|none] \
-         [--kedge PATH] [--data-dir DIR] [--qos 1|2]"
+         [--kedge PATH] [--data-dir DIR] [--qos 1|2] [--redelivery-window N]"
     );
     std::process::exit(2);
 }
@@ -134,6 +136,7 @@ fn main() {
         kedge: get("--kedge").map_or_else(|| root.join("target/release/kedge"), PathBuf::from),
         data_dir: get("--data-dir").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from),
         partitions: num("--partitions", 3.0) as u32,
+        redelivery_window: get("--redelivery-window"),
         qos: match num("--qos", 1.0) as u8 {
             q @ (1 | 2) => q,
             _ => usage(),
@@ -153,6 +156,7 @@ fn main() {
             "--data-dir",
             "--partitions",
             "--qos",
+            "--redelivery-window",
         ]
         .contains(k)
         {
@@ -278,6 +282,7 @@ host = "127.0.0.1"
 port = {mqtt_port}
 protocol = "5"
 
+{window}
 [[mqtt.subscriptions]]
 filter = "sensors/#"
 qos = {qos}
@@ -304,6 +309,10 @@ level = "info"
 "#,
         data = data_dir.display(),
         qos = o.qos,
+        window = o
+            .redelivery_window
+            .as_ref()
+            .map_or(String::new(), |w| format!("redelivery_window = {w}\n")),
     );
     if let Some(p) = &o.plugin {
         c.push_str(&format!(
