@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::support::broker::Broker;
 use crate::support::kedge::{Kedge, READINGS_ROUTING, pipeline_config};
+use crate::support::mosquitto::Mosquitto;
 use crate::support::publish::{Publishing, readings};
 use crate::support::tansu::Tansu;
 use crate::support::verdict::{Stopwatch, read_back};
@@ -81,7 +82,10 @@ fn storm(
         try_metric(metrics, "kedge_mqtt_connected", "").is_ok_and(|v| v == 1.0)
     });
 
-    let published = readings(MESSAGES, 50);
+    let messages: usize = std::env::var("KEDGE_STORM_MESSAGES")
+        .ok()
+        .map_or(MESSAGES, |k| k.parse().expect("a number"));
+    let published = readings(messages, 50);
     let publishers: usize = std::env::var("KEDGE_STORM_PUBLISHERS")
         .ok()
         .map_or(PUBLISHERS, |k| k.parse().expect("a number"));
@@ -115,14 +119,14 @@ fn storm(
         std::thread::sleep(Duration::from_millis(rng.random_range(DOWN_MS)));
         kedge.restart();
     }
-    publishing.wait_acked(Duration::from_secs(120));
+    publishing.wait_acked(Duration::from_secs((messages as u64 / 1_000).max(120)));
     let verdict = read_back(
         &tansu.bootstrap(),
         TOPIC,
         &published,
         Duration::from_secs(180),
     );
-    verdict.report(&format!("{label} ({KILLS} kills)"), MESSAGES);
+    verdict.report(&format!("{label} ({kills} kills)"), messages);
     let recognised = kedge.log_field_sum("recognised");
     let last = |name: &str| try_metric(metrics, name, "").unwrap_or(-1.0);
     eprintln!(
@@ -257,5 +261,61 @@ fn qos1_kill_storm_on_rumqttd_3_1_1() {
     assert!(
         s.recognised > 0,
         "no redelivery was recognised in {KILLS} kills"
+    );
+}
+
+/// Stopped with SIGTERM again and again under load and started again at once: every stop ends
+/// within `agent.shutdown_timeout`, the old connection is gone before the new one comes
+/// (mosquitto logs a session taken from a connected client as "already connected, closing old
+/// connection"), and every payload arrives once.
+#[test]
+fn sigterm_restarts_under_load_end_in_time_never_overlap_and_lose_nothing() {
+    let _stopwatch = Stopwatch::start("mqtt_exactly_once::sigterm_restarts");
+    const STOPS: usize = 10;
+    const GRACE: Duration = Duration::from_secs(2);
+    let mut rng = StdRng::seed_from_u64(0x7465_726d);
+    let tansu = Tansu::start();
+    tansu.create_topic(TOPIC, 3);
+    let mosquitto = Mosquitto::start();
+    let config = pipeline_config(mosquitto.port(), &tansu.bootstrap(), READINGS_ROUTING)
+        .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"2s\"");
+    let mut kedge = Kedge::start(&config);
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    let published = readings(20_000, 50);
+    let publishing = Publishing::start_qos(mosquitto.port(), published.clone(), 1, Some(5_000), 1);
+    for _ in 0..STOPS {
+        std::thread::sleep(Duration::from_millis(rng.random_range(RUN_MS)));
+        let started = std::time::Instant::now();
+        let status = kedge.terminate(GRACE + Duration::from_secs(3));
+        let took = started.elapsed();
+        assert!(status.success(), "kedge exited with {status} on SIGTERM");
+        assert!(
+            took < GRACE + Duration::from_secs(1),
+            "SIGTERM took {took:?}"
+        );
+        kedge.restart();
+    }
+    publishing.wait_acked(Duration::from_secs(60));
+    let verdict = read_back(
+        &tansu.bootstrap(),
+        TOPIC,
+        &published,
+        Duration::from_secs(120),
+    );
+    verdict.report(&format!("sigterm ({STOPS} stops)"), published.len());
+    assert_eq!(
+        verdict.unknown, 0,
+        "records whose value was never published"
+    );
+    verdict.assert_exactly_once();
+    assert_eq!(verdict.redeliveries, 0, "payloads journaled twice");
+    assert_eq!(
+        mosquitto.log_count("already connected, closing old connection"),
+        0,
+        "a restarted kedge took the session from the one that was stopping"
+    );
+    assert_eq!(
+        kedge.log_count("another client took over the MQTT session"),
+        0
     );
 }

@@ -80,6 +80,13 @@ impl Mosquitto {
         );
     }
 
+    /// How many lines of the broker's log contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.log())
+            .map(|log| log.lines().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
     /// Path of the broker's log file.
     fn log(&self) -> PathBuf {
         self.dir.path().join("mosquitto.log")
