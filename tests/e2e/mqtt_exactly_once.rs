@@ -85,15 +85,30 @@ fn storm(
     let messages: usize = std::env::var("KEDGE_STORM_MESSAGES")
         .ok()
         .map_or(MESSAGES, |k| k.parse().expect("a number"));
-    let published = readings(messages, 50);
+    let mut published = readings(messages, 50);
+    if protocol == "3.1.1" {
+        // MQTT 3.1.1 carries no user properties; and rumqttd 0.20's 3.1.1 listener panics on
+        // a message an MQTT 5 publisher sent with some ("unreachable code: This branch only
+        // matches for packets with Properties", protocol/v4/mod.rs:364), then on every
+        // connection after (a poisoned lock).
+        for m in &mut published {
+            m.user_properties.clear();
+        }
+    }
     let publishers: usize = std::env::var("KEDGE_STORM_PUBLISHERS")
         .ok()
         .map_or(PUBLISHERS, |k| k.parse().expect("a number"));
+    // The publishers speak MQTT 5, on the broker's MQTT 5 listener (rumqttd has one per version).
     let per_second = std::env::var("KEDGE_STORM_RATE")
         .ok()
         .map_or(per_second, |r| r.parse().ok());
-    let publishing =
-        Publishing::start_qos(mqtt_port, published.clone(), publishers, per_second, qos);
+    let publishing = Publishing::start_qos(
+        broker.port("5"),
+        published.clone(),
+        publishers,
+        per_second,
+        qos,
+    );
     // Redeliveries are recognised once the session has shown the broker does not reuse packet
     // ids: a window of receipts (ARCHITECTURE.md §9). Kills start after that.
     wait_until(
