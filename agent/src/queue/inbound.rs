@@ -220,7 +220,7 @@ impl Ledger {
     pub(super) fn state(&self, tree: &sled::Tree) -> sled::Result<Inbound> {
         let total: usize = self.commits.iter().map(|c| c.receipts).sum();
         let skip = total.saturating_sub(self.keep.get());
-        let mut recent = Vec::with_capacity(total - skip);
+        let mut recent = Vec::with_capacity(total);
         for c in &self.commits {
             let commit = tree
                 .get(receipts_key(c.no))?
