@@ -20,25 +20,10 @@ import sys
 import tempfile
 import time
 
+from mqtt_wire import packet, remaining_length, split, string
+
 LIMIT = 5
 MESSAGES = 300
-
-
-def remaining_length(n):
-    out = b""
-    while True:
-        b, n = n % 128, n // 128
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def packet(first, body):
-    return bytes([first]) + remaining_length(len(body)) + body
-
-
-def string(s):
-    return struct.pack(">H", len(s)) + s
 
 
 def connect(port, client_id, v5):
@@ -51,26 +36,6 @@ def connect(port, client_id, v5):
     s.sendall(packet(0x10, body + string(client_id)))
     s.recv(64)
     return s
-
-
-def split(buf):
-    """The whole packets at the start of `buf` as (type, body), and the rest."""
-    out = []
-    while len(buf) >= 2:
-        length, mult, i = 0, 1, 1
-        while True:
-            if i >= len(buf):
-                return out, buf
-            length += (buf[i] & 127) * mult
-            mult *= 128
-            i += 1
-            if not buf[i - 1] & 128:
-                break
-        if len(buf) < i + length:
-            break
-        out.append((buf[0] >> 4, buf[i:i + length]))
-        buf = buf[i + length:]
-    return out, buf
 
 
 def probe(port, v5, ack_every):
@@ -87,8 +52,8 @@ def probe(port, v5, ack_every):
     try:
         while True:
             got, buf = split(buf + sub.recv(65536))
-            for kind, body in got:
-                if kind == 3:
+            for first, body in got:
+                if first >> 4 == 3:
                     topic_len = struct.unpack(">H", body[:2])[0]
                     pending.append(body[2 + topic_len:4 + topic_len])
                     received += 1

@@ -21,22 +21,7 @@ import sys
 import time
 import uuid
 
-
-def remaining_length(n):
-    out = b""
-    while True:
-        b, n = n % 128, n // 128
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def packet(first, body):
-    return bytes([first]) + remaining_length(len(body)) + body
-
-
-def string(s):
-    return struct.pack(">H", len(s)) + s
+from mqtt_wire import packet, split, string
 
 
 def connect(port, client_id, clean):
@@ -45,26 +30,6 @@ def connect(port, client_id, clean):
     s.sendall(packet(0x10, string(b"MQTT") + b"\x04" + flags + b"\x00\x3c" + string(client_id)))
     connack = s.recv(4)
     return s, connack[2] & 1
-
-
-def split(buf):
-    """The whole packets at the start of `buf` as (first byte, body), and the rest."""
-    out = []
-    while len(buf) >= 2:
-        length, mult, i = 0, 1, 1
-        while True:
-            if i >= len(buf):
-                return out, buf
-            length += (buf[i] & 127) * mult
-            mult *= 128
-            i += 1
-            if not buf[i - 1] & 128:
-                break
-        if len(buf) < i + length:
-            break
-        out.append((buf[0], buf[i:i + length]))
-        buf = buf[i + length:]
-    return out, buf
 
 
 def publishes(s, seconds):
