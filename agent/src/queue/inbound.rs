@@ -207,8 +207,10 @@ impl Ledger {
     /// holds messages the broker may send again.
     pub(super) fn set_keep(&mut self, keep: usize) {
         let stored = self.commits.iter().map(|c| c.receipts).sum::<usize>();
-        self.keep = ReceiptWindow::default();
-        self.keep.widen(keep.max(stored).min(MAX_WINDOW));
+        // In place: a handle given out before keeps seeing the window.
+        self.keep
+            .0
+            .store(keep.max(stored).min(MAX_WINDOW), Ordering::Release);
     }
 
     pub(super) fn window(&self) -> ReceiptWindow {
