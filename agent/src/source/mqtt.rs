@@ -418,7 +418,11 @@ macro_rules! event_loop {
                 Ok(Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_))) => {
                     awaiting = awaiting.saturating_sub(1);
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                // Read on until the broker closes: closing with its messages unread would make
+                // the kernel reset the connection, and a broker drops what it had not read of
+                // it, the last acknowledgements included (then resent next time). The drain
+                // deadline bounds the wait.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {}
                 Ok(_) => {}
                 Err(e) => {
                     {
