@@ -17,11 +17,11 @@
 //!   do not all hold to). With [`Match::PacketId`] an arriving message is a redelivery when
 //!   it has DUP set and the packet id, topic and payload of a candidate, at or after the
 //!   previous match; the first message that is not ends the matching. This is only done when
-//!   the receipts prove the broker does not reuse a freed packet id at once: at least
-//!   `receive_maximum` + 1 of them, all with distinct ids (a broker that takes the lowest free
-//!   id and keeps to the limit has at most `receive_maximum` ids in use, so it must repeat
-//!   one). Otherwise a new message under the id of one just acknowledged, with the same
-//!   content, could not be told from a resend; it is journaled instead. [`Match::Payload`]
+//!   the receipts prove the broker does not reuse a freed packet id at once: the newest
+//!   `receive_maximum` + 1 of them have distinct ids (a broker that takes the lowest free id
+//!   and keeps to the limit has at most `receive_maximum` ids in use, so it must repeat one).
+//!   Otherwise a new message under the id of one just acknowledged, with the same content,
+//!   could not be told from a resend; it is journaled instead. [`Match::Payload`]
 //!   matches on topic and payload alone, for brokers that renumber or do not set DUP, and
 //!   assumes no two messages among the candidates are identical.
 
@@ -131,9 +131,9 @@ impl Session {
         }
     }
 
-    /// [`Match::PacketId`] is used once `prove` receipts (at least `receive_maximum` + 1) and
-    /// every receipt kept have distinct packet ids: a broker that gives a freed id to the next
-    /// message, and never has more than `receive_maximum` unacknowledged, cannot show that.
+    /// [`Match::PacketId`] is used once the newest `prove` receipts (`receive_maximum` + 1)
+    /// have distinct packet ids: a broker that gives a freed id to the next message, and never
+    /// has more than `receive_maximum` unacknowledged, cannot show that.
     pub fn proven_by(mut self, prove: usize) -> Session {
         self.prove = prove;
         self
@@ -186,8 +186,11 @@ impl Session {
         if self.recent.len() < self.prove {
             return Some(Unproven::TooFew);
         }
+        // The newest `prove` only: a resend journaled again (before the proof, or beyond the
+        // window) repeats an id, and must not keep the whole window unproven for 65,535
+        // messages; a lowest-free broker that keeps to its limit repeats one within these.
         let mut seen = vec![0u64; 1024];
-        for r in &self.recent {
+        for r in self.recent.iter().skip(self.recent.len() - self.prove) {
             let (word, bit) = (usize::from(r.pkid) / 64, r.pkid % 64);
             if seen[word] & (1 << bit) != 0 {
                 return Some(Unproven::IdsReused);

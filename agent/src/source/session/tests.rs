@@ -267,6 +267,34 @@ fn a_widened_window_keeps_more_and_proof_needs_only_receive_maximum_plus_one() {
 }
 
 #[test]
+fn a_repeated_id_counts_against_the_proof_only_among_the_newest_receive_maximum_plus_one() {
+    let mut s = filled(Match::PacketId, 10, 0).proven_by(3);
+    // A resend journaled again (session too young): id 1 twice.
+    for (id, dup) in [(1, false), (2, false), (1, true)] {
+        s.arrived(arrival(id, 1, dup, 1000 + u64::from(id)));
+    }
+    assert_eq!(
+        s.connected(true),
+        Connected::Resumed {
+            candidates: 0,
+            unproven: Some(Unproven::IdsReused)
+        }
+    );
+    // Three distinct ids after it: proven again, and the old receipts are still compared with.
+    for id in 3..=5 {
+        s.arrived(arrival(id, 1, false, 1000 + u64::from(id)));
+    }
+    assert_eq!(
+        s.connected(true),
+        Connected::Resumed {
+            candidates: 6,
+            unproven: None
+        }
+    );
+    assert_eq!(s.arrived(arrival(2, 1, true, 1002)), Verdict::Redelivered);
+}
+
+#[test]
 fn qos0_messages_change_nothing() {
     let mut s = filled(Match::PacketId, 4, 6);
     s.connected(true);
