@@ -222,6 +222,9 @@ fn qos1_kill_storm_on_rumqttd_every_payload_exactly_once() {
     );
 }
 
+/// Every payload once; unlike the other storms this one cannot require a recognised resend:
+/// rumqttd reads a PUBREC at once, so a kill rarely falls between kedge writing it and rumqttd
+/// reading it (runs saw 100 and 0 in 30 kills). What it resends otherwise was never journaled.
 #[test]
 fn qos2_kill_storm_on_rumqttd_every_payload_exactly_once() {
     let _stopwatch = Stopwatch::start("mqtt_exactly_once::qos2_rumqttd");
@@ -233,10 +236,7 @@ fn qos2_kill_storm_on_rumqttd_every_payload_exactly_once() {
         None,
         PAYLOAD_RULE,
     );
-    assert!(
-        s.recognised > 0,
-        "no redelivery was recognised in {KILLS} kills"
-    );
+    eprintln!("qos2 rumqttd: {} resends recognised", s.recognised);
 }
 
 #[test]
@@ -282,7 +282,8 @@ fn qos1_kill_storm_on_rumqttd_3_1_1() {
 /// Stopped with SIGTERM again and again under load and started again at once: every stop ends
 /// within `agent.shutdown_timeout`, the old connection is gone before the new one comes
 /// (mosquitto logs a session taken from a connected client as "already connected, closing old
-/// connection"), and every payload arrives once.
+/// connection"), the broker read every acknowledgement (nothing journaled comes again), and
+/// every payload arrives once.
 #[test]
 fn sigterm_restarts_under_load_end_in_time_never_overlap_and_lose_nothing() {
     let _stopwatch = Stopwatch::start("mqtt_exactly_once::sigterm_restarts");
@@ -332,5 +333,12 @@ fn sigterm_restarts_under_load_end_in_time_never_overlap_and_lose_nothing() {
     assert_eq!(
         kedge.log_count("another client took over the MQTT session"),
         0
+    );
+    // kedge's own evidence: a graceful stop leaves the broker nothing journaled to resend (it
+    // read the last acknowledgements before the connection closed), so none was recognised.
+    assert_eq!(
+        kedge.log_field_sum("recognised"),
+        0,
+        "resends after a graceful stop"
     );
 }
