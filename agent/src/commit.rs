@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::queue::budget::{Budget, FullPolicy, Room};
+use crate::queue::chunk;
 use crate::queue::inbound::Change;
 use crate::queue::{Queue, QueueError};
-use crate::record::Record;
+use crate::record::{HEADER_ERROR, Header, Record};
 use crate::route::{Event, Router};
 use crate::telemetry::{DeadLetter, Dropped, Stats};
 use crate::transform::chain::{Applied, Chain};
@@ -163,8 +165,9 @@ pub async fn run<A: Send + 'static>(
         }
         let mut records = Vec::with_capacity(events.len());
         let mut dead = [0; DeadLetter::ALL.len()];
+        let now = now_ms();
         for event in events {
-            let (record, dead_lettered) = stages.router.route(event);
+            let (record, dead_lettered) = stages.router.route(event, now);
             if let Some(why) = dead_lettered {
                 dead[why as usize] += 1;
                 tracing::debug!(topic = %record.topic, reason = why.label(), "record dead-lettered");
@@ -247,6 +250,18 @@ pub async fn run<A: Send + 'static>(
                     return CommitEnd::QueuePoisoned {
                         unacked_from: Some(next_seq),
                     };
+                }
+                Err(QueueError::Codec(why))
+                    if records
+                        .iter()
+                        .any(|r| chunk::encode(0, std::slice::from_ref(r)).is_err()) =>
+                {
+                    // Encoding is deterministic: the same records would fail every retry. The
+                    // router dead-letters whatever `Record::defect` finds, so reaching here is a
+                    // kedge bug; still, set the culprits aside rather than wedge the pipeline.
+                    let n = set_aside_unencodable(&mut records, &stages.router, &why);
+                    dead[DeadLetter::Unencodable as usize] += n;
+                    tracing::error!(error = %why, records = n, "journal chunk could not be encoded; the records it could not hold were dead-lettered (please report this)");
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
@@ -361,6 +376,39 @@ async fn sleep_until_some(at: Option<std::time::Instant>) {
     }
 }
 
+/// Replaces every record of `records` that cannot be encoded into a journal chunk on its own
+/// by a dead-letter record holding its payload and `why`; drops it if even that cannot be
+/// encoded. Returns how many were set aside.
+fn set_aside_unencodable(records: &mut Vec<Record>, router: &Router, why: &str) -> u64 {
+    let encodes = |r: &Record| chunk::encode(0, std::slice::from_ref(r)).is_ok();
+    let mut set_aside = 0;
+    records.retain_mut(|r| {
+        if encodes(r) {
+            return true;
+        }
+        set_aside += 1;
+        *r = Record {
+            topic: router.dead_letter_topic().to_owned(),
+            key: None,
+            value: std::mem::take(&mut r.value),
+            headers: vec![Header {
+                name: HEADER_ERROR.to_owned(),
+                value: Bytes::from(format!("kedge could not encode this record: {why}")),
+            }],
+            timestamp_ms: now_ms(),
+        };
+        let kept = encodes(r);
+        if !kept {
+            tracing::error!(
+                bytes = r.value.len(),
+                "record dropped: not even its dead-letter form can be encoded"
+            );
+        }
+        kept
+    });
+    set_aside
+}
+
 /// Counts what the full-queue policy dropped to make room (or instead of committing).
 fn count_drops(stats: &Stats, policy: FullPolicy, room: &Room) {
     let why = match policy {
@@ -388,4 +436,46 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(headers: usize) -> Record {
+        Record {
+            topic: "t".into(),
+            key: Some(Bytes::from_static(b"k")),
+            value: Bytes::from_static(b"payload"),
+            headers: vec![
+                Header {
+                    name: String::new(),
+                    value: Bytes::new(),
+                };
+                headers
+            ],
+            timestamp_ms: 1,
+        }
+    }
+
+    #[test]
+    fn records_a_chunk_cannot_hold_are_set_aside_and_the_rest_kept() {
+        let router = Router::new(Vec::new(), None, "dlq".into());
+        let mut records = vec![record(1), record(70_000), record(2)];
+        assert!(
+            chunk::encode(0, &records).is_err(),
+            "the test needs a failing chunk"
+        );
+        assert_eq!(
+            set_aside_unencodable(&mut records, &router, "too many headers"),
+            1
+        );
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0], record(1));
+        assert_eq!(records[2], record(2));
+        assert_eq!(records[1].topic, "dlq");
+        assert_eq!(records[1].value, Bytes::from_static(b"payload"));
+        assert_eq!(records[1].headers[0].name, HEADER_ERROR);
+        chunk::encode(0, &records).expect("the chunk encodes now");
+    }
 }

@@ -340,11 +340,22 @@ impl Dispatcher {
             let limit = self.settings.max_records.min(until_wrap);
             let mut end = start;
             let mut bytes = batch::BATCH_OVERHEAD;
+            let (mut earliest, mut latest) = (i64::MAX, i64::MIN);
             while end < recs.len() && end - start < limit {
                 let size = batch::record_size_bound(&recs[end], &self.settings.origin);
                 if end > start && bytes + size > self.settings.max_bytes {
                     break;
                 }
+                // A batch's timestamps are i64 deltas from its earliest: records journaled by
+                // an older kedge may lie too far apart for one batch (the router now keeps
+                // timestamps within 1970..=9999), and a batch that cannot be encoded would be
+                // planned again forever.
+                let t = recs[end].record.timestamp_ms;
+                let (lo, hi) = (earliest.min(t), latest.max(t));
+                if end > start && hi.checked_sub(lo).is_none() {
+                    break;
+                }
+                (earliest, latest) = (lo, hi);
                 bytes += size;
                 end += 1;
             }
@@ -407,6 +418,47 @@ mod tests {
 
     fn counts(n: u32) -> HashMap<String, NonZeroU32> {
         HashMap::from([("t".to_owned(), NonZeroU32::new(n).unwrap())])
+    }
+
+    #[test]
+    fn timestamps_too_far_apart_for_one_batch_are_cut_into_two() {
+        // Journaled by an older kedge, before the router kept timestamps in 1970..=9999: one
+        // batch cannot hold both, and before the cut the plan failed on every attempt.
+        let mut c = chunk(0, &[Some("k"), Some("k"), Some("k")]);
+        c.records[0].record.timestamp_ms = i64::MIN;
+        c.records[1].record.timestamp_ms = i64::MAX;
+        c.records[2].record.timestamp_ms = 5;
+        let plan = dispatcher(100)
+            .plan(PlanInput {
+                chunks: &mut vec![c].into_iter(),
+                partition_counts: &counts(1),
+                room: &HashMap::new(),
+                window: 5,
+                next_sequences: &BTreeMap::new(),
+                producer: PRODUCER,
+                next_batch_no: 0,
+                stuck: &HashSet::new(),
+                parked: &HashSet::new(),
+                unpark: Vec::new(),
+                missing_topics: &HashSet::new(),
+                dead_letter_topic: "dlq",
+            })
+            .expect("a plan, not an encoding error");
+        let Plan::Seal(seal) = plan else {
+            panic!("expected a seal, got {plan:?}")
+        };
+        let stamps: Vec<Vec<i64>> = seal
+            .batches
+            .iter()
+            .map(|b| {
+                crate::kafka::batch::decode_batch(&b.bytes)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.timestamp_ms)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(stamps, vec![vec![i64::MIN], vec![i64::MAX, 5]]);
     }
 
     #[test]

@@ -26,6 +26,69 @@ pub struct Record {
     pub timestamp_ms: i64,
 }
 
+/// Most headers a record may carry: the journal chunk counts them in 16 bits.
+pub const MAX_HEADERS: usize = u16::MAX as usize;
+/// Longest header name, in bytes: the journal chunk gives names a 16-bit length.
+pub const MAX_HEADER_NAME: usize = u16::MAX as usize;
+/// Longest Kafka topic name Kafka accepts (its `Topic.MAX_NAME_LENGTH`), in bytes.
+pub const MAX_TOPIC_LEN: usize = 249;
+/// Latest timestamp a record may carry: 9999-12-31T23:59:59.999Z. With timestamps in
+/// `0..=MAX_TIMESTAMP_MS` no two records of a batch are too far apart for its i64 deltas.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// Why a record cannot be journaled and sent as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Defect {
+    /// Too many headers, or a header name too long: the headers cannot be kept.
+    Headers(String),
+    /// The topic name is longer than Kafka allows.
+    Topic(String),
+    /// The timestamp is negative (Kafka has no such time) or past year 9999.
+    Timestamp(i64),
+}
+
+impl std::fmt::Display for Defect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Defect::Headers(why) | Defect::Topic(why) => f.write_str(why),
+            Defect::Timestamp(t) => write!(
+                f,
+                "timestamp {t} ms is outside 0..={MAX_TIMESTAMP_MS} (1970 to year 9999)"
+            ),
+        }
+    }
+}
+
+impl Record {
+    /// Why this record cannot be stored in a journal chunk or a Kafka batch, if it cannot. A
+    /// deterministic check: a record that fails it would fail every retry, so it is
+    /// dead-lettered instead of retried.
+    pub fn defect(&self) -> Option<Defect> {
+        if self.headers.len() > MAX_HEADERS {
+            return Some(Defect::Headers(format!(
+                "{} headers, more than the {MAX_HEADERS} a record may carry",
+                self.headers.len()
+            )));
+        }
+        if let Some(h) = self.headers.iter().find(|h| h.name.len() > MAX_HEADER_NAME) {
+            return Some(Defect::Headers(format!(
+                "a header name of {} bytes, longer than {MAX_HEADER_NAME}",
+                h.name.len()
+            )));
+        }
+        if self.topic.len() > MAX_TOPIC_LEN {
+            return Some(Defect::Topic(format!(
+                "topic name of {} bytes, longer than Kafka's {MAX_TOPIC_LEN}",
+                self.topic.len()
+            )));
+        }
+        if !(0..=MAX_TIMESTAMP_MS).contains(&self.timestamp_ms) {
+            return Some(Defect::Timestamp(self.timestamp_ms));
+        }
+        None
+    }
+}
+
 /// A record with the per-device monotonic sequence number the journal gave it (`kedge-seq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequencedRecord {
@@ -86,6 +149,101 @@ pub fn parse_queue_id(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::chunk;
+    use proptest::prelude::*;
+
+    fn record(headers: usize, name_len: usize, topic_len: usize, timestamp_ms: i64) -> Record {
+        Record {
+            topic: "t".repeat(topic_len),
+            key: None,
+            value: Bytes::from_static(b"v"),
+            headers: (0..headers)
+                .map(|i| Header {
+                    name: if i == 0 {
+                        "n".repeat(name_len)
+                    } else {
+                        String::new()
+                    },
+                    value: Bytes::new(),
+                })
+                .collect(),
+            timestamp_ms,
+        }
+    }
+
+    #[test]
+    fn defects_name_what_cannot_be_stored() {
+        let ok = [
+            record(0, 0, 1, 0),
+            record(
+                MAX_HEADERS,
+                MAX_HEADER_NAME,
+                MAX_TOPIC_LEN,
+                MAX_TIMESTAMP_MS,
+            ),
+        ];
+        for r in ok {
+            assert_eq!(r.defect(), None);
+            chunk::encode(0, &[r]).expect("a record without defect encodes");
+        }
+        let bad = [
+            (record(MAX_HEADERS + 1, 1, 1, 0), "65536 headers"),
+            (
+                record(1, MAX_HEADER_NAME + 1, 1, 0),
+                "header name of 65536 bytes",
+            ),
+            (
+                record(0, 0, MAX_TOPIC_LEN + 1, 0),
+                "topic name of 250 bytes",
+            ),
+            (record(0, 0, 1, -1), "timestamp -1 ms"),
+            (
+                record(0, 0, 1, i64::MIN),
+                "timestamp -9223372036854775808 ms",
+            ),
+            (
+                record(0, 0, 1, MAX_TIMESTAMP_MS + 1),
+                "outside 0..=253402300799999",
+            ),
+        ];
+        for (r, want) in bad {
+            let why = r.defect().expect("a defect").to_string();
+            assert!(why.contains(want), "{why:?} lacks {want:?}");
+        }
+    }
+
+    proptest! {
+        /// What `defect` lets through, the journal and a Kafka batch can hold, together.
+        #[test]
+        fn records_without_defect_encode_in_a_chunk_and_a_batch(
+            headers in prop_oneof![0..4usize, (MAX_HEADERS - 1)..(MAX_HEADERS + 2)],
+            name_len in prop_oneof![0..4usize, (MAX_HEADER_NAME - 1)..(MAX_HEADER_NAME + 2)],
+            topic_len in 1..300usize,
+            stamps in proptest::collection::vec(prop_oneof![
+                Just(i64::MIN), Just(-1i64), Just(0i64), Just(MAX_TIMESTAMP_MS),
+                Just(MAX_TIMESTAMP_MS + 1), Just(i64::MAX), any::<i64>()
+            ], 1..4),
+        ) {
+            let records: Vec<Record> = stamps
+                .iter()
+                .map(|&t| record(headers, name_len, topic_len, t))
+                .filter(|r| r.defect().is_none())
+                .collect();
+            prop_assume!(!records.is_empty());
+            chunk::encode(0, &records).expect("chunk");
+            let sequenced: Vec<SequencedRecord> = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, record)| SequencedRecord { seq: i as u64, record })
+                .collect();
+            let origin = Origin { device: "d".into(), queue: 1 };
+            let producer = crate::kafka::batch::ProducerIdentity { producer_id: 1, producer_epoch: 0 };
+            crate::kafka::batch::encode_batch(
+                producer, 0, &origin, &sequenced, crate::kafka::batch::BatchCompression::None,
+            )
+            .expect("batch");
+        }
+    }
 
     #[test]
     fn queue_ids_round_trip_and_reject_other_forms() {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::record::{HEADER_ERROR, Header, Record};
+use crate::record::{Defect, HEADER_ERROR, Header, Record};
 use crate::telemetry::DeadLetter;
 
 /// One compiled routing rule.
@@ -80,7 +80,33 @@ impl Router {
     }
 
     /// Routes one event. Returns the record and why it was dead-lettered, if it was.
-    pub fn route(&self, event: Event) -> (Record, Option<DeadLetter>) {
+    ///
+    /// A record that cannot be stored as it is ([`Record::defect`]) goes to the dead-letter
+    /// topic with the reason, stripped of what makes it unstorable (its headers, or its
+    /// timestamp, replaced by `now_ms`): retrying it could never succeed, and it must not hold
+    /// up the records behind it.
+    pub fn route(&self, event: Event, now_ms: i64) -> (Record, Option<DeadLetter>) {
+        let (mut record, dead) = self.route_by_rules(event);
+        let Some(defect) = record.defect() else {
+            return (record, dead);
+        };
+        match defect {
+            Defect::Headers(_) => record.headers.clear(),
+            Defect::Timestamp(_) => record.timestamp_ms = now_ms,
+            Defect::Topic(_) => {}
+        }
+        record.headers.push(error_header(format!(
+            "kedge cannot store this record as it is: {defect}"
+        )));
+        if record.headers.len() > crate::record::MAX_HEADERS {
+            // Only the reason then: it is what the reader of the dead-letter topic needs.
+            record.headers.drain(..record.headers.len() - 1);
+        }
+        record.topic = self.dead_letter_topic.clone();
+        (record, Some(DeadLetter::Unencodable))
+    }
+
+    fn route_by_rules(&self, event: Event) -> (Record, Option<DeadLetter>) {
         let Event {
             subject,
             payload,
@@ -215,7 +241,7 @@ mod tests {
 
     #[test]
     fn first_matching_rule_routes_and_keys() {
-        let (r, dead) = router(None).route(ev("sensors/dev-7/temperature"));
+        let (r, dead) = router(None).route(ev("sensors/dev-7/temperature"), 7);
         assert_eq!(dead, None);
         assert_eq!(r.topic, "temperature");
         assert_eq!(r.key.as_deref(), Some(&b"dev-7"[..]));
@@ -225,18 +251,18 @@ mod tests {
 
     #[test]
     fn missing_key_level_and_no_route_dead_letter_with_reason() {
-        let (r, dead) = router(Some("fallback")).route(ev("sensors/a/b"));
+        let (r, dead) = router(Some("fallback")).route(ev("sensors/a/b"), 7);
         assert_eq!(dead, Some(DeadLetter::Unroutable));
         assert_eq!(r.topic, "dlq");
         let why = String::from_utf8(r.headers.last().unwrap().value.to_vec()).unwrap();
         assert!(why.contains("topic level 3"), "{why}");
 
-        let (r, dead) = router(Some("fallback")).route(ev("other/x"));
+        let (r, dead) = router(Some("fallback")).route(ev("other/x"), 7);
         assert_eq!(dead, None);
         assert_eq!(r.topic, "fallback");
         assert_eq!(r.key, None);
 
-        let (r, dead) = router(None).route(ev("other/x"));
+        let (r, dead) = router(None).route(ev("other/x"), 7);
         assert_eq!(dead, Some(DeadLetter::Unroutable));
         assert_eq!(r.headers[0].name, HEADER_ERROR);
     }
@@ -245,26 +271,74 @@ mod tests {
     fn a_plugin_chosen_topic_and_key_win_over_the_rules() {
         let mut e = ev("sensors/dev-7/temperature");
         e.key = Some(Bytes::from_static(b"s1"));
-        let (r, dead) = router(None).route(e.clone());
+        let (r, dead) = router(None).route(e.clone(), 7);
         assert_eq!(dead, None);
         assert_eq!(
             (r.topic.as_str(), r.key.as_deref()),
             ("temperature", Some(&b"s1"[..]))
         );
         e.topic = Some("other".into());
-        let (r, _) = router(None).route(e.clone());
+        let (r, _) = router(None).route(e.clone(), 7);
         assert_eq!(
             (r.topic.as_str(), r.key.as_deref()),
             ("other", Some(&b"s1"[..]))
         );
         e.topic = Some("dlq".into());
-        assert_eq!(router(None).route(e).1, Some(DeadLetter::Plugin));
+        assert_eq!(router(None).route(e, 7).1, Some(DeadLetter::Plugin));
         // A plugin key also saves events whose topic lacks the rule's key level.
         let mut e = ev("sensors/a/b");
         e.key = Some(Bytes::from_static(b"k"));
-        let (r, dead) = router(None).route(e);
+        let (r, dead) = router(None).route(e, 7);
         assert_eq!(dead, None);
         assert_eq!(r.topic, "deep");
+    }
+
+    #[test]
+    fn records_that_cannot_be_stored_are_dead_lettered_with_the_reason() {
+        let empty = Header {
+            name: String::new(),
+            value: Bytes::new(),
+        };
+        let mut e = ev("sensors/dev-7/temperature");
+        e.headers = vec![empty.clone(); 65_536];
+        let (r, dead) = router(None).route(e, 99);
+        assert_eq!(dead, Some(DeadLetter::Unencodable));
+        assert_eq!(r.topic, "dlq");
+        assert_eq!(r.value, Bytes::from_static(b"21.5"));
+        assert_eq!(r.headers.len(), 1, "only the reason is kept");
+        let why = String::from_utf8(r.headers[0].value.to_vec()).unwrap();
+        assert!(why.contains("65536 headers"), "{why}");
+        assert_eq!(r.defect(), None);
+
+        // Unroutable with the most headers a record may carry: the reason makes one too many.
+        let mut e = ev("other/x");
+        e.headers = vec![empty; 65_535];
+        let (r, dead) = router(None).route(e, 99);
+        assert_eq!(dead, Some(DeadLetter::Unencodable));
+        assert_eq!(r.headers.len(), 1);
+        assert_eq!(r.defect(), None);
+
+        for t in [i64::MIN, -1, i64::MAX] {
+            let mut e = ev("sensors/dev-7/temperature");
+            e.timestamp_ms = t;
+            e.headers = vec![Header {
+                name: "unit".into(),
+                value: Bytes::from_static(b"C"),
+            }];
+            let (r, dead) = router(None).route(e, 99);
+            assert_eq!(dead, Some(DeadLetter::Unencodable), "{t}");
+            assert_eq!(r.timestamp_ms, 99, "the receive time replaces {t}");
+            assert_eq!(r.headers[0].name, "unit", "the headers are kept");
+            assert_eq!(r.defect(), None);
+        }
+
+        let mut e = ev("sensors/dev-7/temperature");
+        e.topic = Some("t".repeat(250));
+        let (r, dead) = router(None).route(e, 99);
+        assert_eq!(
+            (r.topic.as_str(), dead),
+            ("dlq", Some(DeadLetter::Unencodable))
+        );
     }
 
     #[test]

@@ -23,15 +23,19 @@ pub enum DeadLetter {
     KafkaRefused,
     /// Its topic does not exist in Kafka, and the broker does not create it.
     TopicMissing,
+    /// It cannot be stored as it is: too many headers, a header name or topic too long, or a
+    /// timestamp outside 1970..=9999 ([`crate::record::Record::defect`]).
+    Unencodable,
 }
 
 impl DeadLetter {
     /// Every reason, in exposition order.
-    pub const ALL: [DeadLetter; 4] = [
+    pub const ALL: [DeadLetter; 5] = [
         DeadLetter::Unroutable,
         DeadLetter::Plugin,
         DeadLetter::KafkaRefused,
         DeadLetter::TopicMissing,
+        DeadLetter::Unencodable,
     ];
 
     /// The `reason` label.
@@ -41,6 +45,7 @@ impl DeadLetter {
             DeadLetter::Plugin => "plugin",
             DeadLetter::KafkaRefused => "kafka_refused",
             DeadLetter::TopicMissing => "topic_missing",
+            DeadLetter::Unencodable => "unencodable",
         }
     }
 }
@@ -130,7 +135,7 @@ pub struct Stats {
     /// Records committed to the journal.
     pub journaled: AtomicU64,
     /// Records routed to the dead-letter topic, by [`DeadLetter`] reason.
-    dead_lettered: [AtomicU64; 4],
+    dead_lettered: [AtomicU64; DeadLetter::ALL.len()],
     /// Records dropped, by [`Dropped`] reason.
     dropped: [AtomicU64; 3],
     /// Records journaled per Kafka topic.

@@ -20,6 +20,7 @@ mod mqtt_redelivery;
 mod ops;
 mod plugin_pipeline;
 mod plugins;
+mod poison;
 mod power_loss;
 mod queue_tools;
 mod support;
