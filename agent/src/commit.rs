@@ -297,7 +297,7 @@ async fn gather<A>(
     let size = |i: &Incoming<A>| i.event.as_ref().map_or(0, |e| e.payload.len());
     let mut bytes = size(&first);
     let mut batch = vec![first];
-    let deadline = Instant::now() + settings.window;
+    let deadline = crate::deadline::after(settings.window);
     while batch.len() < settings.max_records && bytes < settings.max_bytes {
         tokio::select! {
             next = rx.recv() => match next {

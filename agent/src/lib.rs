@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod check;
 pub mod commit;
 pub mod config;
+pub mod deadline;
 pub mod delivery;
 pub mod dispatcher;
 pub mod kafka;

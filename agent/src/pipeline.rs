@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use crate::commit::{self, CommitSettings, Stages};
 use crate::config::{self, Config};
@@ -228,7 +227,7 @@ pub async fn run(
     } else {
         config.agent.shutdown_timeout
     };
-    let deadline = Instant::now() + grace;
+    let deadline = crate::deadline::after(grace);
     tracing::info!(timeout = ?grace, "shutting down: committing and acknowledging what was received");
     // A reopen after a queue I/O error is no stop: systemd hears READY=1 again after it.
     if poisoned.is_none() {
@@ -259,10 +258,12 @@ pub async fn run(
     }
     let _ = drain_tx.send(Some(deadline));
     let mut delivery = delivery;
-    let delivery_stopped =
-        tokio::time::timeout_at(deadline + Duration::from_secs(1), &mut delivery)
-            .await
-            .is_ok();
+    let delivery_stopped = tokio::time::timeout_at(
+        crate::deadline::later(deadline, Duration::from_secs(1)),
+        &mut delivery,
+    )
+    .await
+    .is_ok();
     if !delivery_stopped {
         tracing::warn!("delivery did not stop before the shutdown deadline");
     }

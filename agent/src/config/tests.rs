@@ -872,3 +872,59 @@ fn plugin_mistakes_are_located() {
         "kedge.toml:9:8: plugin[1].name: plugin name \"p\" is already used by plugin[0]"
     );
 }
+
+/// Durations and sizes `kedge run` would overflow on (`Instant + duration` panicked at the first
+/// message with `commit_window = "200000000000000d"`) are refused by `kedge check`.
+#[test]
+fn durations_and_sizes_have_upper_bounds() {
+    let cases = [
+        (
+            "[queue]\ncommit_window = \"200000000000000d\"",
+            "queue.commit_window: must be at most 1m, found 200000000000000d",
+        ),
+        (
+            "[queue]\ncommit_max_bytes = \"1GiB\"",
+            "queue.commit_max_bytes: must be at most 256 MiB, found 1 GiB",
+        ),
+        (
+            "[agent]\nshutdown_timeout = \"2h\"",
+            "agent.shutdown_timeout: must be at most 1h, found 2h",
+        ),
+        (
+            "[kafka]\nlinger = \"2m\"",
+            "kafka.linger: must be at most 1m, found 2m",
+        ),
+        (
+            "[kafka]\nmetadata_refresh = \"200000000000000d\"",
+            "kafka.metadata_refresh: must be at most 1d, found 200000000000000d",
+        ),
+        (
+            "[kafka]\nretry_backoff = { max = \"200000000000000d\" }",
+            "kafka.retry_backoff.max: must be at most 1h, found 200000000000000d",
+        ),
+        (
+            "[kafka]\nrequest_timeout = \"2h\"",
+            "kafka.request_timeout: must be at most 1h, found 2h",
+        ),
+        (
+            "[mqtt]\nreconnect = { max = \"2h\" }",
+            "mqtt.reconnect.max: must be at most 1h, found 2h",
+        ),
+        (
+            "[metrics]\nready_max_pending_age = \"31d\"",
+            "metrics.ready_max_pending_age: must be at most 30d, found 31d",
+        ),
+    ];
+    for (extra, want) in cases {
+        // `[kafka]` and `[mqtt]` may appear once: merge the case into MINIMAL's tables.
+        let text = if let Some(rest) = extra.strip_prefix("[kafka]\n") {
+            MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{rest}\n"))
+        } else if let Some(rest) = extra.strip_prefix("[mqtt]\n") {
+            MINIMAL.replace("[mqtt]\n", &format!("[mqtt]\n{rest}\n"))
+        } else {
+            format!("{MINIMAL}\n{extra}\n")
+        };
+        let got = error(&text);
+        assert!(got.contains(want), "{got}\n  does not contain\n{want}");
+    }
+}

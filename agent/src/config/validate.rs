@@ -12,6 +12,11 @@ pub(super) const DEVICE_ID_MAX: usize = 64;
 const CLIENT_ID_MAX: usize = 64;
 const KAFKA_TOPIC_MAX: usize = 249;
 const MQTT_TOPIC_MAX_BYTES: usize = 65_535;
+/// A plugin's output per batch: MQTT's largest message, and far below the journal chunk's
+/// 4 GiB field limit.
+const PLUGIN_OUTPUT_MAX: ByteSize = ByteSize::mib(256);
+/// One commit's payload bytes: a journal chunk's raw length is a 32-bit field.
+const COMMIT_BYTES_MAX: ByteSize = ByteSize::mib(256);
 
 /// A failed check: the dotted key path of the offending value and what is wrong with it.
 pub(super) struct Invalid {
@@ -73,19 +78,24 @@ fn plugins(plugins: &[PluginConfig]) -> Check {
                 format!("must be between 1 MiB and 4 GiB, got {}", p.memory),
             );
         }
-        if p.timeout.is_zero() {
-            return fail(format!("{path}.timeout"), "must be greater than 0s");
-        }
+        positive(&format!("{path}.timeout"), p.timeout, HOUR)?;
         if p.max_output.bytes() == 0 {
             return fail(format!("{path}.max_output"), "must be greater than 0");
         }
-        if p.tick.is_some_and(|t| t.is_zero()) {
-            return fail(format!("{path}.tick"), "must be greater than 0s");
+        if p.max_output > PLUGIN_OUTPUT_MAX {
+            return fail(
+                format!("{path}.max_output"),
+                format!(
+                    "must be at most {PLUGIN_OUTPUT_MAX}, found {}",
+                    p.max_output
+                ),
+            );
         }
-        if p.failure_window.is_zero() {
-            return fail(format!("{path}.failure_window"), "must be greater than 0s");
+        if let Some(tick) = p.tick {
+            positive(&format!("{path}.tick"), tick, DAY)?;
         }
-        backoff(&format!("{path}.circuit_backoff"), &p.circuit_backoff)?;
+        positive(&format!("{path}.failure_window"), p.failure_window, DAY)?;
+        backoff(&format!("{path}.circuit_backoff"), &p.circuit_backoff, DAY)?;
         for (k, var) in p.env.iter().enumerate() {
             if var.is_empty() || var.contains('=') || var.contains('\0') {
                 return fail(
@@ -110,10 +120,11 @@ fn metrics(metrics: &MetricsConfig) -> Check {
             "must be between 1 and 100",
         );
     }
-    if metrics.ready_max_pending_age.is_zero() {
-        return fail("metrics.ready_max_pending_age", "must be greater than 0s");
-    }
-    Ok(())
+    positive(
+        "metrics.ready_max_pending_age",
+        metrics.ready_max_pending_age,
+        30 * DAY,
+    )
 }
 
 /// The characters allowed in device ids, client ids and Kafka topic names.
@@ -139,12 +150,30 @@ fn name(value: &str, max: usize, what: &str) -> Result<(), String> {
     }
 }
 
-fn positive(path: &str, value: Duration) -> Check {
+/// Upper bounds of durations: far beyond any sensible setting, and far below what would
+/// overflow the deadline arithmetic (`Instant + duration`) of the stage that uses them.
+const HOUR: Duration = Duration::from_secs(3_600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn positive(path: &str, value: Duration, max: Duration) -> Check {
     if value.is_zero() {
-        fail(path, "must be greater than 0s")
-    } else {
-        Ok(())
+        return fail(path, "must be greater than 0s");
     }
+    at_most(path, value, max)
+}
+
+fn at_most(path: &str, value: Duration, max: Duration) -> Check {
+    if value > max {
+        return fail(
+            path,
+            format!(
+                "must be at most {}, found {}",
+                HumanDuration(max),
+                HumanDuration(value)
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn not_empty(path: &str, value: &str) -> Check {
@@ -155,8 +184,9 @@ fn not_empty(path: &str, value: &str) -> Check {
     }
 }
 
-fn backoff(path: &str, value: &Backoff) -> Check {
-    positive(&format!("{path}.initial"), value.initial)?;
+fn backoff(path: &str, value: &Backoff, max: Duration) -> Check {
+    positive(&format!("{path}.initial"), value.initial, max)?;
+    at_most(&format!("{path}.max"), value.max, max)?;
     if value.initial > value.max {
         return fail(
             format!("{path}.initial"),
@@ -173,7 +203,7 @@ fn backoff(path: &str, value: &Backoff) -> Check {
 fn agent(agent: &AgentConfig) -> Check {
     name(&agent.device_id, DEVICE_ID_MAX, "device id").map_err(at("agent.device_id"))?;
     not_empty("agent.data_dir", &agent.data_dir.to_string_lossy())?;
-    positive("agent.shutdown_timeout", agent.shutdown_timeout)
+    positive("agent.shutdown_timeout", agent.shutdown_timeout, HOUR)
 }
 
 fn mqtt(mqtt: &MqttConfig, agent: &AgentConfig) -> Check {
@@ -232,7 +262,7 @@ fn mqtt(mqtt: &MqttConfig, agent: &AgentConfig) -> Check {
     if let Some(tls) = &mqtt.tls {
         tls_config("mqtt.tls", tls)?;
     }
-    backoff("mqtt.reconnect", &mqtt.reconnect)?;
+    backoff("mqtt.reconnect", &mqtt.reconnect, HOUR)?;
     // MQTT's largest packet: a remaining length of 268,435,455 bytes.
     let (min, max) = (ByteSize::kib(1), ByteSize::mib(256));
     if mqtt.max_packet_size < min || mqtt.max_packet_size > max {
@@ -361,10 +391,11 @@ fn kafka(kafka: &KafkaConfig) -> Check {
             ),
         );
     }
-    positive("kafka.connect_timeout", kafka.connect_timeout)?;
-    positive("kafka.request_timeout", kafka.request_timeout)?;
-    backoff("kafka.retry_backoff", &kafka.retry_backoff)?;
-    positive("kafka.metadata_refresh", kafka.metadata_refresh)?;
+    positive("kafka.connect_timeout", kafka.connect_timeout, HOUR)?;
+    positive("kafka.request_timeout", kafka.request_timeout, HOUR)?;
+    backoff("kafka.retry_backoff", &kafka.retry_backoff, HOUR)?;
+    positive("kafka.metadata_refresh", kafka.metadata_refresh, DAY)?;
+    at_most("kafka.linger", kafka.linger, Duration::from_secs(60))?;
     if let Some(tls) = &kafka.tls {
         tls_config("kafka.tls", tls)?;
     }
@@ -448,6 +479,20 @@ fn queue(queue: &QueueConfig) -> Check {
     }
     if queue.commit_max_records == 0 {
         return fail("queue.commit_max_records", "must be at least 1");
+    }
+    at_most(
+        "queue.commit_window",
+        queue.commit_window,
+        Duration::from_secs(60),
+    )?;
+    if queue.commit_max_bytes > COMMIT_BYTES_MAX {
+        return fail(
+            "queue.commit_max_bytes",
+            format!(
+                "must be at most {COMMIT_BYTES_MAX}, found {}",
+                queue.commit_max_bytes
+            ),
+        );
     }
     if queue.commit_max_bytes.bytes() == 0 {
         return fail("queue.commit_max_bytes", "must be greater than 0 B");

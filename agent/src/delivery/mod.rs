@@ -244,7 +244,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 changed = journal.changed(), if journal_open => match changed {
                     Ok(()) => {
                         if self.journal_dirty.is_none() {
-                            self.journal_dirty = Some(Instant::now() + self.settings.linger);
+                            self.journal_dirty = Some(crate::deadline::after(self.settings.linger));
                         }
                     }
                     Err(_) => journal_open = false,
@@ -374,12 +374,12 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     .collect();
                 if missing.is_empty() {
                     self.metadata_backoff.reset();
-                    self.metadata_due = Instant::now() + self.settings.metadata_refresh;
+                    self.metadata_due = crate::deadline::after(self.settings.metadata_refresh);
                 } else {
                     // Look again soon, backing off: the topic may be created any moment, or
                     // never, and a missing topic must not flood the log.
                     let delay = self.metadata_backoff.next_delay();
-                    self.metadata_due = Instant::now() + delay;
+                    self.metadata_due = crate::deadline::after(delay);
                     if self.metadata_backoff.should_log() {
                         tracing::warn!(?missing, retry_in = ?delay, dead_letter_after = ?MISSING_TOPIC_AFTER,
                             "topics unknown to Kafka; their records wait, and go to the dead-letter topic if the topics do not appear");
@@ -388,7 +388,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             }
             Err(e) => {
                 let delay = self.metadata_backoff.next_delay();
-                self.metadata_due = Instant::now() + delay;
+                self.metadata_due = crate::deadline::after(delay);
                 if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
                         "Kafka unreachable; records wait in the queue");
@@ -413,7 +413,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             Err(e) => {
                 self.kafka_ok = false;
                 let delay = self.metadata_backoff.next_delay();
-                self.producer_retry_at = Instant::now() + delay;
+                self.producer_retry_at = crate::deadline::after(delay);
                 self.metadata_due = self.producer_retry_at;
                 if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
@@ -442,7 +442,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             }
             Err(e) => {
                 let delay = self.sync_backoff.next_delay();
-                self.unsynced = Some(Instant::now() + delay);
+                self.unsynced = Some(crate::deadline::after(delay));
                 if self.sync_backoff.should_log() {
                     tracing::error!(error = %e, retry_in = ?delay,
                         "cannot make sealed batches durable; nothing is sent until it can");
@@ -541,7 +541,8 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::error!(error = %e, "sealing failed; the journal keeps the records, retrying");
-                self.journal_dirty = Some(Instant::now() + self.metadata_backoff.next_delay());
+                self.journal_dirty =
+                    Some(crate::deadline::after(self.metadata_backoff.next_delay()));
                 return;
             }
         };
@@ -557,7 +558,8 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "sealing failed; the journal keeps the records, retrying");
-                    self.journal_dirty = Some(Instant::now() + self.metadata_backoff.next_delay());
+                    self.journal_dirty =
+                        Some(crate::deadline::after(self.metadata_backoff.next_delay()));
                 }
             },
             Plan::NeedMetadata(topics) => {
@@ -570,8 +572,10 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 if new {
                     self.metadata_due = Instant::now();
                 }
-                self.journal_dirty =
-                    Some(self.metadata_due.max(Instant::now() + self.settings.linger));
+                self.journal_dirty = Some(
+                    self.metadata_due
+                        .max(crate::deadline::after(self.settings.linger)),
+                );
             }
             Plan::Blocked => self.journal_dirty = Some(Instant::now() + Duration::from_secs(1)),
             // Records set aside wait for their partition: look again now and then.
@@ -704,7 +708,9 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             match self.link.leader(&tp.0, tp.1) {
                 Some(node) => by_node.entry(node).or_default().push(tp.clone()),
                 None => {
-                    self.metadata_due = self.metadata_due.min(now + self.settings.retry_initial)
+                    self.metadata_due = self
+                        .metadata_due
+                        .min(crate::deadline::later(now, self.settings.retry_initial))
                 }
             }
         }
@@ -1362,7 +1368,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             Ok(p) => p,
             Err(e) => {
                 let delay = self.metadata_backoff.next_delay();
-                self.producer_retry_at = Instant::now() + delay;
+                self.producer_retry_at = crate::deadline::after(delay);
                 if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot get a new producer id from Kafka");
                 }

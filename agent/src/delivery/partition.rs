@@ -316,7 +316,7 @@ impl Partition {
     /// Waits a backoff before the next send or scan, unless already waiting.
     fn hold(&mut self, now: Instant) {
         if !self.waiting(now) {
-            self.retry_at = Some(now + self.backoff.next_delay());
+            self.retry_at = Some(crate::deadline::later(now, self.backoff.next_delay()));
         }
     }
 

@@ -295,7 +295,7 @@ macro_rules! event_loop {
                     // after which the acker disconnects. Unacknowledged messages stay with the
                     // broker and come back next time.
                     events = None;
-                    drain_deadline = Some(tokio::time::Instant::now() + $settings.drain_timeout);
+                    drain_deadline = Some(crate::deadline::after($settings.drain_timeout));
                     continue;
                 }
                 _ = async { tokio::time::sleep_until(drain_deadline.unwrap()).await }, if drain_deadline.is_some() => {

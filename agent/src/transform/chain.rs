@@ -56,7 +56,7 @@ impl Stage {
             subjects,
             circuit,
             when_open,
-            tick: tick.map(|every| (every, Instant::now() + every)),
+            tick: tick.map(|every| (every, crate::deadline::later(Instant::now(), every))),
         }
     }
 
@@ -166,7 +166,7 @@ impl Chain {
             if due > now {
                 continue;
             }
-            stage.tick = Some((every, now + every));
+            stage.tick = Some((every, crate::deadline::later(now, every)));
             if !stage.circuit.allows(now) {
                 continue;
             }
