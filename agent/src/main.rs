@@ -489,6 +489,13 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     kedge::telemetry::init_logging(&config.log).map_err(anyhow::Error::msg)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "kedge starting");
+    match kedge::ops::fd_limit::raise() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(before, after, "open-file limit raised");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

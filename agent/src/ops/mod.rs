@@ -4,6 +4,7 @@
 //! handful of endpoints.
 
 pub mod exposition;
+pub mod fd_limit;
 pub mod sd_notify;
 pub mod status;
 
