@@ -412,7 +412,13 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
                 _ => None,
             };
-            Some(crate::tls::client_config(t.ca_file.as_deref(), client)?)
+            // rumqttc checks the certificate against the host it dials; the verifier is told
+            // the configured name instead.
+            Some(crate::tls::client_config(
+                t.ca_file.as_deref(),
+                client,
+                t.server_name.as_deref(),
+            )?)
         }
         None => None,
     };
@@ -456,7 +462,8 @@ fn kafka_tls(k: &config::KafkaConfig) -> Result<Option<TlsSettings>, crate::tls:
         _ => None,
     };
     Ok(Some(TlsSettings {
-        config: crate::tls::client_config(t.ca_file.as_deref(), client)?,
+        // The Kafka connection names the server itself (`server_name` below).
+        config: crate::tls::client_config(t.ca_file.as_deref(), client, None)?,
         server_name: t.server_name.clone(),
     }))
 }

@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::DigitallySignedStruct;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -16,15 +19,21 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `server_name` is not a DNS name or an IP address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
     /// rustls refused the material.
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
 /// Builds a client config: `ca_file` or the system's roots, and an optional client certificate.
+/// With `server_name`, the server's certificate is checked against that name instead of the
+/// host the client connects to: for a client (rumqttc) that takes the name from the address.
 pub fn client_config(
     ca_file: Option<&Path>,
     client_cert: Option<(&Path, &Path)>,
+    server_name: Option<&str>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
@@ -47,11 +56,22 @@ pub fn client_config(
             }
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match server_name {
+        None => builder.with_root_certificates(roots),
+        Some(name) => {
+            let name = ServerName::try_from(name.to_owned())
+                .map_err(|_| TlsError::ServerName(name.to_owned()))?;
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NamedVerifier { name, inner }))
+        }
+    };
     let config = match client_cert {
         Some((cert, key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
         None => builder.with_no_client_auth(),
@@ -82,4 +102,48 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| file_err(path, e))?
         .ok_or_else(|| file_err(path, "no PEM private key in the file"))
+}
+
+/// Full WebPKI verification, against a configured name rather than the one dialled. Everything
+/// else (chain, validity, signatures) is the standard verifier's.
+#[derive(Debug)]
+struct NamedVerifier {
+    name: ServerName<'static>,
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for NamedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

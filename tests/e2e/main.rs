@@ -17,6 +17,7 @@ mod mock_cluster;
 mod mqtt_exactly_once;
 mod mqtt_oversized;
 mod mqtt_redelivery;
+mod mqtt_tls;
 mod ops;
 mod plugin_pipeline;
 mod plugins;

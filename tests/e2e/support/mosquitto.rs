@@ -15,6 +15,8 @@ use super::{
 pub struct Mosquitto {
     /// Port of the MQTT listener on 127.0.0.1.
     port: u16,
+    /// Port of the TLS listener on 127.0.0.1, if started with one.
+    tls_port: Option<u16>,
     /// Holds the config file and the log.
     dir: TempDir,
     /// The broker process.
@@ -24,11 +26,49 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto on a free port and waits until it accepts connections.
     pub fn start() -> Mosquitto {
-        let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("kedge-e2e-mosquitto-")
             .tempdir()
             .expect("temp dir");
+        Mosquitto::start_in(dir, "")
+    }
+
+    /// Starts mosquitto with a second, TLS listener ([`Mosquitto::tls_port`]): the certificate in
+    /// `cert`/`key`. The PEM files are copied into the broker's own directory.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Mosquitto {
+        let dir = tempfile::Builder::new()
+            .prefix("kedge-e2e-mosquitto-")
+            .tempdir()
+            .expect("temp dir");
+        let (c, k) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        std::fs::copy(cert, &c).expect("copy the certificate");
+        std::fs::copy(key, &k).expect("copy the key");
+        // A root mosquitto drops privileges before it reads them: a test key may be readable.
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [(dir.path(), 0o755), (&c, 0o644), (&k, 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("chmod for mosquitto");
+        }
+        let tls_port = free_port();
+        let mut m = Mosquitto::start_in(
+            dir,
+            &format!(
+                "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                c.display(),
+                k.display()
+            ),
+        );
+        m.tls_port = Some(tls_port);
+        m
+    }
+
+    /// The TLS listener's port on 127.0.0.1.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("started with Mosquitto::start_tls")
+    }
+
+    fn start_in(dir: TempDir, tls_listener: &str) -> Mosquitto {
+        let port = free_port();
         // Persistent sessions (kedge's, while it is down) queue in memory: keep up to a million
         // QoS 1 messages per client rather than the default 1000, which would silently drop some.
         // At most 512 unacknowledged messages to an MQTT 3.1.1 client (the MQTT 5 client's
@@ -44,7 +84,8 @@ impl Mosquitto {
              max_inflight_messages 512\n\
              log_dest stderr\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n\
-             log_timestamp_format %H:%M:%S\n"
+             log_timestamp_format %H:%M:%S\n\
+             {tls_listener}"
         );
         let config_path = dir.path().join("mosquitto.conf");
         std::fs::write(&config_path, config).expect("write mosquitto.conf");
@@ -58,7 +99,12 @@ impl Mosquitto {
             .spawn()
             .expect("spawn mosquitto");
         wait_for_port("mosquitto", port, &mut child, &log);
-        Mosquitto { port, dir, child }
+        Mosquitto {
+            port,
+            tls_port: None,
+            dir,
+            child,
+        }
     }
 
     /// The broker's port on 127.0.0.1.

@@ -254,7 +254,7 @@ pub fn spawn_tansu(dir: &Path, port: u16, advertised: u16, extra: &[&str]) -> Ch
 }
 
 /// Runs `openssl` with whitespace-separated `args` in `dir`; the keys live and die in the temp dir.
-fn openssl(dir: &Path, args: &str) {
+pub fn openssl(dir: &Path, args: &str) {
     let mut command = Command::new("openssl");
     command.args(args.split_whitespace()).current_dir(dir);
     let output = run(command, Duration::from_secs(60));
