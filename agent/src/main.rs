@@ -191,6 +191,9 @@ fn main() -> ExitCode {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
+                for w in c.secret_warnings() {
+                    eprintln!("warning: {w}");
+                }
                 print!("{}", kedge::check::describe(&c, &config));
                 ExitCode::SUCCESS
             }
@@ -489,6 +492,13 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     kedge::telemetry::init_logging(&config.log).map_err(anyhow::Error::msg)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "kedge starting");
+    // Files 0600 and directories 0700 whoever starts kedge: the queue holds every reading, and
+    // the plugin cache native code that is loaded as it is (systemd's unit sets the same).
+    // SAFETY: umask only replaces the process's file-mode creation mask.
+    unsafe { libc::umask(0o077) };
+    for w in config.secret_warnings() {
+        tracing::warn!("{w}");
+    }
     match kedge::ops::fd_limit::raise() {
         Ok((before, after)) if before != after => {
             tracing::info!(before, after, "open-file limit raised");

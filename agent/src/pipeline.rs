@@ -485,8 +485,9 @@ fn kafka_sasl(k: &config::KafkaConfig) -> Result<Option<SaslSettings>, PipelineE
     };
     sasl::check_credentials(&settings).map_err(PipelineError::KafkaSasl)?;
     if settings.mechanism == Mechanism::Plain && k.tls.is_none() {
+        // `kedge check` refuses this unless allowed: say so once at start all the same.
         tracing::warn!(
-            "kafka.sasl: PLAIN without [kafka.tls] sends the password in the clear; enable TLS"
+            "kafka.sasl: PLAIN without [kafka.tls] sends the password in the clear (allowed by kafka.sasl.allow_plaintext)"
         );
     }
     Ok(Some(settings))

@@ -23,9 +23,10 @@ default_topic = "readings""#;
 
 /// A config for Kafka at `bootstrap` with `[kafka.sasl]` using `mechanism` and `password`.
 fn sasl_config(bootstrap: &str, mechanism: &str, password: &str) -> String {
-    // No MQTT broker is needed to see the Kafka side fail: kedge retries MQTT on its own.
+    // No MQTT broker is needed to see the Kafka side fail: kedge retries MQTT on its own. The
+    // test broker has no TLS, so PLAIN must be allowed in the clear.
     format!(
-        "{}\n[kafka.sasl]\nmechanism = \"{mechanism}\"\nusername = \"edge-user\"\npassword = {password}\n",
+        "{}\n[kafka.sasl]\nmechanism = \"{mechanism}\"\nusername = \"edge-user\"\npassword = {password}\nallow_plaintext = true\n",
         pipeline_config(free_port(), bootstrap, ROUTING)
     )
 }

@@ -19,6 +19,7 @@ mod mqtt_oversized;
 mod mqtt_redelivery;
 mod mqtt_tls;
 mod ops;
+mod permissions;
 mod plugin_pipeline;
 mod plugins;
 mod poison;

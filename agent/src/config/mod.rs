@@ -84,6 +84,22 @@ impl Config {
         }
     }
 
+    /// Warnings about the secrets the config names (`mqtt.password`, `kafka.sasl.password`):
+    /// files open to group or others ([`Secret::exposure`]), each prefixed with its key.
+    pub fn secret_warnings(&self) -> Vec<String> {
+        let secrets = [
+            ("mqtt.password", self.mqtt.password.as_ref()),
+            (
+                "kafka.sasl.password",
+                self.kafka.sasl.as_ref().map(|s| &s.password),
+            ),
+        ];
+        secrets
+            .into_iter()
+            .filter_map(|(key, s)| Some(format!("{key}: {}", s?.exposure()?)))
+            .collect()
+    }
+
     /// Parses and validates config `text`; `file` is only used to label errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let (root, syntax_errors) = DeTable::parse_recoverable(text);
@@ -524,6 +540,10 @@ pub struct SaslConfig {
     pub username: String,
     /// Password: inline, `{ env = "..." }` or `{ file = "..." }`.
     pub password: Secret,
+    /// PLAIN sends the password as it is: without `[kafka.tls]`, anyone on the path reads it.
+    /// Refused unless this is set (a test broker, a network that is already encrypted).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// A SASL mechanism name as written in the config.

@@ -83,6 +83,25 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// A warning when the secret is a file that group or others may read or write: whoever
+    /// can read it can log in as kedge. `None` for inline and env secrets, and for a file that
+    /// cannot be inspected (resolving it reports that).
+    pub fn exposure(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let Self::File { file } = self else {
+            return None;
+        };
+        let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "secret file {} is open to group or others (mode {mode:03o}); chmod 600 it",
+                file.display()
+            )
+        })
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -154,6 +173,30 @@ impl<'de> Deserialize<'de> for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_secret_file_open_to_others_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let secret = super::Secret::File { file: path.clone() };
+        for (mode, warned) in [
+            (0o666, true),
+            (0o640, true),
+            (0o604, true),
+            (0o600, false),
+            (0o400, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let got = secret.exposure();
+            assert_eq!(got.is_some(), warned, "mode {mode:o}: {got:?}");
+            if let Some(w) = got {
+                assert!(w.contains(&format!("mode {mode:03o}")), "{w}");
+            }
+        }
+        assert_eq!(super::Secret::Inline("x".into()).exposure(), None);
+    }
+
     use super::*;
 
     #[test]

@@ -708,7 +708,7 @@ fn kafka_tls_and_sasl_parse() {
         }
     );
     let plain = parse(&format!(
-        "{KAFKA_BASE}[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\n"
+        "{KAFKA_BASE}[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\nallow_plaintext = true\n"
     ))
     .expect("parses");
     assert_eq!(
@@ -746,6 +746,10 @@ fn kafka_tls_and_sasl_errors_are_located() {
         (
             "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"",
             "kedge.toml:5:1: kafka.sasl.password: missing required key",
+        ),
+        (
+            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"",
+            "kedge.toml:6:13: kafka.sasl.mechanism: PLAIN without [kafka.tls] sends the password in the clear",
         ),
     ];
     for (section, want) in cases {

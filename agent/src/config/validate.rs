@@ -401,6 +401,13 @@ fn kafka(kafka: &KafkaConfig) -> Check {
     }
     if let Some(s) = &kafka.sasl {
         sasl(s)?;
+        if s.mechanism == SaslMechanism::Plain && kafka.tls.is_none() && !s.allow_plaintext {
+            return fail(
+                "kafka.sasl.mechanism",
+                "PLAIN without [kafka.tls] sends the password in the clear; enable [kafka.tls], \
+                 use SCRAM-SHA-256/512, or set kafka.sasl.allow_plaintext = true",
+            );
+        }
     }
     Ok(())
 }

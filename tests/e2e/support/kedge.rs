@@ -183,6 +183,11 @@ impl Kedge {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
+    /// The data dir kedge runs with (given on the command line).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The config file kedge runs with (its data dir is given on the command line).
     pub fn config_path(&self) -> std::path::PathBuf {
         self.dir.path().join("kedge.toml")
