@@ -25,6 +25,8 @@ pub struct Tansu {
     storage: String,
     /// Port advertised in metadata.
     advertised: u16,
+    /// Further command-line arguments (e.g. `--authentication`).
+    extra: Vec<String>,
 }
 
 impl Tansu {
@@ -58,6 +60,7 @@ impl Tansu {
             binary: binary.to_owned(),
             storage: storage.to_owned(),
             advertised,
+            extra: Vec::new(),
         };
         tansu.spawn();
         tansu
@@ -67,6 +70,12 @@ impl Tansu {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Like [`Tansu::restart`], with `extra` arguments from now on (e.g. `--authentication`).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|&a| a.to_owned()).collect();
+        self.restart();
     }
 
     fn spawn(&mut self) {
@@ -79,6 +88,7 @@ impl Tansu {
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &advertised_url])
             .args(["--storage-engine", &self.storage])
+            .args(&self.extra)
             .current_dir(self.dir.path())
             .stdout(stdout)
             .stderr(stderr)
