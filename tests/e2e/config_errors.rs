@@ -188,6 +188,23 @@ fn bad_topic_name_in_a_rule_is_reported_at_the_value() {
 }
 
 #[test]
+fn a_listener_other_machines_reach_is_refused_without_allow_remote() {
+    let refused = ConfigFile::edited("[log]\n", "[metrics]\nlisten = \"0.0.0.0:9464\"\n\n[log]\n");
+    assert_error_at(&refused, r#""0.0.0.0:9464""#, "metrics.listen");
+    assert!(error_line(&refused).contains("metrics.allow_remote = true"));
+    let allowed = ConfigFile::edited(
+        "[log]\n",
+        "[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n\n[log]\n",
+    );
+    let output = check(&allowed.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn valid_config_passes_check() {
     let config = ConfigFile::write(VALID);
     let output = check(&config.path());

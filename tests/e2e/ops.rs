@@ -11,7 +11,7 @@ use crate::support::mosquitto::Mosquitto;
 use crate::support::proxy::{Mode, Proxy};
 use crate::support::publish::{Publishing, readings};
 use crate::support::tansu::Tansu;
-use crate::support::{free_port, run, wait_until};
+use crate::support::{free_port, run, try_metric, wait_until};
 
 use crate::support::kedge::READINGS_ROUTING as ROUTING;
 
@@ -207,4 +207,59 @@ fn metrics_move_and_readiness_follows_kafka() {
     assert_eq!(code, 0, "{out}{err}");
     let exit = kedge.terminate(Duration::from_secs(15));
     assert!(exit.success(), "kedge exited with {exit}");
+}
+
+/// The tester's finding: 200 idle connections to the listener held 200 descriptors until the
+/// process ran out and a journal commit failed. Beyond the listener's cap they are closed at
+/// once; those within it are dropped at the request-head timeout, and MQTT goes on being journaled.
+#[test]
+fn idle_connections_neither_exhaust_descriptors_nor_stop_journaling() {
+    let mosquitto = Mosquitto::start();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    // No Kafka: the records stay in the journal, which is what this is about.
+    let config = pipeline_config(
+        mosquitto.port(),
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("{ROUTING}\n\n[metrics]\nlisten = \"{addr}\"\n"),
+    );
+    let kedge = Kedge::start(&config);
+    wait_until("the metrics listener", Duration::from_secs(30), || {
+        get(addr, "/health/live").is_some_and(|(s, _)| s == 200)
+    });
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", kedge.pid()))
+            .expect("kedge's /proc fd dir")
+            .count()
+    };
+    let before = fds();
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let during = fds();
+    let publishing = Publishing::start(mosquitto.port(), readings(200, 10), None);
+    publishing.wait_acked(Duration::from_secs(60));
+    assert!(
+        during <= before + 40,
+        "{before} descriptors before, {during} with 200 idle connections"
+    );
+    wait_until(
+        "/health/live answers again",
+        Duration::from_secs(15),
+        || get(addr, "/health/live").is_some_and(|(s, _)| s == 200),
+    );
+    wait_until("200 records journaled", Duration::from_secs(30), || {
+        try_metric(addr, "kedge_records_journaled_total", "").is_ok_and(|n| n >= 200.0)
+    });
+    assert!(
+        try_metric(
+            addr,
+            "kedge_http_connections_refused_total",
+            "reason=\"limit\""
+        )
+        .expect("scrape")
+            >= 160.0
+    );
+    drop(idle);
 }

@@ -738,6 +738,8 @@ impl fmt::Display for WhenFull {
 pub struct MetricsConfig {
     /// Address of the listener (`/metrics`, `/health/live`, `/health/ready`); off when absent.
     pub listen: Option<std::net::SocketAddr>,
+    /// Allows a `listen` address other machines can reach: the listener has no authentication.
+    pub allow_remote: bool,
     /// `/health/ready` fails while the oldest pending record is older than this.
     #[serde(deserialize_with = "deserialize_duration")]
     pub ready_max_pending_age: Duration,
@@ -749,6 +751,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: None,
+            allow_remote: false,
             ready_max_pending_age: Duration::from_secs(300),
             ready_max_queue_percent: 90,
         }

@@ -803,6 +803,27 @@ fn metrics_are_off_by_default_and_parse_with_positions() {
     );
 }
 
+#[test]
+fn a_listener_beyond_loopback_needs_allow_remote() {
+    // The listener has no authentication: serving it beyond this machine must be a decision.
+    for listen in ["0.0.0.0:9464", "[::]:9464", "192.168.1.5:9464"] {
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"{listen}\"\n");
+        let line = text.lines().count();
+        let e = error(&text);
+        assert!(
+            e.starts_with(&format!("kedge.toml:{line}:10: metrics.listen: ")),
+            "{e}"
+        );
+        assert!(e.contains("metrics.allow_remote = true"), "{e}");
+    }
+    for listen in ["127.0.0.1:9464", "127.0.0.2:1", "[::1]:9464"] {
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"{listen}\"\n");
+        parse(&text).unwrap_or_else(|e| panic!("{listen}: {e}"));
+    }
+    let text = format!("{MINIMAL}\n[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n");
+    parse(&text).expect("opted in");
+}
+
 const PLUGIN_BASE: &str =
     "[mqtt]\nsubscriptions = [{ filter = \"a\" }]\n[kafka]\nbootstrap = [\"k:9092\"]\n";
 

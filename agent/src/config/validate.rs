@@ -114,6 +114,19 @@ fn plugins(plugins: &[PluginConfig]) -> Check {
 }
 
 fn metrics(metrics: &MetricsConfig) -> Check {
+    if let Some(addr) = metrics.listen
+        && !addr.ip().is_loopback()
+        && !metrics.allow_remote
+    {
+        return fail(
+            "metrics.listen",
+            format!(
+                "{addr} can be reached from other machines, and the listener has no \
+                 authentication; listen on 127.0.0.1 or [::1], or set metrics.allow_remote = true \
+                 to serve it beyond this machine"
+            ),
+        );
+    }
     if !(1..=100).contains(&metrics.ready_max_queue_percent) {
         return fail(
             "metrics.ready_max_queue_percent",

@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub open_fds: Option<u64>,
     /// Per-plugin counters, in config order.
     pub plugins: Vec<PluginSnapshot>,
+    /// Connections the metrics listener closed without a full answer, by reason.
+    pub http_refused: Vec<(&'static str, u64)>,
 }
 
 /// The per-plugin families, each labelled by plugin (and verdict, fault kind or counter name).
@@ -500,6 +502,16 @@ impl Snapshot {
                 self.dropped_by_topic.iter().map(|(t, n)| (t.as_str(), *n)),
             ),
         );
+        family(
+            &mut o,
+            &Family::labelled(
+                "kedge_http_connections_refused_total",
+                "Connections to the metrics listener closed without a full answer, by reason.",
+                "counter",
+                "reason",
+                self.http_refused.iter().copied(),
+            ),
+        );
         if let Some(rss) = self.resident_bytes {
             metric(
                 &mut o,
@@ -657,6 +669,7 @@ mod tests {
             resident_bytes: resident_bytes(),
             open_fds: open_fds(),
             dropped_by_topic: vec![("readings".into(), 4)],
+            http_refused: vec![("limit", 7)],
             ..Snapshot::default()
         };
         let text = s.render();
@@ -674,6 +687,7 @@ mod tests {
             "\nkedge_delivery_latency_seconds_count 0\n",
             "\nkedge_queue_oldest_pending_age_seconds 1.5\n",
             "\nkedge_queue_dropped_records{topic=\"readings\"} 4\n",
+            "\nkedge_http_connections_refused_total{reason=\"limit\"} 7\n",
             "\nkedge_process_resident_memory_bytes ",
             "\nkedge_process_open_fds ",
         ] {

@@ -9,20 +9,35 @@ pub mod sd_notify;
 pub mod status;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
-use crate::queue::{Queue, budget, tools};
+use crate::queue::{Queue, QueueError, budget, tools};
 use crate::telemetry::Stats;
 use exposition::{Readiness, Snapshot};
 
 /// Longest request head read; scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
-/// A client that sends no complete request head within this is dropped.
+/// A client that sends no complete request head within this is dropped (slowloris).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that does not take its whole answer within this is dropped: it would hold a task
+/// and a socket for as long as it likes. A `/metrics` of a few hundred KiB takes milliseconds.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once. Each holds a descriptor, which the journal and the segment
+/// files need too: a flood of connections must not take them all. Scrapers and `kedge status`
+/// need a handful.
+const MAX_CONNECTIONS: usize = 32;
+/// How long one `/status/queue` report is served before the queue is read again: it reads
+/// (and decompresses) every journal chunk, too much to do for each request.
+const QUEUE_REPORT_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// What a connection beyond [`MAX_CONNECTIONS`] is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+    Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
 
 /// What the endpoints read from.
 pub struct OpsState {
@@ -78,12 +93,54 @@ impl OpsState {
             resident_bytes: exposition::resident_bytes(),
             open_fds: exposition::open_fds(),
             plugins: self.plugins.iter().map(|p| p.snapshot()).collect(),
+            // The listener's own counters, which it adds to a `/metrics` answer.
+            http_refused: Vec::new(),
         }
     }
 }
 
+/// Connections the listener closed without a full answer, by reason.
+#[derive(Debug, Default)]
+struct Refused {
+    /// [`MAX_CONNECTIONS`] were open already.
+    limit: AtomicU64,
+    /// No complete request head within [`READ_TIMEOUT`].
+    slow_request: AtomicU64,
+    /// A head over [`MAX_HEAD`], unreadable, or cut short by the client.
+    bad_request: AtomicU64,
+    /// The answer not taken within [`WRITE_TIMEOUT`].
+    slow_reader: AtomicU64,
+}
+
+impl Refused {
+    fn rows(&self) -> Vec<(&'static str, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("limit", g(&self.limit)),
+            ("slow_request", g(&self.slow_request)),
+            ("bad_request", g(&self.bad_request)),
+            ("slow_reader", g(&self.slow_reader)),
+        ]
+    }
+}
+
+/// The listener's own state beside what the endpoints report.
+struct Server {
+    state: Arc<OpsState>,
+    refused: Refused,
+    /// The last `/status/queue` report and when it was made; the lock also makes concurrent
+    /// requests wait for one reading of the queue rather than each start their own.
+    queue_report: tokio::sync::Mutex<Option<(Instant, String)>>,
+}
+
 /// Serves the endpoints until the task is aborted.
 pub async fn serve(listener: TcpListener, state: Arc<OpsState>) {
+    let server = Arc::new(Server {
+        state,
+        refused: Refused::default(),
+        queue_report: tokio::sync::Mutex::new(None),
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -94,69 +151,139 @@ pub async fn serve(listener: TcpListener, state: Arc<OpsState>) {
                 continue;
             }
         };
-        let state = state.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            server.refused.limit.fetch_add(1, Ordering::Relaxed);
+            // Told without reading its request or waiting: a fresh socket's send buffer takes
+            // these few bytes at once, or they are not sent. Then closed, freeing its descriptor.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let server = server.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, state).await {
+            if let Err(e) = handle(stream, &server).await {
                 tracing::debug!(error = %e, "metrics request failed");
             }
+            drop(slot);
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, state: Arc<OpsState>) -> std::io::Result<()> {
+/// Why a request head could not be read.
+enum HeadError {
+    /// Not complete within [`READ_TIMEOUT`].
+    Slow,
+    /// Over [`MAX_HEAD`], cut short, or a read failed.
+    Bad,
+}
+
+/// The request head, read within [`READ_TIMEOUT`] (one deadline for the whole head, so that a
+/// client sending a byte at a time does not extend it).
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(512);
     let read = tokio::time::timeout(READ_TIMEOUT, async {
         let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await?;
+            let n = stream.read(&mut buf).await.map_err(|_| HeadError::Bad)?;
             if n == 0 || head.len() + n > MAX_HEAD {
-                return Err(std::io::ErrorKind::InvalidData.into());
+                return Err(HeadError::Bad);
             }
             head.extend_from_slice(&buf[..n]);
         }
-        Ok::<_, std::io::Error>(())
+        Ok(())
     })
     .await;
-    if !matches!(read, Ok(Ok(()))) {
-        return respond(&mut stream, 400, "text/plain", "bad request\n").await;
+    match read {
+        Ok(Ok(())) => Ok(head),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HeadError::Slow),
     }
+}
+
+async fn handle(mut stream: TcpStream, server: &Server) -> std::io::Result<()> {
+    let refused = &server.refused;
+    let (status, kind, body) = match read_head(&mut stream).await {
+        Ok(head) => answer(&head, server).await?,
+        Err(HeadError::Slow) => {
+            refused.slow_request.fetch_add(1, Ordering::Relaxed);
+            (
+                408,
+                "text/plain",
+                "no complete request in time\n".to_owned(),
+            )
+        }
+        Err(HeadError::Bad) => {
+            refused.bad_request.fetch_add(1, Ordering::Relaxed);
+            (400, "text/plain", "bad request\n".to_owned())
+        }
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, respond(&mut stream, status, kind, &body)).await {
+        Ok(written) => written,
+        Err(_) => {
+            refused.slow_reader.fetch_add(1, Ordering::Relaxed);
+            Err(std::io::ErrorKind::TimedOut.into())
+        }
+    }
+}
+
+/// Status, content type and body for the request whose head is `head`.
+async fn answer(head: &[u8], server: &Server) -> std::io::Result<(u16, &'static str, String)> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "GET" {
-        return respond(&mut stream, 405, "text/plain", "only GET\n").await;
+        return Ok((405, "text/plain", "only GET\n".to_owned()));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let json = query.split('&').any(|q| q == "format=json");
-    let (status, kind, body) = match path {
+    let state = &server.state;
+    Ok(match path {
         "/health/live" => (200, "text/plain", "live\n".to_owned()),
         "/status/log" => (200, "text/plain", crate::telemetry::recent_problems()),
-        "/status/queue" => {
-            // A full scan of the queue (what `kedge queue stats` prints): for people, not scrapers.
-            let q = state.queue.clone();
-            match tokio::task::spawn_blocking(move || tools::stats(&q))
-                .await
-                .map_err(std::io::Error::other)?
-            {
-                Ok(report) => (200, "text/plain", report),
-                Err(e) => (503, "text/plain", format!("cannot read the queue: {e}\n")),
-            }
-        }
+        "/status/queue" => match queue_report(server).await? {
+            Ok(report) => (200, "text/plain", report),
+            Err(e) => (503, "text/plain", format!("cannot read the queue: {e}\n")),
+        },
         "/metrics" | "/health/ready" => {
             let s = state.clone();
-            let snapshot = tokio::task::spawn_blocking(move || s.snapshot())
+            let mut snapshot = tokio::task::spawn_blocking(move || s.snapshot())
                 .await
                 .map_err(std::io::Error::other)?;
             if path == "/metrics" {
+                snapshot.http_refused = server.refused.rows();
                 (200, "text/plain; version=0.0.4", snapshot.render())
             } else {
                 ready(&snapshot.unready(&state.readiness), json)
             }
         }
         _ => (404, "text/plain", "not found\n".to_owned()),
-    };
-    respond(&mut stream, status, kind, &body).await
+    })
+}
+
+/// The `/status/queue` report (what `kedge queue stats` prints), read from the queue at most
+/// every [`QUEUE_REPORT_MAX_AGE`], with its age appended. The reading only reads.
+async fn queue_report(server: &Server) -> std::io::Result<Result<String, QueueError>> {
+    let mut cached = server.queue_report.lock().await;
+    let fresh = cached
+        .as_ref()
+        .is_some_and(|(at, _)| at.elapsed() < QUEUE_REPORT_MAX_AGE);
+    if !fresh {
+        let q = server.state.queue.clone();
+        match tokio::task::spawn_blocking(move || tools::stats(&q))
+            .await
+            .map_err(std::io::Error::other)?
+        {
+            Ok(report) => *cached = Some((Instant::now(), report)),
+            // Not cached: the next request tries again.
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let (at, report) = cached.as_ref().expect("a report was just made");
+    Ok(Ok(format!(
+        "{report}report age       {} s (the queue is read at most every {} s)\n",
+        at.elapsed().as_secs(),
+        QUEUE_REPORT_MAX_AGE.as_secs()
+    )))
 }
 
 /// Status, content type and body of `/health/ready` for `reasons`.
@@ -185,6 +312,7 @@ async fn respond(
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         _ => "Service Unavailable",
     };
     let head = format!(
@@ -225,6 +353,149 @@ pub fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+
+    use crate::transform::stats::PluginStats;
+
+    /// The listener on a free loopback port over a fresh queue in `dir`, with `plugins` plugins'
+    /// counters (each adds some 1.6 KiB to `/metrics`).
+    async fn serving(
+        dir: &std::path::Path,
+        plugins: usize,
+    ) -> (SocketAddr, Arc<OpsState>, tokio::task::JoinHandle<()>) {
+        let queue = Queue::open(dir, 1 << 20, crate::queue::Sync::Relaxed, "dev").unwrap();
+        let state = Arc::new(OpsState {
+            stats: Arc::new(Stats::default()),
+            queue: Arc::new(queue),
+            queue_max_bytes: u64::MAX,
+            readiness: Readiness {
+                max_pending_age: 60.0,
+                max_queue_percent: 90,
+            },
+            plugins: (0..plugins)
+                .map(|i| Arc::new(PluginStats::new(&format!("plugin-{i}"))))
+                .collect(),
+            source: "mqtt".into(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (addr, state.clone(), tokio::spawn(serve(listener, state)))
+    }
+
+    /// A blocking client's work, off the runtime's workers.
+    async fn client<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        tokio::task::spawn_blocking(f).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_the_cap_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _, server) = serving(dir.path(), 0).await;
+        let late = client(move || {
+            let idle: Vec<std::net::TcpStream> = (0..100)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            let mut late = std::net::TcpStream::connect(addr).unwrap();
+            late.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut text = String::new();
+            let answer = late.read_to_string(&mut text).map(|_| text);
+            drop(idle);
+            answer
+        })
+        .await;
+        let text = late.expect("an answer within 2 s, without a request");
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        // The idle ones within the cap see their end of file, answer 400 and free their slots.
+        let metrics = client(move || {
+            let deadline = Instant::now() + READ_TIMEOUT;
+            loop {
+                match get(addr, "/metrics", Duration::from_secs(5)) {
+                    Ok((200, body)) => return body,
+                    _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    other => panic!("/metrics: {other:?}"),
+                }
+            }
+        })
+        .await;
+        let refused = |reason: &str| -> u64 {
+            let series = format!("kedge_http_connections_refused_total{{reason=\"{reason}\"}} ");
+            let line = metrics.lines().find_map(|l| l.strip_prefix(&series));
+            line.unwrap_or_else(|| panic!("no {series}in\n{metrics}"))
+                .parse()
+                .unwrap()
+        };
+        // At least: a scrape above may have come before the slots were free.
+        assert!(refused("limit") >= 101 - MAX_CONNECTIONS as u64);
+        assert_eq!(refused("bad_request"), MAX_CONNECTIONS as u64);
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_does_not_read_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        // Some 6.5 MiB of /metrics: more than the socket buffers of both ends take (the
+        // sender's grows to 4 MiB at most; the client's is pinned small).
+        let (addr, _, server) = serving(dir.path(), 4000).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let s = socket.connect(addr).await.unwrap().into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        let (head, body) = client(move || {
+            let mut s = s;
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            std::thread::sleep(WRITE_TIMEOUT + Duration::from_secs(2));
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut text = Vec::new();
+            // An error (a reset) is a cut too; what arrived before it is in `text`.
+            let _ = s.read_to_end(&mut text);
+            let at = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&text[..at]).into_owned();
+            (head, text.len() - at - 4)
+        })
+        .await;
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 5 << 20, "{length}");
+        assert!(
+            body < length,
+            "all {length} bytes came after the client stalled"
+        );
+        let (_, metrics) = client(move || get(addr, "/metrics", Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("\nkedge_http_connections_refused_total{reason=\"slow_reader\"} 1\n"),
+            "no slow reader counted"
+        );
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_queue_is_served_from_a_snapshot_not_a_scan_per_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, state, server) = serving(dir.path(), 0).await;
+        let ask = move || client(move || get(addr, "/status/queue", Duration::from_secs(5)));
+        let (status, first) = ask().await.unwrap();
+        assert_eq!(status, 200, "{first}");
+        assert!(first.contains(" 0 records not yet sealed"), "{first}");
+        let record = crate::record::Record {
+            topic: "t".into(),
+            key: None,
+            value: bytes::Bytes::from_static(b"v"),
+            headers: vec![],
+            timestamp_ms: 1,
+        };
+        state.queue.append(0, &[record]).unwrap();
+        let (_, second) = ask().await.unwrap();
+        assert!(second.contains(" 0 records not yet sealed"), "{second}");
+        assert!(second.contains("\nreport age       "), "{second}");
+        server.abort();
+    }
 
     #[test]
     fn ready_answers_in_text_and_json() {

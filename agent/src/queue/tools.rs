@@ -58,7 +58,19 @@ pub fn stats(q: &Queue) -> Result<String, QueueError> {
         }
     }
     let mut outbox: BTreeMap<(String, i32), Pending> = BTreeMap::new();
-    for b in q.sealed_batches()? {
+    let mut bad_batches = 0u64;
+    for item in q.outbox.iter() {
+        let (k, v) = item.map_err(|e| q.db_err(e))?;
+        // Counted, not quarantined (as `sealed_batches` would): the running agent serves this
+        // report beside delivery, and a report must not write to the queue it reports on.
+        let b = match q.decode_batch(&k, &v) {
+            Ok(b) => b,
+            Err(QueueError::Codec(_)) => {
+                bad_batches += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let p = outbox.entry((b.topic.clone(), b.partition)).or_default();
         p.batches += 1;
         p.records += u64::try_from(b.record_count).unwrap_or(0);
@@ -101,10 +113,15 @@ pub fn stats(q: &Queue) -> Result<String, QueueError> {
     }
     let _ = writeln!(
         o,
-        "sealed batches   {} batches, {} records, {}",
+        "sealed batches   {} batches, {} records, {}{}",
         outbox.values().map(|p| p.batches).sum::<u64>(),
         outbox.values().map(|p| p.records).sum::<u64>(),
-        human(outbox.values().map(|p| p.bytes).sum())
+        human(outbox.values().map(|p| p.bytes).sum()),
+        if bad_batches > 0 {
+            format!(", {bad_batches} DAMAGED batches (quarantined when delivery reaches them)")
+        } else {
+            String::new()
+        }
     );
     for ((topic, partition), p) in &outbox {
         let _ = writeln!(
@@ -474,6 +491,30 @@ mod tests {
             i.contains("a/3  producer 7/0  sequence 0  2 records  seq 0..=1"),
             "{i}"
         );
+    }
+
+    #[test]
+    fn stats_reports_a_damaged_batch_without_quarantining_it() {
+        // `GET /status/queue` runs this while delivery owns the queue: it must only read.
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path());
+        let batch = q.sealed_batches().unwrap().remove(0).bytes;
+        let (seg, mut bytes, at) = std::fs::read_dir(dir.path().join(crate::queue::segments::DIR))
+            .unwrap()
+            .find_map(|f| {
+                let path = f.unwrap().path();
+                let bytes = std::fs::read(&path).unwrap();
+                let at = bytes.windows(batch.len()).position(|w| w == batch)?;
+                Some((path, bytes, at))
+            })
+            .expect("the batch's bytes in a segment file");
+        bytes[at + 10] ^= 0xff;
+        std::fs::write(&seg, bytes).unwrap();
+        let s = stats(&q).unwrap();
+        assert!(s.contains("1 DAMAGED batches"), "{s}");
+        assert_eq!(q.quarantined_chunks().unwrap(), 0);
+        assert_eq!(q.lost_records().unwrap(), 0);
+        assert_eq!(q.outbox.len(), 1, "the batch is still in the outbox");
     }
 
     #[test]

@@ -165,6 +165,11 @@ impl Kedge {
         status.unwrap_or_else(|| panic!("kedge did not exit within {timeout:?} of SIGTERM"))
     }
 
+    /// The running process's id (for its /proc entries).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("kedge is running").id()
+    }
+
     /// Whether the process was started and not killed or stopped since.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
