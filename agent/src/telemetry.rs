@@ -639,7 +639,8 @@ mod tests {
                 ("unroutable", 0),
                 ("plugin", 3),
                 ("kafka_refused", 1),
-                ("topic_missing", 0)
+                ("topic_missing", 0),
+                ("unencodable", 0)
             ]
         );
         assert_eq!(stats.dropped_by_reason()[1], ("drop_newest", 2));
