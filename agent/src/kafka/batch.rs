@@ -125,9 +125,10 @@ pub enum BatchError {
         /// Largest timestamp in the batch.
         max: i64,
     },
-    /// kafka-protocol refused to encode the records.
-    #[error("encoding the record batch failed")]
-    Encode(#[source] anyhow::Error),
+    /// kafka-protocol refused to encode the records. The cause is part of the message (not a
+    /// `source`): callers put errors into strings with `{e}`, which would drop it.
+    #[error("encoding the record batch failed: {0:#}")]
+    Encode(anyhow::Error),
     /// The encoder did not produce exactly the one batch we asked for.
     #[error(
         "encoder produced {batches} batches / {record_count} records instead of one batch of {expected}"
@@ -169,9 +170,10 @@ pub enum BatchError {
     /// The base offset is out of Kafka's range.
     #[error("batch base offset {0} is out of range")]
     InvalidBaseOffset(i64),
-    /// kafka-protocol (or our decompression guard) rejected the bytes.
-    #[error("decoding the record batch failed")]
-    Decode(#[source] anyhow::Error),
+    /// kafka-protocol (or our decompression guard) rejected the bytes; the cause is part of
+    /// the message, as for [`BatchError::Encode`].
+    #[error("decoding the record batch failed: {0:#}")]
+    Decode(anyhow::Error),
 }
 
 /// At least the bytes `r` takes in an uncompressed batch encoded by [`encode_batch`] for
@@ -915,6 +917,21 @@ mod tests {
             Err(BatchError::NegativeLength { .. })
         ));
         assert_eq!(decode_batch(&[]).expect("nothing to decode"), vec![]);
+    }
+
+    #[test]
+    fn decode_errors_carry_their_cause() {
+        let good = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None)
+            .expect("good");
+        let mut bad_crc = good.to_vec();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        let e = decode_batch(&bad_crc).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("decoding the record batch failed: Cyclic redundancy check failed"),
+            "{e}"
+        );
     }
 
     #[test]

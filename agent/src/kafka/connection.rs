@@ -284,10 +284,10 @@ impl<R: Decodable> PendingResponse<R> {
             reason,
         };
         kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)
-            .map_err(|e| protocol(format!("bad {:?} response header: {e}", self.api_key)))?;
+            .map_err(|e| protocol(format!("bad {:?} response header: {e:#}", self.api_key)))?;
         R::decode(&mut frame, self.version).map_err(|e| {
             protocol(format!(
-                "bad {:?} v{} response: {e}",
+                "bad {:?} v{} response: {e:#}",
                 self.api_key, self.version
             ))
         })
@@ -337,8 +337,9 @@ fn encode_frame<R: Encodable>(
     buf.put_i32(0);
     header
         .encode(&mut buf, header_version)
-        .map_err(|e| e.to_string())?;
-    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{e:#}"))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| format!("{e:#}"))?;
     let len = i32::try_from(buf.len() - 4).map_err(|_| "request larger than 2 GiB".to_owned())?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
