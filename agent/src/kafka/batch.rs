@@ -344,17 +344,17 @@ pub fn batch_info(bytes: &[u8]) -> Result<Vec<BatchInfo>, BatchError> {
 ///
 /// Strict: a trailing partial batch (as a Fetch response may end with) is an error, so a tail
 /// scan must hand over whole batches only. Decompressed record sections are capped at 64 MiB.
-///
-/// Known limit: kafka-protocol adds each record's varlong timestamp delta to the batch's base
-/// timestamp with plain `+`, so in builds with overflow checks a crafted batch (with a valid
-/// CRC) whose timestamps overflow i64 panics inside that crate; release builds wrap instead.
+/// A crafted batch (with a valid CRC) is an error, never an abort or a panic: kedge's
+/// kafka-protocol (vendor/kafka-protocol/KEDGE.md) reserves no more than the bytes present for
+/// the records and headers a batch claims, and refuses timestamps that overflow i64.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
     let mut decoded = Vec::new();
     for batch in split_batches(bytes)? {
         let info = info_of(&batch)?;
         let record_count = usize::try_from(info.record_count).unwrap_or(usize::MAX);
-        // kafka-protocol reserves `record_count` records before reading any, so check the claim
-        // against the bytes actually present before letting it allocate.
+        // A count the bytes cannot hold is refused up front with an error that says so (the
+        // patched kafka-protocol no longer allocates for it, but would only fail at the first
+        // record missing, after decoding every one before it).
         let guard = move |section: &mut Bytes, compression: Compression| {
             let plain = decompress(section, compression)?;
             if record_count.saturating_mul(MIN_RECORD_LEN) > plain.len() {
@@ -947,6 +947,70 @@ mod tests {
             decode_batch(&bytes),
             Err(BatchError::Decode(e)) if format!("{e:#}").contains("claims 2147483647 records")
         ));
+    }
+
+    /// A RecordBatch v2 with a valid CRC around `records` (already framed), as a hostile
+    /// writer or broker could send it: nothing in it is checked but the CRC.
+    fn crafted_batch(base_timestamp: i64, record_count: i32, records: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+        b.extend_from_slice(&0i32.to_be_bytes()); // length, filled in below
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        b.push(2); // magic
+        b.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled in below
+        b.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed
+        b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+        b.extend_from_slice(&base_timestamp.to_be_bytes());
+        b.extend_from_slice(&base_timestamp.to_be_bytes()); // max timestamp
+        b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        b.extend_from_slice(&record_count.to_be_bytes());
+        b.extend_from_slice(records);
+        let length = i32::try_from(b.len() - LOG_OVERHEAD).unwrap();
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// One record: attributes 0, the given zigzag varlong timestamp delta, offset delta 0, null
+    /// key and value, and `headers` as the header-count varint.
+    fn crafted_record(timestamp_delta: &[u8], headers: &[u8]) -> Vec<u8> {
+        let mut body = vec![0];
+        body.extend_from_slice(timestamp_delta);
+        body.extend_from_slice(&[0, 1, 1]); // offset delta 0, key -1, value -1 (zigzag)
+        body.extend_from_slice(headers);
+        let mut record = vec![u8::try_from(body.len() * 2).unwrap()]; // zigzag length < 64
+        record.extend_from_slice(&body);
+        record
+    }
+
+    /// kafka-protocol 0.18.0 reserved room for the claimed header count before reading one:
+    /// 2^31 - 1 headers aborted the process ("memory allocation of ... bytes failed").
+    #[test]
+    fn a_record_claiming_two_billion_headers_is_an_error() {
+        // zigzag(i32::MAX) = 0xFFFF_FFFE as a varint.
+        let record = crafted_record(&[0], &[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        let bytes = crafted_batch(1_700_000_000_000, 1, &record);
+        let e = decode_batch(&bytes).unwrap_err();
+        assert!(matches!(e, BatchError::Decode(_)), "{e}");
+    }
+
+    /// A base timestamp of i64::MAX and a delta of 1 overflowed a plain `+` in kafka-protocol:
+    /// a panic in builds with overflow checks, a wrapped timestamp otherwise.
+    #[test]
+    fn a_timestamp_beyond_i64_is_an_error() {
+        let record = crafted_record(&[2], &[0]); // zigzag(1) = 2
+        let bytes = crafted_batch(i64::MAX, 1, &record);
+        let e = decode_batch(&bytes).unwrap_err();
+        assert!(
+            e.to_string().contains("timestamp"),
+            "the cause is named: {e}"
+        );
+        // The same record one below the limit reads.
+        let bytes = crafted_batch(i64::MAX - 1, 1, &record);
+        assert_eq!(decode_batch(&bytes).unwrap()[0].timestamp_ms, i64::MAX);
     }
 
     fn arb_record() -> impl Strategy<Value = SequencedRecord> {

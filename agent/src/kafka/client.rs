@@ -365,7 +365,7 @@ async fn negotiate(
         let r =
             ApiVersionsResponse::decode(&mut frame, version).map_err(|e| KafkaError::Protocol {
                 addr: conn.addr().to_owned(),
-                reason: format!("bad ApiVersions response: {e}"),
+                reason: format!("bad ApiVersions response: {e:#}"),
             })?;
         let versions: HashMap<i16, (i16, i16)> = r
             .api_keys
@@ -669,5 +669,46 @@ fn protocol(b: &Broker, reason: &str) -> KafkaError {
     KafkaError::Protocol {
         addr: b.conn.addr().to_owned(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate;
+    use crate::kafka::connection::Connection;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The ApiVersions v3 body a hostile or spoofed broker sent: error code 0, then an api_keys
+    /// compact array whose varint length claims 2^31 entries, and nothing after it.
+    const HOSTILE_API_VERSIONS: [u8; 7] = [0, 0, 0x80, 0x80, 0x80, 0x80, 0x08];
+
+    /// kafka-protocol 0.18.0 reserved the claimed 2^31 - 1 entries (64 bytes each) before
+    /// reading one: "memory allocation of 137438953408 bytes failed" aborted kedge, before any
+    /// authentication. Now it is a protocol error like any other malformed answer.
+    #[tokio::test]
+    async fn an_api_versions_answer_claiming_two_billion_entries_is_an_error() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let len = server.read_i32().await.unwrap();
+            let mut request = vec![0; usize::try_from(len).unwrap()];
+            server.read_exact(&mut request).await.unwrap();
+            // Request header: api key (2), api version (2), correlation id (4).
+            let correlation = &request[4..8];
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&(4 + HOSTILE_API_VERSIONS.len() as i32).to_be_bytes());
+            frame.extend_from_slice(correlation);
+            frame.extend_from_slice(&HOSTILE_API_VERSIONS);
+            server.write_all(&frame).await.unwrap();
+            // Hold the connection open: the client must fail on the bytes, not on a close.
+            let _ = server.read_i32().await;
+        });
+        let conn = Connection::over("hostile:9092", "kedge-test", Box::new(client));
+        let e = negotiate(&conn, Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Kafka broker hostile:9092: bad ApiVersions response"),
+            "{e}"
+        );
     }
 }

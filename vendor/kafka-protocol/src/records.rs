@@ -1,3 +1,5 @@
+// Modified for kedge (see KEDGE.md): counts read off the wire bound no allocation beyond the
+// input; record timestamps and offsets that overflow i64 are errors.
 //! Provides utilities for working with records (Kafka messages).
 //!
 //! [`FetchResponse`](crate::messages::fetch_response::FetchResponse) and associated APIs for interacting with reading and writing
@@ -39,7 +41,7 @@
 //!  }
 //! ```
 use anyhow::{anyhow, bail, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use crc::{Crc, CRC_32_ISO_HDLC};
 use crc32c::crc32c;
 use indexmap::IndexMap;
@@ -514,7 +516,10 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        records.reserve(types::preallocation::<Record>(
+            batch_decode_info.record_count as usize,
+            buf.remaining(),
+        ));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -859,11 +864,27 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        let timestamp = batch_decode_info
+            .min_timestamp
+            .checked_add(timestamp_delta)
+            .ok_or_else(|| {
+                anyhow!(
+                    "Record timestamp overflows: base timestamp {} + delta {timestamp_delta}",
+                    batch_decode_info.min_timestamp
+                )
+            })?;
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let offset = batch_decode_info
+            .min_offset
+            .checked_add(offset_delta as i64)
+            .ok_or_else(|| {
+                anyhow!(
+                    "Record offset overflows: base offset {} + delta {offset_delta}",
+                    batch_decode_info.min_offset
+                )
+            })?;
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
@@ -893,7 +914,9 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        let mut headers = IndexMap::with_capacity(
+            types::preallocation::<(StrBytes, Option<Bytes>)>(num_headers, buf.remaining()),
+        );
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;
@@ -1087,5 +1110,91 @@ mod tests {
             2,
         )
         .expect("decode works");
+    }
+
+    // kedge: counts read off the wire reserve no more than the input can hold, and timestamps
+    // and offsets that overflow i64 are errors. Each batch below has a valid CRC, as a hostile
+    // broker or producer can make it.
+
+    /// A v2 batch with a valid CRC around the framed `records`, claiming `record_count`.
+    fn crafted_batch(
+        base_offset: i64,
+        base_timestamp: i64,
+        record_count: i32,
+        records: &[u8],
+    ) -> Bytes {
+        let mut b = Vec::new();
+        b.extend_from_slice(&base_offset.to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes()); // length, filled in below
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        b.push(2); // magic
+        b.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled in below
+        b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+        b.extend_from_slice(&base_timestamp.to_be_bytes());
+        b.extend_from_slice(&base_timestamp.to_be_bytes()); // max timestamp
+        b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        b.extend_from_slice(&record_count.to_be_bytes());
+        b.extend_from_slice(records);
+        let length = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    /// One record with the given zigzag varint fields, null key and value.
+    fn crafted_record(timestamp_delta: &[u8], offset_delta: &[u8], headers: &[u8]) -> Vec<u8> {
+        let mut body = vec![0];
+        body.extend_from_slice(timestamp_delta);
+        body.extend_from_slice(offset_delta);
+        body.extend_from_slice(&[1, 1]); // key -1, value -1
+        body.extend_from_slice(headers);
+        let mut record = vec![(body.len() * 2) as u8]; // zigzag length, < 64
+        record.extend_from_slice(&body);
+        record
+    }
+
+    fn decode_error(batch: Bytes) -> String {
+        let e = RecordBatchDecoder::decode(&mut batch.clone()).unwrap_err();
+        e.to_string()
+    }
+
+    #[test]
+    fn record_count_beyond_the_input_is_an_error() {
+        let record = crafted_record(&[0], &[0], &[0]);
+        let batch = crafted_batch(0, 0, i32::MAX, &record);
+        decode_error(batch);
+    }
+
+    #[test]
+    fn header_count_beyond_the_input_is_an_error() {
+        // zigzag(i32::MAX) as a varint.
+        let record = crafted_record(&[0], &[0], &[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        decode_error(crafted_batch(0, 0, 1, &record));
+    }
+
+    #[test]
+    fn timestamp_overflow_is_an_error() {
+        let record = crafted_record(&[2], &[0], &[0]); // delta +1
+        let e = decode_error(crafted_batch(0, i64::MAX, 1, &record));
+        assert!(e.contains("timestamp overflows"), "{e}");
+        let record = crafted_record(&[1], &[0], &[0]); // delta -1
+        let e = decode_error(crafted_batch(0, i64::MIN, 1, &record));
+        assert!(e.contains("timestamp overflows"), "{e}");
+        // At the limit it still reads.
+        let record = crafted_record(&[2], &[0], &[0]);
+        let mut batch = crafted_batch(0, i64::MAX - 1, 1, &record);
+        let set = RecordBatchDecoder::decode(&mut batch).unwrap();
+        assert_eq!(set.records[0].timestamp, i64::MAX);
+    }
+
+    #[test]
+    fn offset_overflow_is_an_error() {
+        let record = crafted_record(&[0], &[2], &[0]); // offset delta +1
+        let e = decode_error(crafted_batch(i64::MAX, 0, 1, &record));
+        assert!(e.contains("offset overflows"), "{e}");
     }
 }

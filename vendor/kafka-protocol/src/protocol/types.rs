@@ -1,3 +1,4 @@
+// Modified for kedge (see KEDGE.md): a length read off the wire reserves no more than the input.
 //! Raw types of the Kafka protocol, as defined by the protocol specification.
 //!
 //! In general, most types map closely to a corresponding rust type, with the exception of a number
@@ -9,6 +10,31 @@ use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
+
+/// Most bytes a decoder reserves up front for a collection whose length it read off the wire.
+/// A longer collection still decodes, its `Vec` growing as items arrive; only the reservation is
+/// bounded, so that a count claimed by a corrupt or hostile peer cannot allocate gigabytes
+/// before a single item has been read.
+pub(crate) const MAX_PREALLOCATION_BYTES: usize = 64 * 1024;
+
+/// How many items of `T` to reserve for a collection that claims `claimed` items when
+/// `remaining` bytes of input are left: no more than the input could hold (every item takes at
+/// least one byte on the wire) and no more than [`MAX_PREALLOCATION_BYTES`].
+pub(crate) fn preallocation<T>(claimed: usize, remaining: usize) -> usize {
+    let cap = MAX_PREALLOCATION_BYTES / std::mem::size_of::<T>().max(1);
+    claimed.min(remaining).min(cap)
+}
+
+/// Fails unless `len` bytes are left in `buf`, before anything is allocated for them.
+fn ensure_remaining<B: ByteBuf>(buf: &B, len: usize) -> Result<()> {
+    if buf.remaining() < len {
+        bail!(
+            "{len} bytes announced, only {} left in the buffer",
+            buf.remaining()
+        );
+    }
+    Ok(())
+}
 
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
@@ -511,6 +537,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                ensure_remaining(buf, (n - 1) as usize)?;
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +682,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                ensure_remaining(buf, n as usize)?;
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +832,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                ensure_remaining(buf, (n - 1) as usize)?;
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -985,7 +1014,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                let mut result =
+                    Vec::with_capacity(preallocation::<T>(n as usize, buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1123,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result =
+                    Vec::with_capacity(preallocation::<T>((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1194,5 +1225,78 @@ mod tests {
     fn smoke_compact_bytes_encoder_decoder() {
         test_encoder_decoder(CompactBytes, vec![1, 2, 3, 4], &[5, 1, 2, 3, 4]);
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
+    }
+
+    // kedge: a length read off the wire reserves no more than the input can hold. Each of
+    // these claims ~2^31 items or bytes with (almost) nothing behind it; unpatched, the
+    // reservation alone aborted the process ("memory allocation of ... bytes failed").
+
+    #[test]
+    fn preallocation_is_bounded_by_the_input_and_the_cap() {
+        assert_eq!(preallocation::<u64>(3, 100), 3);
+        assert_eq!(preallocation::<u64>(1 << 31, 100), 100);
+        assert_eq!(
+            preallocation::<u64>(1 << 31, usize::MAX),
+            MAX_PREALLOCATION_BYTES / 8
+        );
+        assert_eq!(preallocation::<()>(1 << 31, 7), 7);
+    }
+
+    #[test]
+    fn array_claiming_more_items_than_bytes_is_an_error() {
+        let mut buf = &[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1][..];
+        let decoded: Result<Vec<i32>> = Array(Int32).decode(&mut buf);
+        assert!(decoded.is_err());
+    }
+
+    #[test]
+    fn compact_array_claiming_more_items_than_bytes_is_an_error() {
+        // varint 2^31: 2^31 - 1 items.
+        let mut buf = &[0x80, 0x80, 0x80, 0x80, 0x08, 0, 0, 0, 1][..];
+        let decoded: Result<Vec<i32>> = CompactArray(Int32).decode(&mut buf);
+        assert!(decoded.is_err());
+    }
+
+    #[test]
+    fn arrays_longer_than_the_preallocation_still_decode() {
+        let items: Vec<i32> = (0..100_000).collect();
+        assert!(items.len() * 4 > MAX_PREALLOCATION_BYTES);
+        for compact in [false, true] {
+            let mut buf = vec![];
+            if compact {
+                CompactArray(Int32).encode(&mut buf, &items).unwrap();
+            } else {
+                Array(Int32).encode(&mut buf, &items).unwrap();
+            }
+            let mut read = &buf[..];
+            let decoded: Vec<i32> = if compact {
+                CompactArray(Int32).decode(&mut read).unwrap()
+            } else {
+                Array(Int32).decode(&mut read).unwrap()
+            };
+            assert_eq!(decoded, items);
+        }
+    }
+
+    #[test]
+    fn byte_and_string_lengths_beyond_the_input_are_errors() {
+        let mut buf = &[0x7f, 0xff, 0xff, 0xff, 1][..];
+        let bytes: Result<Option<Vec<u8>>> = Bytes.decode(&mut buf);
+        assert!(bytes.is_err());
+        // varint 2^32 - 1: 4 GiB - 2 bytes.
+        let huge = [0xff, 0xff, 0xff, 0xff, 0x0f, 1];
+        let compact: Result<Option<Vec<u8>>> = CompactBytes.decode(&mut &huge[..]);
+        assert!(compact.is_err());
+        let string: Result<Option<StdString>> = CompactString.decode(&mut &huge[..]);
+        assert!(string.is_err());
+    }
+
+    #[test]
+    fn api_versions_response_claiming_two_billion_keys_is_an_error() {
+        use crate::messages::ApiVersionsResponse;
+        // Error code 0, then an api_keys compact array of varint length 2^31, and nothing else:
+        // what a hostile broker answered to kedge's ApiVersions v3.
+        let mut body = bytes::Bytes::from_static(&[0, 0, 0x80, 0x80, 0x80, 0x80, 0x08]);
+        assert!(ApiVersionsResponse::decode(&mut body, 3).is_err());
     }
 }
