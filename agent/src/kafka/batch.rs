@@ -334,7 +334,7 @@ fn check_timestamp_spread(records: &[SequencedRecord]) -> Result<(), BatchError>
 
 /// Header fields of every batch in `bytes` (one or more concatenated v2 batches).
 pub fn batch_info(bytes: &[u8]) -> Result<Vec<BatchInfo>, BatchError> {
-    split_batches(bytes)?
+    split(Bytes::copy_from_slice(bytes))?
         .into_iter()
         .map(|batch| info_of(&batch))
         .collect()
@@ -348,8 +348,13 @@ pub fn batch_info(bytes: &[u8]) -> Result<Vec<BatchInfo>, BatchError> {
 /// kafka-protocol (vendor/kafka-protocol/KEDGE.md) reserves no more than the bytes present for
 /// the records and headers a batch claims, and refuses timestamps that overflow i64.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
+    decode_batches(Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode_batch`] on bytes already shared: keys, values and headers are slices of them.
+fn decode_batches(bytes: Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
     let mut decoded = Vec::new();
-    for batch in split_batches(bytes)? {
+    for batch in split(bytes)? {
         let info = info_of(&batch)?;
         let record_count = usize::try_from(info.record_count).unwrap_or(usize::MAX);
         // A count the bytes cannot hold is refused up front with an error that says so (the
@@ -412,14 +417,11 @@ fn decompress(section: &mut Bytes, compression: Compression) -> anyhow::Result<B
     }
 }
 
-/// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
-fn split_batches(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
-    split(bytes)
-}
-
 /// One complete entry of a Fetch response's record set, in whatever format the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
+    /// Offset of the entry's first record (for an old-format entry, its own offset).
+    pub base_offset: i64,
     /// Offset of the entry's last record (for an old-format compressed wrapper, its own offset,
     /// which is that of its last inner message).
     pub last_offset: i64,
@@ -427,7 +429,7 @@ pub struct Fetched {
     pub magic: i8,
     /// Compression of a RecordBatch's records (`None` for old formats, which kedge never reads).
     pub compression: Option<Compression>,
-    /// The entry's bytes.
+    /// The entry's bytes: a slice of the Fetch response, not a copy.
     pub bytes: Bytes,
 }
 
@@ -441,14 +443,19 @@ impl Fetched {
             Some(Compression::None | Compression::Zstd)
         )
     }
+
+    /// The records of a [`Fetched::readable`] entry, as [`decode_batch`] reads them but
+    /// without copying the entry: keys, values and headers share the Fetch response's memory.
+    pub fn records(&self) -> Result<Vec<DecodedRecord>, BatchError> {
+        decode_batches(self.bytes.clone())
+    }
 }
 
 /// The complete entries at the start of `bytes` (a Fetch response's record set, which a size
 /// limit may cut mid-entry: a trailing partial entry is left out rather than an error). Old
 /// message-set entries (magic 0 and 1) share the offset-and-length framing, so they are walked
-/// over too; their contents are not read.
-pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
-    let bytes = Bytes::copy_from_slice(bytes);
+/// over too; their contents are not read. The entries are slices of `bytes`.
+pub fn fetched_entries(bytes: &Bytes) -> Result<Vec<Fetched>, BatchError> {
     let mut out = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= MAGIC_END {
@@ -472,6 +479,7 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
         at += needed;
         if magic != 2 {
             out.push(Fetched {
+                base_offset,
                 last_offset: base_offset,
                 magic,
                 compression: None,
@@ -501,6 +509,7 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
             // A codec Kafka does not define: nothing anyone can read.
             _ => {
                 out.push(Fetched {
+                    base_offset,
                     last_offset: base_offset.saturating_add(i64::from(delta)),
                     magic,
                     compression: None,
@@ -510,6 +519,7 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
             }
         };
         out.push(Fetched {
+            base_offset,
             last_offset: base_offset.saturating_add(i64::from(delta)),
             magic,
             compression: Some(compression),
@@ -519,8 +529,8 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
     Ok(out)
 }
 
-fn split(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
-    let bytes = Bytes::copy_from_slice(bytes);
+/// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
+fn split(bytes: Bytes) -> Result<Vec<Bytes>, BatchError> {
     let mut batches = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -560,7 +570,7 @@ fn split(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
     Ok(batches)
 }
 
-/// Header fields of one batch produced by [`split_batches`].
+/// Header fields of one batch produced by [`split`].
 fn info_of(batch: &Bytes) -> Result<BatchInfo, BatchError> {
     let infos =
         RecordBatchDecoder::decode_batch_info(&mut batch.clone()).map_err(BatchError::Decode)?;
@@ -917,6 +927,22 @@ mod tests {
             Err(BatchError::NegativeLength { .. })
         ));
         assert_eq!(decode_batch(&[]).expect("nothing to decode"), vec![]);
+    }
+
+    /// A tail scan's record set (4 MiB a Fetch) was copied whole into each entry, and each
+    /// entry again to decode it; now entries and records are slices of the response.
+    #[test]
+    fn fetched_entries_and_their_records_share_the_responses_memory() {
+        let batch = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None)
+            .expect("encodes");
+        let response = Bytes::from(batch.to_vec());
+        let within = response.as_ptr_range();
+        let entries = fetched_entries(&response).expect("entries");
+        assert!(within.contains(&entries[0].bytes.as_ptr()), "entry copied");
+        let records = entries[0].records().expect("records");
+        let value = records[0].value.as_ref().expect("a value");
+        assert!(within.contains(&value.as_ptr()), "record copied");
+        assert_eq!(records, decode_batch(&batch).expect("decodes"));
     }
 
     #[test]
