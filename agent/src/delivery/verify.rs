@@ -468,6 +468,22 @@ mod tests {
         assert!(found.holds(&a));
     }
 
+    /// A broker's base offset at the top of the range with a last offset delta of i32::MAX
+    /// put the entry's last offset at i64::MAX, and "the offset after it" overflowed: a panic
+    /// with overflow checks, a wrap to i64::MIN without.
+    #[test]
+    fn an_entry_ending_at_the_largest_offset_is_an_error() {
+        let me = origin("dev", 1);
+        let (_, bytes) = batch(&me, 1, 0, 0, 2);
+        let mut entry = bytes.to_vec();
+        entry[..8].copy_from_slice(&(i64::MAX - i64::from(i32::MAX)).to_be_bytes());
+        entry[23..27].copy_from_slice(&i32::MAX.to_be_bytes()); // last offset delta
+        let e = Found::new(me, 0..=1)
+            .add_fetched(&Bytes::from(entry))
+            .unwrap_err();
+        assert!(matches!(e, BatchError::InvalidBaseOffset(_)), "{e}");
+    }
+
     #[test]
     fn a_partial_trailing_entry_is_left_for_the_next_fetch() {
         let me = origin("dev", 1);

@@ -40,8 +40,9 @@ const VARLONG_MAX: usize = 10;
 /// batch cannot make an edge device allocate without bound.
 const MAX_DECOMPRESSED_LEN: u64 = 64 * 1024 * 1024;
 
-/// Offsets are non-negative in Kafka; bounding the base lets the decoder add any `i32` delta.
-const MAX_BASE_OFFSET: i64 = i64::MAX - i32::MAX as i64;
+/// Offsets are non-negative in Kafka; bounding the base lets the decoder add any `i32` delta,
+/// and a reader add one more to the last offset for the offset after an entry.
+const MAX_BASE_OFFSET: i64 = i64::MAX - i32::MAX as i64 - 1;
 
 /// The idempotent producer's identity, as granted by InitProducerId.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
