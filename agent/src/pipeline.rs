@@ -335,6 +335,8 @@ pub fn cluster_settings(config: &Config) -> Result<ClusterSettings, PipelineErro
         request_timeout: config.kafka.request_timeout,
         tls: kafka_tls(&config.kafka).map_err(PipelineError::KafkaTls)?,
         sasl: kafka_sasl(&config.kafka)?,
+        max_batch_bytes: usize::try_from(config.kafka.batch_max_bytes.bytes())
+            .unwrap_or(usize::MAX),
     })
 }
 

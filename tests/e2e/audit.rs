@@ -67,7 +67,7 @@ fn crafted() -> Tansu {
 }
 
 /// A kedge config file for Kafka at `bootstrap` with `routing`, as device `device`.
-fn config_file(bootstrap: &str, routing: &str, device: &str) -> (TempDir, PathBuf) {
+pub fn config_file(bootstrap: &str, routing: &str, device: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("kedge-e2e-audit-")
         .tempdir()
@@ -84,7 +84,7 @@ fn config_file(bootstrap: &str, routing: &str, device: &str) -> (TempDir, PathBu
 }
 
 /// A path as an argument.
-fn arg(path: &Path) -> &str {
+pub fn arg(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 

@@ -10,6 +10,7 @@ mod crash_restart;
 mod disk_full;
 mod faults;
 mod fleet;
+mod hostile_broker;
 mod kafka_down;
 mod kafka_sasl;
 mod kafka_tls;

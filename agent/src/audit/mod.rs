@@ -5,6 +5,8 @@ pub mod analysis;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::kafka::batch;
@@ -74,6 +76,8 @@ pub fn plaintext(bootstrap: String) -> ClusterSettings {
         request_timeout: Duration::from_secs(30),
         tls: None,
         sasl: None,
+        // Without a config, any topic of any kedge: batches up to kedge's largest setting.
+        max_batch_bytes: crate::config::MAX_BATCH_BYTES.bytes() as usize,
     }
 }
 
@@ -157,7 +161,7 @@ fn take(
     auditor: &mut Auditor,
     partition: i32,
     floor: &mut i64,
-    records: &[u8],
+    records: &Bytes,
 ) -> Result<Option<i64>, batch::BatchError> {
     let mut next = None;
     for entry in batch::fetched_entries(records)? {
@@ -168,11 +172,8 @@ fn take(
             next = Some(last_offset + 1);
             continue;
         }
-        let base = batch::batch_info(&entry.bytes)?
-            .first()
-            .map_or(0, |i| i.base_offset);
-        for r in batch::decode_batch(&entry.bytes)? {
-            let offset = base + r.offset_delta;
+        for r in entry.records()? {
+            let offset = entry.base_offset + r.offset_delta;
             if offset < *floor {
                 continue;
             }

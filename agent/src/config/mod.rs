@@ -24,6 +24,9 @@ pub use error::ConfigError;
 pub use secret::{Secret, SecretError};
 pub use units::{ByteSize, HumanDuration, UnitError, parse_duration};
 
+/// The largest `kafka.batch_max_bytes` accepted.
+pub const MAX_BATCH_BYTES: ByteSize = ByteSize::mib(64);
+
 use locate::Document;
 use units::deserialize_duration;
 pub(crate) use validate::kafka_topic as check_kafka_topic;
@@ -501,7 +504,7 @@ pub struct KafkaConfig {
         deserialize_with = "de::int::<_, u32, 1, 1_000_000>"
     )]
     pub batch_max_records: u32,
-    /// Largest batch, 1 KiB to 64 MiB.
+    /// Largest batch, 1 KiB to [`MAX_BATCH_BYTES`].
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: ByteSize,
     /// Batches in flight per partition; at most 5, the broker's idempotence window.

@@ -394,7 +394,7 @@ fn kafka(kafka: &KafkaConfig) -> Check {
         host_port(broker).map_err(at(format!("kafka.bootstrap[{i}]")))?;
     }
     name(&kafka.client_id, 255, "client id").map_err(at("kafka.client_id"))?;
-    let (min, max) = (ByteSize::kib(1), ByteSize::mib(64));
+    let (min, max) = (ByteSize::kib(1), super::MAX_BATCH_BYTES);
     if kafka.batch_max_bytes < min || kafka.batch_max_bytes > max {
         return fail(
             "kafka.batch_max_bytes",

@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
+use bytes::Bytes;
+
 use crate::kafka::batch::{self, BatchError};
 use crate::queue::outbox::BatchMeta;
 use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, parse_queue_id};
@@ -125,12 +127,12 @@ impl Found {
 
     /// Adds the complete entries of one Fetch response's record set; returns the offset after
     /// the last complete entry, if any.
-    pub fn add_fetched(&mut self, records: &[u8]) -> Result<Option<i64>, BatchError> {
+    pub fn add_fetched(&mut self, records: &Bytes) -> Result<Option<i64>, BatchError> {
         let mut next = None;
         for entry in batch::fetched_entries(records)? {
             next = Some(entry.last_offset + 1);
             if entry.readable() {
-                self.add_batch(&entry.bytes)?;
+                self.add_records(entry.records()?);
             } else {
                 self.skipped += 1;
             }
@@ -138,8 +140,8 @@ impl Found {
         Ok(next)
     }
 
-    fn add_batch(&mut self, bytes: &[u8]) -> Result<(), BatchError> {
-        for r in batch::decode_batch(bytes)? {
+    fn add_records(&mut self, records: Vec<batch::DecodedRecord>) {
+        for r in records {
             let (mut device, mut queue, mut seq) = (None, None, None);
             for (name, value) in &r.headers {
                 match name.as_str() {
@@ -178,7 +180,6 @@ impl Found {
                 Some(None) => {}
             }
         }
-        Ok(())
     }
 
     /// Whether `b` is proven to be in the log.
@@ -259,7 +260,7 @@ mod tests {
     }
 
     /// A log as a broker returns it: entries back to back with offsets assigned.
-    fn log_of(batches: &[&Bytes]) -> Vec<u8> {
+    fn log_of(batches: &[&Bytes]) -> Bytes {
         let mut out = Vec::new();
         let mut offset = 0i64;
         for b in batches {
@@ -269,7 +270,7 @@ mod tests {
             offset += i64::from(count);
             out.extend_from_slice(&bytes);
         }
-        out
+        Bytes::from(out)
     }
 
     #[test]
@@ -458,13 +459,29 @@ mod tests {
         ];
         v1.extend_from_slice(&(body.len() as i32).to_be_bytes());
         v1.extend_from_slice(&body);
-        let mut log = log_of(&[&Bytes::from(gzip)]);
+        let mut log = log_of(&[&Bytes::from(gzip)]).to_vec();
         log.extend_from_slice(&v1);
         log.extend_from_slice(&log_of(&[&a_bytes]));
         let mut found = Found::new(me, 0..=1);
-        found.add_fetched(&log).unwrap();
+        found.add_fetched(&Bytes::from(log)).unwrap();
         assert_eq!(found.skipped, 2);
         assert!(found.holds(&a));
+    }
+
+    /// A broker's base offset at the top of the range with a last offset delta of i32::MAX
+    /// put the entry's last offset at i64::MAX, and "the offset after it" overflowed: a panic
+    /// with overflow checks, a wrap to i64::MIN without.
+    #[test]
+    fn an_entry_ending_at_the_largest_offset_is_an_error() {
+        let me = origin("dev", 1);
+        let (_, bytes) = batch(&me, 1, 0, 0, 2);
+        let mut entry = bytes.to_vec();
+        entry[..8].copy_from_slice(&(i64::MAX - i64::from(i32::MAX)).to_be_bytes());
+        entry[23..27].copy_from_slice(&i32::MAX.to_be_bytes()); // last offset delta
+        let e = Found::new(me, 0..=1)
+            .add_fetched(&Bytes::from(entry))
+            .unwrap_err();
+        assert!(matches!(e, BatchError::InvalidBaseOffset(_)), "{e}");
     }
 
     #[test]
@@ -473,10 +490,13 @@ mod tests {
         let (a, a_bytes) = batch(&me, 1, 0, 0, 2);
         let (b, b_bytes) = batch(&me, 2, 2, 2, 2);
         let log = log_of(&[&a_bytes, &b_bytes]);
-        let cut = &log[..log.len() - 5];
+        let cut = log.slice(..log.len() - 5);
         let mut found = Found::new(me.clone(), 0..=3);
-        assert_eq!(found.add_fetched(cut).unwrap(), Some(2));
+        assert_eq!(found.add_fetched(&cut).unwrap(), Some(2));
         assert!(found.holds(&a) && !found.holds(&b));
-        assert_eq!(Found::new(me, 0..=3).add_fetched(&log[..10]).unwrap(), None);
+        assert_eq!(
+            Found::new(me, 0..=3).add_fetched(&log.slice(..10)).unwrap(),
+            None
+        );
     }
 }

@@ -40,8 +40,9 @@ const VARLONG_MAX: usize = 10;
 /// batch cannot make an edge device allocate without bound.
 const MAX_DECOMPRESSED_LEN: u64 = 64 * 1024 * 1024;
 
-/// Offsets are non-negative in Kafka; bounding the base lets the decoder add any `i32` delta.
-const MAX_BASE_OFFSET: i64 = i64::MAX - i32::MAX as i64;
+/// Offsets are non-negative in Kafka; bounding the base lets the decoder add any `i32` delta,
+/// and a reader add one more to the last offset for the offset after an entry.
+const MAX_BASE_OFFSET: i64 = i64::MAX - i32::MAX as i64 - 1;
 
 /// The idempotent producer's identity, as granted by InitProducerId.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +126,10 @@ pub enum BatchError {
         /// Largest timestamp in the batch.
         max: i64,
     },
-    /// kafka-protocol refused to encode the records.
-    #[error("encoding the record batch failed")]
-    Encode(#[source] anyhow::Error),
+    /// kafka-protocol refused to encode the records. The cause is part of the message (not a
+    /// `source`): callers put errors into strings with `{e}`, which would drop it.
+    #[error("encoding the record batch failed: {0:#}")]
+    Encode(anyhow::Error),
     /// The encoder did not produce exactly the one batch we asked for.
     #[error(
         "encoder produced {batches} batches / {record_count} records instead of one batch of {expected}"
@@ -169,9 +171,10 @@ pub enum BatchError {
     /// The base offset is out of Kafka's range.
     #[error("batch base offset {0} is out of range")]
     InvalidBaseOffset(i64),
-    /// kafka-protocol (or our decompression guard) rejected the bytes.
-    #[error("decoding the record batch failed")]
-    Decode(#[source] anyhow::Error),
+    /// kafka-protocol (or our decompression guard) rejected the bytes; the cause is part of
+    /// the message, as for [`BatchError::Encode`].
+    #[error("decoding the record batch failed: {0:#}")]
+    Decode(anyhow::Error),
 }
 
 /// At least the bytes `r` takes in an uncompressed batch encoded by [`encode_batch`] for
@@ -332,7 +335,7 @@ fn check_timestamp_spread(records: &[SequencedRecord]) -> Result<(), BatchError>
 
 /// Header fields of every batch in `bytes` (one or more concatenated v2 batches).
 pub fn batch_info(bytes: &[u8]) -> Result<Vec<BatchInfo>, BatchError> {
-    split_batches(bytes)?
+    split(Bytes::copy_from_slice(bytes))?
         .into_iter()
         .map(|batch| info_of(&batch))
         .collect()
@@ -342,17 +345,22 @@ pub fn batch_info(bytes: &[u8]) -> Result<Vec<BatchInfo>, BatchError> {
 ///
 /// Strict: a trailing partial batch (as a Fetch response may end with) is an error, so a tail
 /// scan must hand over whole batches only. Decompressed record sections are capped at 64 MiB.
-///
-/// Known limit: kafka-protocol adds each record's varlong timestamp delta to the batch's base
-/// timestamp with plain `+`, so in builds with overflow checks a crafted batch (with a valid
-/// CRC) whose timestamps overflow i64 panics inside that crate; release builds wrap instead.
+/// A crafted batch (with a valid CRC) is an error, never an abort or a panic: kedge's
+/// kafka-protocol (vendor/kafka-protocol/KEDGE.md) reserves no more than the bytes present for
+/// the records and headers a batch claims, and refuses timestamps that overflow i64.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
+    decode_batches(Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode_batch`] on bytes already shared: keys, values and headers are slices of them.
+fn decode_batches(bytes: Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
     let mut decoded = Vec::new();
-    for batch in split_batches(bytes)? {
+    for batch in split(bytes)? {
         let info = info_of(&batch)?;
         let record_count = usize::try_from(info.record_count).unwrap_or(usize::MAX);
-        // kafka-protocol reserves `record_count` records before reading any, so check the claim
-        // against the bytes actually present before letting it allocate.
+        // A count the bytes cannot hold is refused up front with an error that says so (the
+        // patched kafka-protocol no longer allocates for it, but would only fail at the first
+        // record missing, after decoding every one before it).
         let guard = move |section: &mut Bytes, compression: Compression| {
             let plain = decompress(section, compression)?;
             if record_count.saturating_mul(MIN_RECORD_LEN) > plain.len() {
@@ -410,14 +418,11 @@ fn decompress(section: &mut Bytes, compression: Compression) -> anyhow::Result<B
     }
 }
 
-/// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
-fn split_batches(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
-    split(bytes)
-}
-
 /// One complete entry of a Fetch response's record set, in whatever format the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
+    /// Offset of the entry's first record (for an old-format entry, its own offset).
+    pub base_offset: i64,
     /// Offset of the entry's last record (for an old-format compressed wrapper, its own offset,
     /// which is that of its last inner message).
     pub last_offset: i64,
@@ -425,7 +430,7 @@ pub struct Fetched {
     pub magic: i8,
     /// Compression of a RecordBatch's records (`None` for old formats, which kedge never reads).
     pub compression: Option<Compression>,
-    /// The entry's bytes.
+    /// The entry's bytes: a slice of the Fetch response, not a copy.
     pub bytes: Bytes,
 }
 
@@ -439,14 +444,19 @@ impl Fetched {
             Some(Compression::None | Compression::Zstd)
         )
     }
+
+    /// The records of a [`Fetched::readable`] entry, as [`decode_batch`] reads them but
+    /// without copying the entry: keys, values and headers share the Fetch response's memory.
+    pub fn records(&self) -> Result<Vec<DecodedRecord>, BatchError> {
+        decode_batches(self.bytes.clone())
+    }
 }
 
 /// The complete entries at the start of `bytes` (a Fetch response's record set, which a size
 /// limit may cut mid-entry: a trailing partial entry is left out rather than an error). Old
 /// message-set entries (magic 0 and 1) share the offset-and-length framing, so they are walked
-/// over too; their contents are not read.
-pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
-    let bytes = Bytes::copy_from_slice(bytes);
+/// over too; their contents are not read. The entries are slices of `bytes`.
+pub fn fetched_entries(bytes: &Bytes) -> Result<Vec<Fetched>, BatchError> {
     let mut out = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= MAGIC_END {
@@ -470,6 +480,7 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
         at += needed;
         if magic != 2 {
             out.push(Fetched {
+                base_offset,
                 last_offset: base_offset,
                 magic,
                 compression: None,
@@ -499,6 +510,7 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
             // A codec Kafka does not define: nothing anyone can read.
             _ => {
                 out.push(Fetched {
+                    base_offset,
                     last_offset: base_offset.saturating_add(i64::from(delta)),
                     magic,
                     compression: None,
@@ -508,6 +520,7 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
             }
         };
         out.push(Fetched {
+            base_offset,
             last_offset: base_offset.saturating_add(i64::from(delta)),
             magic,
             compression: Some(compression),
@@ -517,8 +530,8 @@ pub fn fetched_entries(bytes: &[u8]) -> Result<Vec<Fetched>, BatchError> {
     Ok(out)
 }
 
-fn split(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
-    let bytes = Bytes::copy_from_slice(bytes);
+/// Splits concatenated batches by their length fields, checking what kafka-protocol would not.
+fn split(bytes: Bytes) -> Result<Vec<Bytes>, BatchError> {
     let mut batches = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -558,7 +571,7 @@ fn split(bytes: &[u8]) -> Result<Vec<Bytes>, BatchError> {
     Ok(batches)
 }
 
-/// Header fields of one batch produced by [`split_batches`].
+/// Header fields of one batch produced by [`split`].
 fn info_of(batch: &Bytes) -> Result<BatchInfo, BatchError> {
     let infos =
         RecordBatchDecoder::decode_batch_info(&mut batch.clone()).map_err(BatchError::Decode)?;
@@ -917,6 +930,37 @@ mod tests {
         assert_eq!(decode_batch(&[]).expect("nothing to decode"), vec![]);
     }
 
+    /// A tail scan's record set (4 MiB a Fetch) was copied whole into each entry, and each
+    /// entry again to decode it; now entries and records are slices of the response.
+    #[test]
+    fn fetched_entries_and_their_records_share_the_responses_memory() {
+        let batch = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None)
+            .expect("encodes");
+        let response = Bytes::from(batch.to_vec());
+        let within = response.as_ptr_range();
+        let entries = fetched_entries(&response).expect("entries");
+        assert!(within.contains(&entries[0].bytes.as_ptr()), "entry copied");
+        let records = entries[0].records().expect("records");
+        let value = records[0].value.as_ref().expect("a value");
+        assert!(within.contains(&value.as_ptr()), "record copied");
+        assert_eq!(records, decode_batch(&batch).expect("decodes"));
+    }
+
+    #[test]
+    fn decode_errors_carry_their_cause() {
+        let good = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None)
+            .expect("good");
+        let mut bad_crc = good.to_vec();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        let e = decode_batch(&bad_crc).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("decoding the record batch failed: Cyclic redundancy check failed"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn inflated_record_count_is_rejected_before_allocation() {
         let good = encode_batch(PRODUCER, 0, &origin("d"), &sample(), BatchCompression::None)
@@ -930,6 +974,70 @@ mod tests {
             decode_batch(&bytes),
             Err(BatchError::Decode(e)) if format!("{e:#}").contains("claims 2147483647 records")
         ));
+    }
+
+    /// A RecordBatch v2 with a valid CRC around `records` (already framed), as a hostile
+    /// writer or broker could send it: nothing in it is checked but the CRC.
+    fn crafted_batch(base_timestamp: i64, record_count: i32, records: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+        b.extend_from_slice(&0i32.to_be_bytes()); // length, filled in below
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        b.push(2); // magic
+        b.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled in below
+        b.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed
+        b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+        b.extend_from_slice(&base_timestamp.to_be_bytes());
+        b.extend_from_slice(&base_timestamp.to_be_bytes()); // max timestamp
+        b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        b.extend_from_slice(&record_count.to_be_bytes());
+        b.extend_from_slice(records);
+        let length = i32::try_from(b.len() - LOG_OVERHEAD).unwrap();
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// One record: attributes 0, the given zigzag varlong timestamp delta, offset delta 0, null
+    /// key and value, and `headers` as the header-count varint.
+    fn crafted_record(timestamp_delta: &[u8], headers: &[u8]) -> Vec<u8> {
+        let mut body = vec![0];
+        body.extend_from_slice(timestamp_delta);
+        body.extend_from_slice(&[0, 1, 1]); // offset delta 0, key -1, value -1 (zigzag)
+        body.extend_from_slice(headers);
+        let mut record = vec![u8::try_from(body.len() * 2).unwrap()]; // zigzag length < 64
+        record.extend_from_slice(&body);
+        record
+    }
+
+    /// kafka-protocol 0.18.0 reserved room for the claimed header count before reading one:
+    /// 2^31 - 1 headers aborted the process ("memory allocation of ... bytes failed").
+    #[test]
+    fn a_record_claiming_two_billion_headers_is_an_error() {
+        // zigzag(i32::MAX) = 0xFFFF_FFFE as a varint.
+        let record = crafted_record(&[0], &[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        let bytes = crafted_batch(1_700_000_000_000, 1, &record);
+        let e = decode_batch(&bytes).unwrap_err();
+        assert!(matches!(e, BatchError::Decode(_)), "{e}");
+    }
+
+    /// A base timestamp of i64::MAX and a delta of 1 overflowed a plain `+` in kafka-protocol:
+    /// a panic in builds with overflow checks, a wrapped timestamp otherwise.
+    #[test]
+    fn a_timestamp_beyond_i64_is_an_error() {
+        let record = crafted_record(&[2], &[0]); // zigzag(1) = 2
+        let bytes = crafted_batch(i64::MAX, 1, &record);
+        let e = decode_batch(&bytes).unwrap_err();
+        assert!(
+            e.to_string().contains("timestamp"),
+            "the cause is named: {e}"
+        );
+        // The same record one below the limit reads.
+        let bytes = crafted_batch(i64::MAX - 1, 1, &record);
+        assert_eq!(decode_batch(&bytes).unwrap()[0].timestamp_ms, i64::MAX);
     }
 
     fn arb_record() -> impl Strategy<Value = SequencedRecord> {

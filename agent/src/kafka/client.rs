@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
@@ -41,6 +41,9 @@ pub struct ClusterSettings {
     pub tls: Option<TlsSettings>,
     /// SASL authentication after ApiVersions on every connection.
     pub sasl: Option<SaslSettings>,
+    /// Largest record batch expected in the topics read (kedge's `kafka.batch_max_bytes`):
+    /// it bounds the responses accepted ([`max_response_bytes`]).
+    pub max_batch_bytes: usize,
 }
 
 /// A connected broker with its negotiated API versions.
@@ -181,7 +184,8 @@ impl Cluster {
             self.settings.tls.as_ref(),
         )
         .await?
-        .with_write_timeout(self.settings.request_timeout);
+        .with_write_timeout(self.settings.request_timeout)
+        .with_max_response(max_response_bytes(self.settings.max_batch_bytes));
         let versions = negotiate(&conn, self.settings.request_timeout).await?;
         let broker = Broker { conn, versions };
         if let Some(credentials) = &self.settings.sasl {
@@ -365,7 +369,7 @@ async fn negotiate(
         let r =
             ApiVersionsResponse::decode(&mut frame, version).map_err(|e| KafkaError::Protocol {
                 addr: conn.addr().to_owned(),
-                reason: format!("bad ApiVersions response: {e}"),
+                reason: format!("bad ApiVersions response: {e:#}"),
             })?;
         let versions: HashMap<i16, (i16, i16)> = r
             .api_keys
@@ -395,6 +399,19 @@ pub const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 /// Bytes per partition and Fetch during a tail scan.
 const SCAN_FETCH_BYTES: i32 = 4 * 1024 * 1024;
+
+/// Room in a response beyond its record set: a Fetch answer's own fields, and whole answers of
+/// other kinds (Metadata for a few topics of a large cluster is the largest of them).
+const RESPONSE_HEADROOM: usize = 1024 * 1024;
+
+/// The largest response accepted from a broker, `max_batch_bytes` being the largest batch
+/// expected in the log. A Fetch asks for [`SCAN_FETCH_BYTES`], but Kafka returns the first
+/// batch whole even when it is larger, so the larger of the two plus [`RESPONSE_HEADROOM`]:
+/// 5 MiB with kedge's default 1 MiB batches, far below the 256 MiB MemoryMax of the systemd
+/// unit (cross/kedge.service) that a single response could fill before.
+pub fn max_response_bytes(max_batch_bytes: usize) -> usize {
+    (SCAN_FETCH_BYTES as usize).max(max_batch_bytes) + RESPONSE_HEADROOM
+}
 
 impl Cluster {
     /// The earliest offset of a partition, from its leader.
@@ -435,7 +452,7 @@ impl Cluster {
         partition: i32,
         from: i64,
         wait: Duration,
-        take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
+        take: impl FnMut(&Bytes) -> Result<Option<i64>, BatchError>,
     ) -> Result<TailRead, KafkaError> {
         let b = self.leader_broker(topic, partition).await?;
         read_tail(
@@ -500,7 +517,7 @@ pub async fn read_tail(
     mut from: i64,
     wait: Duration,
     timeout: Duration,
-    mut take: impl FnMut(&[u8]) -> Result<Option<i64>, BatchError>,
+    mut take: impl FnMut(&Bytes) -> Result<Option<i64>, BatchError>,
 ) -> Result<TailRead, KafkaError> {
     // v4 brings isolation levels, v10 zstd. v12 and later are "flexible" versions with tagged
     // fields, and tansu's persistent engine answers v12 with a tag that only v16 defines
@@ -582,9 +599,10 @@ pub async fn read_tail(
         if from >= read.end {
             return Ok(read);
         }
-        let records = p.records.as_deref().unwrap_or_default();
+        // The record set is a slice of the response frame, handed on without a copy.
+        let records = p.records.clone().unwrap_or_default();
         read.bytes += records.len() as u64;
-        let next = take(records)
+        let next = take(&records)
             .map_err(|e| protocol(b, &format!("unreadable batch at offset {from}: {e}")))?;
         match next {
             Some(n) if n > from => {
@@ -669,5 +687,53 @@ fn protocol(b: &Broker, reason: &str) -> KafkaError {
     KafkaError::Protocol {
         addr: b.conn.addr().to_owned(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate;
+    use crate::kafka::connection::Connection;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn responses_are_bounded_by_the_fetch_size_or_the_largest_batch() {
+        use super::max_response_bytes;
+        assert_eq!(max_response_bytes(1 << 20), 5 << 20);
+        assert_eq!(max_response_bytes(64 << 20), 65 << 20);
+    }
+
+    /// The ApiVersions v3 body a hostile or spoofed broker sent: error code 0, then an api_keys
+    /// compact array whose varint length claims 2^31 entries, and nothing after it.
+    const HOSTILE_API_VERSIONS: [u8; 7] = [0, 0, 0x80, 0x80, 0x80, 0x80, 0x08];
+
+    /// kafka-protocol 0.18.0 reserved the claimed 2^31 - 1 entries (64 bytes each) before
+    /// reading one: "memory allocation of 137438953408 bytes failed" aborted kedge, before any
+    /// authentication. Now it is a protocol error like any other malformed answer.
+    #[tokio::test]
+    async fn an_api_versions_answer_claiming_two_billion_entries_is_an_error() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let len = server.read_i32().await.unwrap();
+            let mut request = vec![0; usize::try_from(len).unwrap()];
+            server.read_exact(&mut request).await.unwrap();
+            // Request header: api key (2), api version (2), correlation id (4).
+            let correlation = &request[4..8];
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&(4 + HOSTILE_API_VERSIONS.len() as i32).to_be_bytes());
+            frame.extend_from_slice(correlation);
+            frame.extend_from_slice(&HOSTILE_API_VERSIONS);
+            server.write_all(&frame).await.unwrap();
+            // Hold the connection open: the client must fail on the bytes, not on a close.
+            let _ = server.read_i32().await;
+        });
+        let conn = Connection::over("hostile:9092", "kedge-test", Box::new(client));
+        let e = negotiate(&conn, Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Kafka broker hostile:9092: bad ApiVersions response"),
+            "{e}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +17,13 @@ use tokio::sync::oneshot;
 
 use super::KafkaError;
 
-/// Largest response frame accepted; a corrupt length prefix must not allocate gigabytes.
-const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Largest response accepted until [`Connection::with_max_response`] sets the cluster's own
+/// limit (see `kafka::client::max_response_bytes`): enough for every answer but a Fetch's.
+const DEFAULT_MAX_RESPONSE: usize = 1024 * 1024;
+
+/// A response frame is read this much at a time, so that its buffer grows with the bytes that
+/// actually arrive, not with the length its prefix claims.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How long one request may take to be written before the connection is given up: a peer that
 /// stops reading must not hold a writer (and every request queued behind it) forever.
@@ -56,6 +61,7 @@ pub struct Connection {
     writer: tokio::sync::Mutex<Writer>,
     pending: Pending,
     broken: Arc<AtomicBool>,
+    max_response: Arc<AtomicUsize>,
     client_id: StrBytes,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -119,11 +125,13 @@ impl Connection {
             closed: None,
         }));
         let broken = Arc::new(AtomicBool::new(false));
+        let max_response = Arc::new(AtomicUsize::new(DEFAULT_MAX_RESPONSE));
         let reader = tokio::spawn(read_loop(
             read,
             addr.to_owned(),
             pending.clone(),
             broken.clone(),
+            max_response.clone(),
         ));
         Connection {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -135,6 +143,7 @@ impl Connection {
             }),
             pending,
             broken,
+            max_response,
             client_id: StrBytes::from_string(client_id.to_owned()),
             reader,
         }
@@ -143,6 +152,13 @@ impl Connection {
     /// Sets how long writing one request may take before the connection is given up.
     pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest response frame accepted (header included); a longer one fails the
+    /// connection before its bytes are read.
+    pub fn with_max_response(self, bytes: usize) -> Self {
+        self.max_response.store(bytes, Ordering::Relaxed);
         self
     }
 
@@ -284,10 +300,10 @@ impl<R: Decodable> PendingResponse<R> {
             reason,
         };
         kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)
-            .map_err(|e| protocol(format!("bad {:?} response header: {e}", self.api_key)))?;
+            .map_err(|e| protocol(format!("bad {:?} response header: {e:#}", self.api_key)))?;
         R::decode(&mut frame, self.version).map_err(|e| {
             protocol(format!(
-                "bad {:?} v{} response: {e}",
+                "bad {:?} v{} response: {e:#}",
                 self.api_key, self.version
             ))
         })
@@ -337,8 +353,9 @@ fn encode_frame<R: Encodable>(
     buf.put_i32(0);
     header
         .encode(&mut buf, header_version)
-        .map_err(|e| e.to_string())?;
-    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{e:#}"))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| format!("{e:#}"))?;
     let len = i32::try_from(buf.len() - 4).map_err(|_| "request larger than 2 GiB".to_owned())?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
@@ -349,20 +366,25 @@ async fn read_loop(
     addr: String,
     pending: Pending,
     broken: Arc<AtomicBool>,
+    max_response: Arc<AtomicUsize>,
 ) {
     let why = loop {
         let len = match read.read_i32().await {
             Ok(n) => n,
             Err(e) => break format!("connection closed: {e}"),
         };
-        if len < 4 || len as usize > MAX_FRAME {
-            break format!("invalid response frame length {len}");
-        }
-        let mut frame = BytesMut::zeroed(len as usize);
-        if let Err(e) = read.read_exact(&mut frame).await {
-            break format!("connection closed mid-response: {e}");
-        }
-        let mut frame = frame.freeze();
+        let limit = max_response.load(Ordering::Relaxed);
+        let len = match usize::try_from(len) {
+            Ok(len) if (4..=limit).contains(&len) => len,
+            Ok(len) if len > limit => {
+                break format!("response frame of {len} bytes exceeds the limit of {limit} bytes");
+            }
+            _ => break format!("invalid response frame length {len}"),
+        };
+        let mut frame = match read_frame(&mut read, len).await {
+            Ok(frame) => frame.freeze(),
+            Err(e) => break format!("connection closed mid-response: {e}"),
+        };
         let correlation_id = frame.clone().get_i32();
         let waiter = pending
             .lock()
@@ -378,6 +400,22 @@ async fn read_loop(
     };
     broken.store(true, Ordering::Relaxed);
     fail_all(&pending, &addr, &why);
+}
+
+/// Reads the `len` bytes of a frame, its buffer growing as they arrive: a length prefix that
+/// the peer does not follow with as many bytes costs no memory.
+async fn read_frame(read: &mut ReadHalf<Box<dyn Stream>>, len: usize) -> std::io::Result<BytesMut> {
+    let mut frame = BytesMut::new();
+    while frame.len() < len {
+        let want = (len - frame.len()).min(READ_CHUNK);
+        frame.reserve(want);
+        // `take` keeps the read inside this frame whatever spare capacity `frame` has.
+        let n = (&mut *read).take(want as u64).read_buf(&mut frame).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(frame)
 }
 
 /// Fails every waiting request; the address keeps the error naming its broker.
@@ -427,6 +465,69 @@ mod tests {
         assert!(sent.is_err(), "the write cannot have finished");
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(conn.is_broken());
+    }
+
+    /// Before, any length up to 256 MiB (the systemd unit's MemoryMax) was accepted and its
+    /// whole buffer allocated before a byte arrived; the request then waited for its timeout.
+    #[tokio::test]
+    async fn a_response_longer_than_the_limit_fails_the_connection_at_once() {
+        use kafka_protocol::messages::ApiVersionsRequest;
+        use tokio::io::AsyncWriteExt;
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let conn =
+            Connection::over("big:9092", "kedge-test", Box::new(client)).with_max_response(1 << 20);
+        let pending = conn.send(&ApiVersionsRequest::default(), 3).await.unwrap();
+        // 200 MiB announced, and nothing after it.
+        server
+            .write_all(&(200i32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), pending.recv_raw())
+            .await
+            .expect("an error at once, not a wait for 200 MiB")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "connection to Kafka broker big:9092 failed: response frame of 209715200 bytes \
+             exceeds the limit of 1048576 bytes"
+        );
+        assert!(conn.is_broken());
+    }
+
+    /// Frames are read a chunk at a time: one that arrives in pieces is read whole, and one
+    /// right behind it in the same read is left for the next.
+    #[tokio::test]
+    async fn responses_arriving_in_pieces_or_back_to_back_are_read_exactly() {
+        use kafka_protocol::messages::ApiVersionsRequest;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(4096);
+        let conn = Connection::over("pieces:9092", "kedge-test", Box::new(client));
+        let first = conn.send(&ApiVersionsRequest::default(), 3).await.unwrap();
+        let second = conn.send(&ApiVersionsRequest::default(), 3).await.unwrap();
+        // Larger than a read chunk, so that it takes several.
+        let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let len = server.read_i32().await.unwrap();
+                let mut request = vec![0; usize::try_from(len).unwrap()];
+                server.read_exact(&mut request).await.unwrap();
+            }
+            let mut frames = Vec::new();
+            for (correlation, body) in [(0i32, &body[..]), (1, b"second")] {
+                frames.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+                frames.extend_from_slice(&correlation.to_be_bytes());
+                frames.extend_from_slice(body);
+            }
+            server.write_all(&frames).await.unwrap();
+            (server, body)
+        });
+        let first = first.recv_raw().await.unwrap();
+        let second = second.recv_raw().await.unwrap();
+        let (_server, body) = server.await.unwrap();
+        assert_eq!(&first[..4], &0i32.to_be_bytes());
+        assert_eq!(&first[4..], &body[..]);
+        assert_eq!(&second[..], b"\0\0\0\x01second");
+        assert!(!conn.is_broken());
     }
 
     fn io(e: rustls::Error) -> std::io::Error {

@@ -137,6 +137,7 @@ async fn cluster(bootstrap: &str) -> Cluster {
         request_timeout: Duration::from_secs(5),
         tls: None,
         sasl: None,
+        max_batch_bytes: 1 << 20,
     });
     cluster
         .refresh_metadata(&[PROBE_TOPIC.to_owned()])
