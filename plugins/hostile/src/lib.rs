@@ -3,11 +3,11 @@
 //! Modes: README.md.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use kedge_plugin::{BatchInfo, Config, Error, Event, Level, Output, Plugin, Verdict};
 
-const MODES: &str =
-    "keep, replace, loop, memory, trap-on, huge-output, init-fail, fail-batch, wrong-count";
+const MODES: &str = "keep, replace, loop, memory, trap-on, huge-output, alias-output, sleep, init-fail, fail-batch, wrong-count";
 
 enum Hostile {
     Keep,
@@ -16,6 +16,8 @@ enum Hostile {
     Memory,
     TrapOn { poison: Vec<u8> },
     HugeOutput { copies: usize },
+    AliasOutput { copies: usize, size: usize },
+    Sleep { ms: u64 },
     FailBatch,
     WrongCount,
 }
@@ -36,6 +38,13 @@ impl Plugin for Hostile {
             },
             "huge-output" => Hostile::HugeOutput {
                 copies: config.get_or("copies", 100_000)?,
+            },
+            "alias-output" => Hostile::AliasOutput {
+                copies: config.get_or("copies", 1024)?,
+                size: config.get_or("size", 1 << 20)?,
+            },
+            "sleep" => Hostile::Sleep {
+                ms: config.get_or("ms", 60_000)?,
             },
             "init-fail" => return Err(Error::new("init-fail: refusing to start, as configured")),
             "fail-batch" => Hostile::FailBatch,
@@ -86,6 +95,39 @@ impl Plugin for Hostile {
                 .into_iter()
                 .map(|event| Verdict::Replace(vec![echo(event); *copies]))
                 .collect()),
+            Hostile::AliasOutput { copies, size } => {
+                // One buffer, leaked, that the value of every output points at: the plugin
+                // spends `size` bytes of memory on values that add up to `copies` × `size`.
+                let buffer = Vec::leak(vec![0x5A_u8; *size]);
+                let (ptr, len) = (buffer.as_mut_ptr(), buffer.len());
+                Ok(events
+                    .iter()
+                    .map(|_| {
+                        Verdict::Replace(
+                            (0..*copies)
+                                .map(|_| Output {
+                                    topic: None,
+                                    key: None,
+                                    // SAFETY: none. Many vectors owning one block is undefined
+                                    // behaviour, on purpose: the bindings pass each value's
+                                    // pointer to the host as it is, which is the attack. The
+                                    // bindings' cleanup after the call frees the block again
+                                    // and again, which aborts (a trap) if the host gets there.
+                                    value: unsafe { Vec::from_raw_parts(ptr, len, len) },
+                                    headers: Vec::new(),
+                                    timestamp_ms: None,
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect())
+            }
+            Hostile::Sleep { ms } => {
+                // On wasm32-wasip2 this is wasi:clocks `subscribe-duration` and a blocking poll:
+                // time the host spends in a call, not in the plugin's code.
+                std::thread::sleep(Duration::from_millis(*ms));
+                Ok(events.iter().map(|_| Verdict::Keep).collect())
+            }
             Hostile::FailBatch => Err(Error::new("fail-batch: failing the whole batch")),
             Hostile::WrongCount => Ok(events.iter().skip(1).map(|_| Verdict::Keep).collect()),
         }
@@ -173,6 +215,12 @@ mod tests {
         let mut huge = hostile(&[("mode", "huge-output"), ("copies", "3")]).unwrap();
         let verdicts = huge.process(&info(), events(&["a"])).unwrap();
         assert!(matches!(&verdicts[..], [Verdict::Replace(outputs)] if outputs.len() == 3));
+
+        let mut sleep = hostile(&[("mode", "sleep"), ("ms", "1")]).unwrap();
+        assert_eq!(
+            sleep.process(&info(), events(&["a"])).unwrap(),
+            [Verdict::Keep]
+        );
 
         let mut fail = hostile(&[("mode", "fail-batch")]).unwrap();
         assert_eq!(
