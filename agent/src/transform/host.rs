@@ -1,12 +1,15 @@
 //! What a plugin instance sees of kedge: the WIT host imports (`log`, `counter-add`), WASI p2
-//! with no ambient authority, and the memory limiter.
+//! with no ambient authority and waits bounded by the call's deadline, and the memory limiter.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, StoreContextMut, Trap};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::io::poll as async_poll;
+use wasmtime_wasi::runtime::in_tokio;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::stats::{MAX_PLUGIN_COUNTERS, PluginStats, truncate};
@@ -73,6 +76,9 @@ pub struct HostState {
     pending_counters: Vec<(String, u64)>,
     log_tokens: f64,
     log_refilled: Instant,
+    /// When the call in progress must end: epoch interruption stops the plugin's code then, and
+    /// the WASI waits below return then.
+    deadline: Instant,
 }
 
 impl HostState {
@@ -113,6 +119,7 @@ impl HostState {
             pending_counters: Vec::new(),
             log_tokens: LOG_BURST,
             log_refilled: Instant::now(),
+            deadline: Instant::now(),
         })
     }
 }
@@ -162,6 +169,11 @@ impl host::Host for HostState {
 }
 
 impl HostState {
+    /// Starts a call that may run for `timeout`: WASI waits end when it is over.
+    pub fn start_call(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+    }
+
     /// Ends a call: its counter additions go to the stats if it `succeeded`, else nowhere.
     pub fn settle_counters(&mut self, succeeded: bool) {
         for (name, delta) in self.pending_counters.drain(..) {
@@ -208,10 +220,54 @@ impl ResourceLimiter for MemoryLimit {
     }
 }
 
+/// The `wasi:io/poll` version wasmtime-wasi links; components importing older 0.2 versions
+/// are linked to it.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
 /// A linker with WASI p2 and kedge's host interface.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // Epoch interruption stops only the plugin's own code: a wait inside a host call (a sleep
+    // is a clock pollable and `poll` or `block`) would hold the pipeline for as long as the
+    // plugin asks. Every WASI wait for readiness goes through these two functions, so they are
+    // replaced by ones that give up at the call's deadline.
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, HostState>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let state = store.data_mut();
+            let wait = async_poll::Host::poll(&mut state.table, pollables);
+            until(state.deadline, wait).map(|ready| (ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, HostState>, (pollable,): (Resource<DynPollable>,)| {
+            let state = store.data_mut();
+            until(
+                state.deadline,
+                async_poll::HostPollable::block(&mut state.table, pollable),
+            )
+        },
+    )?;
+    linker.allow_shadowing(false);
     plain::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// Runs a WASI wait until `deadline`, and then fails it with the trap epoch interruption
+/// raises, so that the call is reported as a timeout.
+fn until<R>(
+    deadline: Instant,
+    wait: impl Future<Output = wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    // The timer is made inside `in_tokio`, which provides the runtime it needs when kedge calls
+    // the plugin outside one (`kedge plugin test`).
+    match in_tokio(async { tokio::time::timeout_at(deadline, wait).await }) {
+        Ok(result) => result,
+        Err(_) => Err(Trap::Interrupt.into()),
+    }
 }

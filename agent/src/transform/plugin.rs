@@ -165,7 +165,7 @@ impl Plugin {
             .map_err(|e| Fault::Init(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(self.limits.init_timeout));
+        arm(&mut store, self.limits.init_timeout);
         let bindings = match &self.pre {
             Pre::Plain(pre) => pre.instantiate(&mut store).map(Bindings::Plain),
             Pre::Windowed(pre) => pre.instantiate(&mut store).map(Bindings::Windowed),
@@ -195,7 +195,7 @@ impl Plugin {
         PluginStats::add(&self.stats.calls, 1);
         let timeout = self.limits.timeout;
         let live = self.live()?;
-        live.store.set_epoch_deadline(deadline_ticks(timeout));
+        arm(&mut live.store, timeout);
         let started = std::time::Instant::now();
         let func = match &live.bindings {
             Bindings::Plain(b) => *b.func_process().func(),
@@ -247,7 +247,7 @@ impl Plugin {
     pub fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, Fault> {
         let timeout = self.limits.timeout;
         let live = self.live()?;
-        live.store.set_epoch_deadline(deadline_ticks(timeout));
+        arm(&mut live.store, timeout);
         let result = match &live.bindings {
             Bindings::Windowed(b) => b.call_tick(&mut live.store, now_ms),
             Bindings::Plain(_) => return Ok(Vec::new()),
@@ -282,6 +282,13 @@ impl Plugin {
         tracing::warn!(plugin = %self.stats.name, fault = %fault, "plugin instance recycled");
         fault
     }
+}
+
+/// Sets the deadline of a call that may run for `timeout`, for the plugin's code and for its
+/// WASI waits.
+fn arm(store: &mut Store<HostState>, timeout: Duration) {
+    store.set_epoch_deadline(deadline_ticks(timeout));
+    store.data_mut().start_call(timeout);
 }
 
 /// What a wasmtime error from a call means.
