@@ -1,6 +1,8 @@
 //! The sandbox's limits against plugins that attack them: the `hostile` test plugin (built by
 //! `scripts/build-plugins.sh` into `target/plugins`, or `$KEDGE_PLUGINS_DIR`).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,61 @@ use super::isolate::Fault;
 use super::load;
 use super::plugin::{Limits, Plugin, Settings};
 use super::stats::PluginStats;
+
+/// Counts the bytes each thread has allocated and not freed, and its peak, so that a test can
+/// see what one plugin call cost the host's heap without the noise of tests on other threads.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + delta);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+// SAFETY: every call is passed to `System` unchanged; the counting touches only thread-locals
+// without destructors, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as the caller promised for `layout`.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as the caller promised for `ptr` and `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as the caller promised for `ptr`, `layout` and `new_size`.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            note(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Runs `f` and returns its result and the most heap it held at once on this thread.
+fn peak_heap<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let r = f();
+    (r, (PEAK.with(Cell::get) - base).max(0) as usize)
+}
 
 fn plugins_dir() -> PathBuf {
     std::env::var_os("KEDGE_PLUGINS_DIR").map_or_else(
@@ -105,4 +162,28 @@ fn a_plugin_that_sleeps_in_a_wasi_call_is_stopped_at_its_deadline() {
         Some(Fault::Timeout)
     );
     assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn outputs_that_alias_one_buffer_are_refused_before_the_host_copies_them() {
+    let max_output = 1 << 20;
+    // 64 outputs whose values are one 1 MiB block of the plugin's memory: 64 MiB to copy.
+    let mut p = hostile(
+        &[
+            ("mode", "alias-output"),
+            ("copies", "64"),
+            ("size", "1048576"),
+        ],
+        limits(16 << 20, Duration::from_secs(5), max_output),
+    );
+    let (result, peak) = peak_heap(|| p.plugin.process(&info(), &events(1)));
+    assert!(
+        matches!(result, Err(Fault::OutputTooLarge { max, .. }) if max == max_output),
+        "{:?}",
+        result.err()
+    );
+    assert!(
+        peak < 4 * max_output,
+        "the host held {peak} bytes at once for a call whose output limit is {max_output}"
+    );
 }
