@@ -111,10 +111,7 @@ impl HostState {
         Ok(HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: MemoryLimit {
-                max: memory,
-                exceeded: false,
-            },
+            limits: MemoryLimit::new(memory),
             stats,
             pending_counters: Vec::new(),
             log_tokens: LOG_BURST,
@@ -184,39 +181,73 @@ impl HostState {
     }
 }
 
-/// Caps one instance's linear memories, and notes when the plugin hit the cap so that the
-/// trap that usually follows is reported as a memory overrun.
+/// Caps the linear memories and tables of one instance, all of them together: a component can
+/// hold several core instances, and a core module several memories, and wasmtime asks the
+/// limiter about each one alone. Notes when the plugin hit the cap, so that the trap that
+/// usually follows is reported as a memory overrun.
 #[derive(Debug)]
 pub struct MemoryLimit {
     max: usize,
+    /// Bytes of all the instance's memories.
+    memory: usize,
+    /// Elements of all the instance's tables.
+    elements: usize,
     /// Whether a growth was refused since the instance started.
     pub exceeded: bool,
 }
 
-/// Most table elements an instance may have (function references; a plugin needs few).
+impl MemoryLimit {
+    fn new(max: usize) -> Self {
+        MemoryLimit {
+            max,
+            memory: 0,
+            elements: 0,
+            exceeded: false,
+        }
+    }
+}
+
+/// Most table elements an instance may have, over all its tables (function references; a
+/// plugin needs few).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Whether growing one of several things from `current` to `desired` keeps their `total` within
+/// `max`; if so, counts the growth. A growth that then fails stays counted (wasmtime does not
+/// say which one failed), which errs on the side of the limit; memories and tables never shrink.
+fn grow(total: &mut usize, current: usize, desired: usize, max: usize) -> bool {
+    match (*total - current.min(*total)).checked_add(desired) {
+        Some(after) if after <= max => {
+            *total = after;
+            true
+        }
+        _ => false,
+    }
+}
 
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.exceeded = true;
-            return Ok(false);
-        }
-        Ok(true)
+        let ok = grow(&mut self.memory, current, desired, self.max);
+        self.exceeded |= !ok;
+        Ok(ok)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(grow(
+            &mut self.elements,
+            current,
+            desired,
+            MAX_TABLE_ELEMENTS,
+        ))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The sandbox's limits against plugins that attack them: the `hostile` test plugin (built by
-//! `scripts/build-plugins.sh` into `target/plugins`, or `$KEDGE_PLUGINS_DIR`).
+//! `scripts/build-plugins.sh` into `target/plugins`, or `$KEDGE_PLUGINS_DIR`) and components
+//! written here byte by byte for what the Rust SDK cannot express (several memories).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -7,8 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
+
 use super::engine::{self, Target, Ticker};
-use super::host::{self, BatchInfo, Event, Grants};
+use super::host::{self, BatchInfo, Event, Grants, HostState};
 use super::isolate::Fault;
 use super::load;
 use super::plugin::{Limits, Plugin, Settings};
@@ -185,5 +189,87 @@ fn outputs_that_alias_one_buffer_are_refused_before_the_host_copies_them() {
     assert!(
         peak < 4 * max_output,
         "the host held {peak} bytes at once for a call whose output limit is {max_output}"
+    );
+}
+
+/// A core module with `memories` memories of 3 MiB and `tables` tables of 60,000 elements.
+fn core_module(memories: u8, tables: u8) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    if tables > 0 {
+        // Table section: count, then per table `funcref`, limits without maximum, 60,000.
+        let table = [0x70, 0x00, 0xe0, 0xd4, 0x03];
+        m.extend([0x04, 1 + tables * table.len() as u8, tables]);
+        (0..tables).for_each(|_| m.extend(table));
+    }
+    if memories > 0 {
+        // Memory section: count, then per memory limits without maximum, 48 pages.
+        m.extend([0x05, 1 + memories * 2, memories]);
+        (0..memories).for_each(|_| m.extend([0x00, 0x30]));
+    }
+    m
+}
+
+/// A component that instantiates each of `modules` once and exports nothing.
+fn component_of(modules: &[Vec<u8>]) -> Vec<u8> {
+    let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+    for m in modules {
+        c.extend([0x01, u8::try_from(m.len()).unwrap()]);
+        c.extend(m);
+    }
+    // Core instance section: per module, `instantiate` its index with no arguments.
+    let n = u8::try_from(modules.len()).unwrap();
+    c.extend([0x02, 1 + 3 * n, n]);
+    (0..n).for_each(|i| c.extend([0x00, i, 0x00]));
+    c
+}
+
+/// Instantiates `component` under a `memory` limit; returns whether it was refused and whether
+/// the refusal was noted as a memory overrun.
+fn instantiate(engine: &Engine, component: &[u8], memory: usize) -> (bool, bool) {
+    let component = wasmtime::component::Component::new(engine, component).unwrap();
+    let state =
+        HostState::new(&Grants::default(), memory, Arc::new(PluginStats::new("t"))).unwrap();
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(u64::MAX);
+    let refused = Linker::<HostState>::new(engine)
+        .instantiate(&mut store, &component)
+        .is_err();
+    (refused, store.data().limits.exceeded)
+}
+
+#[test]
+fn the_memory_limit_covers_all_memories_and_tables_of_an_instance() {
+    let engine = engine::build(&Target::Host).unwrap();
+    let limit = 4 << 20;
+    // One memory of 3 MiB fits in 4 MiB.
+    assert_eq!(
+        instantiate(&engine, &component_of(&[core_module(1, 0)]), limit),
+        (false, false)
+    );
+    // Two core instances with 3 MiB each, and one core module with two memories of 3 MiB.
+    for (what, component) in [
+        (
+            "two core instances",
+            component_of(&[core_module(1, 0), core_module(1, 0)]),
+        ),
+        ("two memories", component_of(&[core_module(2, 0)])),
+    ] {
+        assert_eq!(
+            instantiate(&engine, &component, limit),
+            (true, true),
+            "{what}: 6 MiB in all under a limit of 4 MiB"
+        );
+    }
+    // Tables: 60,000 elements fit under the limit of 100,000; twice that does not.
+    assert!(!instantiate(&engine, &component_of(&[core_module(0, 1)]), limit).0);
+    assert!(
+        instantiate(
+            &engine,
+            &component_of(&[core_module(0, 1), core_module(0, 1)]),
+            limit
+        )
+        .0,
+        "two tables of 60,000 elements"
     );
 }
