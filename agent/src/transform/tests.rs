@@ -4,6 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +15,9 @@ use wasmtime::{Engine, Store};
 use super::engine::{self, Target, Ticker};
 use super::host::{self, BatchInfo, Event, Grants, HostState};
 use super::isolate::Fault;
-use super::load;
 use super::plugin::{Limits, Plugin, Settings};
 use super::stats::PluginStats;
+use super::{artifact, load};
 
 /// Counts the bytes each thread has allocated and not freed, and its peak, so that a test can
 /// see what one plugin call cost the host's heap without the noise of tests on other threads.
@@ -272,4 +273,101 @@ fn the_memory_limit_covers_all_memories_and_tables_of_an_instance() {
         .0,
         "two tables of 60,000 elements"
     );
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A plugin file in a temporary directory, its cache directory there, and its code compiled.
+struct Cached {
+    _tmp: tempfile::TempDir,
+    engine: Engine,
+    fingerprint: String,
+    plugin: PathBuf,
+    cache: PathBuf,
+    /// Where the plugin's compiled form is cached.
+    file: PathBuf,
+    /// The plugin's compiled form.
+    code: Vec<u8>,
+}
+
+impl Cached {
+    fn new() -> Self {
+        let engine = engine::build(&Target::Host).unwrap();
+        let fingerprint = engine::fingerprint(&Target::Host).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let plugin = tmp.path().join("plugin.wasm");
+        let component = component_of(&[core_module(1, 0)]);
+        std::fs::write(&plugin, &component).unwrap();
+        let cache = tmp.path().join("data/plugin-cache");
+        let file = artifact::cache_path(&cache, "p", &fingerprint, &component);
+        let code = wasmtime::component::Component::new(&engine, &component)
+            .unwrap()
+            .serialize()
+            .unwrap();
+        Cached {
+            _tmp: tmp,
+            engine,
+            fingerprint,
+            plugin,
+            cache,
+            file,
+            code,
+        }
+    }
+
+    /// Loads the plugin through the cache; returns the code it runs.
+    fn load(&self) -> Vec<u8> {
+        load::component(
+            &self.engine,
+            &self.fingerprint,
+            &self.plugin,
+            "p",
+            Some(&self.cache),
+        )
+        .unwrap()
+        .serialize()
+        .unwrap()
+    }
+}
+
+#[test]
+fn the_compile_cache_is_made_for_kedge_s_user_only() {
+    let c = Cached::new();
+    assert_eq!(c.load(), c.code);
+    assert_eq!(mode(&c.cache), 0o700, "cache directory");
+    assert_eq!(mode(&c.file), 0o600, "cache file");
+    assert_eq!(c.load(), c.code, "the cache is used");
+}
+
+#[test]
+fn code_others_could_have_put_in_the_compile_cache_is_not_loaded() {
+    let c = Cached::new();
+    // Someone else's code under the plugin's cache name.
+    let planted = wasmtime::component::Component::new(
+        &c.engine,
+        component_of(&[core_module(1, 0), core_module(1, 0)]),
+    )
+    .unwrap()
+    .serialize()
+    .unwrap();
+    for (what, file_mode, dir_mode) in [
+        ("world-writable file", 0o666, 0o700),
+        ("group-writable file", 0o620, 0o700),
+        ("world-writable directory", 0o600, 0o777),
+        ("group-writable directory", 0o600, 0o770),
+    ] {
+        std::fs::create_dir_all(&c.cache).unwrap();
+        std::fs::set_permissions(&c.cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(&c.file, artifact::wrap(&c.fingerprint, &planted)).unwrap();
+        std::fs::set_permissions(&c.file, std::fs::Permissions::from_mode(file_mode)).unwrap();
+        std::fs::set_permissions(&c.cache, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        let loaded = c.load();
+        assert!(loaded != planted, "{what}: the planted code was loaded");
+        assert!(
+            loaded == c.code,
+            "{what}: the plugin's own code was not loaded"
+        );
+    }
 }
