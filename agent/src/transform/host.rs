@@ -261,8 +261,10 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     // Epoch interruption stops only the plugin's own code: a wait inside a host call (a sleep
     // is a clock pollable and `poll` or `block`) would hold the pipeline for as long as the
-    // plugin asks. Every WASI wait for readiness goes through these two functions, so they are
-    // replaced by ones that give up at the call's deadline.
+    // plugin asks. The waits a plugin asks for go through these two functions, so they are
+    // replaced by ones that give up at the call's deadline. The `blocking-*` stream functions
+    // wait inside the host as well, but only on sockets (with `network` granted) can that wait
+    // be long: stdio and files are always ready.
     linker.allow_shadowing(true);
     let mut poll = linker.instance(WASI_POLL)?;
     poll.func_wrap(
