@@ -92,6 +92,10 @@ fn limits(memory: usize, timeout: Duration, max_output: usize) -> Limits {
 }
 
 fn hostile(config: &[(&str, &str)], limits: Limits) -> Loaded {
+    hostile_with(config, limits, Grants::default())
+}
+
+fn hostile_with(config: &[(&str, &str)], limits: Limits, grants: Grants) -> Loaded {
     let path = plugins_dir().join("hostile.wasm");
     assert!(
         path.is_file(),
@@ -104,7 +108,7 @@ fn hostile(config: &[(&str, &str)], limits: Limits) -> Loaded {
     let ticker = Ticker::start(&engine).unwrap();
     let settings = Settings {
         limits,
-        grants: Grants::default(),
+        grants,
         config: config
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -167,6 +171,30 @@ fn a_plugin_that_sleeps_in_a_wasi_call_is_stopped_at_its_deadline() {
         Some(Fault::Timeout)
     );
     assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn a_plugin_that_waits_on_a_socket_is_stopped_at_its_deadline() {
+    // A peer that accepts (the kernel does, into the backlog) and never writes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let timeout = Duration::from_millis(50);
+    let mut p = hostile_with(
+        &[("mode", "read-socket"), ("addr", &addr)],
+        limits(16 << 20, timeout, 1 << 20),
+        Grants {
+            network: true,
+            ..Grants::default()
+        },
+    );
+    let started = Instant::now();
+    let result = p.plugin.process(&info(), &events(1));
+    let took = started.elapsed();
+    assert_eq!(result.err(), Some(Fault::Timeout));
+    assert!(
+        took < Duration::from_millis(500),
+        "a call with a {timeout:?} timeout took {took:?}"
+    );
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! Modes: README.md.
 
 use std::hint::black_box;
+use std::io::Read;
 use std::time::Duration;
 
 use kedge_plugin::{BatchInfo, Config, Error, Event, Level, Output, Plugin, Verdict};
 
-const MODES: &str = "keep, replace, loop, memory, trap-on, huge-output, alias-output, sleep, init-fail, fail-batch, wrong-count";
+const MODES: &str = "keep, replace, loop, memory, trap-on, huge-output, alias-output, sleep, read-socket, init-fail, fail-batch, wrong-count";
 
 enum Hostile {
     Keep,
@@ -18,6 +19,7 @@ enum Hostile {
     HugeOutput { copies: usize },
     AliasOutput { copies: usize, size: usize },
     Sleep { ms: u64 },
+    ReadSocket { addr: String },
     FailBatch,
     WrongCount,
 }
@@ -45,6 +47,9 @@ impl Plugin for Hostile {
             },
             "sleep" => Hostile::Sleep {
                 ms: config.get_or("ms", 60_000)?,
+            },
+            "read-socket" => Hostile::ReadSocket {
+                addr: config.require("addr")?,
             },
             "init-fail" => return Err(Error::new("init-fail: refusing to start, as configured")),
             "fail-batch" => Hostile::FailBatch,
@@ -127,6 +132,20 @@ impl Plugin for Hostile {
                 // time the host spends in a call, not in the plugin's code.
                 std::thread::sleep(Duration::from_millis(*ms));
                 Ok(events.iter().map(|_| Verdict::Keep).collect())
+            }
+            Hostile::ReadSocket { addr } => {
+                // A blocking read on a TCP connection (network granted) whose peer never
+                // writes: wasi-libc waits for the socket's input stream to become readable.
+                let mut stream = std::net::TcpStream::connect(addr.as_str())
+                    .map_err(|e| Error::new(format!("read-socket: connect {addr}: {e}")))?;
+                let mut byte = [0_u8; 1];
+                let n = stream
+                    .read(&mut byte)
+                    .map_err(|e| Error::new(format!("read-socket: read: {e}")))?;
+                Ok(events
+                    .iter()
+                    .map(|_| Verdict::Fail(format!("read-socket: read {n} bytes")))
+                    .collect())
             }
             Hostile::FailBatch => Err(Error::new("fail-batch: failing the whole batch")),
             Hostile::WrongCount => Ok(events.iter().skip(1).map(|_| Verdict::Keep).collect()),
@@ -264,6 +283,10 @@ mod tests {
         assert_eq!(
             hostile(&[("mode", "trap-on")]).err(),
             Some(Error::new("config `poison` is required"))
+        );
+        assert_eq!(
+            hostile(&[("mode", "read-socket")]).err(),
+            Some(Error::new("config `addr` is required"))
         );
         assert_eq!(
             hostile(&[("mode", "nice")]).err(),
