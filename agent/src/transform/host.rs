@@ -1,12 +1,15 @@
 //! What a plugin instance sees of kedge: the WIT host imports (`log`, `counter-add`), WASI p2
-//! with no ambient authority, and the memory limiter.
+//! with no ambient authority and waits bounded by the call's deadline, and the memory limiter.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, StoreContextMut, Trap};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::io::poll as async_poll;
+use wasmtime_wasi::runtime::in_tokio;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::stats::{MAX_PLUGIN_COUNTERS, PluginStats, truncate};
@@ -73,6 +76,9 @@ pub struct HostState {
     pending_counters: Vec<(String, u64)>,
     log_tokens: f64,
     log_refilled: Instant,
+    /// When the call in progress must end: epoch interruption stops the plugin's code then, and
+    /// the WASI waits below return then.
+    deadline: Instant,
 }
 
 impl HostState {
@@ -105,14 +111,12 @@ impl HostState {
         Ok(HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: MemoryLimit {
-                max: memory,
-                exceeded: false,
-            },
+            limits: MemoryLimit::new(memory),
             stats,
             pending_counters: Vec::new(),
             log_tokens: LOG_BURST,
             log_refilled: Instant::now(),
+            deadline: Instant::now(),
         })
     }
 }
@@ -162,6 +166,11 @@ impl host::Host for HostState {
 }
 
 impl HostState {
+    /// Starts a call that may run for `timeout`: WASI waits end when it is over.
+    pub fn start_call(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+    }
+
     /// Ends a call: its counter additions go to the stats if it `succeeded`, else nowhere.
     pub fn settle_counters(&mut self, succeeded: bool) {
         for (name, delta) in self.pending_counters.drain(..) {
@@ -172,46 +181,126 @@ impl HostState {
     }
 }
 
-/// Caps one instance's linear memories, and notes when the plugin hit the cap so that the
-/// trap that usually follows is reported as a memory overrun.
+/// Caps the linear memories and tables of one instance, all of them together: a component can
+/// hold several core instances, and a core module several memories, and wasmtime asks the
+/// limiter about each one alone. Notes when the plugin hit the cap, so that the trap that
+/// usually follows is reported as a memory overrun.
 #[derive(Debug)]
 pub struct MemoryLimit {
     max: usize,
+    /// Bytes of all the instance's memories.
+    memory: usize,
+    /// Elements of all the instance's tables.
+    elements: usize,
     /// Whether a growth was refused since the instance started.
     pub exceeded: bool,
 }
 
-/// Most table elements an instance may have (function references; a plugin needs few).
+impl MemoryLimit {
+    fn new(max: usize) -> Self {
+        MemoryLimit {
+            max,
+            memory: 0,
+            elements: 0,
+            exceeded: false,
+        }
+    }
+}
+
+/// Most table elements an instance may have, over all its tables (function references; a
+/// plugin needs few).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Whether growing one of several things from `current` to `desired` keeps their `total` within
+/// `max`; if so, counts the growth. A growth that then fails stays counted (wasmtime does not
+/// say which one failed), which errs on the side of the limit; memories and tables never shrink.
+fn grow(total: &mut usize, current: usize, desired: usize, max: usize) -> bool {
+    match (*total - current.min(*total)).checked_add(desired) {
+        Some(after) if after <= max => {
+            *total = after;
+            true
+        }
+        _ => false,
+    }
+}
 
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.exceeded = true;
-            return Ok(false);
-        }
-        Ok(true)
+        let ok = grow(&mut self.memory, current, desired, self.max);
+        self.exceeded |= !ok;
+        Ok(ok)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(grow(
+            &mut self.elements,
+            current,
+            desired,
+            MAX_TABLE_ELEMENTS,
+        ))
     }
 }
+
+/// The `wasi:io/poll` version wasmtime-wasi links; components importing older 0.2 versions
+/// are linked to it.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
 
 /// A linker with WASI p2 and kedge's host interface.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // Epoch interruption stops only the plugin's own code: a wait inside a host call (a sleep
+    // is a clock pollable and `poll` or `block`) would hold the pipeline for as long as the
+    // plugin asks. The waits a plugin asks for go through these two functions, so they are
+    // replaced by ones that give up at the call's deadline. The `blocking-*` stream functions
+    // wait inside the host as well, but only on sockets (with `network` granted) can that wait
+    // be long: stdio and files are always ready.
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, HostState>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let state = store.data_mut();
+            let wait = async_poll::Host::poll(&mut state.table, pollables);
+            until(state.deadline, wait).map(|ready| (ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, HostState>, (pollable,): (Resource<DynPollable>,)| {
+            let state = store.data_mut();
+            until(
+                state.deadline,
+                async_poll::HostPollable::block(&mut state.table, pollable),
+            )
+        },
+    )?;
+    linker.allow_shadowing(false);
     plain::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// Runs a WASI wait until `deadline`, and then fails it with the trap epoch interruption
+/// raises, so that the call is reported as a timeout.
+fn until<R>(
+    deadline: Instant,
+    wait: impl Future<Output = wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    // The timer is made inside `in_tokio`, which provides the runtime it needs when kedge calls
+    // the plugin outside one (`kedge plugin test`).
+    match in_tokio(async { tokio::time::timeout_at(deadline, wait).await }) {
+        Ok(result) => result,
+        Err(_) => Err(Trap::Interrupt.into()),
+    }
 }

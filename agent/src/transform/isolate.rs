@@ -17,8 +17,8 @@ pub enum Fault {
     Memory,
     /// The verdicts and outputs were larger than the plugin's output limit.
     OutputTooLarge {
-        /// Bytes returned.
-        bytes: usize,
+        /// Bytes returned, if the host copied them all; none if it stopped copying them.
+        bytes: Option<usize>,
         /// The limit.
         max: usize,
     },
@@ -72,12 +72,17 @@ impl std::fmt::Display for Fault {
             Fault::Trap(why) => write!(f, "plugin trapped: {why}"),
             Fault::Timeout => f.write_str("plugin call exceeded its timeout"),
             Fault::Memory => f.write_str("plugin exceeded its memory limit"),
-            Fault::OutputTooLarge { bytes, max } => {
-                write!(
-                    f,
-                    "plugin output of {bytes} bytes exceeds its limit of {max}"
-                )
-            }
+            Fault::OutputTooLarge {
+                bytes: Some(bytes),
+                max,
+            } => write!(
+                f,
+                "plugin output of {bytes} bytes exceeds its limit of {max}"
+            ),
+            Fault::OutputTooLarge { bytes: None, max } => write!(
+                f,
+                "plugin output exceeds its limit of {max} bytes (kedge stopped copying it)"
+            ),
             Fault::Plugin(why) => write!(f, "plugin failed the batch: {why}"),
             Fault::WrongCount { got, want } => {
                 write!(f, "plugin returned {got} verdicts for {want} events")

@@ -2,6 +2,9 @@
 //! `kedge plugin compile` are checked against this engine's settings, and each plugin is
 //! started once so that a broken one stops kedge at start rather than in the field.
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
@@ -123,8 +126,10 @@ pub fn component(
 fn deserialize(engine: &Engine, code: &[u8]) -> Result<Component, String> {
     // SAFETY: the bytes come from a file that carries kedge's header for exactly this engine's
     // settings, which only `kedge plugin compile` or kedge's own cache write; wasmtime checks
-    // its version and settings again. Whoever can write the plugin directory can run code as
-    // kedge, as with the binary itself.
+    // its version and settings again, but not the code, which runs as it is. So the file must
+    // be one only kedge's user can have written: a configured artifact is as trusted as the
+    // config that names it (whoever can write either can run code as kedge, as with the binary
+    // itself), and a cached one is read only from a private cache (`read_private`).
     unsafe { Component::deserialize(engine, code) }
         .map_err(|e| format!("cannot load the compiled plugin: {e:#}"))
 }
@@ -141,8 +146,23 @@ fn compile_cached(
         return Component::new(engine, component).map_err(|e| format!("cannot compile: {e:#}"));
     };
     let cached = artifact::cache_path(dir, name, fingerprint, component);
-    if let Ok(bytes) = std::fs::read(&cached) {
-        match artifact::unwrap(fingerprint, &bytes)
+    // A cache directory others can write is not used at all: what kedge wrote there could
+    // have been replaced by the time it is read back.
+    let private = match private_dir(dir) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(cache = %dir.display(), %why, "plugin cache not used: others could plant code in it; the plugin is compiled at every start");
+            false
+        }
+    };
+    let cached_code = if private {
+        read_private(&cached)
+    } else {
+        Ok(None)
+    };
+    match cached_code {
+        Ok(None) => {}
+        Ok(Some(bytes)) => match artifact::unwrap(fingerprint, &bytes)
             .map_err(|e| e.to_string())
             .and_then(|code| deserialize(engine, code))
         {
@@ -150,15 +170,21 @@ fn compile_cached(
             Err(why) => {
                 tracing::warn!(cache = %cached.display(), %why, "cached plugin unusable; compiling again")
             }
+        },
+        Err(why) => {
+            tracing::warn!(cache = %cached.display(), %why, "cached plugin not trusted; compiling again")
         }
     }
     let started = std::time::Instant::now();
     let compiled =
         Component::new(engine, component).map_err(|e| format!("cannot compile: {e:#}"))?;
     tracing::info!(plugin = name, took = ?started.elapsed(), "plugin compiled");
+    if !private {
+        return Ok(compiled);
+    }
     match compiled.serialize() {
         Ok(code) => {
-            if let Err(e) = write_atomically(&cached, &artifact::wrap(fingerprint, &code)) {
+            if let Err(e) = write_via_temp(&cached, &artifact::wrap(fingerprint, &code), 0o600) {
                 tracing::warn!(cache = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled at every start");
             }
         }
@@ -184,10 +210,77 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    write_via_temp(path, bytes, 0o666)
+}
+
+/// As [`write_atomically`] into an existing directory, with a new file of `mode` (less the
+/// umask): a leftover temporary file is removed rather than reused with its own mode.
+fn write_via_temp(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Makes the cache directory `dir` if it is missing, for kedge's user only, and checks that
+/// nobody else can write it.
+#[cfg(feature = "compiler")]
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create: {e}"))?;
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    only_ours(&meta)
+}
+
+/// The cached file at `path`, if there is one and only kedge's user can have written it.
+#[cfg(feature = "compiler")]
+fn read_private(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    // The open file's metadata, not the path's: the file checked is the file read.
+    only_ours(&file.metadata().map_err(|e| e.to_string())?)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    Ok(Some(bytes))
+}
+
+/// Whether a file or directory belongs to kedge's user and nobody else may write it.
+#[cfg(feature = "compiler")]
+fn only_ours(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(format!(
+            "owned by uid {}, not kedge's uid {uid}",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by its group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Loads every configured plugin, in order. `cache` is where compiled components are kept.

@@ -12,6 +12,8 @@ pub mod lower;
 pub mod plugin;
 pub mod stats;
 pub mod tester;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -30,7 +30,28 @@ pub struct Limits {
 /// slower than one call is allowed to run.
 const INIT_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 
+/// The least hostcall fuel (see [`Limits::fuel`]): WASI calls hand the host buffers of a few
+/// KiB (a write to stderr takes up to 4 KiB), which must not fail under a small `max_output`.
+const FUEL_MIN: usize = 1 << 20;
+
 impl Limits {
+    /// Bytes the host may allocate for what it copies out of the plugin's memory at once: the
+    /// results of a call of `events` events, or the arguments of one host call the plugin makes.
+    ///
+    /// `max_output` is checked on the copied results, but the copy itself must be bounded too:
+    /// outputs may all point at the same bytes of the plugin's memory, so a plugin could make
+    /// the host copy far more than it has memory. wasmtime counts the bytes of lists and strings
+    /// it copies, and the records it makes of them, against this "hostcall fuel" (128 MiB by
+    /// default) and fails the call when it runs out. It is set to `max_output` for the bytes,
+    /// as much again for the records (each output takes about 100 bytes of host memory), and
+    /// the one verdict per event every call returns; at least [`FUEL_MIN`].
+    pub fn fuel(&self, events: usize) -> usize {
+        self.max_output
+            .saturating_mul(2)
+            .max(FUEL_MIN)
+            .saturating_add(events.saturating_mul(size_of::<Verdict>()))
+    }
+
     /// Limits from the config's values; `init` gets at least [`INIT_TIMEOUT_MIN`].
     pub fn new(memory: u64, timeout: Duration, max_output: u64) -> Self {
         Limits {
@@ -165,12 +186,12 @@ impl Plugin {
             .map_err(|e| Fault::Init(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(self.limits.init_timeout));
+        arm(&mut store, self.limits.init_timeout, self.limits.fuel(0));
         let bindings = match &self.pre {
             Pre::Plain(pre) => pre.instantiate(&mut store).map(Bindings::Plain),
             Pre::Windowed(pre) => pre.instantiate(&mut store).map(Bindings::Windowed),
         }
-        .map_err(|e| Fault::Init(classify(&e, &store).to_string()))?;
+        .map_err(|e| Fault::Init(classify(&e, &store, self.limits.max_output).to_string()))?;
         let init = match &bindings {
             Bindings::Plain(b) => b.call_init(&mut store, &self.config),
             Bindings::Windowed(b) => b.call_init(&mut store, &self.config),
@@ -181,7 +202,9 @@ impl Plugin {
                 Ok(Live { store, bindings })
             }
             Ok(Err(e)) => Err(Fault::Init(e.message)),
-            Err(e) => Err(Fault::Init(classify(&e, &store).to_string())),
+            Err(e) => Err(Fault::Init(
+                classify(&e, &store, self.limits.max_output).to_string(),
+            )),
         }
     }
 
@@ -193,9 +216,9 @@ impl Plugin {
         events: &[E],
     ) -> Result<Vec<Verdict>, Fault> {
         PluginStats::add(&self.stats.calls, 1);
-        let timeout = self.limits.timeout;
+        let (timeout, fuel) = (self.limits.timeout, self.limits.fuel(events.len()));
         let live = self.live()?;
-        live.store.set_epoch_deadline(deadline_ticks(timeout));
+        arm(&mut live.store, timeout, fuel);
         let started = std::time::Instant::now();
         let func = match &live.bindings {
             Bindings::Plain(b) => *b.func_process().func(),
@@ -236,7 +259,7 @@ impl Plugin {
         let bytes = verdicts.iter().map(verdict_bytes).sum();
         if bytes > self.limits.max_output {
             return Err(Fault::OutputTooLarge {
-                bytes,
+                bytes: Some(bytes),
                 max: self.limits.max_output,
             });
         }
@@ -245,9 +268,9 @@ impl Plugin {
 
     /// Runs `tick` (the plugin must implement it).
     pub fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, Fault> {
-        let timeout = self.limits.timeout;
+        let (timeout, fuel) = (self.limits.timeout, self.limits.fuel(0));
         let live = self.live()?;
-        live.store.set_epoch_deadline(deadline_ticks(timeout));
+        arm(&mut live.store, timeout, fuel);
         let result = match &live.bindings {
             Bindings::Windowed(b) => b.call_tick(&mut live.store, now_ms),
             Bindings::Plain(_) => return Ok(Vec::new()),
@@ -257,7 +280,7 @@ impl Plugin {
                 let bytes = o.iter().map(output_bytes).sum();
                 if bytes > self.limits.max_output {
                     Err(Fault::OutputTooLarge {
-                        bytes,
+                        bytes: Some(bytes),
                         max: self.limits.max_output,
                     })
                 } else {
@@ -274,7 +297,7 @@ impl Plugin {
     /// Drops the instance a trap poisoned and says why it trapped.
     fn poisoned(&mut self, e: &wasmtime::Error) -> Fault {
         let fault = match &self.live {
-            Some(live) => classify(e, &live.store),
+            Some(live) => classify(e, &live.store, self.limits.max_output),
             None => Fault::Trap(e.to_string()),
         };
         self.live = None;
@@ -284,10 +307,31 @@ impl Plugin {
     }
 }
 
+/// Sets the deadline of a call that may run for `timeout`, for the plugin's code and for its
+/// WASI waits, and how many bytes the host may copy out of the plugin's memory at once.
+fn arm(store: &mut Store<HostState>, timeout: Duration, fuel: usize) {
+    store.set_epoch_deadline(deadline_ticks(timeout));
+    store.data_mut().start_call(timeout);
+    store.set_hostcall_fuel(fuel);
+}
+
+/// How wasmtime says a copy out of the plugin's memory ran out of hostcall fuel (its error type
+/// is private). wasmtime is pinned to one version (agent/Cargo.toml), and the tests of
+/// `transform::tests` would see the message change.
+const FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
 /// What a wasmtime error from a call means.
-fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> Fault {
+fn classify(e: &wasmtime::Error, store: &Store<HostState>, max_output: usize) -> Fault {
     if store.data().limits.exceeded {
         return Fault::Memory;
+    }
+    if e.chain()
+        .any(|cause| cause.to_string().contains(FUEL_EXHAUSTED))
+    {
+        return Fault::OutputTooLarge {
+            bytes: None,
+            max: max_output,
+        };
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Fault::Timeout,

@@ -3,11 +3,12 @@
 //! Modes: README.md.
 
 use std::hint::black_box;
+use std::io::Read;
+use std::time::Duration;
 
 use kedge_plugin::{BatchInfo, Config, Error, Event, Level, Output, Plugin, Verdict};
 
-const MODES: &str =
-    "keep, replace, loop, memory, trap-on, huge-output, init-fail, fail-batch, wrong-count";
+const MODES: &str = "keep, replace, loop, memory, trap-on, huge-output, alias-output, sleep, read-socket, init-fail, fail-batch, wrong-count";
 
 enum Hostile {
     Keep,
@@ -16,6 +17,9 @@ enum Hostile {
     Memory,
     TrapOn { poison: Vec<u8> },
     HugeOutput { copies: usize },
+    AliasOutput { copies: usize, size: usize },
+    Sleep { ms: u64 },
+    ReadSocket { addr: String },
     FailBatch,
     WrongCount,
 }
@@ -36,6 +40,16 @@ impl Plugin for Hostile {
             },
             "huge-output" => Hostile::HugeOutput {
                 copies: config.get_or("copies", 100_000)?,
+            },
+            "alias-output" => Hostile::AliasOutput {
+                copies: config.get_or("copies", 1024)?,
+                size: config.get_or("size", 1 << 20)?,
+            },
+            "sleep" => Hostile::Sleep {
+                ms: config.get_or("ms", 60_000)?,
+            },
+            "read-socket" => Hostile::ReadSocket {
+                addr: config.require("addr")?,
             },
             "init-fail" => return Err(Error::new("init-fail: refusing to start, as configured")),
             "fail-batch" => Hostile::FailBatch,
@@ -86,6 +100,53 @@ impl Plugin for Hostile {
                 .into_iter()
                 .map(|event| Verdict::Replace(vec![echo(event); *copies]))
                 .collect()),
+            Hostile::AliasOutput { copies, size } => {
+                // One buffer, leaked, that the value of every output points at: the plugin
+                // spends `size` bytes of memory on values that add up to `copies` × `size`.
+                let buffer = Vec::leak(vec![0x5A_u8; *size]);
+                let (ptr, len) = (buffer.as_mut_ptr(), buffer.len());
+                Ok(events
+                    .iter()
+                    .map(|_| {
+                        Verdict::Replace(
+                            (0..*copies)
+                                .map(|_| Output {
+                                    topic: None,
+                                    key: None,
+                                    // SAFETY: none. Many vectors owning one block is undefined
+                                    // behaviour, on purpose: the bindings pass each value's
+                                    // pointer to the host as it is, which is the attack. The
+                                    // bindings' cleanup after the call frees the block again
+                                    // and again, which aborts (a trap) if the host gets there.
+                                    value: unsafe { Vec::from_raw_parts(ptr, len, len) },
+                                    headers: Vec::new(),
+                                    timestamp_ms: None,
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect())
+            }
+            Hostile::Sleep { ms } => {
+                // On wasm32-wasip2 this is wasi:clocks `subscribe-duration` and a blocking poll:
+                // time the host spends in a call, not in the plugin's code.
+                std::thread::sleep(Duration::from_millis(*ms));
+                Ok(events.iter().map(|_| Verdict::Keep).collect())
+            }
+            Hostile::ReadSocket { addr } => {
+                // A blocking read on a TCP connection (network granted) whose peer never
+                // writes: wasi-libc waits for the socket's input stream to become readable.
+                let mut stream = std::net::TcpStream::connect(addr.as_str())
+                    .map_err(|e| Error::new(format!("read-socket: connect {addr}: {e}")))?;
+                let mut byte = [0_u8; 1];
+                let n = stream
+                    .read(&mut byte)
+                    .map_err(|e| Error::new(format!("read-socket: read: {e}")))?;
+                Ok(events
+                    .iter()
+                    .map(|_| Verdict::Fail(format!("read-socket: read {n} bytes")))
+                    .collect())
+            }
             Hostile::FailBatch => Err(Error::new("fail-batch: failing the whole batch")),
             Hostile::WrongCount => Ok(events.iter().skip(1).map(|_| Verdict::Keep).collect()),
         }
@@ -174,6 +235,12 @@ mod tests {
         let verdicts = huge.process(&info(), events(&["a"])).unwrap();
         assert!(matches!(&verdicts[..], [Verdict::Replace(outputs)] if outputs.len() == 3));
 
+        let mut sleep = hostile(&[("mode", "sleep"), ("ms", "1")]).unwrap();
+        assert_eq!(
+            sleep.process(&info(), events(&["a"])).unwrap(),
+            [Verdict::Keep]
+        );
+
         let mut fail = hostile(&[("mode", "fail-batch")]).unwrap();
         assert_eq!(
             fail.process(&info(), events(&["a"])),
@@ -216,6 +283,10 @@ mod tests {
         assert_eq!(
             hostile(&[("mode", "trap-on")]).err(),
             Some(Error::new("config `poison` is required"))
+        );
+        assert_eq!(
+            hostile(&[("mode", "read-socket")]).err(),
+            Some(Error::new("config `addr` is required"))
         );
         assert_eq!(
             hostile(&[("mode", "nice")]).err(),

@@ -1,0 +1,401 @@
+//! The sandbox's limits against plugins that attack them: the `hostile` test plugin (built by
+//! `scripts/build-plugins.sh` into `target/plugins`, or `$KEDGE_PLUGINS_DIR`) and components
+//! written here byte by byte for what the Rust SDK cannot express (several memories).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
+
+use super::engine::{self, Target, Ticker};
+use super::host::{self, BatchInfo, Event, Grants, HostState};
+use super::isolate::Fault;
+use super::plugin::{Limits, Plugin, Settings};
+use super::stats::PluginStats;
+use super::{artifact, load};
+
+/// Counts the bytes each thread has allocated and not freed, and its peak, so that a test can
+/// see what one plugin call cost the host's heap without the noise of tests on other threads.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + delta);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+// SAFETY: every call is passed to `System` unchanged; the counting touches only thread-locals
+// without destructors, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as the caller promised for `layout`.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as the caller promised for `ptr` and `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as the caller promised for `ptr`, `layout` and `new_size`.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            note(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Runs `f` and returns its result and the most heap it held at once on this thread.
+fn peak_heap<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let r = f();
+    (r, (PEAK.with(Cell::get) - base).max(0) as usize)
+}
+
+fn plugins_dir() -> PathBuf {
+    std::env::var_os("KEDGE_PLUGINS_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"),
+        PathBuf::from,
+    )
+}
+
+/// A loaded plugin and the ticker that enforces its deadlines.
+struct Loaded {
+    plugin: Plugin,
+    _ticker: Ticker,
+}
+
+fn limits(memory: usize, timeout: Duration, max_output: usize) -> Limits {
+    Limits::new(memory as u64, timeout, max_output as u64)
+}
+
+fn hostile(config: &[(&str, &str)], limits: Limits) -> Loaded {
+    hostile_with(config, limits, Grants::default())
+}
+
+fn hostile_with(config: &[(&str, &str)], limits: Limits, grants: Grants) -> Loaded {
+    let path = plugins_dir().join("hostile.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    let engine = engine::build(&Target::Host).unwrap();
+    let fingerprint = engine::fingerprint(&Target::Host).unwrap();
+    let component = load::component(&engine, &fingerprint, &path, "hostile", None).unwrap();
+    let ticker = Ticker::start(&engine).unwrap();
+    let settings = Settings {
+        limits,
+        grants,
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    let plugin = Plugin::load(
+        &engine,
+        &host::linker(&engine).unwrap(),
+        &component,
+        false,
+        settings,
+        Arc::new(PluginStats::new("hostile")),
+    )
+    .unwrap_or_else(|e| panic!("hostile {config:?}: {e}"));
+    Loaded {
+        plugin,
+        _ticker: ticker,
+    }
+}
+
+fn info() -> BatchInfo {
+    BatchInfo {
+        source: "mqtt".into(),
+        subject: "s".into(),
+        default_topic: None,
+        now_ms: 0,
+    }
+}
+
+fn events(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            key: None,
+            value: format!("event {i}").into_bytes(),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        })
+        .collect()
+}
+
+#[test]
+fn a_plugin_that_sleeps_in_a_wasi_call_is_stopped_at_its_deadline() {
+    let timeout = Duration::from_millis(50);
+    let mut p = hostile(
+        &[("mode", "sleep"), ("ms", "3000")],
+        limits(16 << 20, timeout, 1 << 20),
+    );
+    let started = Instant::now();
+    let result = p.plugin.process(&info(), &events(2));
+    let took = started.elapsed();
+    assert_eq!(result.err(), Some(Fault::Timeout));
+    assert!(
+        took < Duration::from_millis(500),
+        "a call with a {timeout:?} timeout took {took:?}"
+    );
+    // The instance was recycled; a fresh one sleeps and is stopped again.
+    let started = Instant::now();
+    assert_eq!(
+        p.plugin.process(&info(), &events(1)).err(),
+        Some(Fault::Timeout)
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn a_plugin_that_waits_on_a_socket_is_stopped_at_its_deadline() {
+    // A peer that accepts (the kernel does, into the backlog) and never writes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let timeout = Duration::from_millis(50);
+    let mut p = hostile_with(
+        &[("mode", "read-socket"), ("addr", &addr)],
+        limits(16 << 20, timeout, 1 << 20),
+        Grants {
+            network: true,
+            ..Grants::default()
+        },
+    );
+    let started = Instant::now();
+    let result = p.plugin.process(&info(), &events(1));
+    let took = started.elapsed();
+    assert_eq!(result.err(), Some(Fault::Timeout));
+    assert!(
+        took < Duration::from_millis(500),
+        "a call with a {timeout:?} timeout took {took:?}"
+    );
+}
+
+#[test]
+fn outputs_that_alias_one_buffer_are_refused_before_the_host_copies_them() {
+    let max_output = 1 << 20;
+    // 64 outputs whose values are one 1 MiB block of the plugin's memory: 64 MiB to copy.
+    let mut p = hostile(
+        &[
+            ("mode", "alias-output"),
+            ("copies", "64"),
+            ("size", "1048576"),
+        ],
+        limits(16 << 20, Duration::from_secs(5), max_output),
+    );
+    let (result, peak) = peak_heap(|| p.plugin.process(&info(), &events(1)));
+    assert!(
+        matches!(result, Err(Fault::OutputTooLarge { max, .. }) if max == max_output),
+        "{:?}",
+        result.err()
+    );
+    assert!(
+        peak < 4 * max_output,
+        "the host held {peak} bytes at once for a call whose output limit is {max_output}"
+    );
+}
+
+/// A core module with `memories` memories of 3 MiB and `tables` tables of 60,000 elements.
+fn core_module(memories: u8, tables: u8) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    if tables > 0 {
+        // Table section: count, then per table `funcref`, limits without maximum, 60,000.
+        let table = [0x70, 0x00, 0xe0, 0xd4, 0x03];
+        m.extend([0x04, 1 + tables * table.len() as u8, tables]);
+        (0..tables).for_each(|_| m.extend(table));
+    }
+    if memories > 0 {
+        // Memory section: count, then per memory limits without maximum, 48 pages.
+        m.extend([0x05, 1 + memories * 2, memories]);
+        (0..memories).for_each(|_| m.extend([0x00, 0x30]));
+    }
+    m
+}
+
+/// A component that instantiates each of `modules` once and exports nothing.
+fn component_of(modules: &[Vec<u8>]) -> Vec<u8> {
+    let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+    for m in modules {
+        c.extend([0x01, u8::try_from(m.len()).unwrap()]);
+        c.extend(m);
+    }
+    // Core instance section: per module, `instantiate` its index with no arguments.
+    let n = u8::try_from(modules.len()).unwrap();
+    c.extend([0x02, 1 + 3 * n, n]);
+    (0..n).for_each(|i| c.extend([0x00, i, 0x00]));
+    c
+}
+
+/// Instantiates `component` under a `memory` limit; returns whether it was refused and whether
+/// the refusal was noted as a memory overrun.
+fn instantiate(engine: &Engine, component: &[u8], memory: usize) -> (bool, bool) {
+    let component = wasmtime::component::Component::new(engine, component).unwrap();
+    let state =
+        HostState::new(&Grants::default(), memory, Arc::new(PluginStats::new("t"))).unwrap();
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(u64::MAX);
+    let refused = Linker::<HostState>::new(engine)
+        .instantiate(&mut store, &component)
+        .is_err();
+    (refused, store.data().limits.exceeded)
+}
+
+#[test]
+fn the_memory_limit_covers_all_memories_and_tables_of_an_instance() {
+    let engine = engine::build(&Target::Host).unwrap();
+    let limit = 4 << 20;
+    // One memory of 3 MiB fits in 4 MiB.
+    assert_eq!(
+        instantiate(&engine, &component_of(&[core_module(1, 0)]), limit),
+        (false, false)
+    );
+    // Two core instances with 3 MiB each, and one core module with two memories of 3 MiB.
+    for (what, component) in [
+        (
+            "two core instances",
+            component_of(&[core_module(1, 0), core_module(1, 0)]),
+        ),
+        ("two memories", component_of(&[core_module(2, 0)])),
+    ] {
+        assert_eq!(
+            instantiate(&engine, &component, limit),
+            (true, true),
+            "{what}: 6 MiB in all under a limit of 4 MiB"
+        );
+    }
+    // Tables: 60,000 elements fit under the limit of 100,000; twice that does not.
+    assert!(!instantiate(&engine, &component_of(&[core_module(0, 1)]), limit).0);
+    assert!(
+        instantiate(
+            &engine,
+            &component_of(&[core_module(0, 1), core_module(0, 1)]),
+            limit
+        )
+        .0,
+        "two tables of 60,000 elements"
+    );
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A plugin file in a temporary directory, its cache directory there, and its code compiled.
+struct Cached {
+    _tmp: tempfile::TempDir,
+    engine: Engine,
+    fingerprint: String,
+    plugin: PathBuf,
+    cache: PathBuf,
+    /// Where the plugin's compiled form is cached.
+    file: PathBuf,
+    /// The plugin's compiled form.
+    code: Vec<u8>,
+}
+
+impl Cached {
+    fn new() -> Self {
+        let engine = engine::build(&Target::Host).unwrap();
+        let fingerprint = engine::fingerprint(&Target::Host).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let plugin = tmp.path().join("plugin.wasm");
+        let component = component_of(&[core_module(1, 0)]);
+        std::fs::write(&plugin, &component).unwrap();
+        let cache = tmp.path().join("data/plugin-cache");
+        let file = artifact::cache_path(&cache, "p", &fingerprint, &component);
+        let code = wasmtime::component::Component::new(&engine, &component)
+            .unwrap()
+            .serialize()
+            .unwrap();
+        Cached {
+            _tmp: tmp,
+            engine,
+            fingerprint,
+            plugin,
+            cache,
+            file,
+            code,
+        }
+    }
+
+    /// Loads the plugin through the cache; returns the code it runs.
+    fn load(&self) -> Vec<u8> {
+        load::component(
+            &self.engine,
+            &self.fingerprint,
+            &self.plugin,
+            "p",
+            Some(&self.cache),
+        )
+        .unwrap()
+        .serialize()
+        .unwrap()
+    }
+}
+
+#[test]
+fn the_compile_cache_is_made_for_kedge_s_user_only() {
+    let c = Cached::new();
+    assert_eq!(c.load(), c.code);
+    assert_eq!(mode(&c.cache), 0o700, "cache directory");
+    assert_eq!(mode(&c.file), 0o600, "cache file");
+    assert_eq!(c.load(), c.code, "the cache is used");
+}
+
+#[test]
+fn code_others_could_have_put_in_the_compile_cache_is_not_loaded() {
+    let c = Cached::new();
+    // Someone else's code under the plugin's cache name.
+    let planted = wasmtime::component::Component::new(
+        &c.engine,
+        component_of(&[core_module(1, 0), core_module(1, 0)]),
+    )
+    .unwrap()
+    .serialize()
+    .unwrap();
+    for (what, file_mode, dir_mode) in [
+        ("world-writable file", 0o666, 0o700),
+        ("group-writable file", 0o620, 0o700),
+        ("world-writable directory", 0o600, 0o777),
+        ("group-writable directory", 0o600, 0o770),
+    ] {
+        std::fs::create_dir_all(&c.cache).unwrap();
+        std::fs::set_permissions(&c.cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(&c.file, artifact::wrap(&c.fingerprint, &planted)).unwrap();
+        std::fs::set_permissions(&c.file, std::fs::Permissions::from_mode(file_mode)).unwrap();
+        std::fs::set_permissions(&c.cache, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        let loaded = c.load();
+        assert!(loaded != planted, "{what}: the planted code was loaded");
+        assert!(
+            loaded == c.code,
+            "{what}: the plugin's own code was not loaded"
+        );
+    }
+}
