@@ -16,5 +16,7 @@ pub mod record;
 pub mod route;
 pub mod source;
 pub mod telemetry;
+#[cfg(test)]
+mod test_heap;
 pub mod tls;
 pub mod transform;

@@ -122,11 +122,16 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader, ChunkError> {
     }
     let sparse = bytes[1] == SPARSE_VERSION || bytes[1] == SPARSE_POINTER_VERSION;
     let mut b = &bytes[2..];
-    Ok(ChunkHeader {
+    let head = ChunkHeader {
         first_seq: b.get_u64(),
         count: b.get_u32(),
         sparse,
-    })
+    };
+    // The header is outside the checksum: a damaged one must not make `end_seq` overflow.
+    if head.first_seq.checked_add(u64::from(head.count)).is_none() {
+        return Err(ChunkError::Malformed("sequence range overflows u64"));
+    }
+    Ok(head)
 }
 
 /// The journal entry for `chunk` (from [`encode`] or [`encode_sparse`]) stored at `loc`: its
@@ -182,6 +187,16 @@ pub fn decode(bytes: &[u8]) -> Result<(ChunkHeader, Vec<SequencedRecord>), Chunk
     let computed = crc32c::crc32c(body);
     if stored != computed {
         return Err(ChunkError::Checksum { stored, computed });
+    }
+    // The header's raw length is outside the checksum and would be the capacity allocated: it
+    // must agree with the size the zstd frame records, which the checksum covers.
+    match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(n)) if n == raw_len as u64 => {}
+        _ => {
+            return Err(ChunkError::Malformed(
+                "raw length differs from the compressed frame's",
+            ));
+        }
     }
     let raw = Bytes::from(zstd::bulk::decompress(body, raw_len)?);
     if raw.len() != raw_len {
@@ -338,6 +353,32 @@ mod tests {
                 .collect(),
             timestamp_ms: 1_700_000_000_123,
         }
+    }
+
+    /// The header lies outside the checksum: a flipped bit there must be found before it
+    /// becomes an allocation (found by `fuzz/` target `journal`).
+    #[test]
+    fn a_damaged_raw_length_is_refused_before_allocating() {
+        let mut bytes = encode(7, &[rec("t", None, b"v", &[])]).unwrap();
+        bytes[14..18].copy_from_slice(&u32::MAX.to_be_bytes());
+        let (result, peak) = crate::test_heap::peak_heap(|| decode(&bytes));
+        assert!(
+            matches!(result, Err(ChunkError::Malformed(_))),
+            "{result:?}"
+        );
+        assert!(peak < 1 << 20, "decoding held {peak} bytes at once");
+    }
+
+    #[test]
+    fn a_sequence_range_past_u64_is_refused() {
+        let mut bytes = encode(7, &[rec("t", None, b"v", &[]), rec("t", None, b"w", &[])]).unwrap();
+        bytes[2..10].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+        assert!(matches!(header(&bytes), Err(ChunkError::Malformed(_))));
+        assert!(matches!(decode(&bytes), Err(ChunkError::Malformed(_))));
+        bytes[2..10].copy_from_slice(&(u64::MAX - 2).to_be_bytes());
+        assert_eq!(header(&bytes).unwrap().end_seq(), u64::MAX);
+        let (_, records) = decode(&bytes).unwrap();
+        assert_eq!(records[1].seq, u64::MAX - 1);
     }
 
     #[test]
