@@ -1,4 +1,5 @@
-// Modified for kedge (see KEDGE.md): `oversized` field, read the header of a too large publish.
+// Modified for kedge (see KEDGE.md): `oversized` field, read the header of a too large publish;
+// a Subscription Identifier is counted once.
 use super::*;
 use bytes::{Buf, Bytes};
 
@@ -291,7 +292,7 @@ impl PublishProperties {
                 }
                 PropertyType::SubscriptionIdentifier => {
                     let (id_len, id) = length(bytes.iter())?;
-                    cursor += 1 + id_len;
+                    cursor += id_len;
                     bytes.advance(id_len);
                     subscription_identifiers.push(id);
                 }
@@ -401,5 +402,31 @@ mod test {
 
         assert_eq!(size_from_write, size_from_bytes);
         assert_eq!(size_from_size, size_from_bytes);
+    }
+
+    // kedge: a Subscription Identifier's property byte was counted twice, so the properties
+    // after it were read as the start of the payload (found by kedge's fuzzing).
+    #[test]
+    fn properties_after_subscription_identifiers_stay_properties() {
+        let mut bytes = BytesMut::from(
+            &[
+                0x30, 11, // PUBLISH, QoS 0, remaining length
+                0x00, 0x01, b't', // topic "t"
+                6,    // properties length
+                0x0B, 0x01, // Subscription Identifier 1
+                0x0B, 0x02, // Subscription Identifier 2
+                0x01, 0x01, // Payload Format Indicator 1
+                b'P', // payload
+            ][..],
+        );
+        match Packet::read(&mut bytes, None).unwrap() {
+            Packet::Publish(read) => {
+                assert_eq!(read.payload, Bytes::from_static(b"P"));
+                let props = read.properties.expect("properties");
+                assert_eq!(props.subscription_identifiers, vec![1, 2]);
+                assert_eq!(props.payload_format_indicator, Some(1));
+            }
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
     }
 }

@@ -1,3 +1,4 @@
+// Modified for kedge (see KEDGE.md): a Subscription Identifier is counted once.
 use super::*;
 use bytes::{Buf, Bytes};
 
@@ -233,8 +234,8 @@ impl SubscribeProperties {
             match property(prop)? {
                 PropertyType::SubscriptionIdentifier => {
                     let (id_len, sub_id) = length(bytes.iter())?;
-                    // TODO: Validate 1 +. Tests are working either way
-                    cursor += 1 + id_len;
+                    // kedge: the property byte is already counted above.
+                    cursor += id_len;
                     bytes.advance(id_len);
                     id = Some(sub_id)
                 }
