@@ -91,12 +91,18 @@ struct Scratch {
     queue: Queue,
 }
 
-/// One queue for the whole run, in a fresh directory under the temp dir.
+/// One queue for the whole run, in a fresh directory under /dev/shm or the temp dir.
 fn scratch() -> &'static Mutex<Scratch> {
     static Q: OnceLock<Mutex<Scratch>> = OnceLock::new();
     Q.get_or_init(|| {
         // Queues of earlier runs whose process is gone: libFuzzer runs end with exit().
-        let tmp = std::env::temp_dir();
+        // On tmpfs when there is one: the queue's syncs are then cheap.
+        let shm = std::path::Path::new("/dev/shm");
+        let tmp = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
             let name = e.file_name();
             let Some(pid) = name
