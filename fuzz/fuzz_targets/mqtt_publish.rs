@@ -30,6 +30,8 @@ enum Got {
         payload: Bytes,
         oversized: Option<usize>,
         headers: Vec<Header>,
+        /// MQTT 5 subscription identifiers (see the known finding below).
+        subscription_ids: usize,
     },
     PubRel(u16),
     ConnAck(bool),
@@ -82,6 +84,10 @@ fn v5(codec: &mut rumqttc::v5::mqttbytes::v5::Codec, buf: &mut BytesMut) -> Opti
                         .collect()
                 })
                 .unwrap_or_default(),
+            subscription_ids: p
+                .properties
+                .as_ref()
+                .map_or(0, |props| props.subscription_identifiers.len()),
             topic: p.topic,
             payload: p.payload,
             oversized: p.oversized,
@@ -101,6 +107,7 @@ fn v4(codec: &mut rumqttc::mqttbytes::v4::Codec, buf: &mut BytesMut) -> Option<G
             pkid: p.pkid,
             dup: p.dup,
             headers: Vec::new(),
+            subscription_ids: 0,
             topic: Bytes::from(p.topic),
             payload: p.payload,
             oversized: p.oversized,
@@ -146,10 +153,17 @@ fuzz_target!(|data: &[u8]| {
                     payload,
                     oversized,
                     headers,
+                    subscription_ids,
                 } => {
                     assert!(qos <= 2);
-                    if oversized.is_some() {
-                        assert!(payload.is_empty(), "an oversized publish has no payload");
+                    if oversized.is_some() && !payload.is_empty() {
+                        // Known finding (fuzz/README.md): rumqttc counts a Subscription
+                        // Identifier's property byte twice (v5 publish.rs:294), stops reading
+                        // properties early and hands the rest to the payload.
+                        assert!(
+                            subscription_ids > 0 && !kedge_fuzz::strict(),
+                            "an oversized publish has no payload"
+                        );
                     }
                     let size = oversized.map(|n| (n as u64).to_be_bytes());
                     let arrival = Arrival {
