@@ -1,9 +1,9 @@
 //! Writes the generated part of the seed corpus (fuzz/corpus/<target>/gen-*): real chunks from
 //! kedge's encoder, real Kafka responses from kafka-protocol's encoders with record batches
 //! from kedge's `encode_batch`, and real MQTT packets. The config seeds are copies of the
-//! project's config files (scripts/fuzz --seeds copies them).
+//! project's config files and of the config tests' TOML.
 //!
-//!   cargo run --manifest-path fuzz/Cargo.toml --example seeds -- fuzz/corpus
+//!   scripts/fuzz --seeds      (runs fuzz/target/<host>/release/seeds fuzz/corpus)
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Prints what the rumqttc codec makes of an mqtt_publish input (fuzz/fuzz_targets/mqtt_publish.rs
 //! layout), for looking into a finding.
 //!
-//!   cargo run --manifest-path fuzz/Cargo.toml --example mqtt_debug -- INPUT
+//!   fuzz/target/x86_64-unknown-linux-gnu/release/mqtt_debug INPUT   (built by scripts/fuzz)
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
