@@ -393,7 +393,7 @@ fn dead_letter(item: &mut Item, dlq: &str, why: String) {
 }
 
 /// The event a plugin output becomes; what the output leaves unset comes from `input`.
-fn from_output(o: Output, input: &Event) -> Event {
+pub fn from_output(o: Output, input: &Event) -> Event {
     Event {
         subject: input.subject.clone(),
         payload: Bytes::from(o.value),
