@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::record::{Defect, HEADER_ERROR, Header, Record};
+use crate::record::{Defect, HEADER_ERROR, Header, MAX_HEADER_NAME, MAX_TIMESTAMP_MS, Record};
 use crate::telemetry::DeadLetter;
 
 /// One compiled routing rule.
@@ -90,10 +90,17 @@ impl Router {
         let Some(defect) = record.defect() else {
             return (record, dead);
         };
-        match defect {
-            Defect::Headers(_) => record.headers.clear(),
-            Defect::Timestamp(_) => record.timestamp_ms = now_ms,
-            Defect::Topic(_) => {}
+        // A record may have several defects; `defect` names the first, and each is cured.
+        if matches!(defect, Defect::Headers(_))
+            || record
+                .headers
+                .iter()
+                .any(|h| h.name.len() > MAX_HEADER_NAME)
+        {
+            record.headers.clear();
+        }
+        if !(0..=MAX_TIMESTAMP_MS).contains(&record.timestamp_ms) {
+            record.timestamp_ms = now_ms;
         }
         record.headers.push(error_header(format!(
             "kedge cannot store this record as it is: {defect}"
@@ -339,6 +346,22 @@ mod tests {
             (r.topic.as_str(), dead),
             ("dlq", Some(DeadLetter::Unencodable))
         );
+
+        // Several defects at once (found by the plugin_output fuzz target): all are cured.
+        let mut e = ev("sensors/dev-7/temperature");
+        e.topic = Some("t".repeat(250));
+        e.timestamp_ms = i64::MAX;
+        e.headers = vec![
+            Header {
+                name: String::new(),
+                value: Bytes::new(),
+            };
+            65_536
+        ];
+        let (r, dead) = router(None).route(e, 99);
+        assert_eq!(dead, Some(DeadLetter::Unencodable));
+        assert_eq!((r.topic.as_str(), r.timestamp_ms), ("dlq", 99));
+        assert_eq!(r.defect(), None);
     }
 
     #[test]

@@ -38,7 +38,9 @@ const APIS: [(ApiKey, i16, i16); 8] = [
 
 /// A record set as kedge reads it from a Fetch response.
 fn record_set(records: &[u8]) {
-    if let Ok(entries) = batch::fetched_entries(records) {
+    // As the client hands them on: slices of the response's own buffer.
+    let response = bytes::Bytes::copy_from_slice(records);
+    if let Ok(entries) = batch::fetched_entries(&response) {
         for e in entries {
             let _ = e.readable();
             if e.magic == 2 {
@@ -48,6 +50,7 @@ fn record_set(records: &[u8]) {
             }
             if e.readable() {
                 let _ = batch::decode_batch(&e.bytes);
+                let _ = e.records();
             }
         }
     }

@@ -1,8 +1,6 @@
 //! Helpers shared by the fuzz targets: structured values drawn from the fuzzer's bytes, and the
 //! journal chunk round trip every target ends with.
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
 use kedge::queue::chunk;
 use kedge::record::{Header, Record};
@@ -133,21 +131,12 @@ pub fn unjournalable(r: &Record) -> Option<&'static str> {
     None
 }
 
-/// `KEDGE_FUZZ_STRICT` set: the targets stop skipping the known findings (fuzz/README.md) and
-/// treat a record the journal cannot hold as a failure, to reproduce them.
-pub fn strict() -> bool {
-    static STRICT: OnceLock<bool> = OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("KEDGE_FUZZ_STRICT").is_some())
-}
-
-/// The commit of `records`: encoded as one chunk and read back. Outside strict mode an encode
-/// error is allowed for records the chunk format cannot hold (and only for those).
+/// The commit of routed `records`: encoded as one chunk and read back. The router
+/// dead-letters whatever the chunk cannot hold (`Record::defect`), so an encode error here is
+/// a record that would stall the commit stage (fuzz/README.md, finding 1).
 pub fn commit(first_seq: u64, records: &[Record]) {
     if let Err(e) = round_trip(first_seq, records) {
         let why = records.iter().find_map(unjournalable);
-        assert!(
-            why.is_some() && !strict(),
-            "chunk::encode failed: {e} ({why:?}); the commit stage retries such a commit forever"
-        );
+        panic!("chunk::encode failed on routed records: {e} ({why:?})");
     }
 }

@@ -97,6 +97,9 @@ pub fn encode_sparse(records: &[SequencedRecord]) -> Result<Vec<u8>, ChunkError>
 fn seal_body(version: u8, first_seq: u64, count: usize, raw: &[u8]) -> Result<Vec<u8>, ChunkError> {
     let body = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
     let count = u32::try_from(count).map_err(|_| ChunkError::Malformed("too many records"))?;
+    if first_seq.checked_add(u64::from(count)).is_none() {
+        return Err(ChunkError::Malformed("sequence range overflows u64"));
+    }
     let raw_len = u32::try_from(raw.len()).map_err(|_| ChunkError::Malformed("chunk too large"))?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.push(MAGIC);
