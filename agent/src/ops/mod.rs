@@ -406,7 +406,7 @@ mod tests {
         .await;
         let text = late.expect("an answer within 2 s, without a request");
         assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
-        // The idle ones within the cap see their end of file, answer 400 and free their slots.
+        // The idle ones within the cap see their end of file, are answered 400 and free their slots.
         let metrics = client(move || {
             let deadline = Instant::now() + READ_TIMEOUT;
             loop {
@@ -427,7 +427,12 @@ mod tests {
         };
         // At least: a scrape above may have come before the slots were free.
         assert!(refused("limit") >= 101 - MAX_CONNECTIONS as u64);
-        assert_eq!(refused("bad_request"), MAX_CONNECTIONS as u64);
+        // Each idle one within the cap ends as a bad request (its end of file) or, on a machine
+        // slow enough that the head timeout came first, as a slow request.
+        assert_eq!(
+            refused("bad_request") + refused("slow_request"),
+            MAX_CONNECTIONS as u64
+        );
         server.abort();
     }
 
