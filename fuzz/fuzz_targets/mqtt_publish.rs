@@ -70,20 +70,8 @@ fn v5(codec: &mut rumqttc::v5::mqttbytes::v5::Codec, buf: &mut BytesMut) -> Opti
             qos: p.qos as u8,
             pkid: p.pkid,
             dup: p.dup,
-            headers: p
-                .properties
-                .as_ref()
-                .map(|props| {
-                    props
-                        .user_properties
-                        .iter()
-                        .map(|(k, v)| Header {
-                            name: k.clone(),
-                            value: Bytes::from(v.clone()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            // What the event loop turns user properties into (source/mqtt.rs).
+            headers: kedge::source::mqtt::user_properties(p.properties.as_ref()),
             subscription_ids: p
                 .properties
                 .as_ref()

@@ -228,6 +228,22 @@ fn lock(gate: &Gate) -> std::sync::MutexGuard<'_, u64> {
     gate.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// An MQTT 5 PUBLISH's user properties as record headers, in order (duplicates kept).
+pub fn user_properties(
+    props: Option<&rumqttc::v5::mqttbytes::v5::PublishProperties>,
+) -> Vec<Header> {
+    props.map_or_else(Vec::new, |props| {
+        props
+            .user_properties
+            .iter()
+            .map(|(k, v)| Header {
+                name: k.clone(),
+                value: Bytes::from(v.clone()),
+            })
+            .collect()
+    })
+}
+
 /// The event loop is the same for both protocol versions; only the rumqttc types differ.
 macro_rules! event_loop {
     ($settings:ident, $options:ident, $session:ident, $window:ident, $events:ident, $acks:ident, $stop:ident,
@@ -533,21 +549,7 @@ mod v5 {
             },
             qos = |q: QoS| q as u8,
             topic = topic,
-            headers = |p: &Publish| -> Vec<Header> {
-                p.properties
-                    .as_ref()
-                    .map(|props| {
-                        props
-                            .user_properties
-                            .iter()
-                            .map(|(k, v)| Header {
-                                name: k.clone(),
-                                value: Bytes::from(v.clone()),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            },
+            headers = |p: &Publish| user_properties(p.properties.as_ref()),
             filter = Filter,
             taken_over = |e: &ConnectionError| matches!(
                 e,
