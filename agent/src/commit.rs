@@ -9,14 +9,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::queue::budget::{Budget, FullPolicy, Room};
-use crate::queue::chunk;
-use crate::queue::inbound::Change;
-use crate::queue::{Queue, QueueError};
-use crate::record::{HEADER_ERROR, Header, Record};
 use crate::route::{Event, Router};
 use crate::telemetry::{DeadLetter, Dropped, Stats};
-use crate::transform::chain::{Applied, Chain};
+use kedge_plugin_host::chain::{Applied, Chain};
+use kedge_queue::budget::{Budget, FullPolicy, Room};
+use kedge_queue::chunk;
+use kedge_queue::inbound::Change;
+use kedge_queue::{Queue, QueueError};
+use kedge_wire::record::{HEADER_ERROR, Header, Record};
 
 /// What the source passes on, in arrival order: an event, an acknowledgement, a change to
 /// what the source received, or several of these.
@@ -26,7 +26,7 @@ pub struct Incoming<A> {
     pub event: Option<Event>,
     /// Acknowledgement to release once this and everything before it is durable.
     pub ack: Option<A>,
-    /// Committed with the journal chunk of the same commit ([`crate::queue::inbound`]).
+    /// Committed with the journal chunk of the same commit ([`kedge_queue::inbound`]).
     pub change: Option<Change>,
 }
 
@@ -297,7 +297,7 @@ async fn gather<A>(
     let size = |i: &Incoming<A>| i.event.as_ref().map_or(0, |e| e.payload.len());
     let mut bytes = size(&first);
     let mut batch = vec![first];
-    let deadline = crate::deadline::after(settings.window);
+    let deadline = kedge_base::deadline::after(settings.window);
     while batch.len() < settings.max_records && bytes < settings.max_bytes {
         tokio::select! {
             next = rx.recv() => match next {

@@ -2,17 +2,17 @@
 //!
 //! Planning is pure: partition each record, cut per-partition batches within the size limits and
 //! the per-partition window of unacknowledged batches, encode them, and describe the atomic seal.
-//! The caller persists the result with [`crate::queue::Queue::seal`].
+//! The caller persists the result with [`kedge_queue::Queue::seal`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 
-use crate::kafka::batch::{self, BatchCompression, ProducerIdentity};
-use crate::kafka::partitioner::{StickyPartitioner, partition_for_key};
-use crate::kafka::sequence;
-use crate::queue::outbox::SealedBatch;
-use crate::queue::{JournalChunk, Parked, Seal};
-use crate::record::{HEADER_ERROR, HEADER_TOPIC, Header, Origin, SequencedRecord};
+use kedge_queue::outbox::SealedBatch;
+use kedge_queue::{JournalChunk, Parked, Seal};
+use kedge_wire::batch::{self, BatchCompression, ProducerIdentity};
+use kedge_wire::partitioner::{StickyPartitioner, partition_for_key};
+use kedge_wire::record::{HEADER_ERROR, HEADER_TOPIC, Header, Origin, SequencedRecord};
+use kedge_wire::sequence;
 
 /// Limits and identity for sealing.
 #[derive(Debug, Clone)]
@@ -136,7 +136,7 @@ impl Dispatcher {
     }
 
     /// The partition a record goes to among `count`: by its key, else the sticky choice.
-    pub fn partition_of(&mut self, record: &crate::record::Record, count: NonZeroU32) -> u32 {
+    pub fn partition_of(&mut self, record: &kedge_wire::record::Record, count: NonZeroU32) -> u32 {
         match &record.key {
             Some(k) => partition_for_key(k, count),
             None => self.sticky.partition(&record.topic, count),
@@ -370,9 +370,9 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::batch::batch_info;
-    use crate::record::Record;
     use bytes::Bytes;
+    use kedge_wire::batch::batch_info;
+    use kedge_wire::record::Record;
     use rand::SeedableRng;
 
     const PRODUCER: ProducerIdentity = ProducerIdentity {
@@ -451,7 +451,7 @@ mod tests {
             .batches
             .iter()
             .map(|b| {
-                crate::kafka::batch::decode_batch(&b.bytes)
+                kedge_wire::batch::decode_batch(&b.bytes)
                     .unwrap()
                     .iter()
                     .map(|r| r.timestamp_ms)
@@ -495,7 +495,7 @@ mod tests {
             assert_eq!(info.record_count, b.record_count);
             let want_base = if b.partition == 0 { 7 } else { 0 };
             assert_eq!(b.base_sequence, want_base, "partition {}", b.partition);
-            for r in crate::kafka::batch::decode_batch(&b.bytes).unwrap() {
+            for r in kedge_wire::batch::decode_batch(&b.bytes).unwrap() {
                 let key = r.key.unwrap();
                 assert_eq!(
                     partition_for_key(&key, NonZeroU32::new(3).unwrap()) as i32,
@@ -628,7 +628,7 @@ mod tests {
         for r in &mut big.records {
             r.record.value = Bytes::from(vec![b'x'; 400]);
             r.record.headers = (0..3)
-                .map(|i| crate::record::Header {
+                .map(|i| kedge_wire::record::Header {
                     name: format!("prop-{i}"),
                     value: Bytes::from_static(b"value"),
                 })
@@ -780,7 +780,7 @@ mod tests {
         let seqs: Vec<u64> = seal
             .batches
             .iter()
-            .flat_map(|b| crate::kafka::batch::decode_batch(&b.bytes).unwrap())
+            .flat_map(|b| kedge_wire::batch::decode_batch(&b.bytes).unwrap())
             .map(|r| {
                 let (_, v) = r.headers.iter().find(|(n, _)| n == "kedge-seq").unwrap();
                 std::str::from_utf8(v).unwrap().parse().unwrap()
@@ -843,7 +843,7 @@ mod tests {
             .iter()
             .find(|b| b.topic == "dlq")
             .expect("dlq batch");
-        let r = &crate::kafka::batch::decode_batch(&dlq.bytes).unwrap()[0];
+        let r = &kedge_wire::batch::decode_batch(&dlq.bytes).unwrap()[0];
         let header = |n: &str| {
             r.headers
                 .iter()

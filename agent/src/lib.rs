@@ -1,22 +1,18 @@
-//! kedge: an edge agent that moves sensor events from MQTT through a durable queue to Kafka.
+//! kedge, the agent: the MQTT source, the ingest stage (plugins, routing, journal commit),
+//! delivery to Kafka, operations (metrics, health, status) and the commands of the `kedge`
+//! binary, built on the wire client (`kedge-wire`), the queue (`kedge-queue`) and the plugin
+//! host (`kedge-plugin-host`). ARCHITECTURE.md §4 has the crate map.
 
 pub mod audit;
 pub mod backoff;
 pub mod check;
 pub mod commit;
 pub mod config;
-pub mod deadline;
 pub mod delivery;
 pub mod dispatcher;
-pub mod kafka;
 pub mod ops;
 pub mod pipeline;
-pub mod queue;
-pub mod record;
 pub mod route;
 pub mod source;
 pub mod telemetry;
-#[cfg(test)]
-mod test_heap;
 pub mod tls;
-pub mod transform;

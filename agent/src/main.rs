@@ -187,7 +187,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
-                if let Err(e) = kedge::transform::load::probe(&c.plugins) {
+                if let Err(e) = kedge_plugin_host::load::probe(&c.plugins) {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
@@ -364,14 +364,14 @@ fn status(path: &Path) -> anyhow::Result<()> {
         None => "metrics.listen is not configured, so a running agent cannot be asked".to_owned(),
     };
     let dir = config.queue.effective_dir(&config.agent);
-    let queue = kedge::queue::tools::open_existing(&dir, &config.agent.device_id)?;
+    let queue = kedge_queue::tools::open_existing(&dir, &config.agent.device_id)?;
     println!("kedge is not running ({why_not}); its queue says:");
-    print!("{}", kedge::queue::tools::stats(&queue)?);
+    print!("{}", kedge_queue::tools::stats(&queue)?);
     Ok(())
 }
 
 fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
-    use kedge::queue::tools;
+    use kedge_queue::tools;
     let path = match &command {
         QueueCommand::Stats { config } | QueueCommand::Inspect { config } => config,
         QueueCommand::Export { config, .. } => config,
@@ -394,7 +394,7 @@ fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
 }
 
 fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
-    use kedge::transform::{engine, load, tester};
+    use kedge_plugin_host::{engine, load, tester};
     match command {
         PluginCommand::Compile {
             input,
@@ -403,7 +403,7 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
         } => {
             let target = target.map_or(engine::Target::Host, engine::Target::Triple);
             let started = std::time::Instant::now();
-            let artifact = kedge::transform::compile(&input, &target)?;
+            let artifact = kedge_plugin_host::compile(&input, &target)?;
             load::write_atomically(&output, &artifact)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             eprintln!(
@@ -445,9 +445,9 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
             let max_output = kedge::config::ByteSize::parse(&max_output)
                 .map_err(|e| anyhow::anyhow!("--max-output {max_output:?}: {e}"))?;
             let limits =
-                kedge::transform::plugin::Limits::new(memory.bytes(), timeout, max_output.bytes());
+                kedge_plugin_host::plugin::Limits::new(memory.bytes(), timeout, max_output.bytes());
             let mut plugin =
-                kedge::transform::open_for_test(&plugin, config, limits, !ticks.is_empty())?;
+                kedge_plugin_host::open_for_test(&plugin, config, limits, !ticks.is_empty())?;
             let info = tester::RunInfo {
                 source: "mqtt".to_owned(),
                 default_topic,
@@ -527,7 +527,7 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
                     unacked_from = from;
                 }
                 // While reopening after a failed I/O the disk may still be full: keep trying.
-                Err(kedge::pipeline::PipelineError::Queue(kedge::queue::QueueError::Db {
+                Err(kedge::pipeline::PipelineError::Queue(kedge_queue::QueueError::Db {
                     source: sled::Error::Io(e),
                     ..
                 })) if reopening => {
@@ -535,7 +535,7 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
                 }
                 // The previous run's tasks may not all have let go of the queue yet.
                 Err(kedge::pipeline::PipelineError::Queue(
-                    e @ kedge::queue::QueueError::InUse { .. },
+                    e @ kedge_queue::QueueError::InUse { .. },
                 )) if reopening => {
                     tracing::error!(error = %e, "cannot reopen the queue yet");
                 }

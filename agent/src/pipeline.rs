@@ -10,19 +10,19 @@ use crate::commit::{self, CommitSettings, Stages};
 use crate::config::{self, Config};
 use crate::delivery::{Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
-use crate::kafka::batch::BatchCompression;
-use crate::kafka::client::{Cluster, ClusterSettings};
-use crate::kafka::connection::TlsSettings;
-use crate::kafka::partitioner::StickyPartitioner;
-use crate::kafka::sasl::{self, Mechanism, SaslSettings};
 use crate::ops::exposition::Readiness;
 use crate::ops::{self, OpsState, sd_notify};
-use crate::queue::budget::{self, Budget, FullPolicy};
-use crate::queue::{self, Queue};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings, Protocol};
 use crate::source::session::Match;
 use crate::telemetry::Stats;
+use kedge_queue::Queue;
+use kedge_queue::budget::{self, Budget, FullPolicy};
+use kedge_wire::batch::BatchCompression;
+use kedge_wire::client::{Cluster, ClusterSettings};
+use kedge_wire::connection::TlsSettings;
+use kedge_wire::partitioner::StickyPartitioner;
+use kedge_wire::sasl::{self, Mechanism, SaslSettings};
 
 /// Sealed, unacknowledged batches per partition: the broker deduplicates only the last 5.
 const WINDOW: usize = 5;
@@ -52,10 +52,10 @@ pub enum PipelineError {
     },
     /// The queue could not be opened.
     #[error(transparent)]
-    Queue(#[from] queue::QueueError),
+    Queue(#[from] kedge_queue::QueueError),
     /// A plugin could not be loaded.
     #[error(transparent)]
-    Plugins(#[from] crate::transform::load::TransformError),
+    Plugins(#[from] kedge_plugin_host::load::TransformError),
     /// The queue's database failed an I/O and must be reopened: run the pipeline again,
     /// passing `unacked_from` on.
     #[error("the queue database failed an I/O (disk full?) and must be reopened")]
@@ -82,7 +82,7 @@ pub async fn run(
     let mqtt = mqtt_settings(config)?;
     // Before the queue opens: a plugin that cannot start is a config error, reported at once.
     let plugins = tokio::task::block_in_place(|| {
-        crate::transform::load::load(
+        kedge_plugin_host::load::load(
             &config.plugins,
             Some(&plugin_cache_dir(config)),
             &config.mqtt.name,
@@ -92,8 +92,8 @@ pub async fn run(
     })?;
     let dir = config.queue.effective_dir(&config.agent);
     let sync = match config.queue.durability {
-        config::Durability::Fsync => queue::Sync::Fsync,
-        config::Durability::Relaxed => queue::Sync::Relaxed,
+        config::Durability::Fsync => kedge_queue::Sync::Fsync,
+        config::Durability::Relaxed => kedge_queue::Sync::Relaxed,
     };
     let queue = Arc::new(tokio::task::block_in_place(|| {
         Queue::open(
@@ -172,7 +172,7 @@ pub async fn run(
         stop_rx.clone(),
         stats.clone(),
     ));
-    let crate::transform::load::Loaded {
+    let kedge_plugin_host::load::Loaded {
         chain,
         ticker: _ticker,
     } = plugins;
@@ -227,7 +227,7 @@ pub async fn run(
     } else {
         config.agent.shutdown_timeout
     };
-    let deadline = crate::deadline::after(grace);
+    let deadline = kedge_base::deadline::after(grace);
     tracing::info!(timeout = ?grace, "shutting down: committing and acknowledging what was received");
     // A reopen after a queue I/O error is no stop: systemd hears READY=1 again after it.
     if poisoned.is_none() {
@@ -259,7 +259,7 @@ pub async fn run(
     let _ = drain_tx.send(Some(deadline));
     let mut delivery = delivery;
     let delivery_stopped = tokio::time::timeout_at(
-        crate::deadline::later(deadline, Duration::from_secs(1)),
+        kedge_base::deadline::later(deadline, Duration::from_secs(1)),
         &mut delivery,
     )
     .await

@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 
-use crate::record::{Defect, HEADER_ERROR, Header, MAX_HEADER_NAME, MAX_TIMESTAMP_MS, Record};
 use crate::telemetry::DeadLetter;
+pub use kedge_plugin_host::event::{Event, topic_matches};
+use kedge_wire::record::{Defect, HEADER_ERROR, Header, MAX_HEADER_NAME, MAX_TIMESTAMP_MS, Record};
 
 /// One compiled routing rule.
 #[derive(Debug, Clone)]
@@ -22,37 +23,6 @@ pub struct Router {
     rules: Vec<Rule>,
     default_topic: Option<String>,
     dead_letter_topic: String,
-}
-
-/// An event as a source delivers it.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// Source subject: the MQTT topic.
-    pub subject: String,
-    /// Payload.
-    pub payload: Bytes,
-    /// Headers from the source (MQTT 5 user properties).
-    pub headers: Vec<Header>,
-    /// Receive time, milliseconds since the Unix epoch.
-    pub timestamp_ms: i64,
-    /// Partitioning key a plugin set; otherwise the matching rule's `key_level` decides.
-    pub key: Option<Bytes>,
-    /// Kafka topic a plugin chose, bypassing the routing rules.
-    pub topic: Option<String>,
-}
-
-impl Event {
-    /// An event as a source delivers it: no key or topic chosen yet.
-    pub fn new(subject: String, payload: Bytes, headers: Vec<Header>, timestamp_ms: i64) -> Self {
-        Event {
-            subject,
-            payload,
-            headers,
-            timestamp_ms,
-            key: None,
-            topic: None,
-        }
-    }
 }
 
 impl Router {
@@ -105,7 +75,7 @@ impl Router {
         record.headers.push(error_header(format!(
             "kedge cannot store this record as it is: {defect}"
         )));
-        if record.headers.len() > crate::record::MAX_HEADERS {
+        if record.headers.len() > kedge_wire::record::MAX_HEADERS {
             // Only the reason then: it is what the reader of the dead-letter topic needs.
             record.headers.drain(..record.headers.len() - 1);
         }
@@ -175,25 +145,6 @@ fn error_header(why: String) -> Header {
     Header {
         name: HEADER_ERROR.to_owned(),
         value: Bytes::from(why),
-    }
-}
-
-/// MQTT topic filter matching (MQTT 5 §4.7): `+` matches one level, a trailing `#` matches the
-/// parent level and everything below, and wildcards at the first level skip `$` topics.
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Counters of what went through the pipeline, and log setup.
 
+pub use kedge_base::histogram::{Bounds, Histogram, HistogramSnapshot, MAX_BUCKETS};
 use std::collections::{BTreeMap, VecDeque};
-use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Most distinct Kafka topics counted by name; plugins may route anywhere, and the metrics page
 /// must not grow without bound.
@@ -24,7 +24,7 @@ pub enum DeadLetter {
     /// Its topic does not exist in Kafka, and the broker does not create it.
     TopicMissing,
     /// It cannot be stored as it is: too many headers, a header name or topic too long, or a
-    /// timestamp outside 1970..=9999 ([`crate::record::Record::defect`]).
+    /// timestamp outside 1970..=9999 ([`kedge_wire::record::Record::defect`]).
     Unencodable,
 }
 
@@ -188,12 +188,6 @@ pub struct Stats {
     pub delivery_latency: Histogram<DeliveryBuckets>,
 }
 
-/// Bucket upper bounds of one histogram family, in seconds.
-pub trait Bounds {
-    /// At most [`MAX_BUCKETS`] bounds, ascending.
-    const BOUNDS: &'static [f64];
-}
-
 /// Journal commits and fsyncs: from a fast SSD to a worn SD card.
 #[derive(Debug)]
 pub struct CommitBuckets;
@@ -201,16 +195,6 @@ pub struct CommitBuckets;
 impl Bounds for CommitBuckets {
     const BOUNDS: &'static [f64] = &[
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-    ];
-}
-
-/// One plugin call: from a few microseconds of compiled Rust to an interpreter's batch.
-#[derive(Debug)]
-pub struct CallBuckets;
-
-impl Bounds for CallBuckets {
-    const BOUNDS: &'static [f64] = &[
-        0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
     ];
 }
 
@@ -224,81 +208,6 @@ impl Bounds for DeliveryBuckets {
         0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0,
         300.0, 3600.0,
     ];
-}
-
-/// Most buckets a histogram family may have.
-pub const MAX_BUCKETS: usize = 16;
-
-/// A latency histogram over `B`'s bounds, lock-free for the hot path.
-#[derive(Debug)]
-pub struct Histogram<B> {
-    /// Observations per bucket (not cumulative); beyond the last bound only in `count`.
-    buckets: [AtomicU64; MAX_BUCKETS],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-    bounds: PhantomData<fn() -> B>,
-}
-
-impl<B> Default for Histogram<B> {
-    fn default() -> Self {
-        Histogram {
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-            bounds: PhantomData,
-        }
-    }
-}
-
-/// A histogram read at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Cumulative count per bucket upper bound.
-    pub buckets: Vec<(f64, u64)>,
-    /// Observations.
-    pub count: u64,
-    /// Sum of the observations, in seconds.
-    pub sum: f64,
-}
-
-impl<B: Bounds> Histogram<B> {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        self.observe_n(d, 1);
-    }
-
-    /// Records `n` observations of the same value.
-    pub fn observe_n(&self, d: Duration, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let secs = d.as_secs_f64();
-        if let Some(i) = B::BOUNDS.iter().position(|&le| secs <= le) {
-            self.buckets[i].fetch_add(n, Ordering::Relaxed);
-        }
-        self.count.fetch_add(n, Ordering::Relaxed);
-        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros
-            .fetch_add(micros.saturating_mul(n), Ordering::Relaxed);
-    }
-
-    /// Cumulative counts per bucket bound, the total count and the sum in seconds.
-    pub fn read(&self) -> HistogramSnapshot {
-        let mut total = 0;
-        let buckets = B::BOUNDS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&le, b)| {
-                total += b.load(Ordering::Relaxed);
-                (le, total)
-            })
-            .collect();
-        HistogramSnapshot {
-            buckets,
-            count: self.count.load(Ordering::Relaxed),
-            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        }
-    }
 }
 
 impl Stats {
@@ -462,7 +371,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecentProblems {
         event.record(&mut line);
         let mut text = line.0;
         if text.len() > MAX_PROBLEM_LINE {
-            text.truncate(crate::transform::stats::truncate(&text, MAX_PROBLEM_LINE).len());
+            text.truncate(kedge_plugin_host::stats::truncate(&text, MAX_PROBLEM_LINE).len());
         }
         let mut recent = lock(&PROBLEMS);
         if recent.len() == RECENT_PROBLEMS {
@@ -582,7 +491,7 @@ mod tests {
     fn every_family_fits_the_bucket_array_in_ascending_order() {
         for bounds in [
             CommitBuckets::BOUNDS,
-            CallBuckets::BOUNDS,
+            kedge_plugin_host::stats::CallBuckets::BOUNDS,
             DeliveryBuckets::BOUNDS,
         ] {
             assert!(bounds.len() <= MAX_BUCKETS);

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
-use kedge::kafka::batch::{BatchCompression, ProducerIdentity, encode_batch};
-use kedge::queue::outbox::SealedBatch;
-use kedge::queue::{Queue, Seal, Sync, budget};
-use kedge::record::Record;
 use kedge_bench::child::peak_rss_kib;
 use kedge_bench::proc_field;
+use kedge_queue::outbox::SealedBatch;
+use kedge_queue::{Queue, Seal, Sync, budget};
+use kedge_wire::batch::{BatchCompression, ProducerIdentity, encode_batch};
+use kedge_wire::record::Record;
 
 /// Records per group commit: the default `queue.commit_max_records`.
 const COMMIT: usize = 4096;

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kedge::transform::engine::{self, Target};
-use kedge::transform::host::{self, BatchInfo, Event, Grants, Header, Verdict};
-use kedge::transform::load;
-use kedge::transform::plugin::{Limits, Plugin, Settings};
-use kedge::transform::stats::PluginStats;
+use kedge_plugin_host::engine::{self, Target};
+use kedge_plugin_host::host::{self, BatchInfo, Event, Grants, Header, Verdict};
+use kedge_plugin_host::load;
+use kedge_plugin_host::plugin::{Limits, Plugin, Settings};
+use kedge_plugin_host::stats::PluginStats;
 
 /// Events per `process` call.
 const BATCH: usize = 500;
@@ -149,7 +149,7 @@ fn main() {
         "{:<16} {:<14} {:<8} {:>10} {:>11} {:>10} {:>10} {:>9}",
         "plugin", "language", "verdict", "µs/record", "records/s", "compile", "start", "RSS/inst"
     );
-    let mut compiled: Vec<(&str, kedge::transform::Component, Duration)> = Vec::new();
+    let mut compiled: Vec<(&str, kedge_plugin_host::Component, Duration)> = Vec::new();
     for case in CASES {
         let path = dir.join(format!("{}.wasm", case.plugin));
         if !path.is_file() {

@@ -8,7 +8,7 @@
 //! from offset 0 (`kedge::audit`, raw Fetch) and must hold every record exactly once.
 //!
 //! Sides:
-//! - `kedge`: records appended to a `kedge::queue::Queue` on tmpfs with relaxed durability in
+//! - `kedge`: records appended to a `kedge_queue::Queue` on tmpfs with relaxed durability in
 //!   group commits of 4,096, then `kedge::delivery::Producer` drains them (timed alone);
 //! - `kedge-pipelined`: the same, appending while the producer drains (the agent's shape);
 //! - `librdkafka-py`: confluent-kafka (librdkafka 2.16) from `.peers/venv`, `bench/librdkafka_producer.py`;

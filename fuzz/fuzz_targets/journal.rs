@@ -1,4 +1,4 @@
-//! Journal chunks and segment files (agent/src/queue/chunk.rs, segments.rs, recovery.rs).
+//! Journal chunks and segment files (crates/queue/src/chunk.rs, segments.rs, recovery.rs).
 //!
 //! The first byte picks a mode:
 //! - 0: the bytes as a stored chunk: `chunk::header` and `chunk::decode`, as found and again
@@ -13,8 +13,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use kedge::queue::{Queue, Sync as Durability, chunk};
-use kedge::record::SequencedRecord;
+use kedge_queue::{Queue, Sync as Durability, chunk};
+use kedge_wire::record::SequencedRecord;
 use kedge_fuzz::{Input, record, round_trip};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! Kafka response decoding (agent/src/kafka/connection.rs `PendingResponse::recv`, client.rs,
+//! Kafka response decoding (crates/wire/src/connection.rs `PendingResponse::recv`, client.rs,
 //! sasl.rs, delivery/link.rs) and record batches (kafka/batch.rs), on bytes from the broker.
 //!
 //! Byte 0 picks what the bytes are, byte 1 the version (within the range kedge negotiates):
@@ -16,8 +16,8 @@ use kafka_protocol::messages::{
     SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::Decodable;
-use kedge::kafka::batch;
-use kedge::kafka::scram::{ScramClient, ScramHash};
+use kedge_wire::batch;
+use kedge_wire::scram::{ScramClient, ScramHash};
 use kedge_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
 

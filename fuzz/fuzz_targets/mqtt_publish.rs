@@ -1,4 +1,4 @@
-//! MQTT PUBLISH → record (agent/src/source/mqtt.rs, session.rs, route.rs), then journaled.
+//! MQTT PUBLISH → record (agent/src/source/mqtt.rs, session.rs, agent/src/route.rs), then journaled.
 //!
 //! The bytes are what the broker sends: decoded by the patched rumqttc codec (MQTT 5 or 3.1.1,
 //! with kedge's skipping of oversized publishes), fed in pieces as TCP delivers them. Each packet
@@ -12,8 +12,8 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use kedge::queue::inbound::Inbound;
-use kedge::record::{Header, Record};
+use kedge_queue::inbound::Inbound;
+use kedge_wire::record::{Header, Record};
 use kedge::route::{Event, Router, Rule};
 use kedge::source::session::{self, Arrival, Match, Session, Verdict};
 use kedge_fuzz::{Input, commit};

@@ -1,4 +1,4 @@
-//! Plugin outputs into records (agent/src/transform/chain.rs `from_output`, route.rs
+//! Plugin outputs into records (crates/plugin-host/src/chain.rs `from_output`, route.rs
 //! `Router::route`), journaled (`chunk::encode`) and made into the Kafka batch the dispatcher
 //! sends (`kafka::batch::encode_batch`), read back with `decode_batch`.
 //!
@@ -8,11 +8,11 @@
 #![no_main]
 
 use bytes::Bytes;
-use kedge::kafka::batch::{self, BatchCompression, ProducerIdentity};
-use kedge::record::{HEADER_SEQ, Header, Origin, Record, SequencedRecord};
+use kedge_wire::batch::{self, BatchCompression, ProducerIdentity};
+use kedge_wire::record::{HEADER_SEQ, Header, Origin, Record, SequencedRecord};
 use kedge::route::{Event, Router, Rule};
-use kedge::transform::chain::from_output;
-use kedge::transform::host::{Header as WitHeader, Output};
+use kedge_plugin_host::chain::from_output;
+use kedge_plugin_host::host::{Header as WitHeader, Output};
 use kedge_fuzz::{Input, commit};
 use libfuzzer_sys::fuzz_target;
 

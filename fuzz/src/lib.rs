@@ -2,8 +2,8 @@
 //! journal chunk round trip every target ends with.
 
 use bytes::Bytes;
-use kedge::queue::chunk;
-use kedge::record::{Header, Record};
+use kedge_queue::chunk;
+use kedge_wire::record::{Header, Record};
 
 /// Reads structured values from the fuzzer's bytes; past the end everything is zero or empty,
 /// so that every input means something.
@@ -114,7 +114,7 @@ pub fn round_trip(first_seq: u64, records: &[Record]) -> Result<(), chunk::Chunk
 }
 
 /// Why a record cannot be journaled, if it cannot: the limits of the chunk format
-/// (agent/src/queue/chunk.rs `put_record`).
+/// (crates/queue/src/chunk.rs `put_record`).
 pub fn unjournalable(r: &Record) -> Option<&'static str> {
     if r.topic.len() > usize::from(u16::MAX) {
         return Some("topic longer than 65535 bytes");

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ};
+use kedge_wire::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ};
 
 /// How many missing ranges, duplicates and reorderings a report lists per device; the counts
 /// stay exact.

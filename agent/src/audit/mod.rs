@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::kafka::KafkaError;
-use crate::kafka::batch;
-use crate::kafka::client::{Cluster, ClusterSettings};
 use analysis::{Auditor, Report};
+use kedge_wire::KafkaError;
+use kedge_wire::batch;
+use kedge_wire::client::{Cluster, ClusterSettings};
 
-/// How long the broker may wait for data on each Fetch (see [`crate::kafka::client::read_tail`]).
+/// How long the broker may wait for data on each Fetch (see [`kedge_wire::client::read_tail`]).
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
 /// What to read.

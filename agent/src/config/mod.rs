@@ -3,11 +3,9 @@
 //! Every error names the file, line, column and dotted key path, so that a typo on a device
 //! in the field can be fixed from one log line.
 
-mod de;
 mod error;
 mod locate;
 mod secret;
-mod units;
 mod validate;
 
 #[cfg(test)]
@@ -21,15 +19,16 @@ use serde::{Deserialize, Deserializer};
 use toml::de::DeTable;
 
 pub use error::ConfigError;
+pub use kedge_base::units::{Backoff, ByteSize, HumanDuration, UnitError, parse_duration};
+pub use kedge_plugin_host::config::{OnFailure, PluginConfig, PluginDir};
 pub use secret::{Secret, SecretError};
-pub use units::{ByteSize, HumanDuration, UnitError, parse_duration};
 
 /// The largest `kafka.batch_max_bytes` accepted.
 pub const MAX_BATCH_BYTES: ByteSize = ByteSize::mib(64);
 
+use kedge_base::de;
+use kedge_base::units::{PartialBackoff, deserialize_duration, millis, secs};
 use locate::Document;
-use units::deserialize_duration;
-pub(crate) use validate::kafka_topic as check_kafka_topic;
 
 /// The whole kedge configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -168,7 +167,13 @@ pub fn hostname_device_id() -> String {
 fn sanitize_device_id(raw: &str) -> String {
     let id: String = raw
         .chars()
-        .map(|c| if validate::is_name_char(c) { c } else { '-' })
+        .map(|c| {
+            if kedge_wire::record::is_name_char(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(validate::DEVICE_ID_MAX)
         .collect();
     if id.is_empty() {
@@ -231,7 +236,7 @@ pub struct MqttConfig {
     pub tls: Option<TlsConfig>,
     /// Delay between reconnection attempts.
     #[serde(
-        default = "Backoff::mqtt_reconnect",
+        default = "mqtt_reconnect_default",
         deserialize_with = "mqtt_reconnect"
     )]
     pub reconnect: Backoff,
@@ -377,77 +382,6 @@ impl TlsConfig {
     }
 }
 
-/// Exponential backoff bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First delay.
-    pub initial: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl Backoff {
-    fn mqtt_reconnect() -> Self {
-        Self {
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(30),
-        }
-    }
-
-    fn plugin_circuit() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-        }
-    }
-
-    fn kafka_retry() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A backoff table as written: either bound may be left to its context's default.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PartialBackoff {
-    #[serde(default, deserialize_with = "opt_duration")]
-    initial: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    max: Option<Duration>,
-}
-
-impl PartialBackoff {
-    fn or(self, default: Backoff) -> Backoff {
-        Backoff {
-            initial: self.initial.unwrap_or(default.initial),
-            max: self.max.unwrap_or(default.max),
-        }
-    }
-}
-
-fn mqtt_reconnect<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
-    PartialBackoff::deserialize(d).map(|b| b.or(Backoff::mqtt_reconnect()))
-}
-
-fn kafka_retry<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
-    PartialBackoff::deserialize(d).map(|b| b.or(Backoff::kafka_retry()))
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    deserialize_duration(d).map(Some)
-}
-
-fn secs<const N: u64>() -> Duration {
-    Duration::from_secs(N)
-}
-
-fn millis<const N: u64>() -> Duration {
-    Duration::from_millis(N)
-}
-
 /// `[routing]`: which Kafka topic each MQTT topic goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -520,7 +454,7 @@ pub struct KafkaConfig {
     #[serde(default = "secs::<30>", deserialize_with = "deserialize_duration")]
     pub request_timeout: Duration,
     /// Delay between retries of failed requests.
-    #[serde(default = "Backoff::kafka_retry", deserialize_with = "kafka_retry")]
+    #[serde(default = "kafka_retry_default", deserialize_with = "kafka_retry")]
     pub retry_backoff: Backoff,
     /// How often cluster metadata is refreshed.
     #[serde(default = "secs::<300>", deserialize_with = "deserialize_duration")]
@@ -815,150 +749,24 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// `[[plugin]]`: one WebAssembly transform plugin (ARCHITECTURE.md §5).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginConfig {
-    /// Names the plugin in logs, metrics and dead-letter reasons.
-    pub name: String,
-    /// A component (`.wasm`, compiled at start and cached) or an artifact from
-    /// `kedge plugin compile` (`.cwasm`); relative paths are relative to the config file.
-    pub path: PathBuf,
-    /// MQTT topic filters whose events the plugin sees; all events when empty.
-    #[serde(default)]
-    pub subjects: Vec<String>,
-    /// Most linear memory per instance.
-    #[serde(default = "default_plugin_memory")]
-    pub memory: ByteSize,
-    /// Longest one call may run before it is interrupted.
-    #[serde(default = "millis::<200>", deserialize_with = "deserialize_duration")]
-    pub timeout: Duration,
-    /// Most bytes of results one call may return.
-    #[serde(default = "default_plugin_max_output")]
-    pub max_output: ByteSize,
-    /// How often to call the plugin's `tick` (windowed plugins only).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub tick: Option<Duration>,
-    /// What happens to events while the plugin's circuit is open.
-    #[serde(default)]
-    pub on_failure: OnFailure,
-    /// Failed calls within `failure_window` that open the circuit.
-    #[serde(
-        default = "default_max_failures",
-        deserialize_with = "de::int::<_, u32, 1, 1_000_000>"
-    )]
-    pub max_failures: u32,
-    /// The window `max_failures` is counted in.
-    #[serde(default = "secs::<60>", deserialize_with = "deserialize_duration")]
-    pub failure_window: Duration,
-    /// How long the circuit stays open at first, then doubling up to `max`.
-    #[serde(
-        default = "Backoff::plugin_circuit",
-        deserialize_with = "plugin_circuit"
-    )]
-    pub circuit_backoff: Backoff,
-    /// Environment variables passed to the plugin (names; values are read at start).
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// Host directories the plugin may use; none by default.
-    #[serde(default)]
-    pub dirs: Vec<PluginDir>,
-    /// Whether the plugin may open network connections.
-    #[serde(default)]
-    pub network: bool,
-    /// The plugin's own settings, handed to its `init`: strings as they are, other values as
-    /// JSON.
-    #[serde(default, deserialize_with = "plugin_settings")]
-    pub config: Vec<(String, String)>,
-}
-
-/// One host directory granted to a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginDir {
-    /// The directory on the device.
-    pub host: PathBuf,
-    /// Where the plugin sees it.
-    pub guest: String,
-    /// Whether the plugin may write there.
-    #[serde(default)]
-    pub writable: bool,
-}
-
-/// What a failing plugin does to the events it would have seen (`plugin.on_failure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum OnFailure {
-    /// Send them to the dead-letter topic with the reason; `"dead-letter"`.
-    #[default]
-    DeadLetter,
-    /// Stop committing and acknowledging until the plugin works again; `"backpressure"`.
-    Backpressure,
-}
-
-impl<'de> Deserialize<'de> for OnFailure {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(
-            d,
-            &[
-                ("dead-letter", Self::DeadLetter),
-                ("backpressure", Self::Backpressure),
-            ],
-        )
+fn mqtt_reconnect_default() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(250),
+        max: Duration::from_secs(30),
     }
 }
 
-impl fmt::Display for OnFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::DeadLetter => "dead-letter",
-            Self::Backpressure => "backpressure",
-        })
+fn kafka_retry_default() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(10),
     }
 }
 
-fn default_plugin_memory() -> ByteSize {
-    ByteSize::mib(16)
+fn mqtt_reconnect<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
+    PartialBackoff::deserialize(d).map(|b| b.or(mqtt_reconnect_default()))
 }
 
-fn default_plugin_max_output() -> ByteSize {
-    ByteSize::mib(8)
-}
-
-fn default_max_failures() -> u32 {
-    10
-}
-
-fn plugin_circuit<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
-    PartialBackoff::deserialize(d).map(|b| b.or(Backoff::plugin_circuit()))
-}
-
-/// The plugin's `config` table as `init` receives it: top-level strings unchanged, every other
-/// value (numbers, booleans, dates, arrays, tables) as JSON text.
-fn plugin_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    let table = toml::Table::deserialize(d)?;
-    Ok(table
-        .into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                toml::Value::String(s) => s,
-                other => toml_to_json(other).to_string(),
-            };
-            (k, text)
-        })
-        .collect())
-}
-
-fn toml_to_json(v: toml::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        toml::Value::String(s) => J::String(s),
-        toml::Value::Integer(i) => J::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
-        toml::Value::Boolean(b) => J::Bool(b),
-        toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
-    }
+fn kafka_retry<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
+    PartialBackoff::deserialize(d).map(|b| b.or(kafka_retry_default()))
 }

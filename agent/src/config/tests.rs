@@ -613,7 +613,7 @@ fn device_id_is_sanitized() {
     assert_eq!(sanitize_device_id(&"x".repeat(100)).len(), 64);
     let id = hostname_device_id();
     assert!(!id.is_empty() && id.len() <= 64, "{id:?}");
-    assert!(id.chars().all(validate::is_name_char), "{id:?}");
+    assert!(id.chars().all(kedge_wire::record::is_name_char), "{id:?}");
 }
 
 /// Bytes that make TOML interesting: structure, quotes, escapes, newlines, odd Unicode.

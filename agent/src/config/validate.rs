@@ -1,5 +1,6 @@
 //! Checks that serde cannot express: names, topic filters, cross-field rules.
 
+use kedge_wire::record::check_name as name;
 use std::time::Duration;
 
 use super::{
@@ -10,7 +11,6 @@ use super::{
 /// Longest device id; it also bounds the default MQTT client id.
 pub(super) const DEVICE_ID_MAX: usize = 64;
 const CLIENT_ID_MAX: usize = 64;
-const KAFKA_TOPIC_MAX: usize = 249;
 const MQTT_TOPIC_MAX_BYTES: usize = 65_535;
 /// A plugin's output per batch: MQTT's largest message, and far below the journal chunk's
 /// 4 GiB field limit.
@@ -141,28 +141,6 @@ fn metrics(metrics: &MetricsConfig) -> Check {
 }
 
 /// The characters allowed in device ids, client ids and Kafka topic names.
-pub(super) fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-fn name(value: &str, max: usize, what: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err(format!("{what} must not be empty"));
-    }
-    let len = value.chars().count();
-    if len > max {
-        return Err(format!(
-            "{what} {value:?} is {len} characters long; at most {max} are allowed"
-        ));
-    }
-    match value.chars().find(|&c| !is_name_char(c)) {
-        Some(c) => Err(format!(
-            "{what} {value:?} contains {c:?}; only letters, digits, '.', '_' and '-' are allowed"
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Upper bounds of durations: far beyond any sensible setting, and far below what would
 /// overflow the deadline arithmetic (`Instant + duration`) of the stage that uses them.
 const HOUR: Duration = Duration::from_secs(3_600);
@@ -344,11 +322,8 @@ fn mqtt_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn kafka_topic(topic: &str) -> Result<(), String> {
-    if topic == "." || topic == ".." {
-        return Err(format!("invalid Kafka topic name {topic:?}"));
-    }
-    name(topic, KAFKA_TOPIC_MAX, "Kafka topic name")
+fn kafka_topic(topic: &str) -> Result<(), String> {
+    kedge_wire::record::check_topic_name(topic)
 }
 
 fn routing(routing: &RoutingConfig) -> Check {

@@ -16,9 +16,9 @@ use kafka_protocol::messages::produce_request::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::verify::Found;
-use crate::kafka::KafkaError;
-use crate::kafka::batch::ProducerIdentity;
-use crate::kafka::client::{Cluster, EARLIEST, TopicInfo, list_offset, read_tail};
+use kedge_wire::KafkaError;
+use kedge_wire::batch::ProducerIdentity;
+use kedge_wire::client::{Cluster, EARLIEST, TopicInfo, list_offset, read_tail};
 
 /// One connection to a broker, as the link numbers them: a partition pipelines its batches on
 /// one connection only.

@@ -33,12 +33,12 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::dispatcher::{self, Dispatcher, Plan, PlanInput};
-use crate::kafka::KafkaError;
-use crate::kafka::batch::{BatchCompression, ProducerIdentity};
-use crate::kafka::errors::error_name;
-use crate::queue::outbox::{BatchMeta, SealedBatch};
-use crate::queue::{QueueError, Seal, SealError};
 use crate::telemetry::{DeadLetter, Dropped, LogGate, Stats};
+use kedge_queue::outbox::{BatchMeta, SealedBatch};
+use kedge_queue::{QueueError, Seal, SealError};
+use kedge_wire::KafkaError;
+use kedge_wire::batch::{BatchCompression, ProducerIdentity};
+use kedge_wire::errors::error_name;
 use link::{Answers, Link, PartitionAnswer, ProduceBatch, Scan, ScanReport};
 use outbox::{Outbox, Tp};
 use outcome::Outcome;
@@ -244,7 +244,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 changed = journal.changed(), if journal_open => match changed {
                     Ok(()) => {
                         if self.journal_dirty.is_none() {
-                            self.journal_dirty = Some(crate::deadline::after(self.settings.linger));
+                            self.journal_dirty = Some(kedge_base::deadline::after(self.settings.linger));
                         }
                     }
                     Err(_) => journal_open = false,
@@ -374,12 +374,12 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     .collect();
                 if missing.is_empty() {
                     self.metadata_backoff.reset();
-                    self.metadata_due = crate::deadline::after(self.settings.metadata_refresh);
+                    self.metadata_due = kedge_base::deadline::after(self.settings.metadata_refresh);
                 } else {
                     // Look again soon, backing off: the topic may be created any moment, or
                     // never, and a missing topic must not flood the log.
                     let delay = self.metadata_backoff.next_delay();
-                    self.metadata_due = crate::deadline::after(delay);
+                    self.metadata_due = kedge_base::deadline::after(delay);
                     if self.metadata_backoff.should_log() {
                         tracing::warn!(?missing, retry_in = ?delay, dead_letter_after = ?MISSING_TOPIC_AFTER,
                             "topics unknown to Kafka; their records wait, and go to the dead-letter topic if the topics do not appear");
@@ -388,7 +388,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             }
             Err(e) => {
                 let delay = self.metadata_backoff.next_delay();
-                self.metadata_due = crate::deadline::after(delay);
+                self.metadata_due = kedge_base::deadline::after(delay);
                 if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
                         "Kafka unreachable; records wait in the queue");
@@ -413,7 +413,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             Err(e) => {
                 self.kafka_ok = false;
                 let delay = self.metadata_backoff.next_delay();
-                self.producer_retry_at = crate::deadline::after(delay);
+                self.producer_retry_at = kedge_base::deadline::after(delay);
                 self.metadata_due = self.producer_retry_at;
                 if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, attempts = self.metadata_backoff.attempts(), retry_in = ?delay,
@@ -442,7 +442,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             }
             Err(e) => {
                 let delay = self.sync_backoff.next_delay();
-                self.unsynced = Some(crate::deadline::after(delay));
+                self.unsynced = Some(kedge_base::deadline::after(delay));
                 if self.sync_backoff.should_log() {
                     tracing::error!(error = %e, retry_in = ?delay,
                         "cannot make sealed batches durable; nothing is sent until it can");
@@ -541,8 +541,9 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::error!(error = %e, "sealing failed; the journal keeps the records, retrying");
-                self.journal_dirty =
-                    Some(crate::deadline::after(self.metadata_backoff.next_delay()));
+                self.journal_dirty = Some(kedge_base::deadline::after(
+                    self.metadata_backoff.next_delay(),
+                ));
                 return;
             }
         };
@@ -558,8 +559,9 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "sealing failed; the journal keeps the records, retrying");
-                    self.journal_dirty =
-                        Some(crate::deadline::after(self.metadata_backoff.next_delay()));
+                    self.journal_dirty = Some(kedge_base::deadline::after(
+                        self.metadata_backoff.next_delay(),
+                    ));
                 }
             },
             Plan::NeedMetadata(topics) => {
@@ -574,7 +576,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 }
                 self.journal_dirty = Some(
                     self.metadata_due
-                        .max(crate::deadline::after(self.settings.linger)),
+                        .max(kedge_base::deadline::after(self.settings.linger)),
                 );
             }
             Plan::Blocked => self.journal_dirty = Some(Instant::now() + Duration::from_secs(1)),
@@ -708,9 +710,10 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             match self.link.leader(&tp.0, tp.1) {
                 Some(node) => by_node.entry(node).or_default().push(tp.clone()),
                 None => {
-                    self.metadata_due = self
-                        .metadata_due
-                        .min(crate::deadline::later(now, self.settings.retry_initial))
+                    self.metadata_due = self.metadata_due.min(kedge_base::deadline::later(
+                        now,
+                        self.settings.retry_initial,
+                    ))
                 }
             }
         }
@@ -1103,7 +1106,8 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         for (tp, count) in vanished {
             let origin = self.outbox.origin().clone();
             let slots: Vec<partition::Slot> = self.partitions[&tp].slots().cloned().collect();
-            let mut by_target: BTreeMap<i32, Vec<crate::record::SequencedRecord>> = BTreeMap::new();
+            let mut by_target: BTreeMap<i32, Vec<kedge_wire::record::SequencedRecord>> =
+                BTreeMap::new();
             let (mut unknown, mut acked) = (0u64, Vec::new());
             for (index, slot) in slots.iter().enumerate() {
                 match slot.state {
@@ -1145,7 +1149,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                         let n: i32 = made.iter().map(|b| b.record_count).sum();
                         seal.next_batch_no += made.len() as u64;
                         seal.next_sequences
-                            .push((target_tp, crate::kafka::sequence::increment(base, n)));
+                            .push((target_tp, kedge_wire::sequence::increment(base, n)));
                         seal.batches.extend(made);
                     }
                     Err(e) => {
@@ -1183,7 +1187,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         tp: &Tp,
         index: usize,
         meta: &BatchMeta,
-    ) -> Option<Vec<crate::record::SequencedRecord>> {
+    ) -> Option<Vec<kedge_wire::record::SequencedRecord>> {
         let bytes = match blocking(|| self.outbox.read(meta.batch_no)) {
             Ok(b) => b,
             Err(QueueError::BatchLost { .. }) => {
@@ -1231,7 +1235,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             match rebuild::encode(&target, chunk) {
                 Ok(made) => {
                     no += made.len() as u64;
-                    base = crate::kafka::sequence::increment(base, chunk.len() as i32);
+                    base = kedge_wire::sequence::increment(base, chunk.len() as i32);
                     parts.extend(made);
                 }
                 Err(e) => {
@@ -1316,7 +1320,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     seal.next_batch_no = self.next_batch_no + moved.len() as u64;
                     let n: i32 = moved.iter().map(|b| b.record_count).sum();
                     seal.next_sequences
-                        .push((dlq_tp, crate::kafka::sequence::increment(base, n)));
+                        .push((dlq_tp, kedge_wire::sequence::increment(base, n)));
                     seal.batches = moved;
                 }
                 Err(e) => {
@@ -1368,7 +1372,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             Ok(p) => p,
             Err(e) => {
                 let delay = self.metadata_backoff.next_delay();
-                self.producer_retry_at = crate::deadline::after(delay);
+                self.producer_retry_at = kedge_base::deadline::after(delay);
                 if self.metadata_backoff.should_log() {
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot get a new producer id from Kafka");
                 }
@@ -1402,7 +1406,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 match rebuild::encode(&target, &records) {
                     Ok(mut made) if made.len() == 1 => {
                         let b = made.pop().expect("one batch");
-                        next = crate::kafka::sequence::increment(next, b.record_count);
+                        next = kedge_wire::sequence::increment(next, b.record_count);
                         batches.push(b);
                     }
                     Ok(_) => {
@@ -1530,7 +1534,7 @@ fn in_sequence_order(batches: Vec<BatchMeta>) -> Vec<BatchMeta> {
     for (_, mut list) in by_tp {
         list.sort_by_key(|b| b.batch_no);
         let end_of =
-            |b: &BatchMeta| crate::kafka::sequence::increment(b.base_sequence, b.record_count);
+            |b: &BatchMeta| kedge_wire::sequence::increment(b.base_sequence, b.record_count);
         let mut chains: Vec<Vec<BatchMeta>> = Vec::new();
         let mut rest = list;
         while !rest.is_empty() {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::kafka::batch::ProducerIdentity;
-use crate::queue::outbox::{BatchMeta, SealedBatch};
-use crate::queue::{JournalChunk, Parked, Queue, QueueError, Seal, SealError};
-use crate::record::Origin;
+use kedge_queue::outbox::{BatchMeta, SealedBatch};
+use kedge_queue::{JournalChunk, Parked, Queue, QueueError, Seal, SealError};
+use kedge_wire::batch::ProducerIdentity;
+use kedge_wire::record::Origin;
 
 /// A topic and partition.
 pub type Tp = (String, i32);

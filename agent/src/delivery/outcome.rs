@@ -96,7 +96,7 @@ pub fn classify(code: i16) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::errors::error_name;
+    use kedge_wire::errors::error_name;
 
     const APPENDED: Outcome = Outcome::Appended { duplicate: false };
     const DUPLICATE: Outcome = Outcome::Appended { duplicate: true };

@@ -23,7 +23,7 @@ use super::link::ConnId;
 use super::outcome::Outcome;
 use super::verify::Found;
 use crate::backoff::Backoff;
-use crate::queue::outbox::BatchMeta;
+use kedge_queue::outbox::BatchMeta;
 
 /// Where a batch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,7 +316,7 @@ impl Partition {
     /// Waits a backoff before the next send or scan, unless already waiting.
     fn hold(&mut self, now: Instant) {
         if !self.waiting(now) {
-            self.retry_at = Some(crate::deadline::later(now, self.backoff.next_delay()));
+            self.retry_at = Some(kedge_base::deadline::later(now, self.backoff.next_delay()));
         }
     }
 
@@ -628,8 +628,8 @@ fn refused(refusal: Refusal, code: i16) -> SlotState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::batch::ProducerIdentity;
-    use crate::record::Origin;
+    use kedge_wire::batch::ProducerIdentity;
+    use kedge_wire::record::Origin;
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -2,13 +2,13 @@
 //! dead-letter topic, or moved to a new producer id. The records keep their `kedge-seq`,
 //! key, value, headers and timestamps; only the framing changes. Pure functions.
 
-use crate::kafka::batch::{self, BatchCompression, BatchError, ProducerIdentity};
-use crate::kafka::sequence;
-use crate::queue::outbox::{BatchMeta, SealedBatch};
-use crate::record::{
+use kedge_queue::outbox::{BatchMeta, SealedBatch};
+use kedge_wire::batch::{self, BatchCompression, BatchError, ProducerIdentity};
+use kedge_wire::record::{
     HEADER_DEVICE, HEADER_ERROR, HEADER_QUEUE, HEADER_SEQ, HEADER_TOPIC, Header, Origin, Record,
     SequencedRecord,
 };
+use kedge_wire::sequence;
 
 /// The records of `meta`'s batch, read back from its `bytes`.
 pub fn records_of(meta: &BatchMeta, bytes: &[u8]) -> Result<Vec<SequencedRecord>, BatchError> {

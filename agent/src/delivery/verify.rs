@@ -18,9 +18,9 @@ use std::ops::RangeInclusive;
 
 use bytes::Bytes;
 
-use crate::kafka::batch::{self, BatchError};
-use crate::queue::outbox::BatchMeta;
-use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, parse_queue_id};
+use kedge_queue::outbox::BatchMeta;
+use kedge_wire::batch::{self, BatchError};
+use kedge_wire::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, parse_queue_id};
 
 /// A set of `kedge-seq` numbers kept as disjoint, non-adjacent inclusive ranges: a scan over
 /// thousands of this device's records holds one entry per run of consecutive numbers.
@@ -204,7 +204,7 @@ impl Found {
     pub fn twin_ids(&self) -> BTreeSet<String> {
         self.twins
             .keys()
-            .map(|&q| crate::record::format_queue_id(q))
+            .map(|&q| kedge_wire::record::format_queue_id(q))
             .collect()
     }
 }
@@ -212,9 +212,9 @@ impl Found {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::batch::{BatchCompression, ProducerIdentity, encode_batch};
-    use crate::record::{Record, SequencedRecord};
     use bytes::Bytes;
+    use kedge_wire::batch::{BatchCompression, ProducerIdentity, encode_batch};
+    use kedge_wire::record::{Record, SequencedRecord};
     use proptest::prelude::*;
 
     const P: ProducerIdentity = ProducerIdentity {

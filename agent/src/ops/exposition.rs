@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::telemetry::{HistogramSnapshot, Stats};
-use crate::transform::stats::PluginSnapshot;
+use kedge_plugin_host::stats::PluginSnapshot;
 
 /// One metric family: its samples as (labels without braces, value).
 #[derive(Debug, Clone, PartialEq)]
@@ -703,8 +703,8 @@ mod tests {
 
     #[test]
     fn plugin_families_carry_the_plugin_label_and_a_call_histogram() {
-        let stats = crate::transform::stats::PluginStats::new("units");
-        crate::transform::stats::PluginStats::add(&stats.events, 5);
+        let stats = kedge_plugin_host::stats::PluginStats::new("units");
+        kedge_plugin_host::stats::PluginStats::add(&stats.events, 5);
         stats
             .call_time
             .observe(std::time::Duration::from_micros(30));
@@ -772,7 +772,7 @@ mod tests {
         assert!(reasons[1].contains("beyond 90%"));
         assert!(reasons[2].contains("/q.quarantined"));
 
-        let mut tripped = crate::transform::stats::PluginStats::new("units").snapshot();
+        let mut tripped = kedge_plugin_host::stats::PluginStats::new("units").snapshot();
         tripped.circuit_open = true;
         let plugin = Snapshot {
             plugins: vec![tripped],

@@ -16,9 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::queue::{Queue, QueueError, budget, tools};
 use crate::telemetry::Stats;
 use exposition::{Readiness, Snapshot};
+use kedge_queue::{Queue, QueueError, budget, tools};
 
 /// Longest request head read; scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -50,7 +50,7 @@ pub struct OpsState {
     /// Readiness limits.
     pub readiness: Readiness,
     /// Every plugin's counters.
-    pub plugins: Vec<Arc<crate::transform::stats::PluginStats>>,
+    pub plugins: Vec<Arc<kedge_plugin_host::stats::PluginStats>>,
     /// The `source` label of the source's counters (the MQTT connection's name).
     pub source: String,
 }
@@ -356,7 +356,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::SocketAddr;
 
-    use crate::transform::stats::PluginStats;
+    use kedge_plugin_host::stats::PluginStats;
 
     /// The listener on a free loopback port over a fresh queue in `dir`, with `plugins` plugins'
     /// counters (each adds some 1.6 KiB to `/metrics`).
@@ -364,7 +364,7 @@ mod tests {
         dir: &std::path::Path,
         plugins: usize,
     ) -> (SocketAddr, Arc<OpsState>, tokio::task::JoinHandle<()>) {
-        let queue = Queue::open(dir, 1 << 20, crate::queue::Sync::Relaxed, "dev").unwrap();
+        let queue = Queue::open(dir, 1 << 20, kedge_queue::Sync::Relaxed, "dev").unwrap();
         let state = Arc::new(OpsState {
             stats: Arc::new(Stats::default()),
             queue: Arc::new(queue),
@@ -488,7 +488,7 @@ mod tests {
         let (status, first) = ask().await.unwrap();
         assert_eq!(status, 200, "{first}");
         assert!(first.contains(" 0 records not yet sealed"), "{first}");
-        let record = crate::record::Record {
+        let record = kedge_wire::record::Record {
             topic: "t".into(),
             key: None,
             value: bytes::Bytes::from_static(b"v"),

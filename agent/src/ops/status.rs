@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::queue::tools::human;
+use kedge_queue::tools::human;
 
 /// Every sample of a Prometheus text exposition: (name, labels without braces, value).
 fn series(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {

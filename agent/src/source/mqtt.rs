@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, watch};
 use super::session::{self, Arrival, Connected, Match, Session, Unproven, Verdict};
 use crate::backoff::Backoff;
 use crate::commit::Incoming;
-use crate::queue::inbound::{Inbound, ReceiptWindow};
-use crate::record::Header;
 use crate::telemetry::Stats;
+use kedge_queue::inbound::{Inbound, ReceiptWindow};
+use kedge_wire::record::Header;
 
 /// Outgoing QoS 1 publishes in flight: kedge publishes nothing, so the smallest table will do.
 const OUTGOING_INFLIGHT: u16 = 8;
@@ -311,7 +311,7 @@ macro_rules! event_loop {
                     // after which the acker disconnects. Unacknowledged messages stay with the
                     // broker and come back next time.
                     events = None;
-                    drain_deadline = Some(crate::deadline::after($settings.drain_timeout));
+                    drain_deadline = Some(kedge_base::deadline::after($settings.drain_timeout));
                     continue;
                 }
                 _ = async { tokio::time::sleep_until(drain_deadline.unwrap()).await }, if drain_deadline.is_some() => {

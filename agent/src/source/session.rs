@@ -1,7 +1,7 @@
 //! The receiving side of kedge's MQTT session as a state machine without I/O: which arriving
 //! messages are new and must be journaled, and which are the broker sending again what kedge
 //! already journaled (ARCHITECTURE.md §9). Its state is committed with the journal
-//! ([`crate::queue::inbound`]), so that it holds across crashes.
+//! ([`kedge_queue::inbound`]), so that it holds across crashes.
 //!
 //! - **QoS 2** (MQTT 5 §4.3.3, 3.1.1 §4.3.3): a message is journaled together with its packet
 //!   id before PUBREC; while the id is held, a PUBLISH with DUP set, that id and the same topic
@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::queue::inbound::{Change, Inbound, MAX_WINDOW, Receipt};
+use kedge_queue::inbound::{Change, Inbound, MAX_WINDOW, Receipt};
 
 /// How redeliveries of QoS 1 messages are recognised (`mqtt.redelivery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

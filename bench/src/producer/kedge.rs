@@ -1,4 +1,4 @@
-//! The kedge side: records from the records file are appended to a `kedge::queue::Queue` (on
+//! The kedge side: records from the records file are appended to a `kedge_queue::Queue` (on
 //! tmpfs, `durability = "relaxed"`) in group commits as the commit stage makes them, and
 //! `kedge::delivery::Producer` delivers them, wired as `kedge::pipeline` wires it, from a
 //! config parsed by kedge itself (so every setting not named here is kedge's default).
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kedge::config::Config;
 use kedge::delivery::Producer;
-use kedge::queue::{self, Queue};
-use kedge::record::Record;
 use kedge::telemetry::Stats;
+use kedge_queue::Queue;
+use kedge_wire::record::Record;
 use tokio::sync::watch;
 
 use crate::support::child::{peak_rss_kib, reset_peak_rss, self_cpu};
@@ -160,7 +160,7 @@ async fn drive(config: &Config, args: &KedgeArgs) {
             Queue::open(
                 &dir,
                 config.queue.cache.bytes(),
-                queue::Sync::Relaxed,
+                kedge_queue::Sync::Relaxed,
                 &config.agent.device_id,
             )
         })
@@ -255,7 +255,7 @@ fn producer(
     config: &Config,
     queue: Arc<Queue>,
     stats: Arc<Stats>,
-) -> Producer<kedge::kafka::client::Cluster, Queue> {
+) -> Producer<kedge_wire::client::Cluster, Queue> {
     kedge::pipeline::producer(config, queue, stats).expect("producer over the queue")
 }
 

@@ -18,12 +18,12 @@ use crate::delivery::link::{
 };
 use crate::delivery::outbox::{Outbox, Tp};
 use crate::delivery::verify::Found;
-use crate::kafka::KafkaError;
-use crate::kafka::batch::{self, ProducerIdentity};
-use crate::kafka::client::TopicInfo;
-use crate::queue::outbox::{BatchMeta, SealedBatch};
-use crate::queue::{JournalChunk, Queue, QueueError, Seal, SealError};
-use crate::record::{HEADER_QUEUE, HEADER_SEQ, Origin};
+use kedge_queue::outbox::{BatchMeta, SealedBatch};
+use kedge_queue::{JournalChunk, Queue, QueueError, Seal, SealError};
+use kedge_wire::KafkaError;
+use kedge_wire::batch::{self, ProducerIdentity};
+use kedge_wire::client::TopicInfo;
+use kedge_wire::record::{HEADER_QUEUE, HEADER_SEQ, Origin};
 
 /// The broker's node id in the model.
 pub const NODE: i32 = 1;
@@ -544,7 +544,7 @@ impl Outbox for Faulty {
     fn parked_partitions(&self) -> Result<Vec<Tp>, QueueError> {
         Ok(self.queue.parked_partitions()?.into_keys().collect())
     }
-    fn parked_chunks(&self, tp: &Tp, max: usize) -> Result<Vec<crate::queue::Parked>, QueueError> {
+    fn parked_chunks(&self, tp: &Tp, max: usize) -> Result<Vec<kedge_queue::Parked>, QueueError> {
         self.queue.parked_chunks(&tp.0, tp.1, max)
     }
     fn seal(&self, seal: &Seal) -> Result<(), SealError> {

@@ -15,12 +15,12 @@ use tokio::time::Instant;
 
 use super::{Drain, Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
-use crate::kafka::batch::BatchCompression;
-use crate::kafka::partitioner::StickyPartitioner;
-use crate::queue::{Queue, Sync};
-use crate::record::Record;
 use crate::telemetry::{DeadLetter, Stats};
 use fake::{Broker, FakeLink, Fate, Faulty};
+use kedge_queue::{Queue, Sync};
+use kedge_wire::batch::BatchCompression;
+use kedge_wire::partitioner::StickyPartitioner;
+use kedge_wire::record::Record;
 
 /// The topic the records go to.
 const TOPIC: &str = "t";
@@ -603,14 +603,14 @@ async fn a_dead_letter_rebuild_cuts_at_the_sequence_wrap() {
         },
         |b, q| {
             // A producer id already held, so that no new one resets the sequences.
-            q.set_producer(crate::kafka::batch::ProducerIdentity {
+            q.set_producer(kedge_wire::batch::ProducerIdentity {
                 producer_id: 999,
                 producer_epoch: 0,
             })
             .unwrap();
-            q.seal(&crate::queue::Seal {
+            q.seal(&kedge_queue::Seal {
                 next_sequences: vec![((DLQ.into(), 0), i32::MAX - 2)],
-                ..crate::queue::Seal::default()
+                ..kedge_queue::Seal::default()
             })
             .unwrap();
             b.scripted = vec![Fate::Error(17, false)];

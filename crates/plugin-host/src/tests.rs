@@ -20,7 +20,7 @@ use crate::test_heap::peak_heap;
 
 fn plugins_dir() -> PathBuf {
     std::env::var_os("KEDGE_PLUGINS_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins"),
         PathBuf::from,
     )
 }

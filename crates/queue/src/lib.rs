@@ -11,19 +11,25 @@
 mod blobs;
 pub mod budget;
 pub mod chunk;
+#[cfg(test)]
+mod defect_tests;
 pub mod inbound;
 pub mod outbox;
 pub mod recovery;
 mod segments;
 pub mod tools;
+// One counting allocator for the tests of every crate that needs it, kept in one file.
+#[cfg(test)]
+#[path = "../../base/test_heap.rs"]
+mod test_heap;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use crate::kafka::batch::ProducerIdentity;
-use crate::record::{Origin, Record, SequencedRecord};
+use kedge_wire::batch::ProducerIdentity;
+use kedge_wire::record::{Origin, Record, SequencedRecord};
 use outbox::{BatchMeta, SealedBatch};
 use segments::{Location, Segments};
 use sled::Transactional;
@@ -515,7 +521,7 @@ impl Queue {
             .map_err(|e| self.db_err(e))
     }
 
-    pub(super) fn segment_err(&self, source: std::io::Error) -> QueueError {
+    pub(crate) fn segment_err(&self, source: std::io::Error) -> QueueError {
         QueueError::Io {
             path: self.path.join(segments::DIR),
             source,
@@ -543,7 +549,7 @@ impl Queue {
     }
 
     /// Decodes a journal entry, reading its body from its segment file when it points to one.
-    pub(super) fn decode_chunk(
+    pub(crate) fn decode_chunk(
         &self,
         entry: &[u8],
     ) -> Result<(chunk::ChunkHeader, Vec<SequencedRecord>), chunk::ChunkError> {
@@ -571,7 +577,7 @@ impl Queue {
     }
 
     /// Decodes an outbox entry, reading and checking its bytes when they are in a segment.
-    pub(super) fn decode_batch(&self, key: &[u8], entry: &[u8]) -> Result<SealedBatch, QueueError> {
+    pub(crate) fn decode_batch(&self, key: &[u8], entry: &[u8]) -> Result<SealedBatch, QueueError> {
         let (mut batch, body) =
             SealedBatch::decode(key, entry).map_err(|e| QueueError::Codec(e.to_string()))?;
         if let Some(body) = body {

@@ -7,7 +7,7 @@
 use bytes::{Buf, BufMut, Bytes};
 
 use super::segments::Location;
-use crate::record::{Header, Record, SequencedRecord};
+use kedge_wire::record::{Header, Record, SequencedRecord};
 
 const MAGIC: u8 = b'K';
 const VERSION: u8 = 1;

@@ -1,10 +1,13 @@
-//! WebAssembly transform plugins (ARCHITECTURE.md §5): the WIT contract in `wit/`, run by wasmtime
-//! with per-call deadlines, memory limits, recycling on faults and a circuit breaker.
+//! The plugin host: runs the chain of WebAssembly transform plugins (the WIT contract in `wit/`)
+//! under wasmtime with per-call deadlines, memory limits, recycling on faults and a circuit
+//! breaker (ARCHITECTURE.md §5). It knows records and events, not queues, Kafka or MQTT sessions.
 
 pub mod artifact;
 pub mod chain;
 pub mod circuit;
+pub mod config;
 pub mod engine;
+pub mod event;
 pub mod host;
 pub mod isolate;
 pub mod load;
@@ -14,6 +17,10 @@ pub mod stats;
 pub mod tester;
 #[cfg(test)]
 mod tests;
+// One counting allocator for the tests of every crate that needs it, kept in one file.
+#[cfg(test)]
+#[path = "../../base/test_heap.rs"]
+mod test_heap;
 
 use std::path::Path;
 use std::sync::Arc;

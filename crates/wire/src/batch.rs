@@ -14,8 +14,8 @@ use kafka_protocol::records::{
     RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::kafka::sequence;
 use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, SequencedRecord};
+use crate::sequence;
 
 /// Batch header size up to and including the magic byte (base offset, length, epoch, magic).
 const MAGIC_END: usize = 17;

@@ -4,7 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::telemetry::{CallBuckets, Histogram, HistogramSnapshot};
+use kedge_base::histogram::{Bounds, Histogram, HistogramSnapshot};
+
+/// One plugin call: from a few microseconds of compiled Rust to an interpreter's batch.
+#[derive(Debug)]
+pub struct CallBuckets;
+
+impl Bounds for CallBuckets {
+    const BOUNDS: &'static [f64] = &[
+        0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+    ];
+}
 
 /// Most distinct counter names one plugin may create; later names are ignored, so a plugin
 /// cannot grow kedge's memory or the metrics page without bound.

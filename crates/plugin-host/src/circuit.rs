@@ -79,7 +79,7 @@ impl Circuit {
     }
 
     fn open(&mut self, now: Instant) {
-        self.open_until = Some(crate::deadline::later(now, self.next_open));
+        self.open_until = Some(kedge_base::deadline::later(now, self.next_open));
         self.next_open = self.next_open.saturating_mul(2).min(self.max);
         self.failures.clear();
     }

@@ -4,7 +4,7 @@
 use bytes::{Buf, BufMut, Bytes};
 
 use super::segments::Location;
-use crate::kafka::batch::ProducerIdentity;
+use kedge_wire::batch::ProducerIdentity;
 
 /// An entry holding the batch's bytes (queues written before segment files).
 const VERSION: u8 = 1;

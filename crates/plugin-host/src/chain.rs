@@ -17,8 +17,8 @@ use super::host::{BatchInfo, Output, Verdict};
 use super::isolate::{Caller, Fault, isolate};
 use super::plugin::Plugin;
 use super::stats::PluginStats;
-use crate::record::{HEADER_ERROR, Header};
-use crate::route::{Event, topic_matches};
+use crate::event::{Event, topic_matches};
+use kedge_wire::record::{HEADER_ERROR, Header};
 
 /// Most events in one `process` call: bounds the guest memory one call needs.
 pub const MAX_CALL_EVENTS: usize = 1024;
@@ -56,7 +56,7 @@ impl Stage {
             subjects,
             circuit,
             when_open,
-            tick: tick.map(|every| (every, crate::deadline::later(Instant::now(), every))),
+            tick: tick.map(|every| (every, kedge_base::deadline::later(Instant::now(), every))),
         }
     }
 
@@ -166,7 +166,7 @@ impl Chain {
             if due > now {
                 continue;
             }
-            stage.tick = Some((every, crate::deadline::later(now, every)));
+            stage.tick = Some((every, kedge_base::deadline::later(now, every)));
             if !stage.circuit.allows(now) {
                 continue;
             }
@@ -229,7 +229,7 @@ impl Chain {
                 .map(|mut item| {
                     if !item.dead
                         && let Some(topic) = &item.event.topic
-                        && let Err(why) = crate::config::check_kafka_topic(topic)
+                        && let Err(why) = kedge_wire::record::check_topic_name(topic)
                     {
                         dead_letter(&mut item, &dlq, format!("a plugin routed to {why}"));
                     }

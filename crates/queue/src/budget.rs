@@ -17,7 +17,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{META_SEQ_FLOOR, Queue, QueueError, chunk, segments, tx_u64};
-use crate::record::Record;
+use kedge_wire::record::Record;
 
 /// Meta key prefix of the per-topic drop counters (`dropped\0<topic>` → u64 big-endian).
 pub(super) const META_DROPPED: &[u8] = b"dropped\0";
@@ -270,7 +270,7 @@ fn dropped_key(topic: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Seal, Sync};
+    use crate::{Seal, Sync};
     use bytes::Bytes;
 
     fn records(topic: &str, n: usize) -> Vec<Record> {
@@ -307,11 +307,11 @@ mod tests {
             consumed_chunks: vec![0],
             seq_floor: 10,
             next_batch_no: 1,
-            batches: vec![crate::queue::outbox::SealedBatch {
+            batches: vec![crate::outbox::SealedBatch {
                 batch_no: 0,
                 topic: "a".into(),
                 partition: 0,
-                producer: crate::kafka::batch::ProducerIdentity {
+                producer: kedge_wire::batch::ProducerIdentity {
                     producer_id: 1,
                     producer_epoch: 0,
                 },
@@ -385,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = two_chunks(dir.path());
         // The first commit (a × 10) is consumed and 3 of its records set aside for a/0, stuck.
-        let aside: Vec<crate::record::SequencedRecord> = q.journal_head(1).unwrap()[0]
+        let aside: Vec<kedge_wire::record::SequencedRecord> = q.journal_head(1).unwrap()[0]
             .records
             .iter()
             .take(3)
@@ -464,7 +464,7 @@ mod tests {
         let live = q.live_bytes();
         assert!(matches!(
             q.seal(&seal),
-            Err(crate::queue::SealError::NotWritten(QueueError::ChunkGone {
+            Err(crate::SealError::NotWritten(QueueError::ChunkGone {
                 first_seq: 0
             }))
         ));

@@ -12,7 +12,7 @@
 //! the plugin tests round-trip keys, values and headers through real components.
 //!
 //! The events are read through [`WitEvent`], so that the pipeline lowers its own events
-//! (`route::Event`, whose payloads are `Bytes`) straight from where they are, without first
+//! (`event::Event`, whose payloads are `Bytes`) straight from where they are, without first
 //! copying each into a WIT `Event`.
 
 use std::mem::MaybeUninit;
@@ -25,7 +25,7 @@ use wasmtime::component::__internal::{
 use wasmtime::component::{ComponentType, Lower};
 
 use super::host::{self, Event};
-use crate::route;
+use crate::event;
 
 /// An event as `process` hands it to a plugin (the WIT `event` record).
 pub trait WitEvent: Sync {
@@ -59,7 +59,7 @@ impl WitEvent for host::Event {
     }
 }
 
-impl WitEvent for route::Event {
+impl WitEvent for event::Event {
     fn key(&self) -> Option<&[u8]> {
         self.key.as_deref()
     }
@@ -249,7 +249,7 @@ fn put_pair(memory: &mut [u8], at: usize, ptr: usize, len: usize) -> wasmtime::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::host::Header;
+    use crate::host::Header;
 
     /// Field offsets as wasmtime's derive computes them.
     fn offsets(fields: &[CanonicalAbiInfo]) -> Vec<usize> {

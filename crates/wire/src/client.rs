@@ -693,7 +693,7 @@ fn protocol(b: &Broker, reason: &str) -> KafkaError {
 #[cfg(test)]
 mod tests {
     use super::negotiate;
-    use crate::kafka::connection::Connection;
+    use crate::connection::Connection;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

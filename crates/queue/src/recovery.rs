@@ -456,9 +456,9 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Sync;
-    use crate::record::Record;
+    use crate::Sync;
     use bytes::Bytes;
+    use kedge_wire::record::Record;
 
     fn records(n: usize) -> Vec<Record> {
         (0..n)
@@ -680,11 +680,11 @@ mod tests {
         let (_data, dir) = layout();
         {
             let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
-            let batch = |no: u64, fill: u8| crate::queue::outbox::SealedBatch {
+            let batch = |no: u64, fill: u8| crate::outbox::SealedBatch {
                 batch_no: no,
                 topic: "t".into(),
                 partition: 0,
-                producer: crate::kafka::batch::ProducerIdentity {
+                producer: kedge_wire::batch::ProducerIdentity {
                     producer_id: 1,
                     producer_epoch: 0,
                 },
@@ -695,10 +695,10 @@ mod tests {
                 bytes: Bytes::from(vec![fill; 100]),
                 legacy: false,
             };
-            q.seal(&crate::queue::Seal {
+            q.seal(&crate::Seal {
                 batches: vec![batch(0, 1), batch(1, 2)],
                 next_batch_no: 2,
-                ..crate::queue::Seal::default()
+                ..crate::Seal::default()
             })
             .unwrap();
         }
@@ -733,11 +733,11 @@ mod tests {
         let key = 0u64.to_be_bytes();
         let entry = q.journal.get(key).unwrap().unwrap();
         // A seal takes the chunk after the reader got its entry, and its file goes.
-        q.seal(&crate::queue::Seal {
+        q.seal(&crate::Seal {
             consumed_chunks: vec![0],
             seq_floor: 3,
             next_batch_no: 1,
-            ..crate::queue::Seal::default()
+            ..crate::Seal::default()
         })
         .unwrap();
         let gone = chunk::ChunkError::Unreadable(std::io::ErrorKind::NotFound.into());

@@ -38,7 +38,7 @@ impl Visitor<'_> for IntInRange {
 }
 
 /// Deserializes an integer in `MIN..=MAX`, naming the range in type and range errors alike.
-pub(super) fn int<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<T, D::Error>
+pub fn int<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
@@ -52,9 +52,7 @@ where
 }
 
 /// Like [`int`], for optional keys.
-pub(super) fn opt_int<'de, D, T, const MIN: i64, const MAX: i64>(
-    d: D,
-) -> Result<Option<T>, D::Error>
+pub fn opt_int<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
@@ -86,7 +84,7 @@ impl Visitor<'_> for QosVisitor {
 }
 
 /// Deserializes an MQTT QoS level.
-pub(super) fn qos<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+pub fn qos<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     d.deserialize_u8(QosVisitor)
 }
 
@@ -138,7 +136,7 @@ impl<T: 'static> fmt::Display for Expecting<'_, T> {
 }
 
 /// Deserializes one of a fixed set of strings into its enum value.
-pub(super) fn keyword<'de, D, T>(d: D, choices: &'static [(&'static str, T)]) -> Result<T, D::Error>
+pub fn keyword<'de, D, T>(d: D, choices: &'static [(&'static str, T)]) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Copy + 'static,

@@ -16,13 +16,13 @@ use super::stats::{MAX_PLUGIN_COUNTERS, PluginStats, truncate};
 
 /// Bindings for plugins of the `transform` world.
 pub mod plain {
-    wasmtime::component::bindgen!({ path: "../wit", world: "transform" });
+    wasmtime::component::bindgen!({ path: "../../wit", world: "transform" });
 }
 
 /// Bindings for plugins of the `windowed` world (`transform` plus `tick`).
 pub mod windowed {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "windowed",
         with: {
             "kedge:transform/types": super::plain::kedge::transform::types,

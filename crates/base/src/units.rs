@@ -270,6 +270,50 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Exponential backoff bounds, as the config file sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+/// A backoff table as written: either bound may be left to its context's default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialBackoff {
+    #[serde(default, deserialize_with = "opt_duration")]
+    initial: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max: Option<Duration>,
+}
+
+impl PartialBackoff {
+    /// The bounds written, the context's default for those left out.
+    pub fn or(self, default: Backoff) -> Backoff {
+        Backoff {
+            initial: self.initial.unwrap_or(default.initial),
+            max: self.max.unwrap_or(default.max),
+        }
+    }
+}
+
+/// A duration setting that may be left out.
+pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    deserialize_duration(d).map(Some)
+}
+
+/// `N` seconds, for serde defaults.
+pub fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
+/// `N` milliseconds, for serde defaults.
+pub fn millis<const N: u64>() -> Duration {
+    Duration::from_millis(N)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,13 @@
-//! The Kafka wire client: connections, API negotiation, SASL, metadata, the RecordBatch
-//! codec and partitioning. Delivery (what to send when) is `crate::delivery`.
+//! The Kafka wire protocol as kedge speaks it: connections, API negotiation, SASL/SCRAM,
+//! metadata, the RecordBatch codec with kedge's record identity, and partitioning. It depends on
+//! nothing else of kedge; what to send when is the agent's delivery stage.
 
 pub mod batch;
 pub mod client;
 pub mod connection;
 pub mod errors;
 pub mod partitioner;
+pub mod record;
 pub mod sasl;
 pub mod scram;
 pub mod sequence;

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Queue, QueueError, Sync, budget, chunk};
-use crate::kafka::batch::decode_batch;
-use crate::record::HEADER_SEQ;
+use kedge_wire::batch::decode_batch;
+use kedge_wire::record::HEADER_SEQ;
 
 /// Opens an existing queue for a tool; refuses to create one where there is none.
 pub fn open_existing(dir: &Path, device_id: &str) -> Result<Queue, QueueError> {
@@ -401,11 +401,11 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::batch::{BatchCompression, ProducerIdentity, encode_batch};
-    use crate::queue::Seal;
-    use crate::queue::outbox::SealedBatch;
-    use crate::record::{Header, Record, SequencedRecord};
+    use crate::Seal;
+    use crate::outbox::SealedBatch;
     use bytes::Bytes;
+    use kedge_wire::batch::{BatchCompression, ProducerIdentity, encode_batch};
+    use kedge_wire::record::{Header, Record, SequencedRecord};
 
     fn record(topic: &str, i: u64) -> Record {
         Record {
@@ -499,7 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = queue(dir.path());
         let batch = q.sealed_batches().unwrap().remove(0).bytes;
-        let (seg, mut bytes, at) = std::fs::read_dir(dir.path().join(crate::queue::segments::DIR))
+        let (seg, mut bytes, at) = std::fs::read_dir(dir.path().join(crate::segments::DIR))
             .unwrap()
             .find_map(|f| {
                 let path = f.unwrap().path();
@@ -555,8 +555,8 @@ mod tests {
 #[cfg(test)]
 mod oldest_tests {
     use super::*;
-    use crate::record::Record;
     use bytes::Bytes;
+    use kedge_wire::record::Record;
 
     fn record(ts: i64) -> Record {
         Record {
