@@ -16,9 +16,9 @@ use kafka_protocol::messages::{
     SaslAuthenticateResponse, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kedge::kafka::batch::{self, BatchCompression, ProducerIdentity};
-use kedge::queue::chunk;
-use kedge::record::{Header, Origin, Record, SequencedRecord};
+use kedge_wire::batch::{self, BatchCompression, ProducerIdentity};
+use kedge_queue::chunk;
+use kedge_wire::record::{Header, Origin, Record, SequencedRecord};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();

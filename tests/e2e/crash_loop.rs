@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kedge::kafka::batch::ProducerIdentity;
-use kedge::queue::outbox::SealedBatch;
-use kedge::queue::{Queue, Seal, Sync};
-use kedge::record::Record;
+use kedge_queue::outbox::SealedBatch;
+use kedge_queue::{Queue, Seal, Sync};
+use kedge_wire::batch::ProducerIdentity;
+use kedge_wire::record::Record;
 use rand::Rng;
 
 const ENV_DIR: &str = "KEDGE_CRASH_LOOP_DIR";

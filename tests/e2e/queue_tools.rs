@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kedge::queue::{Queue, Sync};
-use kedge::record::Record;
+use kedge_queue::{Queue, Sync};
+use kedge_wire::record::Record;
 
 use crate::support::run;
 

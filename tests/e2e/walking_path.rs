@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use kedge::kafka::partitioner::partition_for_key;
+use kedge_wire::partitioner::partition_for_key;
 
 use crate::support::broker::Broker;
 use crate::support::consume::{consume, tally};

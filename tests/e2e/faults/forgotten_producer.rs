@@ -29,9 +29,9 @@ use kafka_protocol::messages::produce_request::{
 };
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kedge::kafka::batch::{BatchCompression, ProducerIdentity, encode_batch};
-use kedge::kafka::client::{Cluster, ClusterSettings};
-use kedge::record::{Record, SequencedRecord};
+use kedge_wire::batch::{BatchCompression, ProducerIdentity, encode_batch};
+use kedge_wire::client::{Cluster, ClusterSettings};
+use kedge_wire::record::{Record, SequencedRecord};
 
 use super::{ProxiedTansu, TOPIC, config};
 use crate::support::consume::{Consumed, consume};
@@ -169,7 +169,7 @@ async fn produce(
     let batch = encode_batch(
         producer,
         base_sequence,
-        &kedge::record::Origin {
+        &kedge_wire::record::Origin {
             device: "probe-dev".into(),
             queue: 1,
         },
