@@ -70,7 +70,7 @@ pub enum CommitEnd {
     /// Asked to stop while a plugin held the pipeline or the queue was full: the events of the
     /// batch in hand stay unacknowledged, and the source's broker redelivers them.
     Abandoned,
-    /// The database failed an I/O (ENOSPC, EIO): sled refuses every later write until it is
+    /// The database failed an I/O (ENOSPC, EIO): it refuses every later write until it is
     /// reopened (ARCHITECTURE.md §8), so the pipeline must reopen the queue.
     QueuePoisoned {
         /// First kedge-seq never acknowledged to the source: chunks from here on may have
@@ -79,15 +79,14 @@ pub enum CommitEnd {
     },
 }
 
-/// Whether `e` leaves the sled handle (or the data file's page cache) unusable until reopened.
+/// Whether `e` leaves the database handle (or the data file's page cache) unusable until
+/// reopened.
 fn poisons(e: &QueueError) -> bool {
-    matches!(
-        e,
-        QueueError::Db {
-            source: sled::Error::Io(_),
-            ..
-        } | QueueError::Io { .. }
-    )
+    match e {
+        QueueError::Db { source, .. } => source.is_io(),
+        QueueError::Io { .. } => true,
+        _ => false,
+    }
 }
 
 /// The commit stage's channels.

@@ -528,9 +528,9 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
                 }
                 // While reopening after a failed I/O the disk may still be full: keep trying.
                 Err(kedge::pipeline::PipelineError::Queue(kedge_queue::QueueError::Db {
-                    source: sled::Error::Io(e),
+                    source: e,
                     ..
-                })) if reopening => {
+                })) if reopening && e.is_io() => {
                     tracing::error!(error = %e, "cannot reopen the queue yet");
                 }
                 // The previous run's tasks may not all have let go of the queue yet.

@@ -8,7 +8,6 @@
 //! to [`segments`] and made durable before the entries that point to them (see there for why).
 //! Tree `inbound` holds what the source received ([`inbound`]), committed with the journal.
 
-mod blobs;
 pub mod budget;
 pub mod chunk;
 #[cfg(test)]
@@ -17,6 +16,7 @@ pub mod inbound;
 pub mod outbox;
 pub mod recovery;
 mod segments;
+mod store;
 pub mod tools;
 // One counting allocator for the tests of every crate that needs it, kept in one file.
 #[cfg(test)]
@@ -24,7 +24,6 @@ pub mod tools;
 mod test_heap;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -34,6 +33,8 @@ use outbox::{BatchMeta, SealedBatch};
 use segments::{Location, Segments};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use store::Store;
+pub use store::StoreError;
 
 const META_DEVICE: &[u8] = b"device";
 const META_QUEUE_ID: &[u8] = b"queue_id";
@@ -61,13 +62,13 @@ pub enum Sync {
 /// Errors of the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// sled failed (I/O, corruption, a held lock).
+    /// The database failed (I/O, a full disk, damage).
     #[error("queue database at {path}: {source}")]
     Db {
         /// Directory of the database.
         path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
+        /// What failed, in kedge's terms.
+        source: StoreError,
     },
     /// An I/O error outside sled (the fdatasync of the data file).
     #[error("queue data file {path}: {source}")]
@@ -226,16 +227,13 @@ pub struct SyncTimes {
 /// The open queue.
 pub struct Queue {
     path: PathBuf,
-    db: sled::Db,
+    store: Store,
     journal: sled::Tree,
     outbox: sled::Tree,
     meta: sled::Tree,
     inbound: sled::Tree,
     /// The `inbound` tree mirrored; locked across a commit that changes it.
     ledger: std::sync::Mutex<inbound::Ledger>,
-    data_file: Option<File>,
-    /// With [`Sync::Fsync`]: sled's blob files, which its flush does not fsync.
-    blobs: Option<blobs::BlobSync>,
     segments: Segments,
     /// One sync at a time: a sync must not return while another still syncs a body it covers.
     sync_lock: std::sync::Mutex<()>,
@@ -259,11 +257,12 @@ impl Queue {
         device_id: &str,
     ) -> Result<Self, QueueError> {
         let path = dir.to_path_buf();
-        let db_err = |source| QueueError::Db {
+        let db_err = |source: sled::Error| QueueError::Db {
             path: dir.to_path_buf(),
-            source,
+            source: source.into(),
         };
-        let (db, recovery) = recovery::open_db(dir, cache_bytes)?;
+        let (store, recovery) = Store::open(dir, cache_bytes, sync == Sync::Fsync)?;
+        let db = store.db();
         let journal = db.open_tree("journal").map_err(db_err)?;
         let outbox = db.open_tree("outbox").map_err(db_err)?;
         let meta = db.open_tree("meta").map_err(db_err)?;
@@ -287,25 +286,14 @@ impl Queue {
             path: dir.join(segments::DIR),
             source,
         })?;
-        let data_file = match sync {
-            // sled's flush uses sync_file_range, which flushes neither the drive cache nor
-            // metadata (ARCHITECTURE.md §8): keep the data file open to fdatasync it after each flush.
-            Sync::Fsync => {
-                let f = dir.join("db");
-                Some(File::open(&f).map_err(|source| QueueError::Io { path: f, source })?)
-            }
-            Sync::Relaxed => None,
-        };
         let mut q = Queue {
             path,
-            db,
+            store,
             journal,
             outbox,
             meta,
             inbound,
             ledger: std::sync::Mutex::new(ledger),
-            blobs: data_file.as_ref().map(|_| blobs::BlobSync::default()),
-            data_file,
             segments,
             sync_lock: std::sync::Mutex::new(()),
             body_fsync_nanos: 0.into(),
@@ -372,7 +360,7 @@ impl Queue {
     fn db_err(&self, source: sled::Error) -> QueueError {
         QueueError::Db {
             path: self.path.clone(),
-            source,
+            source: source.into(),
         }
     }
 
@@ -628,7 +616,7 @@ impl Queue {
     /// With fsync durability, fdatasyncs the bodies written so far; the time goes into the next
     /// [`SyncTimes`].
     fn sync_bodies(&self) -> Result<(), QueueError> {
-        if self.data_file.is_none() {
+        if !self.store.durable() {
             return Ok(());
         }
         let _one = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -709,31 +697,14 @@ impl Queue {
         let mut fsync =
             std::time::Duration::from_nanos(self.body_fsync_nanos.swap(0, Ordering::Relaxed));
         let result = (|| {
-            if self.data_file.is_some() {
+            if self.store.durable() {
                 let started = std::time::Instant::now();
                 self.segments
                     .sync(&pending)
                     .map_err(|e| self.segment_err(e))?;
                 fsync += started.elapsed();
             }
-            self.db.flush().map_err(|e| self.db_err(e))?;
-            let started = std::time::Instant::now();
-            // Blobs first: once the log is durable its pointers are, and sled cannot open a log
-            // that points at a blob file a power cut left empty. With bodies in segments only
-            // a large quarantined chunk still makes one.
-            if let Some(b) = &self.blobs {
-                b.sync(&self.path).map_err(|source| QueueError::Io {
-                    path: self.path.join("blobs"),
-                    source,
-                })?;
-            }
-            if let Some(f) = &self.data_file {
-                f.sync_data().map_err(|source| QueueError::Io {
-                    path: self.path.join("db"),
-                    source,
-                })?;
-            }
-            fsync += started.elapsed();
+            fsync += self.store.flush()?;
             Ok(())
         })();
         match result {
