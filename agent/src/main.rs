@@ -7,7 +7,7 @@ use std::io::Write as _;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kedge::config::Config;
+use kedge::config::{ByteSize, Config, HumanDuration};
 
 /// How every command exits. One scheme for all, so that a script or unit can tell "ran, and
 /// found something wrong" from "could not do its work" without knowing the command; 2 is also
@@ -225,8 +225,8 @@ enum PluginCommand {
         #[arg(long)]
         input: PathBuf,
         /// A setting for the plugin's init, `key=value`; repeatable.
-        #[arg(long = "config", value_name = "KEY=VALUE")]
-        settings: Vec<String>,
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        settings: Vec<(String, String)>,
         /// The clock the plugin sees (`now-ms`), milliseconds since the Unix epoch; the real
         /// clock when absent.
         #[arg(long)]
@@ -238,14 +238,14 @@ enum PluginCommand {
         #[arg(long = "tick", value_name = "NOW_MS")]
         ticks: Vec<i64>,
         /// Memory limit per instance, e.g. `16MiB`.
-        #[arg(long, default_value = "16MiB")]
-        memory: String,
+        #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+        memory: ByteSize,
         /// Longest one call may run, e.g. `200ms`.
-        #[arg(long, default_value = "200ms")]
-        timeout: String,
+        #[arg(long, value_name = "DURATION", default_value = "200ms")]
+        timeout: HumanDuration,
         /// Most bytes of results one call may return, e.g. `8MiB`.
-        #[arg(long, default_value = "8MiB")]
-        max_output: String,
+        #[arg(long, value_name = "SIZE", default_value = "8MiB")]
+        max_output: ByteSize,
     },
 }
 
@@ -434,6 +434,12 @@ fn queue_tool(command: QueueCommand) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// A `--config KEY=VALUE` of `plugin test`, split at the first `=`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
 fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
     use kedge::transform::{engine, load, tester};
     match command {
@@ -472,23 +478,13 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
                 .with_context(|| format!("cannot read {}", input.display()))?;
             let samples = tester::parse_samples(&text, &input.display().to_string())
                 .map_err(anyhow::Error::msg)?;
-            let mut config = Vec::new();
-            for kv in settings {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--config {kv:?}: expected KEY=VALUE"))?;
-                config.push((k.to_owned(), v.to_owned()));
-            }
-            let memory = kedge::config::ByteSize::parse(&memory)
-                .map_err(|e| anyhow::anyhow!("--memory {memory:?}: {e}"))?;
-            let timeout = kedge::config::parse_duration(&timeout)
-                .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
-            let max_output = kedge::config::ByteSize::parse(&max_output)
-                .map_err(|e| anyhow::anyhow!("--max-output {max_output:?}: {e}"))?;
-            let limits =
-                kedge::transform::plugin::Limits::new(memory.bytes(), timeout, max_output.bytes());
+            let limits = kedge::transform::plugin::Limits::new(
+                memory.bytes(),
+                timeout.0,
+                max_output.bytes(),
+            );
             let mut plugin =
-                kedge::transform::open_for_test(&plugin, config, limits, !ticks.is_empty())?;
+                kedge::transform::open_for_test(&plugin, settings, limits, !ticks.is_empty())?;
             let info = tester::RunInfo {
                 source: "mqtt".to_owned(),
                 default_topic,

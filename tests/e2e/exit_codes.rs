@@ -121,6 +121,32 @@ fn every_help_states_the_exit_codes() {
 }
 
 #[test]
+fn bad_size_and_duration_flags_are_usage_errors_naming_the_flag() {
+    let setup = Setup::new("");
+    let input = setup.path("input.jsonl");
+    std::fs::write(&input, "{\"subject\": \"a\", \"value\": \"1\"}\n").expect("write input");
+    let plugin = setup.path("plugin.wasm");
+    for (flag, value, message) in [
+        ("--memory", "16XB", "invalid size \"16XB\""),
+        (
+            "--max-output",
+            "-1KiB",
+            "invalid size \"-1KiB\": must not be negative",
+        ),
+        ("--timeout", "5 parsecs", "invalid duration \"5 parsecs\""),
+        ("--config", "no-equals-sign", "expected KEY=VALUE"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let stderr = assert_exit(&["plugin", "test", &plugin, "--input", &input, &arg], 2);
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag} "))
+                && stderr.contains(message),
+            "{flag}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn check_exits_2_without_a_valid_config() {
     let setup = Setup::new("");
     assert_exit(&["check", "--config", &setup.path("missing.toml")], 2);
