@@ -7,13 +7,72 @@ use std::io::Write as _;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kedge::config::Config;
+use kedge::config::{ByteSize, Config, HumanDuration};
+
+/// How every command exits. One scheme for all, so that a script or unit can tell "ran, and
+/// found something wrong" from "could not do its work" without knowing the command; 2 is also
+/// what clap exits with on a usage error, so a bad argument and a bad config file agree.
+/// `kedge --help`, each command's `--help` and README.md ("Exit codes") describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// The command did what was asked, and found nothing wrong.
+    Success = 0,
+    /// The command ran and found a problem: `audit` loss or duplicates, `status` an agent that
+    /// is not running or not ready.
+    Problem = 1,
+    /// The command could not do its work: a usage error, an invalid configuration, a file,
+    /// queue or broker it cannot read or reach, or `run` stopping on an error.
+    Error = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The scheme of [`Exit`], for `kedge --help`.
+const EXIT_CODES: &str = "\
+Exit codes, the same for every command:
+  0  success
+  1  the command ran and found a problem (audit: loss or duplicates; status: the agent is
+     not running or not ready)
+  2  it could not do its work: a usage error, an invalid configuration, a file, queue or
+     broker it cannot read or reach, or `run` stopping on an error";
+/// [`Exit`] as each command's `--help` says it.
+const EXIT_RUN: &str = "\
+Exit codes:
+  0  stopped by SIGTERM or SIGINT
+  2  cannot start (usage, invalid configuration, queue in use), or stopped on an error";
+const EXIT_CHECK: &str = "\
+Exit codes:
+  0  the configuration is valid
+  2  it is not, or cannot be read; or a usage error";
+const EXIT_AUDIT: &str = "\
+Exit codes:
+  0  clean
+  1  loss or duplicates
+  2  cannot read: usage, configuration, connection, unknown topic";
+const EXIT_STATUS: &str = "\
+Exit codes:
+  0  the agent is running and ready
+  1  it is not running (the report is its queue's), or not ready
+  2  cannot tell: usage, configuration, or no agent answers and its queue cannot be read";
+const EXIT_QUEUE: &str = "\
+Exit codes:
+  0  success
+  2  cannot read the queue: usage, configuration, no queue there, held by a running kedge";
+const EXIT_PLUGIN: &str = "\
+Exit codes:
+  0  success (faults of the plugin under `plugin test` are its output, not failures)
+  2  usage, a plugin or input that cannot be read or loaded, an output that cannot be written";
 
 #[derive(Parser)]
 #[command(
     name = "kedge",
     version,
-    about = "Edge agent: MQTT sensor events to Kafka, durably and exactly once"
+    about = "Edge agent: MQTT sensor events to Kafka, durably and exactly once",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,6 +82,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent.
+    #[command(after_help = EXIT_RUN)]
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
@@ -32,12 +92,12 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Look into the queue of a stopped kedge, or rescue its records.
+    #[command(after_help = EXIT_QUEUE)]
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
     },
-    /// Read topics back from Kafka and report lost, duplicated and reordered records per device
-    /// (exit 0 when clean, 1 on loss or duplicates, 2 when it cannot read).
+    /// Read topics back from Kafka and report lost, duplicated and reordered records per device.
     ///
     /// With --config, audit connects as the kedge of that config does (its [kafka] section:
     /// bootstrap, client id, timeouts, TLS, SASL) and reads, by default, every topic it writes to
@@ -46,20 +106,23 @@ enum Command {
     #[command(override_usage = "kedge audit --config FILE [--topic TOPIC]... \
         [--device DEVICE | --all-devices] [--from-offset OFFSET] [--bootstrap HOST:PORT]\n       \
         kedge audit --bootstrap HOST:PORT --topic TOPIC... [--device DEVICE] \
-        [--from-offset OFFSET]")]
+        [--from-offset OFFSET]", after_help = EXIT_AUDIT)]
     Audit(AuditArgs),
     /// Summarise a running agent (from its metrics listener) or a stopped one (from its queue).
+    #[command(after_help = EXIT_STATUS)]
     Status {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
     },
     /// Compile and try out WebAssembly transform plugins.
+    #[command(after_help = EXIT_PLUGIN)]
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
     },
     /// Validate a configuration and print the pipeline it describes.
+    #[command(after_help = EXIT_CHECK)]
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
@@ -112,18 +175,21 @@ struct AuditArgs {
 #[derive(Subcommand)]
 enum QueueCommand {
     /// Records and bytes pending per topic and partition, oldest record, disk use, losses.
+    #[command(after_help = EXIT_QUEUE)]
     Stats {
         /// Configuration file (gives the queue directory and device id).
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
     },
     /// List journal chunks and sealed batches.
+    #[command(after_help = EXIT_QUEUE)]
     Inspect {
         /// Configuration file (gives the queue directory and device id).
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
     },
     /// Dump every pending record to stdout, one JSON object per line (for rescue).
+    #[command(after_help = EXIT_QUEUE)]
     Export {
         /// Configuration file (gives the queue directory and device id).
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
@@ -138,6 +204,7 @@ enum QueueCommand {
 enum PluginCommand {
     /// Compile a plugin component ahead of time for a device (`.cwasm`), with the exact engine
     /// settings kedge runs plugins with.
+    #[command(after_help = EXIT_PLUGIN)]
     Compile {
         /// The component (`.wasm`).
         input: PathBuf,
@@ -150,6 +217,7 @@ enum PluginCommand {
         output: PathBuf,
     },
     /// Run a plugin on sample events (JSON lines) and print its verdicts, one line per event.
+    #[command(after_help = EXIT_PLUGIN)]
     Test {
         /// The plugin (`.wasm` or `.cwasm`).
         plugin: PathBuf,
@@ -157,8 +225,8 @@ enum PluginCommand {
         #[arg(long)]
         input: PathBuf,
         /// A setting for the plugin's init, `key=value`; repeatable.
-        #[arg(long = "config", value_name = "KEY=VALUE")]
-        settings: Vec<String>,
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        settings: Vec<(String, String)>,
         /// The clock the plugin sees (`now-ms`), milliseconds since the Unix epoch; the real
         /// clock when absent.
         #[arg(long)]
@@ -170,68 +238,40 @@ enum PluginCommand {
         #[arg(long = "tick", value_name = "NOW_MS")]
         ticks: Vec<i64>,
         /// Memory limit per instance, e.g. `16MiB`.
-        #[arg(long, default_value = "16MiB")]
-        memory: String,
+        #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+        memory: ByteSize,
         /// Longest one call may run, e.g. `200ms`.
-        #[arg(long, default_value = "200ms")]
-        timeout: String,
+        #[arg(long, value_name = "DURATION", default_value = "200ms")]
+        timeout: HumanDuration,
         /// Most bytes of results one call may return, e.g. `8MiB`.
-        #[arg(long, default_value = "8MiB")]
-        max_output: String,
+        #[arg(long, value_name = "SIZE", default_value = "8MiB")]
+        max_output: ByteSize,
     },
 }
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                if let Err(e) = kedge_plugin_host::load::probe(&c.plugins) {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-                for w in c.secret_warnings() {
-                    eprintln!("warning: {w}");
-                }
-                print!("{}", kedge::check::describe(&c, &config));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+    let outcome = match Cli::parse().command {
+        Command::Check { config } => check(&config),
         Command::Audit(args) => audit(args),
-        Command::Status { config } => match status(&config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Queue { command } => match queue_tool(command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Plugin { command } => match plugin_tool(command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run { config, data_dir } => match run(&config, data_dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Status { config } => status(&config),
+        Command::Queue { command } => queue_tool(command),
+        Command::Plugin { command } => plugin_tool(command),
+        Command::Run { config, data_dir } => run(&config, data_dir),
+    };
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Exit::Error.into()
+        }
     }
+}
+
+/// An error as its own message alone: kedge's error types name their cause in their message,
+/// and the chain `main` prints would repeat it.
+fn flat(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 /// glibc gives threads that allocate their own heap arenas (up to eight per core), and the
@@ -248,49 +288,42 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn audit(args: AuditArgs) -> ExitCode {
+fn check(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path).map_err(flat)?;
+    kedge_plugin_host::load::probe(&config.plugins).map_err(flat)?;
+    for w in config.secret_warnings() {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", kedge::check::describe(&config, path));
+    Ok(Exit::Success)
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
     let defaulted_device = args.config.is_some() && args.device.is_none() && !args.all_devices;
-    let settings = match audit_settings(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let settings = audit_settings(args).map_err(flat)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime
+        .block_on(kedge::audit::audit(&settings))
+        .map_err(flat)?;
+    print!("{report}");
+    if let Some(device) = settings.device.as_ref().filter(|_| defaulted_device)
+        && report.devices.is_empty()
     {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(kedge::audit::audit(&settings)) {
-        Ok(report) => {
-            print!("{report}");
-            if let Some(device) = settings.device.as_ref().filter(|_| defaulted_device)
-                && report.devices.is_empty()
-            {
-                // "Clean" over nothing mostly means the default device is not the one meant,
-                // such as a hostname-derived id read away from the device.
-                eprintln!(
-                    "note: no records of device {device:?} (the config's agent.device_id); \
-                     choose another with --device, or --all-devices"
-                );
-            }
-            if report.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+        // "Clean" over nothing mostly means the default device is not the one meant, such as a
+        // hostname-derived id read away from the device.
+        eprintln!(
+            "note: no records of device {device:?} (the config's agent.device_id); \
+             choose another with --device, or --all-devices"
+        );
     }
+    Ok(if report.is_clean() {
+        Exit::Success
+    } else {
+        Exit::Problem
+    })
 }
 
 /// What `kedge audit` reads: as the options say, and with --config as its kedge connects.
@@ -323,8 +356,8 @@ fn audit_settings(args: AuditArgs) -> anyhow::Result<kedge::audit::AuditSettings
     ))
 }
 
-fn status(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn status(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path).map_err(flat)?;
     let timeout = std::time::Duration::from_secs(2);
     let why_not = match config.metrics.listen {
         Some(addr) => match kedge::ops::get(addr, "/metrics", timeout) {
@@ -341,7 +374,9 @@ fn status(path: &Path) -> anyhow::Result<()> {
                         .filter(|(code, _)| *code == 200)
                         .map(|(_, body)| body)
                 };
-                let ready = kedge::ops::get(addr, "/health/ready", timeout)
+                let ready = kedge::ops::get(addr, "/health/ready", timeout);
+                let is_ready = matches!(ready, Ok((200, _)));
+                let ready = ready
                     .map(|(_, body)| body)
                     .unwrap_or_else(|e| format!("unknown ({e})\n"));
                 // The queue report reads the whole queue: a long backlog takes a while.
@@ -356,7 +391,12 @@ fn status(path: &Path) -> anyhow::Result<()> {
                     log: log.as_deref(),
                 };
                 print!("{}", kedge::ops::status::running(addr, &seen));
-                return Ok(());
+                // Readiness is the agent's own verdict on its health (README: /health/ready).
+                return Ok(if is_ready {
+                    Exit::Success
+                } else {
+                    Exit::Problem
+                });
             }
             Ok((code, _)) => format!("{addr} answered HTTP {code}"),
             Err(e) => format!("nothing answers at {addr}: {e}"),
@@ -367,16 +407,17 @@ fn status(path: &Path) -> anyhow::Result<()> {
     let queue = kedge_queue::tools::open_existing(&dir, &config.agent.device_id)?;
     println!("kedge is not running ({why_not}); its queue says:");
     print!("{}", kedge_queue::tools::stats(&queue)?);
-    Ok(())
+    // The report is what was asked for, but an agent that is not running delivers nothing.
+    Ok(Exit::Problem)
 }
 
-fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
+fn queue_tool(command: QueueCommand) -> anyhow::Result<Exit> {
     use kedge_queue::tools;
     let path = match &command {
         QueueCommand::Stats { config } | QueueCommand::Inspect { config } => config,
         QueueCommand::Export { config, .. } => config,
     };
-    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::load(path).map_err(flat)?;
     let dir = config.queue.effective_dir(&config.agent);
     let queue = tools::open_existing(&dir, &config.agent.device_id)?;
     match command {
@@ -390,10 +431,16 @@ fn queue_tool(command: QueueCommand) -> anyhow::Result<()> {
             eprintln!("exported {n} records from {}", dir.display());
         }
     }
-    Ok(())
+    Ok(Exit::Success)
 }
 
-fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
+/// A `--config KEY=VALUE` of `plugin test`, split at the first `=`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
     use kedge_plugin_host::{engine, load, tester};
     match command {
         PluginCommand::Compile {
@@ -414,7 +461,7 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
                 output.display(),
                 artifact.len()
             );
-            Ok(())
+            Ok(Exit::Success)
         }
         PluginCommand::Test {
             plugin,
@@ -431,23 +478,13 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", input.display()))?;
             let samples = tester::parse_samples(&text, &input.display().to_string())
                 .map_err(anyhow::Error::msg)?;
-            let mut config = Vec::new();
-            for kv in settings {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--config {kv:?}: expected KEY=VALUE"))?;
-                config.push((k.to_owned(), v.to_owned()));
-            }
-            let memory = kedge::config::ByteSize::parse(&memory)
-                .map_err(|e| anyhow::anyhow!("--memory {memory:?}: {e}"))?;
-            let timeout = kedge::config::parse_duration(&timeout)
-                .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
-            let max_output = kedge::config::ByteSize::parse(&max_output)
-                .map_err(|e| anyhow::anyhow!("--max-output {max_output:?}: {e}"))?;
-            let limits =
-                kedge_plugin_host::plugin::Limits::new(memory.bytes(), timeout, max_output.bytes());
+            let limits = kedge_plugin_host::plugin::Limits::new(
+                memory.bytes(),
+                timeout.0,
+                max_output.bytes(),
+            );
             let mut plugin =
-                kedge_plugin_host::open_for_test(&plugin, config, limits, !ticks.is_empty())?;
+                kedge_plugin_host::open_for_test(&plugin, settings, limits, !ticks.is_empty())?;
             let info = tester::RunInfo {
                 source: "mqtt".to_owned(),
                 default_topic,
@@ -474,19 +511,13 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
                 stats.recycles,
                 stats.counters
             );
-            Ok(())
+            Ok(Exit::Success)
         }
     }
 }
 
-fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
+    let mut config = Config::load(path).map_err(flat)?;
     if let Some(d) = data_dir {
         config.agent.data_dir = d;
     }
@@ -541,7 +572,7 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
                 }
                 other => {
                     other?;
-                    return Ok(());
+                    return Ok(Exit::Success);
                 }
             }
             // Reopen rather than exit: a restart by systemd would do the same, slower, and
@@ -550,7 +581,7 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::warn!(retry_in = ?delay, "reopening the queue");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown_signal() => return Ok(()),
+                _ = shutdown_signal() => return Ok(Exit::Success),
             }
         }
     })
@@ -564,5 +595,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_exits_on_a_usage_error_with_the_code_of_kedges_own_errors() {
+        Cli::command().debug_assert();
+        let usage = Cli::try_parse_from(["kedge", "frobnicate"])
+            .err()
+            .expect("a usage error");
+        assert_eq!(usage.exit_code(), Exit::Error as i32);
     }
 }

@@ -8,6 +8,7 @@ mod config_errors;
 mod crash_loop;
 mod crash_restart;
 mod disk_full;
+mod exit_codes;
 mod faults;
 mod fleet;
 mod hostile_broker;

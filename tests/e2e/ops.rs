@@ -38,14 +38,16 @@ fn value(addr: SocketAddr, series: &str) -> f64 {
     samples.iter().sum()
 }
 
-/// `kedge status` for the agent's config: its stdout.
-fn status(kedge: &Kedge) -> String {
+/// `kedge status` for the agent's config, which must exit with `code` (0 running and ready, 1
+/// not running or not ready): its stdout.
+fn status(kedge: &Kedge, code: i32) -> String {
     let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
     status.args(["status", "--config"]).arg(kedge.config_path());
     let out = run(status, Duration::from_secs(30));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(code),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -114,7 +116,7 @@ fn metrics_move_and_readiness_follows_kafka() {
     );
 
     // `kedge status` finds the running agent through its listener.
-    let text = status(&kedge);
+    let text = status(&kedge, 0);
     for want in [
         "kedge is running",
         "delivered 200",
@@ -165,7 +167,7 @@ fn metrics_move_and_readiness_follows_kafka() {
         unreachable <= 2,
         "{unreachable} lines about the unreachable leader"
     );
-    let text = status(&kedge);
+    let text = status(&kedge, 1);
     for want in [
         "kafka            NOT CONNECTED",
         "backlog          100 records",
@@ -179,7 +181,7 @@ fn metrics_move_and_readiness_follows_kafka() {
     // Stopped while Kafka is away: `kedge status` reads the queue instead.
     let exit = kedge.terminate(Duration::from_secs(15));
     assert!(exit.success(), "kedge exited with {exit}");
-    let text = status(&kedge);
+    let text = status(&kedge, 1);
     assert!(text.contains("kedge is not running"), "{text}");
     assert!(text.contains("queue "), "{text}");
 

@@ -55,7 +55,7 @@ fn queue_tools_read_a_stopped_queue_and_refuse_a_held_one() {
 
     // Held open (as by a running kedge): a clear error naming the holder.
     let held = kedge(&["queue", "stats", "--config", cfg]);
-    assert!(!held.status.success());
+    assert_eq!(held.status.code(), Some(2));
     let err = String::from_utf8_lossy(&held.stderr);
     let want = format!("in use by a running kedge (pid {})", std::process::id());
     assert!(err.contains(&want), "{err}");

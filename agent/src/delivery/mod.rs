@@ -1581,8 +1581,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The `error` label of a Produce error code: its name, or `unknown` for codes newer than our
-/// table (a label must not be made from arbitrary input).
+/// The `error` label of a Produce error code: its name, or `unknown` for codes newer than
+/// kafka_protocol's (a label must not be made from arbitrary input).
 fn static_error_name(code: i16) -> &'static str {
     match error_name(code) {
         std::borrow::Cow::Borrowed(name) => name,

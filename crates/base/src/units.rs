@@ -1,6 +1,7 @@
 //! Durations and byte sizes as humans write them in the config file ("5ms", "8MiB").
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -106,9 +107,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     Ok(Duration::new(secs, subsec))
 }
 
-/// Displays a [`Duration`] in the largest unit that represents it exactly ("5ms", "7d").
+/// A [`Duration`] as people write it: parsed as [`parse_duration`] does (for command-line
+/// flags), displayed in the largest unit that represents it exactly ("5ms", "7d").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, UnitError> {
+        parse_duration(text).map(Self)
+    }
+}
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,6 +221,14 @@ impl ByteSize {
         };
         let n: u64 = number.parse().map_err(|_| overflow())?;
         n.checked_mul(multiplier).map(Self).ok_or_else(overflow)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, UnitError> {
+        Self::parse(text)
     }
 }
 
@@ -402,6 +420,23 @@ mod tests {
                 assert_eq!(parse_duration(want), Ok(d), "round trip {want}");
             }
         }
+    }
+
+    #[test]
+    fn from_str_parses_as_the_config_file_does() {
+        assert_eq!(
+            "250ms".parse::<HumanDuration>(),
+            Ok(HumanDuration(Duration::from_millis(250)))
+        );
+        assert_eq!("8MiB".parse::<ByteSize>(), Ok(ByteSize::mib(8)));
+        assert_eq!(
+            "5 parsecs".parse::<HumanDuration>(),
+            Err(parse_duration("5 parsecs").unwrap_err())
+        );
+        assert!(matches!(
+            "-1KiB".parse::<ByteSize>(),
+            Err(UnitError::Negative { .. })
+        ));
     }
 
     #[test]
