@@ -5,6 +5,7 @@
 
 pub mod exposition;
 pub mod fd_limit;
+pub mod metrics;
 pub mod sd_notify;
 pub mod status;
 
