@@ -1,5 +1,6 @@
 //! Every metric kedge exposes, defined once: name, type, labels and help text. `/metrics`
-//! renders from these definitions ([`super::exposition`]).
+//! renders from these definitions ([`super::exposition`]), and a test holds the README's table
+//! of metrics to them, so that the names a dashboard is built from cannot drift apart.
 
 /// The `# TYPE` of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +222,142 @@ mod tests {
             );
             assert!(!m.help.is_empty() && !m.help.contains('\n'), "{}", m.name);
         }
+    }
+
+    /// The README's table of metrics, row by row: each metric of a row (some rows have two) as
+    /// (name, labels), and the row's type.
+    fn readme_table(readme: &str) -> Vec<(String, Vec<String>, String)> {
+        let mut lines = readme.lines().map(str::trim);
+        lines
+            .find(|l| *l == "| metric | type | meaning |")
+            .expect("the README's table of metrics, under `| metric | type | meaning |`");
+        let mut rows = Vec::new();
+        for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+            let mut cells = line.trim_matches('|').split('|').map(str::trim);
+            let (names, kind) = (cells.next().unwrap(), cells.next().unwrap_or(""));
+            // The metrics are the backquoted parts, such as `kedge_plugin_verdicts_total{plugin,verdict}`.
+            for quoted in names.split('`').skip(1).step_by(2) {
+                let (name, labels) = quoted.split_once('{').unwrap_or((quoted, "}"));
+                let labels = labels.trim_end_matches('}').split(',');
+                let labels = labels.filter(|l| !l.is_empty()).map(str::to_owned);
+                rows.push((name.to_owned(), labels.collect(), kind.to_owned()));
+            }
+        }
+        rows
+    }
+
+    /// Where `readme` and [`ALL`] disagree, one line each: a metric missing from either side, a
+    /// different type or labels, and a metric the text names that is not defined.
+    fn disagreements(readme: &str) -> Vec<String> {
+        let table = readme_table(readme);
+        let mut out = Vec::new();
+        for (name, labels, kind) in &table {
+            let Some(m) = ALL.iter().find(|m| m.name == name) else {
+                out.push(format!("{name}: in the README's table, not defined"));
+                continue;
+            };
+            if kind != m.kind.as_str() {
+                out.push(format!(
+                    "{name}: the README says {kind}, defined as {}",
+                    m.kind.as_str()
+                ));
+            }
+            if labels != m.labels {
+                out.push(format!(
+                    "{name}: the README's labels {labels:?}, defined {:?}",
+                    m.labels
+                ));
+            }
+            if table.iter().filter(|(n, _, _)| n == name).count() > 1 {
+                out.push(format!("{name}: more than once in the README's table"));
+            }
+        }
+        for m in ALL {
+            if !table.iter().any(|(n, _, _)| n == m.name) {
+                out.push(format!("{}: defined, not in the README's table", m.name));
+            }
+        }
+        // Names in the prose, such as (`kedge_records_parked_total`), must exist too.
+        for (at, _) in readme.match_indices("kedge_") {
+            if readme[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &readme[at..];
+            let name = &rest[..rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len())];
+            if Metric::of_series(name).is_none() {
+                out.push(format!("{name}: named in the README, not defined"));
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// The README's table is written by hand (its meanings say more than the help texts), and
+    /// held here to the definitions.
+    #[test]
+    fn the_readme_lists_every_metric_as_defined() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let wrong = disagreements(&readme);
+        assert!(
+            wrong.is_empty(),
+            "README.md and agent/src/ops/metrics.rs disagree:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_readme_check_finds_each_kind_of_disagreement() {
+        let row = |m: &Metric| {
+            let labels = if m.labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", m.labels.join(","))
+            };
+            format!("  | `{}{labels}` | {} | … |\n", m.name, m.kind.as_str())
+        };
+        let table = |rows: &str| {
+            format!("text\n\n  | metric | type | meaning |\n  |---|---|---|\n{rows}\nmore")
+        };
+        let all: String = ALL.iter().map(row).collect();
+        assert_eq!(disagreements(&table(&all)), Vec::<String>::new());
+        // Two metrics in one row, as the README has some.
+        let joined = all.replace(
+            "` | counter | … |\n  | `kedge_records_sent_total` ",
+            "`, `kedge_records_sent_total` ",
+        );
+        assert_ne!(joined, all);
+        assert_eq!(disagreements(&table(&joined)), Vec::<String>::new());
+
+        let wrong = all
+            .replace(&row(&RECORDS_PARKED), "")
+            .replace(
+                "`kedge_kafka_connections` | gauge",
+                "`kedge_kafka_connections` | counter",
+            )
+            .replace(
+                "kedge_plugin_counter_total{plugin,name}",
+                "kedge_plugin_counter_total{plugin}",
+            )
+            .replace(
+                "kedge_records_journaled_total",
+                "kedge_records_journalled_total",
+            )
+            + "\nThe `kedge_records_parked_totl` counter; `kedge_journal_commit_seconds_sum`.";
+        assert_eq!(
+            disagreements(&table(&wrong)),
+            [
+                "kedge_records_journalled_total: in the README's table, not defined",
+                "kedge_kafka_connections: the README says counter, defined as gauge",
+                "kedge_plugin_counter_total: the README's labels [\"plugin\"], defined [\"plugin\", \"name\"]",
+                "kedge_records_journaled_total: defined, not in the README's table",
+                "kedge_records_parked_total: defined, not in the README's table",
+                "kedge_records_journalled_total: named in the README, not defined",
+                "kedge_records_parked_totl: named in the README, not defined",
+            ]
+        );
     }
 
     #[test]
