@@ -288,6 +288,16 @@ impl Snapshot {
         o
     }
 
+    /// The text of a readiness verdict (`/health/ready`, `kedge status`): `ready`, or one line
+    /// per reason.
+    pub fn ready_text(reasons: &[String]) -> String {
+        if reasons.is_empty() {
+            "ready\n".to_owned()
+        } else {
+            reasons.iter().map(|r| format!("{r}\n")).collect()
+        }
+    }
+
     /// Why the agent is not ready; empty when it is.
     pub fn unready(&self, r: &Readiness) -> Vec<String> {
         let mut reasons = Vec::new();
