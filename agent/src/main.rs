@@ -360,25 +360,27 @@ fn status(path: &Path) -> anyhow::Result<Exit> {
     let config = Config::load(path).map_err(flat)?;
     let timeout = std::time::Duration::from_secs(2);
     let why_not = match config.metrics.listen {
-        Some(addr) => match kedge::ops::get(addr, "/metrics", timeout) {
+        Some(addr) => match kedge::ops::get(addr, "/status.json", timeout) {
             Ok((200, first)) => {
-                // A second scrape a moment later gives the rates.
+                let read = |body: &str| {
+                    serde_json::from_str::<kedge::ops::status::Report>(body)
+                        .with_context(|| format!("http://{addr}/status.json cannot be read"))
+                };
+                let first = read(&first)?;
+                // A second report a moment later gives the rates.
                 let interval = std::time::Duration::from_secs(1);
                 std::thread::sleep(interval);
-                let second = kedge::ops::get(addr, "/metrics", timeout)
-                    .map(|(_, body)| body)
-                    .unwrap_or_else(|_| first.clone());
+                let second = match kedge::ops::get(addr, "/status.json", timeout) {
+                    Ok((200, body)) => read(&body)?,
+                    // Stopping, or too busy: the first alone, without rates.
+                    _ => first.clone(),
+                };
                 let text = |path: &str, timeout| {
                     kedge::ops::get(addr, path, timeout)
                         .ok()
                         .filter(|(code, _)| *code == 200)
                         .map(|(_, body)| body)
                 };
-                let ready = kedge::ops::get(addr, "/health/ready", timeout);
-                let is_ready = matches!(ready, Ok((200, _)));
-                let ready = ready
-                    .map(|(_, body)| body)
-                    .unwrap_or_else(|e| format!("unknown ({e})\n"));
                 // The queue report reads the whole queue: a long backlog takes a while.
                 let queue = text("/status/queue", std::time::Duration::from_secs(60));
                 let log = text("/status/log", timeout);
@@ -386,18 +388,23 @@ fn status(path: &Path) -> anyhow::Result<Exit> {
                     first: &first,
                     second: &second,
                     interval,
-                    ready: &ready,
                     queue: queue.as_deref(),
                     log: log.as_deref(),
                 };
                 print!("{}", kedge::ops::status::running(addr, &seen));
-                // Readiness is the agent's own verdict on its health (README: /health/ready).
-                return Ok(if is_ready {
+                // Readiness is the agent's own verdict on its health (README: /health/ready),
+                // as of the newer report, which the printed "ready" block shows.
+                return Ok(if second.unready.is_empty() {
                     Exit::Success
                 } else {
                     Exit::Problem
                 });
             }
+            // Running, but a kedge from before `/status.json`: its queue is locked by it, so
+            // reading the queue instead would fail too.
+            Ok((404, _)) => anyhow::bail!(
+                "the agent at {addr} has no /status.json (an older kedge); http://{addr}/metrics has its metrics"
+            ),
             Ok((code, _)) => format!("{addr} answered HTTP {code}"),
             Err(e) => format!("nothing answers at {addr}: {e}"),
         },

@@ -285,22 +285,47 @@ fn answer(stream: TcpStream, ready: bool) {
     while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
         line.clear();
     }
+    let report = status_report(ready);
     let (code, body) = match request.split(' ').nth(1) {
+        Some("/status.json") => ("200 OK", report.as_str()),
         Some("/health/ready") if ready => ("200 OK", "ready\n"),
         Some("/health/ready") => (
             "503 Service Unavailable",
             "oldest pending record is 9s old\n",
         ),
-        _ => (
-            "200 OK",
-            "kedge_records_received_total{source=\"mqtt\"} 1\n",
-        ),
+        _ => ("404 Not Found", ""),
     };
     let _ = write!(
         &stream,
         "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+}
+
+/// A `/status.json` report of an idle agent, ready or not.
+fn status_report(ready: bool) -> String {
+    let unready: Vec<&str> = if ready {
+        vec![]
+    } else {
+        vec!["oldest pending record is 9s old"]
+    };
+    serde_json::json!({
+        "records": {"received": 1, "journaled": 1, "delivered": 1, "dead_lettered": 0, "dropped": 0},
+        "queue": {
+            "journal_records": 0, "unacknowledged_records": 0, "oldest_pending_age_seconds": null,
+            "live_bytes": 0, "max_bytes": null, "disk_bytes": 4096
+        },
+        "kafka": {
+            "connected": true, "connections": 1, "leaders_known": 1, "leaders_unknown": 0,
+            "requests_in_flight": 0, "last_ack_age_seconds": 1.0, "produce_errors": {},
+            "batches_delivered": 1, "batch_retries": 0, "batches_duplicate": 0
+        },
+        "mqtt_connected": true,
+        "plugins": [],
+        "process": {"resident_bytes": 1048576, "open_fds": 10},
+        "unready": unready,
+    })
+    .to_string()
 }
 
 impl Drop for FakeAgent {

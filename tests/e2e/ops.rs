@@ -115,6 +115,24 @@ fn metrics_move_and_readiness_follows_kafka() {
         Some((200, "ready\n".to_owned()))
     );
 
+    // `/status.json`, which `kedge status` reads, tells what `/metrics` does.
+    let (code, json) = get(addr, "/status.json").expect("/status.json");
+    assert_eq!(code, 200, "{json}");
+    let report: kedge::ops::status::Report = serde_json::from_str(&json).expect("a report");
+    for (reported, series) in [
+        (report.records.delivered, "kedge_records_delivered_total"),
+        (report.records.journaled, "kedge_records_journaled_total"),
+        (
+            report.kafka.leaders_known,
+            "kedge_kafka_partitions{leader=\"known\"}",
+        ),
+    ] {
+        assert_eq!(reported as f64, value(addr, series), "{series}: {json}");
+    }
+    assert_eq!(report.records.delivered, 200, "{json}");
+    assert!(report.kafka.connected, "{json}");
+    assert_eq!(report.unready, Vec::<String>::new(), "{json}");
+
     // `kedge status` finds the running agent through its listener.
     let text = status(&kedge, 0);
     for want in [

@@ -1,57 +1,43 @@
 //! The Prometheus text format (version 0.0.4) of kedge's counters and gauges, and the
 //! readiness verdict: pure functions of a [`Snapshot`], so both are tested without a server.
+//! Every family is one of [`metrics::ALL`](super::metrics::ALL).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::metrics::{self as m, Metric};
 use crate::telemetry::{HistogramSnapshot, Stats};
 use kedge_plugin_host::stats::PluginSnapshot;
 
-/// One metric family: its samples as (labels without braces, value).
+/// One metric family's samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
-    /// Metric name.
-    pub name: &'static str,
-    /// Help text.
-    pub help: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
-    /// Samples; a family without samples is left out.
-    pub rows: Vec<(String, String)>,
+    /// Its definition.
+    pub metric: &'static Metric,
+    /// Samples: the values of the metric's labels, in its order, and the sample's value. A
+    /// family without samples is left out.
+    pub rows: Vec<(Vec<String>, String)>,
 }
 
 impl Family {
-    fn one(name: &'static str, help: &'static str, kind: &'static str, value: String) -> Self {
+    /// The one sample of an unlabelled metric.
+    fn value(metric: &'static Metric, value: impl ToString) -> Self {
         Family {
-            name,
-            help,
-            kind,
-            rows: vec![(String::new(), value)],
+            metric,
+            rows: vec![(Vec::new(), value.to_string())],
         }
     }
 
-    fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
-        Self::one(name, help, "counter", value.to_string())
-    }
-
-    fn gauge(name: &'static str, help: &'static str, value: impl ToString) -> Self {
-        Self::one(name, help, "gauge", value.to_string())
-    }
-
-    fn labelled(
-        name: &'static str,
-        help: &'static str,
-        kind: &'static str,
-        label: &str,
-        rows: impl IntoIterator<Item = (impl AsRef<str>, u64)>,
+    /// The samples of a metric with one label, as (label value, value).
+    fn by(
+        metric: &'static Metric,
+        rows: impl IntoIterator<Item = (impl Into<String>, u64)>,
     ) -> Self {
         Family {
-            name,
-            help,
-            kind,
+            metric,
             rows: rows
                 .into_iter()
-                .map(|(k, v)| (format!("{label}=\"{}\"", escape(k.as_ref())), v.to_string()))
+                .map(|(k, v)| (vec![k.into()], v.to_string()))
                 .collect(),
         }
     }
@@ -62,8 +48,8 @@ impl Family {
 pub struct Snapshot {
     /// Counters and gauges of the pipeline stages, in exposition order.
     pub families: Vec<Family>,
-    /// Latency histograms: (name, help, histogram).
-    pub histograms: Vec<(&'static str, &'static str, HistogramSnapshot)>,
+    /// Latency histograms.
+    pub histograms: Vec<(&'static Metric, HistogramSnapshot)>,
     /// Bytes of journal chunks and sealed batches the queue holds.
     pub queue_live_bytes: u64,
     /// The queue's byte budget (`u64::MAX` when unknown).
@@ -98,93 +84,35 @@ pub struct Snapshot {
 
 /// The per-plugin families, each labelled by plugin (and verdict, fault kind or counter name).
 fn plugin_families(plugins: &[PluginSnapshot]) -> Vec<Family> {
-    let each = |name, help, kind, f: &dyn Fn(&PluginSnapshot) -> u64| Family {
-        name,
-        help,
-        kind,
+    let each = |metric, f: &dyn Fn(&PluginSnapshot) -> u64| Family {
+        metric,
         rows: plugins
             .iter()
-            .map(|p| (format!("plugin=\"{}\"", escape(&p.name)), f(p).to_string()))
+            .map(|p| (vec![p.name.clone()], f(p).to_string()))
             .collect(),
     };
-    let by = |name, help, label: &str, f: &dyn Fn(&PluginSnapshot) -> Vec<(String, u64)>| Family {
-        name,
-        help,
-        kind: "counter",
+    let by = |metric, f: &dyn Fn(&PluginSnapshot) -> Vec<(String, u64)>| Family {
+        metric,
         rows: plugins
             .iter()
             .flat_map(|p| {
-                f(p).into_iter().map(move |(k, v)| {
-                    (
-                        format!("plugin=\"{}\",{label}=\"{}\"", escape(&p.name), escape(&k)),
-                        v.to_string(),
-                    )
-                })
+                f(p).into_iter()
+                    .map(move |(k, v)| (vec![p.name.clone(), k], v.to_string()))
             })
             .collect(),
     };
     let owned = |v: &[(&'static str, u64)]| v.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
     vec![
-        each(
-            "kedge_plugin_events_total",
-            "Events given to the plugin.",
-            "counter",
-            &|p| p.events,
-        ),
-        each(
-            "kedge_plugin_calls_total",
-            "process calls, including bisection re-runs.",
-            "counter",
-            &|p| p.calls,
-        ),
-        by(
-            "kedge_plugin_verdicts_total",
-            "Verdicts the plugin returned, by kind.",
-            "verdict",
-            &|p| owned(&p.verdicts),
-        ),
-        each(
-            "kedge_plugin_outputs_total",
-            "Records the plugin made (replacements and tick emissions).",
-            "counter",
-            &|p| p.outputs,
-        ),
-        by(
-            "kedge_plugin_faulted_events_total",
-            "Events dead-lettered because the plugin faulted, by fault.",
-            "fault",
-            &|p| owned(&p.faults),
-        ),
-        each(
-            "kedge_plugin_recycles_total",
-            "Instances replaced after a trap, timeout or memory overrun.",
-            "counter",
-            &|p| p.recycles,
-        ),
-        each(
-            "kedge_plugin_circuit_open",
-            "1 while the plugin's circuit is open.",
-            "gauge",
-            &|p| u64::from(p.circuit_open),
-        ),
-        each(
-            "kedge_plugin_circuit_opened_total",
-            "Times the plugin's circuit opened.",
-            "counter",
-            &|p| p.circuit_opened,
-        ),
-        each(
-            "kedge_plugin_logs_suppressed_total",
-            "Plugin log lines dropped by the rate limit.",
-            "counter",
-            &|p| p.logs_suppressed,
-        ),
-        by(
-            "kedge_plugin_counter_total",
-            "The plugin's own counters (counter-add).",
-            "name",
-            &|p| p.counters.clone(),
-        ),
+        each(&m::PLUGIN_EVENTS, &|p| p.events),
+        each(&m::PLUGIN_CALLS, &|p| p.calls),
+        by(&m::PLUGIN_VERDICTS, &|p| owned(&p.verdicts)),
+        each(&m::PLUGIN_OUTPUTS, &|p| p.outputs),
+        by(&m::PLUGIN_FAULTED_EVENTS, &|p| owned(&p.faults)),
+        each(&m::PLUGIN_RECYCLES, &|p| p.recycles),
+        each(&m::PLUGIN_CIRCUIT_OPEN, &|p| u64::from(p.circuit_open)),
+        each(&m::PLUGIN_CIRCUIT_OPENED, &|p| p.circuit_opened),
+        each(&m::PLUGIN_LOGS_SUPPRESSED, &|p| p.logs_suppressed),
+        by(&m::PLUGIN_COUNTER, &|p| p.counters.clone()),
     ]
 }
 
@@ -205,223 +133,73 @@ pub struct Readiness {
 }
 
 impl Snapshot {
-    /// The families of `stats`, named as the README lists them; `source` labels the source's.
+    /// The families of `stats`; `source` labels the source's.
     pub fn families_of(stats: &Stats, source: &str) -> Vec<Family> {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let k = &stats.kafka;
         let v = &stats.verify;
         vec![
-            Family::labelled(
-                "kedge_records_received_total",
-                "Events received, by source.",
-                "counter",
-                "source",
-                [(source, g(&stats.received))],
-            ),
-            Family::labelled(
-                "kedge_records_acknowledged_total",
-                "Events acknowledged to their source after the journal made them durable.",
-                "counter",
-                "source",
-                [(source, g(&stats.source_acked))],
-            ),
-            Family::counter(
-                "kedge_records_journaled_total",
-                "Records committed to the journal.",
-                g(&stats.journaled),
-            ),
-            Family::counter(
-                "kedge_mqtt_redelivered_total",
-                "MQTT messages recognised as redeliveries of journaled ones: acknowledged, not journaled again.",
-                g(&stats.mqtt_redelivered),
-            ),
-            Family::counter(
-                "kedge_mqtt_dup_journaled_total",
-                "MQTT messages with the DUP flag that were journaled: possible duplicates kedge could not tell.",
-                g(&stats.mqtt_dup_journaled),
-            ),
-            Family::counter(
-                "kedge_mqtt_oversized_total",
-                "MQTT messages larger than mqtt.max_packet_size: skipped, acknowledged, not journaled.",
-                g(&stats.mqtt_oversized),
-            ),
-            Family::counter(
-                "kedge_mqtt_id_collisions_total",
-                "New QoS 2 messages under a packet id still in use for an earlier one (a broker defect): that one's resends cannot be recognised.",
-                g(&stats.mqtt_id_collisions),
-            ),
-            Family::labelled(
-                "kedge_records_routed_total",
-                "Records committed to the journal, by Kafka topic.",
-                "counter",
-                "topic",
-                stats.routed_by_topic(),
-            ),
-            Family::labelled(
-                "kedge_records_dead_lettered_total",
-                "Records routed to the dead-letter topic, by reason.",
-                "counter",
-                "reason",
-                stats.dead_lettered_by_reason(),
-            ),
-            Family::labelled(
-                "kedge_records_dropped_total",
-                "Records dropped, by reason (full-queue policy, or refused even by the dead-letter topic).",
-                "counter",
-                "reason",
-                stats.dropped_by_reason(),
-            ),
-            Family::counter(
-                "kedge_journal_commits_total",
-                "Journal group commits.",
-                g(&stats.commits),
-            ),
-            Family::counter(
-                "kedge_records_sealed_total",
-                "Records sealed into Kafka batches.",
-                g(&stats.sealed),
-            ),
-            Family::counter(
-                "kedge_batches_sent_total",
-                "Batches put into Produce requests, resends included.",
-                g(&stats.batches_sent),
-            ),
-            Family::counter(
-                "kedge_records_sent_total",
-                "Records in the batches sent, resends included.",
-                g(&stats.records_sent),
-            ),
-            Family::counter(
-                "kedge_records_delivered_total",
-                "Records Kafka acknowledged.",
-                g(&stats.delivered),
-            ),
-            Family::counter(
-                "kedge_batches_delivered_total",
-                "Batches Kafka acknowledged.",
-                g(&stats.batches_delivered),
-            ),
-            Family::counter(
-                "kedge_batches_duplicate_total",
-                "Batches Kafka answered DUPLICATE_SEQUENCE_NUMBER: a resend its own check caught.",
-                g(&stats.duplicates_detected),
-            ),
-            Family::counter(
-                "kedge_records_parked_total",
-                "Records set aside because their partition was stuck, so that the others went on.",
-                g(&stats.parked),
-            ),
-            Family::counter(
-                "kedge_batches_split_total",
-                "Batches split in two after Kafka refused them as too large or for some record.",
-                g(&stats.batches_split),
-            ),
-            Family::counter(
-                "kedge_batch_retries_total",
-                "Batches sent again after an error or a lost response.",
-                g(&stats.retries),
-            ),
-            Family::labelled(
-                "kedge_produce_errors_total",
-                "Partitions of Produce requests that failed, by Kafka error name (network: no answer).",
-                "counter",
-                "error",
-                stats.produce_errors(),
-            ),
-            Family::labelled(
-                "kedge_verify_total",
-                "Verifications of what Kafka holds before a resend, by outcome.",
-                "counter",
-                "outcome",
+            Family::by(&m::RECORDS_RECEIVED, [(source, g(&stats.received))]),
+            Family::by(&m::RECORDS_ACKNOWLEDGED, [(source, g(&stats.source_acked))]),
+            Family::value(&m::RECORDS_JOURNALED, g(&stats.journaled)),
+            Family::value(&m::MQTT_REDELIVERED, g(&stats.mqtt_redelivered)),
+            Family::value(&m::MQTT_DUP_JOURNALED, g(&stats.mqtt_dup_journaled)),
+            Family::value(&m::MQTT_OVERSIZED, g(&stats.mqtt_oversized)),
+            Family::value(&m::MQTT_ID_COLLISIONS, g(&stats.mqtt_id_collisions)),
+            Family::by(&m::RECORDS_ROUTED, stats.routed_by_topic()),
+            Family::by(&m::RECORDS_DEAD_LETTERED, stats.dead_lettered_by_reason()),
+            Family::by(&m::RECORDS_DROPPED, stats.dropped_by_reason()),
+            Family::value(&m::JOURNAL_COMMITS, g(&stats.commits)),
+            Family::value(&m::RECORDS_SEALED, g(&stats.sealed)),
+            Family::value(&m::BATCHES_SENT, g(&stats.batches_sent)),
+            Family::value(&m::RECORDS_SENT, g(&stats.records_sent)),
+            Family::value(&m::RECORDS_DELIVERED, g(&stats.delivered)),
+            Family::value(&m::BATCHES_DELIVERED, g(&stats.batches_delivered)),
+            Family::value(&m::BATCHES_DUPLICATE, g(&stats.duplicates_detected)),
+            Family::value(&m::RECORDS_PARKED, g(&stats.parked)),
+            Family::value(&m::BATCHES_SPLIT, g(&stats.batches_split)),
+            Family::value(&m::BATCH_RETRIES, g(&stats.retries)),
+            Family::by(&m::PRODUCE_ERRORS, stats.produce_errors()),
+            Family::by(
+                &m::VERIFY,
                 [("tail_scan", g(&v.by_tail_scan)), ("failed", g(&v.failed))],
             ),
-            Family::labelled(
-                "kedge_verify_batches_total",
-                "Unacknowledged batches a verification judged, by result.",
-                "counter",
-                "result",
+            Family::by(
+                &m::VERIFY_BATCHES,
                 [
                     ("in_kafka", g(&v.batches_found)),
                     ("resent", g(&v.batches_missing)),
                     ("unverifiable", g(&v.batches_unverifiable)),
                 ],
             ),
-            Family::counter(
-                "kedge_verify_scanned_bytes_total",
-                "Bytes of the log the verify scans read.",
-                g(&v.bytes_read),
-            ),
-            Family::counter(
-                "kedge_device_id_conflict_records_total",
-                "Records of this device id written by another queue after this one's, found by scans: another agent uses the same device id.",
-                g(&v.twin_records),
-            ),
-            Family::gauge(
-                "kedge_kafka_connected",
-                "1 while the last exchange with Kafka (metadata, connect, produce) succeeded.",
+            Family::value(&m::VERIFY_SCANNED_BYTES, g(&v.bytes_read)),
+            Family::value(&m::DEVICE_ID_CONFLICT_RECORDS, g(&v.twin_records)),
+            Family::value(
+                &m::KAFKA_CONNECTED,
                 u8::from(k.connected.load(Ordering::Relaxed)),
             ),
-            Family::gauge(
-                "kedge_kafka_connections",
-                "Open broker connections.",
-                g(&k.connections),
-            ),
-            Family::gauge(
-                "kedge_kafka_partitions_stuck",
-                "Partitions without progress for 30 s while others made some: their records are set aside.",
-                g(&k.partitions_stuck),
-            ),
-            Family::gauge(
-                "kedge_kafka_partitions_stalled",
-                "Partitions that wait until something changes: Kafka does not allow the writes (authorization, broker settings), or the log cannot be read to verify.",
-                g(&k.partitions_stalled),
-            ),
-            Family::labelled(
-                "kedge_kafka_partitions",
-                "Partitions of the topics kedge writes to, by whether their leader is known.",
-                "gauge",
-                "leader",
+            Family::value(&m::KAFKA_CONNECTIONS, g(&k.connections)),
+            Family::value(&m::KAFKA_PARTITIONS_STUCK, g(&k.partitions_stuck)),
+            Family::value(&m::KAFKA_PARTITIONS_STALLED, g(&k.partitions_stalled)),
+            Family::by(
+                &m::KAFKA_PARTITIONS,
                 [
                     ("known", g(&k.leaders_known)),
                     ("unknown", g(&k.leaders_unknown)),
                 ],
             ),
-            Family::gauge(
-                "kedge_produce_requests_in_flight",
-                "Produce requests waiting for their response.",
-                g(&k.requests_in_flight),
-            ),
-            Family::gauge(
-                "kedge_batches_unacknowledged",
-                "Sealed batches Kafka has not acknowledged yet.",
-                g(&k.batches_unacknowledged),
-            ),
-            Family::gauge(
-                "kedge_records_unacknowledged",
-                "Records in the sealed batches Kafka has not acknowledged yet.",
-                g(&k.records_unacknowledged),
-            ),
+            Family::value(&m::PRODUCE_REQUESTS_IN_FLIGHT, g(&k.requests_in_flight)),
+            Family::value(&m::BATCHES_UNACKNOWLEDGED, g(&k.batches_unacknowledged)),
+            Family::value(&m::RECORDS_UNACKNOWLEDGED, g(&k.records_unacknowledged)),
         ]
     }
 
     /// The latency histograms of `stats`.
-    pub fn histograms_of(stats: &Stats) -> Vec<(&'static str, &'static str, HistogramSnapshot)> {
+    pub fn histograms_of(stats: &Stats) -> Vec<(&'static Metric, HistogramSnapshot)> {
         vec![
-            (
-                "kedge_journal_commit_seconds",
-                "Time of a durable journal commit (append, flush, fdatasync).",
-                stats.commit_latency.read(),
-            ),
-            (
-                "kedge_journal_fsync_seconds",
-                "Time of the fdatasync calls of a journal commit.",
-                stats.fsync_latency.read(),
-            ),
-            (
-                "kedge_delivery_latency_seconds",
-                "Per record, from its timestamp (receive time unless a plugin set one) to Kafka's acknowledgement.",
-                stats.delivery_latency.read(),
-            ),
+            (&m::JOURNAL_COMMIT_SECONDS, stats.commit_latency.read()),
+            (&m::JOURNAL_FSYNC_SECONDS, stats.fsync_latency.read()),
+            (&m::DELIVERY_LATENCY_SECONDS, stats.delivery_latency.read()),
         ]
     }
 
@@ -431,122 +209,93 @@ impl Snapshot {
         for f in &self.families {
             family(&mut o, f);
         }
-        for (name, help, h) in &self.histograms {
-            histogram(&mut o, name, help, &[(String::new(), h)]);
+        for (metric, h) in &self.histograms {
+            histogram(&mut o, metric, &[(Vec::new(), h)]);
         }
         let optional = |v: Option<u64>| v.map(|n| n.to_string());
-        let gauges: [(&str, &str, Option<String>); 10] = [
+        let gauges: [(&Metric, Option<String>); 10] = [
             (
-                "kedge_queue_live_bytes",
-                "Bytes of journal chunks and sealed batches waiting for Kafka.",
+                &m::QUEUE_LIVE_BYTES,
                 Some(self.queue_live_bytes.to_string()),
             ),
             (
-                "kedge_queue_max_bytes",
-                "The queue's byte budget.",
+                &m::QUEUE_MAX_BYTES,
                 (self.queue_max_bytes != u64::MAX).then(|| self.queue_max_bytes.to_string()),
             ),
+            (&m::QUEUE_DISK_BYTES, optional(self.queue_disk_bytes)),
             (
-                "kedge_queue_disk_bytes",
-                "Bytes of the queue's files on disk (sled's file never shrinks).",
-                optional(self.queue_disk_bytes),
-            ),
-            (
-                "kedge_queue_filesystem_free_bytes",
-                "Free bytes on the queue's filesystem.",
+                &m::QUEUE_FILESYSTEM_FREE_BYTES,
                 optional(self.queue_free_bytes),
             ),
+            (&m::JOURNAL_RECORDS, optional(self.journal_records)),
             (
-                "kedge_journal_records",
-                "Records in the journal, not yet sealed into Kafka batches.",
-                optional(self.journal_records),
-            ),
-            (
-                "kedge_queue_oldest_pending_age_seconds",
-                "Age of the oldest record waiting for Kafka (0 when none waits).",
+                &m::QUEUE_OLDEST_PENDING_AGE_SECONDS,
                 Some(self.oldest_pending_age.unwrap_or(0.0).to_string()),
             ),
+            (&m::QUEUE_LOST_RECORDS, Some(self.lost_records.to_string())),
             (
-                "kedge_queue_lost_records",
-                "Records lost to damaged journal chunks since the queue was created.",
-                Some(self.lost_records.to_string()),
-            ),
-            (
-                "kedge_queue_quarantined",
-                "1 when an unopenable queue database was set aside at a start.",
+                &m::QUEUE_QUARANTINED,
                 Some(u8::from(self.quarantined.is_some()).to_string()),
             ),
             (
-                "kedge_kafka_last_ack_age_seconds",
-                "Seconds since Kafka last acknowledged a batch (absent before the first).",
+                &m::KAFKA_LAST_ACK_AGE_SECONDS,
                 self.last_ack_age.map(|a| a.to_string()),
             ),
             (
-                "kedge_mqtt_connected",
-                "1 while the MQTT session is up.",
+                &m::MQTT_CONNECTED,
                 Some(u8::from(self.mqtt_connected).to_string()),
             ),
         ];
-        for (name, help, value) in gauges {
+        for (metric, value) in gauges {
             if let Some(value) = value {
-                metric(&mut o, name, help, "gauge", &value);
+                family(&mut o, &Family::value(metric, value));
             }
         }
         family(
             &mut o,
-            &Family::labelled(
-                "kedge_queue_dropped_records",
-                "Records the full-queue policy dropped since the queue was created, by topic.",
-                "gauge",
-                "topic",
+            &Family::by(
+                &m::QUEUE_DROPPED_RECORDS,
                 self.dropped_by_topic.iter().map(|(t, n)| (t.as_str(), *n)),
             ),
         );
         family(
             &mut o,
-            &Family::labelled(
-                "kedge_http_connections_refused_total",
-                "Connections to the metrics listener closed without a full answer, by reason.",
-                "counter",
-                "reason",
+            &Family::by(
+                &m::HTTP_CONNECTIONS_REFUSED,
                 self.http_refused.iter().copied(),
             ),
         );
         if let Some(rss) = self.resident_bytes {
-            metric(
+            family(
                 &mut o,
-                "kedge_process_resident_memory_bytes",
-                "Resident set size of the kedge process.",
-                "gauge",
-                &rss.to_string(),
+                &Family::value(&m::PROCESS_RESIDENT_MEMORY_BYTES, rss),
             );
         }
         if let Some(fds) = self.open_fds {
-            metric(
-                &mut o,
-                "kedge_process_open_fds",
-                "Open file descriptors of the kedge process.",
-                "gauge",
-                &fds.to_string(),
-            );
+            family(&mut o, &Family::value(&m::PROCESS_OPEN_FDS, fds));
         }
         if !self.plugins.is_empty() {
             for f in plugin_families(&self.plugins) {
                 family(&mut o, &f);
             }
-            let rows: Vec<(String, &HistogramSnapshot)> = self
+            let rows: Vec<(Vec<String>, &HistogramSnapshot)> = self
                 .plugins
                 .iter()
-                .map(|p| (format!("plugin=\"{}\"", escape(&p.name)), &p.call_time))
+                .map(|p| (vec![p.name.clone()], &p.call_time))
                 .collect();
-            histogram(
-                &mut o,
-                "kedge_plugin_call_seconds",
-                "Time of one process call that returned (traps and timeouts excluded).",
-                &rows,
-            );
+            histogram(&mut o, &m::PLUGIN_CALL_SECONDS, &rows);
         }
         o
+    }
+
+    /// The text of a readiness verdict (`/health/ready`, `kedge status`): `ready`, or one line
+    /// per reason.
+    pub fn ready_text(reasons: &[String]) -> String {
+        if reasons.is_empty() {
+            "ready\n".to_owned()
+        } else {
+            reasons.iter().map(|r| format!("{r}\n")).collect()
+        }
     }
 
     /// Why the agent is not ready; empty when it is.
@@ -586,24 +335,26 @@ fn family(o: &mut String, f: &Family) {
     if f.rows.is_empty() {
         return;
     }
-    let _ = writeln!(
-        o,
-        "# HELP {} {}\n# TYPE {} {}",
-        f.name, f.help, f.name, f.kind
-    );
-    for (labels, value) in &f.rows {
+    let Metric {
+        name, help, kind, ..
+    } = f.metric;
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {}", kind.as_str());
+    for (values, value) in &f.rows {
+        let labels = labels(f.metric, values);
         if labels.is_empty() {
-            let _ = writeln!(o, "{} {value}", f.name);
+            let _ = writeln!(o, "{name} {value}");
         } else {
-            let _ = writeln!(o, "{}{{{labels}}} {value}", f.name);
+            let _ = writeln!(o, "{name}{{{labels}}} {value}");
         }
     }
 }
 
 /// A histogram family; each row's labels (possibly none) go before `le`.
-fn histogram(o: &mut String, name: &str, help: &str, rows: &[(String, &HistogramSnapshot)]) {
+fn histogram(o: &mut String, metric: &Metric, rows: &[(Vec<String>, &HistogramSnapshot)]) {
+    let Metric { name, help, .. } = metric;
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (labels, h) in rows {
+    for (values, h) in rows {
+        let labels = labels(metric, values);
         let (with, alone) = if labels.is_empty() {
             (String::new(), String::new())
         } else {
@@ -621,11 +372,18 @@ fn histogram(o: &mut String, name: &str, help: &str, rows: &[(String, &Histogram
     }
 }
 
-fn metric(o: &mut String, name: &str, help: &str, kind: &str, value: &str) {
-    let _ = writeln!(
-        o,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+/// `name="value",…` of a sample of `metric`, without braces; empty without labels.
+fn labels(metric: &Metric, values: &[String]) -> String {
+    // Every family is rendered by the unit tests, so a sample built with the wrong number of
+    // values fails there rather than on a device.
+    debug_assert_eq!(metric.labels.len(), values.len(), "{}", metric.name);
+    metric
+        .labels
+        .iter()
+        .zip(values)
+        .map(|(label, value)| format!("{label}=\"{}\"", escape(value)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Open file descriptors, from the entries of /proc/self/fd.
@@ -724,6 +482,93 @@ mod tests {
             assert!(text.contains(want), "{want} not in\n{text}");
         }
         assert_well_formed(&text);
+    }
+
+    /// A scrape with every family present: every optional value known, a plugin with faults
+    /// and counters of its own, a dropped topic and refused connections.
+    fn everything() -> Snapshot {
+        let stats = Stats::default();
+        Stats::add(&stats.received, 3);
+        Stats::add(&stats.delivered, 9);
+        stats.routed([("readings", 2), ("x\"y", 1)]);
+        stats.produce_error("NOT_LEADER_OR_FOLLOWER");
+        stats.dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
+        stats
+            .commit_latency
+            .observe(std::time::Duration::from_millis(2));
+        stats
+            .delivery_latency
+            .observe(std::time::Duration::from_millis(30));
+        let plugin = kedge_plugin_host::stats::PluginStats::new("units");
+        kedge_plugin_host::stats::PluginStats::add(&plugin.events, 5);
+        plugin
+            .call_time
+            .observe(std::time::Duration::from_micros(30));
+        plugin.counter_add("bad readings", 2);
+        plugin.fault("trap");
+        Snapshot {
+            families: Snapshot::families_of(&stats, "mqtt"),
+            histograms: Snapshot::histograms_of(&stats),
+            queue_live_bytes: 10,
+            queue_max_bytes: 1000,
+            queue_disk_bytes: Some(20),
+            queue_free_bytes: Some(30),
+            journal_records: Some(4),
+            oldest_pending_age: Some(1.5),
+            lost_records: 2,
+            dropped_by_topic: vec![("readings".into(), 4)],
+            quarantined: Some("/q".into()),
+            last_ack_age: Some(0.25),
+            mqtt_connected: true,
+            resident_bytes: Some(1234),
+            open_fds: Some(7),
+            plugins: vec![
+                plugin.snapshot(),
+                kedge_plugin_host::stats::PluginStats::new("idle").snapshot(),
+            ],
+            http_refused: vec![("limit", 7), ("slow_reader", 1)],
+        }
+    }
+
+    /// A scrape holds exactly the defined families, each with its defined type and labels.
+    #[test]
+    fn every_defined_metric_is_rendered_as_defined() {
+        let text = everything().render();
+        assert_well_formed(&text);
+        let mut rendered = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let metric = m::ALL.iter().find(|d| d.name == name);
+                let metric = metric.unwrap_or_else(|| panic!("{name} is not defined"));
+                assert_eq!(kind, metric.kind.as_str(), "{name}");
+                rendered.insert(name, metric);
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let metric = Metric::of_series(name).unwrap_or_else(|| panic!("{line}"));
+            let mut names: Vec<&str> = labels
+                .strip_suffix('}')
+                .unwrap()
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split_once('=').unwrap().0)
+                .collect();
+            if name.ends_with("_bucket") {
+                assert_eq!(names.pop(), Some("le"), "{line}");
+            }
+            assert_eq!(names, metric.labels, "{line}");
+        }
+        let missing: Vec<&str> = m::ALL
+            .iter()
+            .filter(|d| !rendered.contains_key(d.name))
+            .map(|d| d.name)
+            .collect();
+        assert!(missing.is_empty(), "defined, never rendered: {missing:?}");
     }
 
     /// Every sample is `name[{labels}] number`, every name has a HELP and TYPE, and no family

@@ -1,10 +1,11 @@
 //! The operations listener: `/metrics` (Prometheus text), `/health/live`, `/health/ready`, and
-//! `/status/queue` and `/status/log` for `kedge status`, over a minimal HTTP/1.1 server (GET
-//! only, one request per connection), so that no web framework lands on an edge device for a
-//! handful of endpoints.
+//! `/status.json`, `/status/queue` and `/status/log` for `kedge status`, over a minimal
+//! HTTP/1.1 server (GET only, one request per connection), so that no web framework lands on an
+//! edge device for a handful of endpoints.
 
 pub mod exposition;
 pub mod fd_limit;
+pub mod metrics;
 pub mod sd_notify;
 pub mod status;
 
@@ -19,6 +20,7 @@ use tokio::sync::Semaphore;
 use crate::telemetry::Stats;
 use exposition::{Readiness, Snapshot};
 use kedge_queue::{Queue, QueueError, budget, tools};
+use status::Report;
 
 /// Longest request head read; scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -244,16 +246,22 @@ async fn answer(head: &[u8], server: &Server) -> std::io::Result<(u16, &'static 
             Ok(report) => (200, "text/plain", report),
             Err(e) => (503, "text/plain", format!("cannot read the queue: {e}\n")),
         },
-        "/metrics" | "/health/ready" => {
+        "/metrics" | "/health/ready" | "/status.json" => {
             let s = state.clone();
             let mut snapshot = tokio::task::spawn_blocking(move || s.snapshot())
                 .await
                 .map_err(std::io::Error::other)?;
-            if path == "/metrics" {
-                snapshot.http_refused = server.refused.rows();
-                (200, "text/plain; version=0.0.4", snapshot.render())
-            } else {
-                ready(&snapshot.unready(&state.readiness), json)
+            match path {
+                "/metrics" => {
+                    snapshot.http_refused = server.refused.rows();
+                    (200, "text/plain; version=0.0.4", snapshot.render())
+                }
+                "/health/ready" => ready(&snapshot.unready(&state.readiness), json),
+                _ => {
+                    let report = Report::of(&state.stats, &snapshot, &state.readiness);
+                    let body = serde_json::to_string(&report).map_err(std::io::Error::other)?;
+                    (200, "application/json", format!("{body}\n"))
+                }
             }
         }
         _ => (404, "text/plain", "not found\n".to_owned()),
@@ -293,12 +301,7 @@ fn ready(reasons: &[String], json: bool) -> (u16, &'static str, String) {
         let body = serde_json::json!({ "ready": reasons.is_empty(), "reasons": reasons });
         return (status, "application/json", format!("{body}\n"));
     }
-    let body = if reasons.is_empty() {
-        "ready\n".to_owned()
-    } else {
-        reasons.iter().map(|r| format!("{r}\n")).collect()
-    };
-    (status, "text/plain", body)
+    (status, "text/plain", Snapshot::ready_text(reasons))
 }
 
 async fn respond(
@@ -499,6 +502,23 @@ mod tests {
         let (_, second) = ask().await.unwrap();
         assert!(second.contains(" 0 records not yet sealed"), "{second}");
         assert!(second.contains("\nreport age       "), "{second}");
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_json_is_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, state, server) = serving(dir.path(), 1).await;
+        Stats::add(&state.stats.delivered, 3);
+        let (status, body) = client(move || get(addr, "/status.json", Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let report: Report = serde_json::from_str(&body).unwrap();
+        assert_eq!(report.records.delivered, 3);
+        assert_eq!(report.queue.journal_records, Some(0));
+        assert_eq!(report.plugins[0].name, "plugin-0");
+        assert_eq!(report.unready, Vec::<String>::new());
         server.abort();
     }
 

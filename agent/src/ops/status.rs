@@ -1,54 +1,205 @@
-//! `kedge status` for a running agent: a human summary of its `/metrics`, `/health/ready`,
-//! `/status/queue` and `/status/log`.
+//! `kedge status` for a running agent: the [`Report`] its listener serves at `/status.json`,
+//! and a human summary of two of them (a second apart, for rates) with its `/status/queue` and
+//! `/status/log`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kedge_queue::tools::human;
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Every sample of a Prometheus text exposition: (name, labels without braces, value).
-fn series(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let value = value.trim().parse().ok()?;
-            match series.split_once('{') {
-                Some((name, labels)) => Some((name, labels.strip_suffix('}')?, value)),
-                None => Some((series, "", value)),
-            }
-        })
+use super::exposition::{Readiness, Snapshot};
+use crate::telemetry::Stats;
+
+/// What `/status.json` answers and `kedge status` reads: the agent at one moment. Every field
+/// must be present to be read, a value the agent could not measure as `null`: an agent that
+/// leaves one out is an error, never a 0. Fields it does not know are ignored, so that an
+/// older `kedge status` reads a newer agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Records through the pipeline since the start.
+    pub records: Records,
+    /// What waits for Kafka.
+    pub queue: QueueState,
+    /// The link to Kafka.
+    pub kafka: KafkaState,
+    /// Whether the MQTT session is up.
+    pub mqtt_connected: bool,
+    /// Each plugin, in config order.
+    pub plugins: Vec<PluginState>,
+    /// The process itself.
+    pub process: ProcessState,
+    /// Why the agent is not ready (what `/health/ready` answers); empty when it is.
+    pub unready: Vec<String>,
 }
 
-/// The samples of a scrape by name, labelled series of one name summed.
-pub fn samples(text: &str) -> HashMap<&str, f64> {
-    let mut out = HashMap::new();
-    for (name, _, value) in series(text) {
-        *out.entry(name).or_insert(0.0) += value;
+/// Records through the pipeline since the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Records {
+    /// Received from the source.
+    pub received: u64,
+    /// Committed to the journal.
+    pub journaled: u64,
+    /// Acknowledged by Kafka.
+    pub delivered: u64,
+    /// Sent to the dead-letter topic, every reason.
+    pub dead_lettered: u64,
+    /// Dropped, every reason.
+    pub dropped: u64,
+}
+
+/// What waits for Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueState {
+    /// Records in the journal, not yet sealed into batches (`null`: the journal cannot be read).
+    #[serde(deserialize_with = "required")]
+    pub journal_records: Option<u64>,
+    /// Records in sealed batches Kafka has not acknowledged.
+    pub unacknowledged_records: u64,
+    /// Age of the oldest record waiting, in seconds (`null`: none waits).
+    #[serde(deserialize_with = "required")]
+    pub oldest_pending_age_seconds: Option<f64>,
+    /// Bytes of journal chunks and sealed batches waiting.
+    pub live_bytes: u64,
+    /// The byte budget (`null`: none).
+    #[serde(deserialize_with = "required")]
+    pub max_bytes: Option<u64>,
+    /// Bytes of the queue's files (`null`: they cannot be measured).
+    #[serde(deserialize_with = "required")]
+    pub disk_bytes: Option<u64>,
+}
+
+/// The link to Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KafkaState {
+    /// Whether the last exchange with Kafka succeeded.
+    pub connected: bool,
+    /// Open broker connections.
+    pub connections: u64,
+    /// Partitions whose leader is known.
+    pub leaders_known: u64,
+    /// Partitions whose leader is not.
+    pub leaders_unknown: u64,
+    /// Produce requests waiting for their response.
+    pub requests_in_flight: u64,
+    /// Seconds since Kafka last acknowledged a batch (`null`: none since the start).
+    #[serde(deserialize_with = "required")]
+    pub last_ack_age_seconds: Option<f64>,
+    /// Failed partitions of Produce requests by Kafka error name, or `network`.
+    pub produce_errors: BTreeMap<String, u64>,
+    /// Batches Kafka acknowledged.
+    pub batches_delivered: u64,
+    /// Batches sent again.
+    pub batch_retries: u64,
+    /// Batches Kafka answered as duplicates.
+    pub batches_duplicate: u64,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginState {
+    /// Its name from the config.
+    pub name: String,
+    /// Whether its circuit is open.
+    pub circuit_open: bool,
+    /// Events given to it.
+    pub events: u64,
+    /// Events dead-lettered because it faulted, every fault.
+    pub faulted: u64,
+    /// Instances replaced.
+    pub recycles: u64,
+}
+
+/// The process itself, as /proc tells it (`null` where it does not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// Resident set size in bytes.
+    #[serde(deserialize_with = "required")]
+    pub resident_bytes: Option<u64>,
+    /// Open file descriptors.
+    #[serde(deserialize_with = "required")]
+    pub open_fds: Option<u64>,
+}
+
+/// An `Option` field that must be present, as `null` when empty: serde reads a missing
+/// `Option` as `None` unless a field has its own deserializer.
+fn required<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::deserialize(d)
+}
+
+impl Report {
+    /// The report of an agent whose counters are `stats` and whose queue, process and plugins
+    /// `snapshot` read.
+    pub fn of(stats: &Stats, snapshot: &Snapshot, readiness: &Readiness) -> Report {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let sum = |v: Vec<(&'static str, u64)>| v.iter().map(|(_, n)| n).sum();
+        let k = &stats.kafka;
+        let s = snapshot;
+        Report {
+            records: Records {
+                received: g(&stats.received),
+                journaled: g(&stats.journaled),
+                delivered: g(&stats.delivered),
+                dead_lettered: sum(stats.dead_lettered_by_reason()),
+                dropped: sum(stats.dropped_by_reason()),
+            },
+            queue: QueueState {
+                journal_records: s.journal_records,
+                unacknowledged_records: g(&k.records_unacknowledged),
+                oldest_pending_age_seconds: s.oldest_pending_age,
+                live_bytes: s.queue_live_bytes,
+                max_bytes: (s.queue_max_bytes != u64::MAX).then_some(s.queue_max_bytes),
+                disk_bytes: s.queue_disk_bytes,
+            },
+            kafka: KafkaState {
+                connected: k.connected.load(Ordering::Relaxed),
+                connections: g(&k.connections),
+                leaders_known: g(&k.leaders_known),
+                leaders_unknown: g(&k.leaders_unknown),
+                requests_in_flight: g(&k.requests_in_flight),
+                last_ack_age_seconds: s.last_ack_age,
+                produce_errors: stats
+                    .produce_errors()
+                    .into_iter()
+                    .map(|(e, n)| (e.to_owned(), n))
+                    .collect(),
+                batches_delivered: g(&stats.batches_delivered),
+                batch_retries: g(&stats.retries),
+                batches_duplicate: g(&stats.duplicates_detected),
+            },
+            mqtt_connected: s.mqtt_connected,
+            plugins: s
+                .plugins
+                .iter()
+                .map(|p| PluginState {
+                    name: p.name.clone(),
+                    circuit_open: p.circuit_open,
+                    events: p.events,
+                    faulted: p.faults.iter().map(|(_, n)| n).sum(),
+                    recycles: p.recycles,
+                })
+                .collect(),
+            process: ProcessState {
+                resident_bytes: s.resident_bytes,
+                open_fds: s.open_fds,
+            },
+            unready: s.unready(readiness),
+        }
     }
-    out
-}
-
-/// The value of `label` in a label set such as `plugin="units",verdict="keep"`.
-fn label<'a>(labels: &'a str, label: &str) -> Option<&'a str> {
-    let start = labels.find(&format!("{label}=\""))? + label.len() + 2;
-    let rest = &labels[start..];
-    Some(&rest[..rest.find('"')?])
 }
 
 /// What `kedge status` read from a running agent.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
-    /// A `/metrics` scrape.
-    pub first: &'a str,
-    /// Another, `interval` later, for rates.
-    pub second: &'a str,
-    /// Time between the two scrapes.
+    /// A `/status.json` report.
+    pub first: &'a Report,
+    /// Another, `interval` later, for rates; the summary is of this one.
+    pub second: &'a Report,
+    /// Time between the two.
     pub interval: Duration,
-    /// The `/health/ready` body.
-    pub ready: &'a str,
     /// The `/status/queue` report, if it could be read.
     pub queue: Option<&'a str>,
     /// The `/status/log` lines, if they could be read.
@@ -57,80 +208,87 @@ pub struct Observed<'a> {
 
 /// The summary of a running agent.
 pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
-    let before = samples(seen.first);
-    let m = samples(seen.second);
-    let g = |name: &str| m.get(name).copied().unwrap_or(0.0);
+    let (before, now) = (seen.first, seen.second);
     let secs = seen.interval.as_secs_f64().max(1e-3);
-    let rate = |name: &str| (g(name) - before.get(name).copied().unwrap_or(0.0)).max(0.0) / secs;
+    let rate =
+        |f: fn(&Records) -> u64| f(&now.records).saturating_sub(f(&before.records)) as f64 / secs;
+    let r = &now.records;
     let mut o = String::new();
     let _ = writeln!(o, "kedge is running (metrics at http://{addr}/metrics)");
     let _ = writeln!(
         o,
         "records          received {} journaled {} delivered {} dead-lettered {} dropped {}",
-        g("kedge_records_received_total"),
-        g("kedge_records_journaled_total"),
-        g("kedge_records_delivered_total"),
-        g("kedge_records_dead_lettered_total"),
-        g("kedge_records_dropped_total"),
+        r.received, r.journaled, r.delivered, r.dead_lettered, r.dropped,
     );
-    let (journaled, delivered) = (
-        rate("kedge_records_journaled_total"),
-        rate("kedge_records_delivered_total"),
-    );
+    let (journaled, delivered) = (rate(|r| r.journaled), rate(|r| r.delivered));
     let _ = writeln!(
         o,
         "throughput       received {:.0}/s, journaled {journaled:.0}/s, delivered {delivered:.0}/s (over {:.1} s)",
-        rate("kedge_records_received_total"),
+        rate(|r| r.received),
         secs
     );
-    let pending = g("kedge_journal_records") + g("kedge_records_unacknowledged");
-    let drain = if pending == 0.0 {
-        "nothing pending".to_owned()
-    } else if delivered > journaled {
-        format!(
-            "drains in about {}",
-            human_secs(pending / (delivered - journaled))
-        )
-    } else {
-        "not shrinking".to_owned()
-    };
+    let q = &now.queue;
+    let unacknowledged = q.unacknowledged_records;
+    let oldest = q.oldest_pending_age_seconds.unwrap_or(0.0);
+    match q.journal_records {
+        Some(journal) => {
+            let pending = journal + unacknowledged;
+            let drain = if pending == 0 {
+                "nothing pending".to_owned()
+            } else if delivered > journaled {
+                format!(
+                    "drains in about {}",
+                    human_secs(pending as f64 / (delivered - journaled))
+                )
+            } else {
+                "not shrinking".to_owned()
+            };
+            let _ = writeln!(
+                o,
+                "backlog          {pending} records ({journal} in the journal, {unacknowledged} in unacknowledged batches), oldest {oldest:.0}s; {drain}",
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "backlog          unknown: the journal cannot be read ({unacknowledged} records in unacknowledged batches), oldest {oldest:.0}s",
+            );
+        }
+    }
+    let budget = q
+        .max_bytes
+        .map_or_else(|| "no limit".to_owned(), |b| format!("budget {}", human(b)));
+    let disk = q.disk_bytes.map_or_else(
+        || "disk use unknown".to_owned(),
+        |b| format!("{} on disk", human(b)),
+    );
     let _ = writeln!(
         o,
-        "backlog          {pending} records ({} in the journal, {} in unacknowledged batches), oldest {:.0}s; {drain}",
-        g("kedge_journal_records"),
-        g("kedge_records_unacknowledged"),
-        g("kedge_queue_oldest_pending_age_seconds"),
+        "queue            {} pending ({budget}), {disk}",
+        human(q.live_bytes),
     );
-    let bytes = |v: f64| human(v as u64);
-    let budget = m.get("kedge_queue_max_bytes").map_or_else(
-        || "no limit".to_owned(),
-        |b| format!("budget {}", bytes(*b)),
-    );
-    let _ = writeln!(
-        o,
-        "queue            {} pending ({budget}), {} on disk",
-        bytes(g("kedge_queue_live_bytes")),
-        bytes(g("kedge_queue_disk_bytes")),
-    );
-    let last_ack = m
-        .get("kedge_kafka_last_ack_age_seconds")
+    let k = &now.kafka;
+    let last_ack = k
+        .last_ack_age_seconds
         .map_or_else(|| "none yet".to_owned(), |a| format!("{a:.1}s ago"));
     let _ = writeln!(
         o,
         "kafka            {}, open connections {}, partition leaders {} known {} unknown, {} requests in flight, last ack {last_ack}",
-        if g("kedge_kafka_connected") == 1.0 {
+        if k.connected {
             "connected"
         } else {
             "NOT CONNECTED"
         },
-        g("kedge_kafka_connections"),
-        labelled(seen.second, "kedge_kafka_partitions", "leader", "known"),
-        labelled(seen.second, "kedge_kafka_partitions", "leader", "unknown"),
-        g("kedge_produce_requests_in_flight"),
+        k.connections,
+        k.leaders_known,
+        k.leaders_unknown,
+        k.requests_in_flight,
     );
-    let errors: Vec<String> = series(seen.second)
-        .filter(|(n, _, v)| *n == "kedge_produce_errors_total" && *v > 0.0)
-        .filter_map(|(_, l, v)| Some(format!("{} {v}", label(l, "error")?)))
+    let errors: Vec<String> = k
+        .produce_errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(e, n)| format!("{e} {n}"))
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(o, "                 produce errors: {}", errors.join(", "));
@@ -138,27 +296,43 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
     let _ = writeln!(
         o,
         "batches          delivered {} retried {} duplicates {}",
-        g("kedge_batches_delivered_total"),
-        g("kedge_batch_retries_total"),
-        g("kedge_batches_duplicate_total"),
+        k.batches_delivered, k.batch_retries, k.batches_duplicate,
     );
     let _ = writeln!(
         o,
         "mqtt             {}",
-        if g("kedge_mqtt_connected") == 1.0 {
+        if now.mqtt_connected {
             "connected"
         } else {
             "disconnected"
         }
     );
-    plugins(&mut o, seen.second);
+    for (i, p) in now.plugins.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "{}{}: circuit {}, {} events, {} faulted, {} recycles",
+            if i == 0 {
+                "plugins          "
+            } else {
+                "                 "
+            },
+            p.name,
+            if p.circuit_open { "OPEN" } else { "closed" },
+            p.events,
+            p.faulted,
+            p.recycles,
+        );
+    }
+    let unknown = || "unknown".to_owned();
     let _ = writeln!(
         o,
-        "memory           {:.1} MiB resident, {} open files",
-        g("kedge_process_resident_memory_bytes") / 1048576.0,
-        g("kedge_process_open_fds"),
+        "memory           {} resident, {} open files",
+        now.process
+            .resident_bytes
+            .map_or_else(unknown, |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        now.process.open_fds.map_or_else(unknown, |n| n.to_string()),
     );
-    block(&mut o, "ready", seen.ready);
+    block(&mut o, "ready", &Snapshot::ready_text(&now.unready));
     match seen.log {
         Some(log) if !log.trim().is_empty() => block(&mut o, "last problems", log),
         Some(_) => block(&mut o, "last problems", "none\n"),
@@ -168,47 +342,6 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
         let _ = write!(o, "\n{queue}");
     }
     o
-}
-
-/// The value of one labelled series, 0 when absent.
-fn labelled(text: &str, name: &str, key: &str, value: &str) -> f64 {
-    series(text)
-        .find(|(n, l, _)| *n == name && label(l, key) == Some(value))
-        .map_or(0.0, |(_, _, v)| v)
-}
-
-/// One line per plugin: its circuit, events and faults.
-fn plugins(o: &mut String, text: &str) {
-    let mut names: Vec<&str> = series(text)
-        .filter(|(n, _, _)| *n == "kedge_plugin_events_total")
-        .filter_map(|(_, l, _)| label(l, "plugin"))
-        .collect();
-    names.dedup();
-    for (i, name) in names.iter().enumerate() {
-        let of = |family: &str| -> f64 {
-            series(text)
-                .filter(|(n, l, _)| *n == family && label(l, "plugin") == Some(name))
-                // `sum` of nothing is −0.0 for floats.
-                .fold(0.0, |a, (_, _, v)| a + v)
-        };
-        let _ = writeln!(
-            o,
-            "{}{name}: circuit {}, {} events, {} faulted, {} recycles",
-            if i == 0 {
-                "plugins          "
-            } else {
-                "                 "
-            },
-            if of("kedge_plugin_circuit_open") == 1.0 {
-                "OPEN"
-            } else {
-                "closed"
-            },
-            of("kedge_plugin_events_total"),
-            of("kedge_plugin_faulted_events_total"),
-            of("kedge_plugin_recycles_total"),
-        );
-    }
 }
 
 /// `title` before the first line of `body`, the others aligned under it.
@@ -231,74 +364,228 @@ fn human_secs(s: f64) -> String {
 mod tests {
     use super::*;
 
-    const BEFORE: &str = "kedge_records_journaled_total 100\nkedge_records_delivered_total 50\n";
-    const AFTER: &str = "# HELP x y\n# TYPE x counter\n\
-        kedge_records_received_total{source=\"mqtt\"} 300\n\
-        kedge_records_journaled_total 300\n\
-        kedge_records_delivered_total 650\n\
-        kedge_records_dead_lettered_total{reason=\"unroutable\"} 2\n\
-        kedge_records_dead_lettered_total{reason=\"plugin\"} 3\n\
-        kedge_journal_records 1200\n\
-        kedge_records_unacknowledged 300\n\
-        kedge_kafka_connected 1\n\
-        kedge_kafka_partitions{leader=\"known\"} 3\n\
-        kedge_kafka_partitions{leader=\"unknown\"} 0\n\
-        kedge_produce_errors_total{error=\"network\"} 2\n\
-        kedge_produce_errors_total{error=\"NOT_LEADER_OR_FOLLOWER\"} 0\n\
-        kedge_plugin_events_total{plugin=\"units\"} 9\n\
-        kedge_plugin_circuit_open{plugin=\"units\"} 1\n\
-        kedge_plugin_faulted_events_total{plugin=\"units\",fault=\"trap\"} 4\n\
-        kedge_plugin_faulted_events_total{plugin=\"units\",fault=\"timeout\"} 1\n\
-        kedge_mqtt_connected 1\n";
+    /// An agent that delivered 650 records, 1,500 waiting; one plugin with its circuit open.
+    fn after() -> Report {
+        Report {
+            records: Records {
+                received: 300,
+                journaled: 300,
+                delivered: 650,
+                dead_lettered: 5,
+                dropped: 0,
+            },
+            queue: QueueState {
+                journal_records: Some(1200),
+                unacknowledged_records: 300,
+                oldest_pending_age_seconds: None,
+                live_bytes: 2048,
+                max_bytes: None,
+                disk_bytes: Some(1 << 20),
+            },
+            kafka: KafkaState {
+                connected: true,
+                connections: 0,
+                leaders_known: 3,
+                leaders_unknown: 0,
+                requests_in_flight: 0,
+                last_ack_age_seconds: Some(0.5),
+                produce_errors: [("NOT_LEADER_OR_FOLLOWER", 0), ("network", 2)]
+                    .map(|(e, n)| (e.to_owned(), n))
+                    .into(),
+                batches_delivered: 7,
+                batch_retries: 1,
+                batches_duplicate: 0,
+            },
+            mqtt_connected: true,
+            plugins: vec![PluginState {
+                name: "units".into(),
+                circuit_open: true,
+                events: 9,
+                faulted: 5,
+                recycles: 0,
+            }],
+            process: ProcessState {
+                resident_bytes: Some(12 << 20),
+                open_fds: Some(23),
+            },
+            unready: vec!["a".into(), "b".into()],
+        }
+    }
+
+    /// [`after`] two seconds earlier: 200 records journaled and 600 delivered since.
+    fn before() -> Report {
+        let mut r = after();
+        r.records = Records {
+            received: 0,
+            journaled: 100,
+            delivered: 50,
+            ..r.records
+        };
+        r
+    }
 
     #[test]
-    fn summarises_two_scrapes() {
+    fn summarises_two_reports() {
+        let (first, second) = (before(), after());
         let seen = Observed {
-            first: BEFORE,
-            second: AFTER,
+            first: &first,
+            second: &second,
             interval: Duration::from_secs(2),
-            ready: "a\nb\n",
             queue: Some("queue            /var/lib/kedge/queue\n"),
             log: Some("3s ago WARN Kafka unreachable\n"),
         };
         let s = running(([127, 0, 0, 1], 9464).into(), &seen);
-        for want in [
-            "delivered 650 dead-lettered 5 dropped 0",
-            "journaled 100/s, delivered 300/s (over 2.0 s)",
-            // 1,500 pending, shrinking by 200/s.
-            "backlog          1500 records (1200 in the journal, 300 in unacknowledged batches), oldest 0s; drains in about 8 s",
-            "kafka            connected, open connections 0, partition leaders 3 known 0 unknown",
-            "produce errors: network 2\n",
-            "mqtt             connected",
-            "plugins          units: circuit OPEN, 9 events, 5 faulted, 0 recycles",
-            "ready            a\n                 b\n",
-            "last problems    3s ago WARN Kafka unreachable\n",
-            "\nqueue            /var/lib/kedge/queue\n",
-            "no limit",
-        ] {
-            assert!(s.contains(want), "{want:?} not in\n{s}");
-        }
+        assert_eq!(
+            s,
+            "kedge is running (metrics at http://127.0.0.1:9464/metrics)
+records          received 300 journaled 300 delivered 650 dead-lettered 5 dropped 0
+throughput       received 150/s, journaled 100/s, delivered 300/s (over 2.0 s)
+backlog          1500 records (1200 in the journal, 300 in unacknowledged batches), oldest 0s; drains in about 8 s
+queue            2.0 KiB pending (no limit), 1.0 MiB on disk
+kafka            connected, open connections 0, partition leaders 3 known 0 unknown, 0 requests in flight, last ack 0.5s ago
+                 produce errors: network 2
+batches          delivered 7 retried 1 duplicates 0
+mqtt             connected
+plugins          units: circuit OPEN, 9 events, 5 faulted, 0 recycles
+memory           12.0 MiB resident, 23 open files
+ready            a
+                 b
+last problems    3s ago WARN Kafka unreachable
+
+queue            /var/lib/kedge/queue
+"
+        );
     }
 
     #[test]
     fn a_growing_backlog_is_not_given_a_drain_time() {
+        let first = after();
+        let mut second = after();
+        second.records.journaled = 900;
+        second.unready.clear();
         let seen = Observed {
-            first: AFTER,
-            second: &AFTER.replace("journaled_total 300", "journaled_total 900"),
+            first: &first,
+            second: &second,
             interval: Duration::from_secs(1),
-            ready: "ready\n",
             queue: None,
             log: Some(""),
         };
         let s = running(([127, 0, 0, 1], 9464).into(), &seen);
         assert!(s.contains("; not shrinking"), "{s}");
+        assert!(s.contains("\nready            ready\n"), "{s}");
         assert!(s.contains("last problems    none"), "{s}");
     }
 
+    /// What the agent could not measure is said so, not shown as 0.
     #[test]
-    fn labels_are_read_by_name() {
-        assert_eq!(label("plugin=\"a\",fault=\"trap\"", "fault"), Some("trap"));
-        assert_eq!(label("plugin=\"a\"", "fault"), None);
-        assert_eq!(samples(AFTER)["kedge_records_dead_lettered_total"], 5.0);
+    fn unknown_values_are_not_zeros() {
+        let mut r = after();
+        r.queue.journal_records = None;
+        r.queue.disk_bytes = None;
+        r.process = ProcessState {
+            resident_bytes: None,
+            open_fds: None,
+        };
+        let seen = Observed {
+            first: &r,
+            second: &r,
+            interval: Duration::from_secs(1),
+            queue: None,
+            log: None,
+        };
+        let s = running(([127, 0, 0, 1], 9464).into(), &seen);
+        for want in [
+            "\nbacklog          unknown: the journal cannot be read (300 records in unacknowledged batches), oldest 0s\n",
+            "\nqueue            2.0 KiB pending (no limit), disk use unknown\n",
+            "\nmemory           unknown resident, unknown open files\n",
+        ] {
+            assert!(s.contains(want), "{want:?} not in\n{s}");
+        }
+    }
+
+    /// Every field, `Option`s included, must be there: one left out fails the whole report.
+    #[test]
+    fn a_report_missing_any_field_is_an_error() {
+        let json = serde_json::to_value(after()).unwrap();
+        let back: Report = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, after());
+        let mut fields = Vec::new();
+        collect_fields(&json, &mut Vec::new(), &mut fields);
+        assert!(fields.len() > 30, "{fields:?}");
+        for path in &fields {
+            let mut lacking = json.clone();
+            let (last, parents) = path.split_last().unwrap();
+            let mut object = &mut lacking;
+            for p in parents {
+                object = match p.parse::<usize>() {
+                    Ok(i) => &mut object[i],
+                    Err(_) => &mut object[p.as_str()],
+                };
+            }
+            object.as_object_mut().unwrap().remove(last);
+            let read = serde_json::from_value::<Report>(lacking);
+            let e = read.expect_err(&format!("read without {}", path.join(".")));
+            assert!(e.to_string().contains("missing field"), "{e}");
+        }
+        // Unknown values are `null`, and fields this build does not know are ignored.
+        let mut json = json;
+        json["queue"]["max_bytes"] = serde_json::Value::Null;
+        json["kafka"]["last_ack_age_seconds"] = serde_json::Value::Null;
+        json["a_field_of_a_newer_agent"] = 1.into();
+        let read: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(read.kafka.last_ack_age_seconds, None);
+    }
+
+    /// The path of every field of `v`'s objects, array elements included, but not a map's
+    /// entries (`produce_errors`: any error names may be there).
+    fn collect_fields(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match v {
+            serde_json::Value::Object(o) if at.last().is_none_or(|l| l != "produce_errors") => {
+                for (k, v) in o {
+                    at.push(k.clone());
+                    out.push(at.clone());
+                    collect_fields(v, at, out);
+                    at.pop();
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    at.push(i.to_string());
+                    collect_fields(v, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_report_is_read_from_the_counters_and_a_snapshot() {
+        let stats = Stats::default();
+        Stats::add(&stats.received, 4);
+        stats.dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
+        stats.dead_lettered(crate::telemetry::DeadLetter::Unroutable, 1);
+        stats.produce_error("network");
+        let plugin = kedge_plugin_host::stats::PluginStats::new("units");
+        plugin.fault("trap");
+        plugin.fault("timeout");
+        let snapshot = Snapshot {
+            queue_max_bytes: u64::MAX,
+            oldest_pending_age: Some(120.0),
+            plugins: vec![plugin.snapshot()],
+            ..Snapshot::default()
+        };
+        let readiness = Readiness {
+            max_pending_age: 60.0,
+            max_queue_percent: 90,
+        };
+        let r = Report::of(&stats, &snapshot, &readiness);
+        assert_eq!(r.records.received, 4);
+        assert_eq!(r.records.dead_lettered, 3);
+        assert_eq!(r.kafka.produce_errors["network"], 1);
+        assert_eq!(r.queue.max_bytes, None);
+        assert_eq!(r.plugins[0].faulted, 2);
+        assert_eq!(r.unready, snapshot.unready(&readiness));
+        assert_eq!(r.unready.len(), 1);
     }
 }

@@ -25,13 +25,18 @@ use std::time::{Duration, Instant};
 const LOG_TAIL_LINES: usize = 60;
 
 /// The value of `name` with exactly these `labels` (none: "") in a scrape of kedge's metrics
-/// listener at `addr`, 0 when absent.
+/// listener at `addr`, 0 when absent. `name` must be a metric kedge defines, so that a misspelt
+/// one fails rather than reads 0.
 pub fn metric(addr: std::net::SocketAddr, name: &str, labels: &str) -> f64 {
     try_metric(addr, name, labels).expect("scrape")
 }
 
 /// [`metric`], or the error when the listener does not answer (not up yet, or gone).
 pub fn try_metric(addr: std::net::SocketAddr, name: &str, labels: &str) -> std::io::Result<f64> {
+    assert!(
+        ::kedge::ops::metrics::Metric::of_series(name).is_some(),
+        "{name} is not a metric kedge defines (agent/src/ops/metrics.rs)"
+    );
     let (_, body) = ::kedge::ops::get(addr, "/metrics", Duration::from_secs(5))?;
     let prefix = if labels.is_empty() {
         format!("{name} ")
