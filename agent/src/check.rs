@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::config::Keyword;
 use crate::config::{self, Config};
 
 /// A human description of the pipeline: sources, routes, Kafka target, queue, guarantees.
@@ -23,9 +24,9 @@ pub fn describe(c: &Config, path: &Path) -> String {
     }
     let _ = writeln!(
         o,
-        "source        {} — {} at {}:{}{}, client id {:?}",
+        "source        {} — MQTT {} at {}:{}{}, client id {:?}",
         m.name,
-        m.protocol,
+        m.protocol.word(),
         m.host,
         m.effective_port(),
         if m.tls.is_some() { " (TLS)" } else { "" },
@@ -98,9 +99,9 @@ pub fn describe(c: &Config, path: &Path) -> String {
         if k.tls.is_some() { " (TLS)" } else { "" },
         k.sasl
             .as_ref()
-            .map(|s| format!(" (SASL {} as {})", s.mechanism, s.username))
+            .map(|s| format!(" (SASL {} as {})", s.mechanism.word(), s.username))
             .unwrap_or_default(),
-        k.compression,
+        k.compression.word(),
         config::HumanDuration(k.linger),
         k.batch_max_records,
         k.batch_max_bytes,
@@ -110,7 +111,7 @@ pub fn describe(c: &Config, path: &Path) -> String {
         o,
         "queue         {} — durability {}, commit every {} or {} records or {}, cache {}",
         q.effective_dir(&c.agent).display(),
-        q.durability,
+        q.durability.word(),
         config::HumanDuration(q.commit_window),
         q.commit_max_records,
         q.commit_max_bytes,
@@ -123,7 +124,8 @@ pub fn describe(c: &Config, path: &Path) -> String {
     let _ = writeln!(
         o,
         "              disk budget {budget}, keeping {} free; when full: {}",
-        q.min_free, q.when_full
+        q.min_free,
+        q.when_full.word()
     );
     let _ = writeln!(o, "\ndelivery guarantee");
     for s in &m.subscriptions {

@@ -7,18 +7,17 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::commit::{self, CommitSettings, Stages};
+use crate::config::Keyword;
 use crate::config::{self, Config};
 use crate::delivery::{Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::ops::exposition::Readiness;
 use crate::ops::{self, OpsState, sd_notify};
 use crate::route::{Router, Rule};
-use crate::source::mqtt::{self, MqttSettings, Protocol};
-use crate::source::session::Match;
+use crate::source::mqtt::{self, MqttSettings};
 use crate::telemetry::Stats;
 use kedge_queue::Queue;
-use kedge_queue::budget::{self, Budget, FullPolicy};
-use kedge_wire::batch::BatchCompression;
+use kedge_queue::budget::{self, Budget};
 use kedge_wire::client::{Cluster, ClusterSettings};
 use kedge_wire::connection::TlsSettings;
 use kedge_wire::partitioner::StickyPartitioner;
@@ -91,10 +90,7 @@ pub async fn run(
         )
     })?;
     let dir = config.queue.effective_dir(&config.agent);
-    let sync = match config.queue.durability {
-        config::Durability::Fsync => kedge_queue::Sync::Fsync,
-        config::Durability::Relaxed => kedge_queue::Sync::Relaxed,
-    };
+    let sync = config.queue.durability;
     let queue = Arc::new(tokio::task::block_in_place(|| {
         Queue::open(
             &dir,
@@ -295,10 +291,7 @@ pub fn producer(
     queue: Arc<Queue>,
     stats: Arc<Stats>,
 ) -> Result<Producer<Cluster, Queue>, PipelineError> {
-    let compression = match config.kafka.compression {
-        config::Compression::Zstd => BatchCompression::Zstd,
-        config::Compression::None => BatchCompression::None,
-    };
+    let compression = config.kafka.compression;
     let dispatcher = Dispatcher::new(
         SealSettings {
             origin: queue.origin().clone(),
@@ -378,16 +371,12 @@ fn disk_budget(q: &config::QueueConfig, queue: &Queue) -> Budget {
             "queue.max_bytes is more than the disk has; min_free still guards it"
         );
     }
-    let policy = match q.when_full {
-        config::WhenFull::Backpressure => FullPolicy::Backpressure,
-        config::WhenFull::DropOldest => FullPolicy::DropOldest,
-        config::WhenFull::DropNewest => FullPolicy::DropNewest,
-    };
+    let policy = q.when_full;
     tracing::info!(
         max_bytes,
         min_free,
         live_bytes = queue.live_bytes(),
-        when_full = %q.when_full,
+        when_full = q.when_full.word(),
         "queue disk budget"
     );
     Budget {
@@ -428,10 +417,7 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
         name: m.name.clone(),
         host: m.host.clone(),
         port: m.effective_port(),
-        protocol: match m.protocol {
-            config::MqttProtocol::V5 => Protocol::V5,
-            config::MqttProtocol::V311 => Protocol::V311,
-        },
+        protocol: m.protocol,
         client_id: m.effective_client_id(&config.agent.device_id),
         keep_alive: m.keep_alive,
         session_expiry: m.session_expiry,
@@ -439,11 +425,7 @@ fn mqtt_settings(config: &Config) -> Result<MqttSettings, PipelineError> {
         redelivery_window: m.effective_redelivery_window(),
         // MQTT's largest remaining length is one byte short of 256 MiB.
         max_packet_size: m.max_packet_size.bytes().min(268_435_455) as u32,
-        redelivery: match m.redelivery {
-            config::Redelivery::PacketId => Match::PacketId,
-            config::Redelivery::Payload => Match::Payload,
-            config::Redelivery::Off => Match::Off,
-        },
+        redelivery: m.redelivery,
         credentials,
         tls,
         subscriptions: m
@@ -474,11 +456,7 @@ fn kafka_tls(k: &config::KafkaConfig) -> Result<Option<TlsSettings>, crate::tls:
 fn kafka_sasl(k: &config::KafkaConfig) -> Result<Option<SaslSettings>, PipelineError> {
     let Some(s) = &k.sasl else { return Ok(None) };
     let settings = SaslSettings {
-        mechanism: match s.mechanism {
-            config::SaslMechanism::Plain => Mechanism::Plain,
-            config::SaslMechanism::ScramSha256 => Mechanism::ScramSha256,
-            config::SaslMechanism::ScramSha512 => Mechanism::ScramSha512,
-        },
+        mechanism: s.mechanism,
         username: s.username.clone(),
         password: s
             .password

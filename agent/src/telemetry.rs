@@ -415,6 +415,17 @@ pub fn recent_problems() -> String {
         .collect()
 }
 
+/// Log output format (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Installs the log subscriber: human-readable on a terminal, JSON otherwise (or as configured).
 pub fn init_logging(log: &crate::config::LogConfig) -> Result<(), String> {
     use std::io::IsTerminal;
@@ -423,9 +434,9 @@ pub fn init_logging(log: &crate::config::LogConfig) -> Result<(), String> {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_new(&log.level).map_err(|e| format!("log.level: {e}"))?;
     let json = match log.format {
-        crate::config::LogFormat::Json => true,
-        crate::config::LogFormat::Text => false,
-        crate::config::LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -11,7 +11,6 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +28,81 @@ pub const MAX_BATCH_BYTES: ByteSize = ByteSize::mib(64);
 use kedge_base::de;
 use kedge_base::units::{PartialBackoff, deserialize_duration, millis, secs};
 use locate::Document;
+
+/// A setting written as one of a fixed set of words. The value is the runtime enum of the
+/// subsystem the setting configures, so the config mirrors none of them; `keywords!` lists the
+/// words once, and its match makes the compiler check that every value has one.
+pub trait Keyword: Copy + 'static {
+    /// Each word and the value it stands for, in the order errors list them.
+    const WORDS: &'static [(&'static str, Self)];
+    /// The word the config file uses for `self`.
+    fn word(self) -> &'static str;
+}
+
+macro_rules! keywords {
+    ($ty:ty { $($word:literal => $value:path),+ $(,)? }) => {
+        impl Keyword for $ty {
+            const WORDS: &'static [(&'static str, Self)] = &[$(($word, $value)),+];
+            fn word(self) -> &'static str {
+                match self {
+                    $($value => $word),+
+                }
+            }
+        }
+    };
+}
+
+/// `mqtt.protocol`: the MQTT version spoken to the broker.
+pub use crate::source::mqtt::Protocol as MqttProtocol;
+/// `mqtt.redelivery`: how a QoS 1 message the broker sends again is told from a new one
+/// (ARCHITECTURE.md §9).
+pub use crate::source::session::Match as Redelivery;
+/// `log.format`.
+pub use crate::telemetry::LogFormat;
+/// `queue.durability`.
+pub use kedge_queue::Sync as Durability;
+/// `queue.when_full`.
+pub use kedge_queue::budget::FullPolicy as WhenFull;
+/// `kafka.compression`: of Kafka record batches.
+pub use kedge_wire::batch::BatchCompression as Compression;
+/// `kafka.sasl.mechanism`.
+pub use kedge_wire::sasl::Mechanism as SaslMechanism;
+
+keywords!(MqttProtocol { "5" => MqttProtocol::V5, "3.1.1" => MqttProtocol::V311 });
+keywords!(Redelivery {
+    "packet-id" => Redelivery::PacketId,
+    "payload" => Redelivery::Payload,
+    "off" => Redelivery::Off,
+});
+keywords!(SaslMechanism {
+    "PLAIN" => SaslMechanism::Plain,
+    "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
+    "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
+});
+keywords!(Compression { "zstd" => Compression::Zstd, "none" => Compression::None });
+keywords!(Durability { "fsync" => Durability::Fsync, "relaxed" => Durability::Relaxed });
+keywords!(WhenFull {
+    "backpressure" => WhenFull::Backpressure,
+    "drop-oldest" => WhenFull::DropOldest,
+    "drop-newest" => WhenFull::DropNewest,
+});
+keywords!(LogFormat { "auto" => LogFormat::Auto, "text" => LogFormat::Text, "json" => LogFormat::Json });
+
+fn keyword<'de, D: Deserializer<'de>, T: Keyword>(d: D) -> Result<T, D::Error> {
+    de::keyword(d, T::WORDS)
+}
+
+fn default_protocol() -> MqttProtocol {
+    MqttProtocol::V5
+}
+
+fn default_redelivery() -> Redelivery {
+    Redelivery::PacketId
+}
+
+fn default_compression() -> Compression {
+    Compression::Zstd
+}
 
 /// The whole kedge configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -197,7 +271,7 @@ pub struct MqttConfig {
     #[serde(default, deserialize_with = "de::opt_int::<_, u16, 1, 65535>")]
     pub port: Option<u16>,
     /// MQTT protocol version.
-    #[serde(default)]
+    #[serde(default = "default_protocol", deserialize_with = "keyword")]
     pub protocol: MqttProtocol,
     /// MQTT client id; see [`MqttConfig::effective_client_id`].
     #[serde(default)]
@@ -219,7 +293,7 @@ pub struct MqttConfig {
     #[serde(default = "default_max_packet_size")]
     pub max_packet_size: ByteSize,
     /// How kedge recognises a QoS 1 message the broker sends again after a crash.
-    #[serde(default)]
+    #[serde(default = "default_redelivery", deserialize_with = "keyword")]
     pub redelivery: Redelivery,
     /// How many of the newest QoS 1 and 2 messages a resend is compared with; more than
     /// `receive_maximum`. See [`MqttConfig::effective_redelivery_window`].
@@ -262,34 +336,6 @@ fn default_max_packet_size() -> ByteSize {
     ByteSize::mib(1)
 }
 
-/// `mqtt.redelivery`: how a QoS 1 message the broker sends again is told from a new one
-/// (ARCHITECTURE.md §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Redelivery {
-    /// `"packet-id"`: the DUP flag, packet id, topic and payload, once the broker is seen not to
-    /// reuse packet ids.
-    #[default]
-    PacketId,
-    /// `"payload"`: topic and payload alone, for brokers that renumber redeliveries or do not
-    /// set DUP; every message must differ from the ones before it.
-    Payload,
-    /// `"off"`: QoS 1 redeliveries are journaled again (at least once).
-    Off,
-}
-
-impl<'de> Deserialize<'de> for Redelivery {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(
-            d,
-            &[
-                ("packet-id", Self::PacketId),
-                ("payload", Self::Payload),
-                ("off", Self::Off),
-            ],
-        )
-    }
-}
-
 impl MqttConfig {
     /// The configured port, or the MQTT default for plain (1883) or TLS (8883) connections.
     pub fn effective_port(&self) -> u16 {
@@ -318,31 +364,6 @@ impl MqttConfig {
             Some(id) => id.clone(),
             None => format!("kedge-{device_id}"),
         }
-    }
-}
-
-/// The MQTT protocol version spoken to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum MqttProtocol {
-    /// MQTT 5, written `"5"`.
-    #[default]
-    V5,
-    /// MQTT 3.1.1, written `"3.1.1"`.
-    V311,
-}
-
-impl<'de> Deserialize<'de> for MqttProtocol {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(d, &[("5", Self::V5), ("3.1.1", Self::V311)])
-    }
-}
-
-impl fmt::Display for MqttProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::V5 => "MQTT 5",
-            Self::V311 => "MQTT 3.1.1",
-        })
     }
 }
 
@@ -427,7 +448,7 @@ pub struct KafkaConfig {
     #[serde(default = "default_kafka_client_id")]
     pub client_id: String,
     /// Batch compression.
-    #[serde(default)]
+    #[serde(default = "default_compression", deserialize_with = "keyword")]
     pub compression: Compression,
     /// How long to wait for more records before sending a batch.
     #[serde(default = "millis::<5>", deserialize_with = "deserialize_duration")]
@@ -472,6 +493,7 @@ pub struct KafkaConfig {
 #[serde(deny_unknown_fields)]
 pub struct SaslConfig {
     /// The SASL mechanism.
+    #[serde(deserialize_with = "keyword")]
     pub mechanism: SaslMechanism,
     /// User name.
     pub username: String,
@@ -481,40 +503,6 @@ pub struct SaslConfig {
     /// Refused unless this is set (a test broker, a network that is already encrypted).
     #[serde(default)]
     pub allow_plaintext: bool,
-}
-
-/// A SASL mechanism name as written in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SaslMechanism {
-    /// `"PLAIN"` (RFC 4616): the password travels in the clear, so use it with TLS.
-    Plain,
-    /// `"SCRAM-SHA-256"` (RFC 7677).
-    ScramSha256,
-    /// `"SCRAM-SHA-512"` (KIP-84).
-    ScramSha512,
-}
-
-impl<'de> Deserialize<'de> for SaslMechanism {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(
-            d,
-            &[
-                ("PLAIN", Self::Plain),
-                ("SCRAM-SHA-256", Self::ScramSha256),
-                ("SCRAM-SHA-512", Self::ScramSha512),
-            ],
-        )
-    }
-}
-
-impl fmt::Display for SaslMechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        })
-    }
 }
 
 fn default_kafka_client_id() -> String {
@@ -533,31 +521,6 @@ fn default_max_in_flight() -> u8 {
     5
 }
 
-/// Compression of Kafka record batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Compression {
-    /// zstd, written `"zstd"`.
-    #[default]
-    Zstd,
-    /// No compression, written `"none"`.
-    None,
-}
-
-impl<'de> Deserialize<'de> for Compression {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(d, &[("zstd", Self::Zstd), ("none", Self::None)])
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Zstd => "zstd",
-            Self::None => "none",
-        })
-    }
-}
-
 /// `[queue]`: the durable on-disk queue between MQTT and Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -574,12 +537,14 @@ pub struct QueueConfig {
     /// sled page cache size.
     pub cache: ByteSize,
     /// Whether a commit waits for the disk.
+    #[serde(deserialize_with = "keyword")]
     pub durability: Durability,
     /// Most bytes the queue may hold; `None`: half of the space free at start, minus `min_free`.
     pub max_bytes: Option<ByteSize>,
     /// Free space on the queue's filesystem below which the queue counts as full.
     pub min_free: ByteSize,
     /// What a full queue does with new records.
+    #[serde(deserialize_with = "keyword")]
     pub when_full: WhenFull,
 }
 
@@ -606,66 +571,6 @@ impl QueueConfig {
             Some(dir) => dir.clone(),
             None => agent.data_dir.join("queue"),
         }
-    }
-}
-
-/// Whether a queue commit waits for the data to reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Durability {
-    /// fdatasync before acknowledging to MQTT, written `"fsync"`.
-    #[default]
-    Fsync,
-    /// Leave flushing to the OS; a power cut may lose the last records, written `"relaxed"`.
-    Relaxed,
-}
-
-impl<'de> Deserialize<'de> for Durability {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(d, &[("fsync", Self::Fsync), ("relaxed", Self::Relaxed)])
-    }
-}
-
-impl fmt::Display for Durability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Fsync => "fsync",
-            Self::Relaxed => "relaxed",
-        })
-    }
-}
-
-/// What a full queue does (`queue.when_full`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum WhenFull {
-    /// Stop committing, so MQTT acks stop and the broker's session keeps the data; `"backpressure"`.
-    #[default]
-    Backpressure,
-    /// Delete the oldest unsealed records to make room, counting them; `"drop-oldest"`.
-    DropOldest,
-    /// Acknowledge and discard new records, counting them; `"drop-newest"`.
-    DropNewest,
-}
-
-impl<'de> Deserialize<'de> for WhenFull {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(
-            d,
-            &[
-                ("backpressure", Self::Backpressure),
-                ("drop-oldest", Self::DropOldest),
-                ("drop-newest", Self::DropNewest),
-            ],
-        )
-    }
-}
-
-impl fmt::Display for WhenFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Backpressure => "backpressure",
-            Self::DropOldest => "drop-oldest",
-            Self::DropNewest => "drop-newest",
-        })
     }
 }
 
@@ -702,6 +607,7 @@ pub struct LogConfig {
     /// A level (`info`) or a tracing filter directive (`info,kedge=debug`).
     pub level: String,
     /// Output format.
+    #[serde(deserialize_with = "keyword")]
     pub format: LogFormat,
 }
 
@@ -711,41 +617,6 @@ impl Default for LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Auto,
         }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum LogFormat {
-    /// Text on a terminal, JSON otherwise; written `"auto"`.
-    #[default]
-    Auto,
-    /// Human-readable lines, written `"text"`.
-    Text,
-    /// One JSON object per line, written `"json"`.
-    Json,
-}
-
-impl<'de> Deserialize<'de> for LogFormat {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::keyword(
-            d,
-            &[
-                ("auto", Self::Auto),
-                ("text", Self::Text),
-                ("json", Self::Json),
-            ],
-        )
-    }
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Text => "text",
-            Self::Json => "json",
-        })
     }
 }
 

@@ -198,14 +198,67 @@ fn secrets_parse_in_all_three_forms() {
     assert!(!format!("{config:?}").contains("hunter2"));
 }
 
+/// Every keyword names one value and every value has its word back, for each setting.
+fn keywords_round_trip<T: Keyword + PartialEq + std::fmt::Debug>() {
+    for (i, &(word, value)) in T::WORDS.iter().enumerate() {
+        assert_eq!(value.word(), word, "{value:?}");
+        for &(other, other_value) in &T::WORDS[i + 1..] {
+            assert_ne!(word, other);
+            assert_ne!(value, other_value, "{word} and {other}");
+        }
+    }
+}
+
 #[test]
-fn enums_display() {
-    assert_eq!(MqttProtocol::V5.to_string(), "MQTT 5");
-    assert_eq!(MqttProtocol::V311.to_string(), "MQTT 3.1.1");
-    assert_eq!(Compression::Zstd.to_string(), "zstd");
-    assert_eq!(Compression::None.to_string(), "none");
-    assert_eq!(Durability::Relaxed.to_string(), "relaxed");
-    assert_eq!(LogFormat::Json.to_string(), "json");
+fn keywords_name_runtime_values_one_to_one() {
+    keywords_round_trip::<MqttProtocol>();
+    keywords_round_trip::<Redelivery>();
+    keywords_round_trip::<SaslMechanism>();
+    keywords_round_trip::<Compression>();
+    keywords_round_trip::<Durability>();
+    keywords_round_trip::<WhenFull>();
+    keywords_round_trip::<LogFormat>();
+    assert_eq!(Durability::Relaxed.word(), "relaxed");
+    assert_eq!(WhenFull::DropOldest.word(), "drop-oldest");
+}
+
+#[test]
+fn keywords_parse_into_the_runtime_enums() {
+    let config = Config::parse(
+        r#"[mqtt]
+subscriptions = [{ filter = "a" }]
+protocol = "3.1.1"
+redelivery = "payload"
+
+[kafka]
+bootstrap = ["k:9092"]
+compression = "none"
+
+[queue]
+durability = "relaxed"
+when_full = "drop-newest"
+
+[log]
+format = "json"
+"#,
+        Path::new("kedge.toml"),
+    )
+    .expect("parses");
+    assert_eq!(config.mqtt.protocol, crate::source::mqtt::Protocol::V311);
+    assert_eq!(
+        config.mqtt.redelivery,
+        crate::source::session::Match::Payload
+    );
+    assert_eq!(
+        config.kafka.compression,
+        kedge_wire::batch::BatchCompression::None
+    );
+    assert_eq!(config.queue.durability, kedge_queue::Sync::Relaxed);
+    assert_eq!(
+        config.queue.when_full,
+        kedge_queue::budget::FullPolicy::DropNewest
+    );
+    assert_eq!(config.log.format, crate::telemetry::LogFormat::Json);
 }
 
 #[test]

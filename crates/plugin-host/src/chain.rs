@@ -17,27 +17,19 @@ use super::host::{BatchInfo, Output, Verdict};
 use super::isolate::{Caller, Fault, isolate};
 use super::plugin::Plugin;
 use super::stats::PluginStats;
+use crate::config::OnFailure;
 use crate::event::{Event, topic_matches};
 use kedge_wire::record::{HEADER_ERROR, Header};
 
 /// Most events in one `process` call: bounds the guest memory one call needs.
 pub const MAX_CALL_EVENTS: usize = 1024;
 
-/// What happens to events when a plugin's circuit is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenOpen {
-    /// They go to the dead-letter topic, marked with the reason.
-    DeadLetter,
-    /// The pipeline waits: nothing is committed or acknowledged, so the MQTT broker keeps them.
-    Hold,
-}
-
 /// One plugin in the chain, with the policy around it.
 pub struct Stage {
     plugin: Plugin,
     subjects: Vec<String>,
     circuit: Circuit,
-    when_open: WhenOpen,
+    when_open: OnFailure,
     tick: Option<(Duration, Instant)>,
 }
 
@@ -48,7 +40,7 @@ impl Stage {
         plugin: Plugin,
         subjects: Vec<String>,
         circuit: Circuit,
-        when_open: WhenOpen,
+        when_open: OnFailure,
         tick: Option<Duration>,
     ) -> Self {
         Stage {
@@ -74,7 +66,7 @@ impl Stage {
 pub enum Applied {
     /// The events to route and journal, in input order.
     Events(Vec<Event>),
-    /// A plugin with [`WhenOpen::Hold`] is failing: offer the same batch again at `until`.
+    /// A plugin with [`OnFailure::Backpressure`] is failing: offer the same batch again at `until`.
     Held {
         /// The failing plugin.
         plugin: String,
@@ -130,7 +122,7 @@ impl Chain {
     ) -> Applied {
         let now = Instant::now();
         for stage in &self.stages {
-            if stage.when_open == WhenOpen::Hold && !stage.circuit.allows(now) {
+            if stage.when_open == OnFailure::Backpressure && !stage.circuit.allows(now) {
                 return Applied::Held {
                     plugin: stage.name().to_owned(),
                     until: stage.circuit.retry_at().unwrap_or(now),
@@ -301,7 +293,7 @@ fn run_stage(
             .circuit_open
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
-    if stage.when_open == WhenOpen::Hold && stage.circuit.is_open() {
+    if stage.when_open == OnFailure::Backpressure && stage.circuit.is_open() {
         return Err(Applied::Held {
             plugin: stats.name.clone(),
             until: stage.circuit.retry_at().unwrap_or(now),

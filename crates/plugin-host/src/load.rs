@@ -11,13 +11,13 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::artifact;
-use super::chain::{Chain, Stage, WhenOpen};
+use super::chain::{Chain, Stage};
 use super::circuit::Circuit;
 use super::engine::{self, EngineError, Target, Ticker};
 use super::host::{self, DirGrant, Grants};
 use super::plugin::{LoadError, Plugin};
 use super::stats::PluginStats;
-use crate::config::{OnFailure, PluginConfig};
+use crate::config::PluginConfig;
 
 /// Why the plugins could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -331,10 +331,7 @@ pub fn load(
                 p.circuit_backoff.initial,
                 p.circuit_backoff.max,
             ),
-            match p.on_failure {
-                OnFailure::DeadLetter => WhenOpen::DeadLetter,
-                OnFailure::Backpressure => WhenOpen::Hold,
-            },
+            p.on_failure,
             p.tick,
         ));
         tracing::info!(plugin = %p.name, path = %p.path.display(), "plugin loaded");
