@@ -6,13 +6,13 @@
 pub mod audit;
 pub mod backoff;
 pub mod check;
-pub mod commit;
 pub mod config;
 pub mod delivery;
-pub mod dispatcher;
+mod dispatcher;
+mod ingest;
 pub mod ops;
 pub mod pipeline;
 pub mod route;
 pub mod source;
 pub mod telemetry;
-pub mod tls;
+mod tls;

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::commit::{self, CommitSettings, Stages};
 use crate::config::Keyword;
 use crate::config::{self, Config};
 use crate::delivery::{Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
+use crate::ingest::{self, CommitSettings, Stages};
 use crate::ops::exposition::Readiness;
 use crate::ops::{self, OpsState, sd_notify};
 use crate::route::{Router, Rule};
@@ -172,11 +172,11 @@ pub async fn run(
         chain,
         ticker: _ticker,
     } = plugins;
-    let mut committer = tokio::spawn(commit::run(
+    let mut committer = tokio::spawn(ingest::run(
         queue.clone(),
         Stages { chain, router },
         commit_settings,
-        commit::Links {
+        ingest::Links {
             rx: events_rx,
             acks: acks_tx,
             committed: committed_tx,
@@ -212,9 +212,9 @@ pub async fn run(
     let poisoned = tokio::select! {
         _ = shutdown => None,
         end = &mut committer => match end {
-            Ok(commit::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
+            Ok(ingest::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
             // A committer that ended otherwise (a panic) left nothing durable half-done.
-            Ok(commit::CommitEnd::Drained | commit::CommitEnd::Abandoned) | Err(_) => Some(None),
+            Ok(ingest::CommitEnd::Drained | ingest::CommitEnd::Abandoned) | Err(_) => Some(None),
         },
     };
     // Nothing more can be committed to a poisoned queue: stop quickly and reopen.

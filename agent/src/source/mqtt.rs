@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use super::Incoming;
 use super::session::{self, Arrival, Connected, Match, Session, Unproven, Verdict};
 use crate::backoff::Backoff;
-use crate::commit::Incoming;
 use crate::telemetry::Stats;
 use kedge_queue::inbound::{Inbound, ReceiptWindow};
 use kedge_wire::record::Header;

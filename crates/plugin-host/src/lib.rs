@@ -2,16 +2,16 @@
 //! under wasmtime with per-call deadlines, memory limits, recycling on faults and a circuit
 //! breaker (ARCHITECTURE.md §5). It knows records and events, not queues, Kafka or MQTT sessions.
 
-pub mod artifact;
+mod artifact;
 pub mod chain;
-pub mod circuit;
+mod circuit;
 pub mod config;
 pub mod engine;
 pub mod event;
 pub mod host;
-pub mod isolate;
+mod isolate;
 pub mod load;
-pub mod lower;
+mod lower;
 pub mod plugin;
 pub mod stats;
 pub mod tester;

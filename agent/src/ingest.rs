@@ -1,5 +1,6 @@
-//! Group commit: route incoming events, append them as one journal chunk, make it durable, and
-//! only then release their source acknowledgements, in arrival order (ARCHITECTURE.md §2, step 3).
+//! The ingest stage: what the source received goes through the plugins and the router, is
+//! appended as one journal chunk per group commit and made durable, and only then are the
+//! source's acknowledgements released, in arrival order (ARCHITECTURE.md §2, steps 2 to 4).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,32 +15,10 @@ use crate::telemetry::{DeadLetter, Dropped, Stats};
 use kedge_plugin_host::chain::{Applied, Chain};
 use kedge_queue::budget::{Budget, FullPolicy, Room};
 use kedge_queue::chunk;
-use kedge_queue::inbound::Change;
 use kedge_queue::{Queue, QueueError};
 use kedge_wire::record::{HEADER_ERROR, Header, Record};
 
-/// What the source passes on, in arrival order: an event, an acknowledgement, a change to
-/// what the source received, or several of these.
-#[derive(Debug)]
-pub struct Incoming<A> {
-    /// The event to journal; none for a redelivery of a journaled one, or a release.
-    pub event: Option<Event>,
-    /// Acknowledgement to release once this and everything before it is durable.
-    pub ack: Option<A>,
-    /// Committed with the journal chunk of the same commit ([`kedge_queue::inbound`]).
-    pub change: Option<Change>,
-}
-
-impl<A> Incoming<A> {
-    /// A new event.
-    pub fn event(event: Event, ack: Option<A>, change: Option<Change>) -> Self {
-        Incoming {
-            event: Some(event),
-            ack,
-            change,
-        }
-    }
-}
+pub use crate::source::Incoming;
 
 /// What turns events into records: the plugin chain, then routing.
 pub struct Stages {
