@@ -1,5 +1,11 @@
-//! The durable queue: journal chunks, sealed batches and producer state in one sled database,
-//! with the bodies of chunks and batches in segment files beside it.
+//! kedge's durable queue: the journal of what was received, the outbox of sealed Kafka batches
+//! and the producer state, kept so that a crash or power cut loses nothing acknowledged. It
+//! depends only on `kedge-wire`'s codec types, and nothing outside it names sled: its store
+//! layer (`store/`) opens and repairs the database, makes flushes durable and names errors in
+//! kedge's terms.
+//!
+//! The entries live in one sled database, with the bodies of chunks and batches in segment
+//! files beside it.
 //!
 //! Trees: `journal` (first kedge-seq, big-endian → chunk header and where its body lies),
 //! `outbox` (batch number → sealed batch header and where its bytes lie) and `meta` (device id,
