@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::route::{Event, Router};
-use crate::telemetry::{DeadLetter, Dropped, Stats};
+use crate::telemetry::{DeadLetter, Dropped, add};
 use kedge_plugin_host::chain::{Applied, Chain};
 use kedge_queue::budget::{Budget, FullPolicy, Room};
 use kedge_queue::chunk;
@@ -19,6 +19,9 @@ use kedge_queue::{Queue, QueueError};
 use kedge_wire::record::{HEADER_ERROR, Header, Record};
 
 pub use crate::source::Incoming;
+pub use stats::IngestStats;
+
+pub(crate) mod stats;
 
 /// What turns events into records: the plugin chain, then routing.
 pub struct Stages {
@@ -88,7 +91,7 @@ pub async fn run<A: Send + 'static>(
     mut stages: Stages,
     settings: CommitSettings,
     links: Links<A>,
-    stats: Arc<Stats>,
+    stats: Arc<IngestStats>,
 ) -> CommitEnd {
     let Links {
         mut rx,
@@ -251,12 +254,12 @@ pub async fn run<A: Send + 'static>(
         backoff.reset();
         let n = records.len() as u64;
         next_seq += n;
-        Stats::add(&stats.journaled, n);
+        add(&stats.journaled, n);
         for why in DeadLetter::ALL {
-            stats.dead_lettered(why, dead[why as usize]);
+            stats.discards.dead_lettered(why, dead[why as usize]);
         }
         stats.routed(topic_counts(&records));
-        Stats::add(&stats.commits, 1);
+        add(&stats.commits, 1);
         committed.send_modify(|c| *c += n);
         if !tokens.is_empty() && acks.send(tokens).is_err() {
             // The source is gone; its broker redelivers what was not acknowledged.
@@ -388,13 +391,13 @@ fn set_aside_unencodable(records: &mut Vec<Record>, router: &Router, why: &str) 
 }
 
 /// Counts what the full-queue policy dropped to make room (or instead of committing).
-fn count_drops(stats: &Stats, policy: FullPolicy, room: &Room) {
+fn count_drops(stats: &IngestStats, policy: FullPolicy, room: &Room) {
     let why = match policy {
         FullPolicy::DropOldest => Dropped::DropOldest,
         FullPolicy::DropNewest => Dropped::DropNewest,
         FullPolicy::Backpressure => return,
     };
-    stats.dropped(why, room.dropped.values().sum());
+    stats.discards.dropped(why, room.dropped.values().sum());
 }
 
 /// Records per Kafka topic in one commit; a commit names a handful of topics, so a linear

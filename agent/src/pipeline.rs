@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Keyword;
 use crate::config::{self, Config};
-use crate::delivery::{Producer, ProducerSettings};
+use crate::delivery::{DeliveryStats, Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::ingest::{self, CommitSettings, Stages};
 use crate::ops::exposition::Readiness;
@@ -132,7 +132,7 @@ pub async fn run(
         max_bytes: config.queue.commit_max_bytes.bytes() as usize,
         budget,
     };
-    let producer = producer(config, queue.clone(), stats.clone())?;
+    let producer = producer(config, queue.clone(), stats.delivery.clone())?;
 
     // Bound last before the tasks start: an earlier failure must not leave it serving.
     let ops = match config.metrics.listen {
@@ -166,7 +166,7 @@ pub async fn run(
         events_tx,
         acks_rx,
         stop_rx.clone(),
-        stats.clone(),
+        stats.source.clone(),
     ));
     let kedge_plugin_host::load::Loaded {
         chain,
@@ -182,7 +182,7 @@ pub async fn run(
             committed: committed_tx,
             stop: stop_rx,
         },
-        stats.clone(),
+        stats.ingest.clone(),
     ));
     let delivery = tokio::spawn(producer.run(committed_rx, drain_rx));
 
@@ -289,7 +289,7 @@ pub async fn run(
 pub fn producer(
     config: &Config,
     queue: Arc<Queue>,
-    stats: Arc<Stats>,
+    stats: Arc<DeliveryStats>,
 ) -> Result<Producer<Cluster, Queue>, PipelineError> {
     let compression = config.kafka.compression;
     let dispatcher = Dispatcher::new(

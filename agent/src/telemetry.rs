@@ -1,16 +1,14 @@
 //! Counters of what went through the pipeline, and log setup.
 
 pub use kedge_base::histogram::{Bounds, Histogram, HistogramSnapshot, MAX_BUCKETS};
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// Most distinct Kafka topics counted by name; plugins may route anywhere, and the metrics page
-/// must not grow without bound.
-pub const MAX_TOPIC_LABELS: usize = 100;
-/// The label of the topics beyond [`MAX_TOPIC_LABELS`].
-pub const OTHER_TOPICS: &str = "_other";
+use crate::delivery::DeliveryStats;
+use crate::ingest::IngestStats;
+use crate::source::SourceStats;
 
 /// Why records went to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,146 +77,20 @@ impl Dropped {
     }
 }
 
-/// Outcomes of the verify step (what Kafka already holds, before anything is resent).
+/// Records one stage sent to the dead-letter topic or dropped, by reason. Ingest and delivery
+/// each count their own reasons in their own; [`Stats`] adds them up for the report.
 #[derive(Debug, Default)]
-pub struct VerifyStats {
-    /// Verifications answered by a tail scan.
-    pub by_tail_scan: AtomicU64,
-    /// Verifications that failed and wait to be tried again.
-    pub failed: AtomicU64,
-    /// Unacknowledged batches found in Kafka (not resent).
-    pub batches_found: AtomicU64,
-    /// Unacknowledged batches not in Kafka (sent again).
-    pub batches_missing: AtomicU64,
-    /// Of those, batches retention may have removed after they landed: not proven absent.
-    pub batches_unverifiable: AtomicU64,
-    /// Bytes of record sets the scans read.
-    pub bytes_read: AtomicU64,
-    /// Records of this device id under another queue id, written after this queue's own: another
-    /// agent uses the same device id.
-    pub twin_records: AtomicU64,
-}
-
-/// What the delivery stage reports about its link to Kafka, refreshed on every round.
-#[derive(Debug, Default)]
-pub struct KafkaLink {
-    /// Whether the last metadata request succeeded and no leader is unreachable.
-    pub connected: AtomicBool,
-    /// Open broker connections.
-    pub connections: AtomicU64,
-    /// Partitions whose leader is known, over every topic kedge writes to.
-    pub leaders_known: AtomicU64,
-    /// Partitions of those topics without a known leader.
-    pub leaders_unknown: AtomicU64,
-    /// Produce requests waiting for their response.
-    pub requests_in_flight: AtomicU64,
-    /// Sealed batches not yet acknowledged.
-    pub batches_unacknowledged: AtomicU64,
-    /// Records in those batches.
-    pub records_unacknowledged: AtomicU64,
-    /// Partitions that cannot go on until something changes: Kafka does not allow the writes
-    /// (authorization, broker settings) or a verify cannot read the log.
-    pub partitions_stalled: AtomicU64,
-    /// Partitions stuck long enough that their records are set aside.
-    pub partitions_stuck: AtomicU64,
-    /// Wall-clock milliseconds of the last acknowledgement (0: none since the start).
-    pub last_ack_ms: AtomicI64,
-}
-
-/// Pipeline counters; every stage adds to its own.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Events received from sources.
-    pub received: AtomicU64,
-    /// Events acknowledged to their source after the journal made them durable.
-    pub source_acked: AtomicU64,
-    /// Records committed to the journal.
-    pub journaled: AtomicU64,
+pub struct Discards {
     /// Records routed to the dead-letter topic, by [`DeadLetter`] reason.
     dead_lettered: [AtomicU64; DeadLetter::ALL.len()],
     /// Records dropped, by [`Dropped`] reason.
-    dropped: [AtomicU64; 3],
-    /// Records journaled per Kafka topic.
-    routed: Mutex<BTreeMap<String, u64>>,
-    /// Journal commits (one write, one flush, one fdatasync each).
-    pub commits: AtomicU64,
-    /// Records sealed into Kafka batches.
-    pub sealed: AtomicU64,
-    /// Batches put into Produce requests, resends included.
-    pub batches_sent: AtomicU64,
-    /// Records in those batches.
-    pub records_sent: AtomicU64,
-    /// Records Kafka acknowledged.
-    pub delivered: AtomicU64,
-    /// Batches Kafka acknowledged.
-    pub batches_delivered: AtomicU64,
-    /// Batches Kafka answered DUPLICATE_SEQUENCE_NUMBER: a resend its own check caught.
-    pub duplicates_detected: AtomicU64,
-    /// Batches split in two after Kafka refused them as too large or for some record.
-    pub batches_split: AtomicU64,
-    /// Records set aside because their partition was stuck, so that the others went on.
-    pub parked: AtomicU64,
-    /// Batches sent again after an error or a lost response.
-    pub retries: AtomicU64,
-    /// Produce failures by Kafka error name, or `network` for a request that got no answer.
-    produce_errors: Mutex<BTreeMap<&'static str, u64>>,
-    /// The verify step.
-    pub verify: VerifyStats,
-    /// The delivery stage's view of Kafka.
-    pub kafka: KafkaLink,
-    /// Whether the MQTT session is up (for the metrics endpoint).
-    pub mqtt_connected: AtomicBool,
-    /// MQTT messages recognised as the broker sending again what was already journaled:
-    /// acknowledged, not journaled again.
-    pub mqtt_redelivered: AtomicU64,
-    /// QoS 1/2 messages that arrived with the DUP flag and were journaled: the broker says it
-    /// may have sent them before, and kedge could not tell (a possible duplicate).
-    pub mqtt_dup_journaled: AtomicU64,
-    /// Messages larger than `mqtt.max_packet_size`, skipped (acknowledged, not journaled).
-    pub mqtt_oversized: AtomicU64,
-    /// New QoS 2 messages under a packet id kedge still held for an earlier one: the broker
-    /// had more messages in flight than packet ids, against MQTT.
-    pub mqtt_id_collisions: AtomicU64,
-    /// Time of each durable journal commit (append + flush + fdatasync).
-    pub commit_latency: Histogram<CommitBuckets>,
-    /// Time of the fdatasync calls of each commit.
-    pub fsync_latency: Histogram<CommitBuckets>,
-    /// Per record, from its timestamp (the time kedge received it, unless a plugin set
-    /// another) to Kafka's acknowledgement.
-    pub delivery_latency: Histogram<DeliveryBuckets>,
+    dropped: [AtomicU64; Dropped::ALL.len()],
 }
 
-/// Journal commits and fsyncs: from a fast SSD to a worn SD card.
-#[derive(Debug)]
-pub struct CommitBuckets;
-
-impl Bounds for CommitBuckets {
-    const BOUNDS: &'static [f64] = &[
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-    ];
-}
-
-/// Receive to Kafka acknowledgement: fine around the 20 ms budget, then up to an outage of an
-/// hour.
-#[derive(Debug)]
-pub struct DeliveryBuckets;
-
-impl Bounds for DeliveryBuckets {
-    const BOUNDS: &'static [f64] = &[
-        0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0,
-        300.0, 3600.0,
-    ];
-}
-
-impl Stats {
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
+impl Discards {
     /// Counts `n` records dead-lettered for `why`.
     pub fn dead_lettered(&self, why: DeadLetter, n: u64) {
-        Self::add(&self.dead_lettered[why as usize], n);
+        add(&self.dead_lettered[why as usize], n);
     }
 
     /// Records dead-lettered, by reason.
@@ -236,7 +108,7 @@ impl Stats {
 
     /// Counts `n` records dropped for `why`.
     pub fn dropped(&self, why: Dropped, n: u64) {
-        Self::add(&self.dropped[why as usize], n);
+        add(&self.dropped[why as usize], n);
     }
 
     /// Records dropped, by reason.
@@ -246,40 +118,40 @@ impl Stats {
             .map(|r| (r.label(), self.dropped[*r as usize].load(Ordering::Relaxed)))
             .collect()
     }
+}
 
-    /// Counts records journaled for their Kafka topics, given as (topic, records).
-    pub fn routed<'a>(&self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
-        let mut routed = lock(&self.routed);
-        for (topic, n) in counts {
-            if let Some(v) = routed.get_mut(topic) {
-                *v += n;
-            } else if routed.len() < MAX_TOPIC_LABELS {
-                routed.insert(topic.to_owned(), n);
-            } else {
-                *routed.entry(OTHER_TOPICS.to_owned()).or_default() += n;
-            }
-        }
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Every stage's counters, for the metrics endpoint, `/status.json` and the log. Each stage is
+/// handed only its own part, and counts nothing in another's.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// The source's.
+    pub source: Arc<SourceStats>,
+    /// The ingest stage's.
+    pub ingest: Arc<IngestStats>,
+    /// The delivery stage's.
+    pub delivery: Arc<DeliveryStats>,
+}
+
+impl Stats {
+    /// Records dead-lettered, by reason, over the stages that dead-letter.
+    pub fn dead_lettered_by_reason(&self) -> Vec<(&'static str, u64)> {
+        merge(
+            self.ingest.discards.dead_lettered_by_reason(),
+            self.delivery.discards.dead_lettered_by_reason(),
+        )
     }
 
-    /// Records journaled per Kafka topic.
-    pub fn routed_by_topic(&self) -> Vec<(String, u64)> {
-        lock(&self.routed)
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
-
-    /// Counts one failed Produce for a partition: a Kafka error name, or `network`.
-    pub fn produce_error(&self, error: &'static str) {
-        *lock(&self.produce_errors).entry(error).or_default() += 1;
-    }
-
-    /// Produce failures by error.
-    pub fn produce_errors(&self) -> Vec<(&'static str, u64)> {
-        lock(&self.produce_errors)
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect()
+    /// Records dropped, by reason, over the stages that drop.
+    pub fn dropped_by_reason(&self) -> Vec<(&'static str, u64)> {
+        merge(
+            self.ingest.discards.dropped_by_reason(),
+            self.delivery.discards.dropped_by_reason(),
+        )
     }
 
     /// One line for the log.
@@ -287,24 +159,28 @@ impl Stats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let sum = |v: Vec<(&'static str, u64)>| v.iter().map(|(_, n)| n).sum::<u64>();
         format!(
-            "received={} acked_to_source={} journaled={} dead_lettered={} dropped={} commits={} \
-             sealed={} delivered={} batches_delivered={} duplicates_detected={} retries={}",
-            g(&self.received),
-            g(&self.source_acked),
-            g(&self.journaled),
+            "received={} acked_to_source={} journaled={} dead_lettered={} dropped={} commits={} {}",
+            g(&self.source.received),
+            g(&self.source.acked),
+            g(&self.ingest.journaled),
             sum(self.dead_lettered_by_reason()),
             sum(self.dropped_by_reason()),
-            g(&self.commits),
-            g(&self.sealed),
-            g(&self.delivered),
-            g(&self.batches_delivered),
-            g(&self.duplicates_detected),
-            g(&self.retries),
+            g(&self.ingest.commits),
+            self.delivery.summary(),
         )
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Adds two by-reason tallies of the same reasons, in the same order.
+fn merge(a: Vec<(&'static str, u64)>, b: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
+    a.into_iter()
+        .zip(b)
+        .map(|((label, x), (_, y))| (label, x + y))
+        .collect()
+}
+
+/// Locks `m`, going on past a poisoning panic: a counter map is still right after one.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -456,6 +332,8 @@ pub fn init_logging(log: &crate::config::LogConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::DeliveryBuckets;
+    use crate::ingest::stats::CommitBuckets;
     use std::time::Duration;
 
     #[test]
@@ -511,18 +389,6 @@ mod tests {
     }
 
     #[test]
-    fn topic_labels_are_bounded() {
-        let stats = Stats::default();
-        let names: Vec<String> = (0..MAX_TOPIC_LABELS + 5).map(|i| format!("t{i}")).collect();
-        stats.routed(names.iter().map(|n| (n.as_str(), 1)));
-        stats.routed([("t0", 2)]);
-        let routed = stats.routed_by_topic();
-        assert_eq!(routed.len(), MAX_TOPIC_LABELS + 1);
-        assert!(routed.contains(&("t0".to_owned(), 3)));
-        assert!(routed.contains(&(OTHER_TOPICS.to_owned(), 5)));
-    }
-
-    #[test]
     fn warnings_and_errors_are_kept_for_status_and_the_rest_is_not() {
         use tracing_subscriber::layer::SubscriberExt;
         let subscriber = tracing_subscriber::registry().with(RecentProblems);
@@ -548,11 +414,18 @@ mod tests {
     }
 
     #[test]
-    fn reasons_are_counted_apart() {
+    fn reasons_are_counted_apart_and_added_over_the_stages() {
         let stats = Stats::default();
-        stats.dead_lettered(DeadLetter::Plugin, 3);
-        stats.dead_lettered(DeadLetter::KafkaRefused, 1);
-        stats.dropped(Dropped::DropNewest, 2);
+        stats.ingest.discards.dead_lettered(DeadLetter::Plugin, 3);
+        stats.ingest.discards.dropped(Dropped::DropNewest, 2);
+        stats
+            .delivery
+            .discards
+            .dead_lettered(DeadLetter::KafkaRefused, 1);
+        stats
+            .delivery
+            .discards
+            .dropped(Dropped::DeadLetterRefused, 1);
         assert_eq!(
             stats.dead_lettered_by_reason(),
             vec![
@@ -563,7 +436,14 @@ mod tests {
                 ("unencodable", 0)
             ]
         );
-        assert_eq!(stats.dropped_by_reason()[1], ("drop_newest", 2));
-        assert!(stats.summary().contains("dead_lettered=4 dropped=2"));
+        assert_eq!(
+            stats.dropped_by_reason(),
+            vec![
+                ("drop_oldest", 0),
+                ("drop_newest", 2),
+                ("dead_letter_refused", 1)
+            ]
+        );
+        assert!(stats.summary().contains("dead_lettered=4 dropped=3"));
     }
 }

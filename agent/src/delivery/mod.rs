@@ -18,7 +18,10 @@ pub mod outbox;
 pub mod outcome;
 pub mod partition;
 pub mod rebuild;
+mod stats;
 pub mod verify;
+
+pub use stats::{DeliveryBuckets, DeliveryStats, KafkaLink, VerifyStats};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -33,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::dispatcher::{self, Dispatcher, Plan, PlanInput};
-use crate::telemetry::{DeadLetter, Dropped, LogGate, Stats};
+use crate::telemetry::{DeadLetter, Dropped, LogGate, add};
 use kedge_queue::outbox::{BatchMeta, SealedBatch};
 use kedge_queue::{QueueError, Seal, SealError};
 use kedge_wire::KafkaError;
@@ -108,7 +111,7 @@ pub struct Producer<L: Link, O: Outbox> {
     link: L,
     dispatcher: Dispatcher,
     settings: ProducerSettings,
-    stats: Arc<Stats>,
+    stats: Arc<DeliveryStats>,
     producer: Option<ProducerIdentity>,
     next_sequences: BTreeMap<Tp, i32>,
     next_batch_no: u64,
@@ -152,7 +155,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         link: L,
         dispatcher: Dispatcher,
         settings: ProducerSettings,
-        stats: Arc<Stats>,
+        stats: Arc<DeliveryStats>,
     ) -> Result<Self, QueueError> {
         let producer = outbox.producer()?;
         let next_sequences = outbox.next_sequences()?;
@@ -647,7 +650,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
     /// Applies a committed seal in memory.
     fn sealed(&mut self, seal: Seal) {
         let records: u64 = seal.batches.iter().map(|b| b.record_count as u64).sum();
-        Stats::add(&self.stats.sealed, records);
+        add(&self.stats.sealed, records);
         if seal.dead_lettered > 0 {
             tracing::warn!(
                 records = seal.dead_lettered,
@@ -660,10 +663,11 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 self.topic_used.insert(t.clone(), now);
             }
             self.stats
+                .discards
                 .dead_lettered(DeadLetter::TopicMissing, seal.dead_lettered);
         }
         let parked: u64 = seal.parked.iter().map(|(_, r)| r.len() as u64).sum();
-        Stats::add(&self.stats.parked, parked);
+        add(&self.stats.parked, parked);
         if !seal.parked.is_empty() || !seal.unparked.is_empty() {
             match self.outbox.parked_partitions() {
                 Ok(p) => {
@@ -775,11 +779,11 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     };
                     let p = self.partitions.get_mut(tp).expect("partition");
                     if p.sent(index, conn) {
-                        Stats::add(&self.stats.retries, 1);
+                        add(&self.stats.retries, 1);
                     }
                     let count = p.slot(index).meta.record_count;
-                    Stats::add(&self.stats.batches_sent, 1);
-                    Stats::add(&self.stats.records_sent, count as u64);
+                    add(&self.stats.batches_sent, 1);
+                    add(&self.stats.records_sent, count as u64);
                     sent.push((tp.clone(), no));
                     batches.push(ProduceBatch {
                         topic: tp.0.clone(),
@@ -898,7 +902,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     match outcome {
                         Outcome::Appended { duplicate } => {
                             if duplicate {
-                                Stats::add(&self.stats.duplicates_detected, 1);
+                                add(&self.stats.duplicates_detected, 1);
                             }
                         }
                         _ => self.stats.produce_error(static_error_name(code)),
@@ -925,8 +929,8 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                             tracing::error!(error = %e, "cannot remove a delivered batch; it will be verified again");
                         }
                         removed = true;
-                        Stats::add(&self.stats.delivered, slot.meta.record_count as u64);
-                        Stats::add(&self.stats.batches_delivered, 1);
+                        add(&self.stats.delivered, slot.meta.record_count as u64);
+                        add(&self.stats.batches_delivered, 1);
                         for &(ts, n) in &slot.received {
                             let ms = u64::try_from(now.saturating_sub(ts)).unwrap_or(0);
                             self.stats
@@ -1015,11 +1019,11 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         let unacknowledged = p.held();
         let (effects, tally) = p.verified(&report.found, report.end, report.gap, now);
         let v = &self.stats.verify;
-        Stats::add(&v.by_tail_scan, 1);
-        Stats::add(&v.batches_found, tally.found);
-        Stats::add(&v.batches_missing, tally.resent);
-        Stats::add(&v.batches_unverifiable, tally.unverifiable);
-        Stats::add(&v.bytes_read, report.bytes);
+        add(&v.by_tail_scan, 1);
+        add(&v.batches_found, tally.found);
+        add(&v.batches_missing, tally.resent);
+        add(&v.batches_unverifiable, tally.unverifiable);
+        add(&v.bytes_read, report.bytes);
         tracing::info!(topic = %s.tp.0, partition = s.tp.1, unacknowledged,
             already_in_kafka = tally.found, resending = tally.resent, scanned_bytes = report.bytes,
             skipped_entries = report.found.skipped, took = ?s.started.elapsed(),
@@ -1032,7 +1036,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         let twins = report.found.twins();
         if !twins.is_empty() {
             let records: u64 = twins.values().sum();
-            Stats::add(&v.twin_records, records);
+            add(&v.twin_records, records);
             tracing::error!(topic = %s.tp.0, partition = s.tp.1, device = %self.outbox.origin().device,
                 other_queues = ?report.found.twin_ids(), records,
                 "another agent writes with this device id: give each agent its own agent.device_id \
@@ -1044,7 +1048,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
 
     fn scan_failed(&mut self, tp: &Tp, node: i32, e: &KafkaError) {
         let now = Instant::now();
-        Stats::add(&self.stats.verify.failed, 1);
+        add(&self.stats.verify.failed, 1);
         if let Some(p) = self.partitions.get_mut(tp) {
             p.verify_failed(now);
             let retry_in = p.retry_at().map(|t| t.saturating_duration_since(now));
@@ -1165,7 +1169,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             tracing::warn!(topic = %tp.0, partition = tp.1, partitions_now = count.get(),
                 batches = slots.len(), unverifiable = unknown,
                 "the partition no longer exists (topic recreated with fewer partitions): its batches moved to the partitions it has now");
-            Stats::add(&self.stats.verify.batches_unverifiable, unknown);
+            add(&self.stats.verify.batches_unverifiable, unknown);
             self.partitions.remove(&tp);
             if !acked.is_empty() {
                 self.apply(&tp, vec![Effect::Delivered(acked)]);
@@ -1256,7 +1260,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         }
         tracing::warn!(topic = %tp.0, partition = tp.1, records = meta.record_count, error = %error_name(code),
             "Kafka refused a batch; split it in two");
-        Stats::add(&self.stats.batches_split, 1);
+        add(&self.stats.batches_split, 1);
         self.next_batch_no = seal.next_batch_no;
         let metas = seal.batches.iter().map(SealedBatch::meta).collect();
         if let Some(p) = self.partitions.get_mut(tp) {
@@ -1335,11 +1339,13 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         }
         if tp.0 == dlq {
             self.stats
+                .discards
                 .dropped(Dropped::DeadLetterRefused, meta.record_count as u64);
         } else {
             tracing::warn!(topic = %tp.0, partition = tp.1, records = meta.record_count, reason = %reason,
                 "batch moved to the dead-letter topic");
             self.stats
+                .discards
                 .dead_lettered(DeadLetter::KafkaRefused, meta.record_count as u64);
         }
         self.next_batch_no = seal.next_batch_no;

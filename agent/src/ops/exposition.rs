@@ -133,33 +133,34 @@ pub struct Readiness {
 }
 
 impl Snapshot {
-    /// The families of `stats`; `source` labels the source's.
-    pub fn families_of(stats: &Stats, source: &str) -> Vec<Family> {
+    /// The families of `stats`; `source_name` labels the source's.
+    pub fn families_of(stats: &Stats, source_name: &str) -> Vec<Family> {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let k = &stats.kafka;
-        let v = &stats.verify;
+        let (source, ingest, delivery) = (&stats.source, &stats.ingest, &stats.delivery);
+        let k = &delivery.kafka;
+        let v = &delivery.verify;
         vec![
-            Family::by(&m::RECORDS_RECEIVED, [(source, g(&stats.received))]),
-            Family::by(&m::RECORDS_ACKNOWLEDGED, [(source, g(&stats.source_acked))]),
-            Family::value(&m::RECORDS_JOURNALED, g(&stats.journaled)),
-            Family::value(&m::MQTT_REDELIVERED, g(&stats.mqtt_redelivered)),
-            Family::value(&m::MQTT_DUP_JOURNALED, g(&stats.mqtt_dup_journaled)),
-            Family::value(&m::MQTT_OVERSIZED, g(&stats.mqtt_oversized)),
-            Family::value(&m::MQTT_ID_COLLISIONS, g(&stats.mqtt_id_collisions)),
-            Family::by(&m::RECORDS_ROUTED, stats.routed_by_topic()),
+            Family::by(&m::RECORDS_RECEIVED, [(source_name, g(&source.received))]),
+            Family::by(&m::RECORDS_ACKNOWLEDGED, [(source_name, g(&source.acked))]),
+            Family::value(&m::RECORDS_JOURNALED, g(&ingest.journaled)),
+            Family::value(&m::MQTT_REDELIVERED, g(&source.mqtt_redelivered)),
+            Family::value(&m::MQTT_DUP_JOURNALED, g(&source.mqtt_dup_journaled)),
+            Family::value(&m::MQTT_OVERSIZED, g(&source.mqtt_oversized)),
+            Family::value(&m::MQTT_ID_COLLISIONS, g(&source.mqtt_id_collisions)),
+            Family::by(&m::RECORDS_ROUTED, ingest.routed_by_topic()),
             Family::by(&m::RECORDS_DEAD_LETTERED, stats.dead_lettered_by_reason()),
             Family::by(&m::RECORDS_DROPPED, stats.dropped_by_reason()),
-            Family::value(&m::JOURNAL_COMMITS, g(&stats.commits)),
-            Family::value(&m::RECORDS_SEALED, g(&stats.sealed)),
-            Family::value(&m::BATCHES_SENT, g(&stats.batches_sent)),
-            Family::value(&m::RECORDS_SENT, g(&stats.records_sent)),
-            Family::value(&m::RECORDS_DELIVERED, g(&stats.delivered)),
-            Family::value(&m::BATCHES_DELIVERED, g(&stats.batches_delivered)),
-            Family::value(&m::BATCHES_DUPLICATE, g(&stats.duplicates_detected)),
-            Family::value(&m::RECORDS_PARKED, g(&stats.parked)),
-            Family::value(&m::BATCHES_SPLIT, g(&stats.batches_split)),
-            Family::value(&m::BATCH_RETRIES, g(&stats.retries)),
-            Family::by(&m::PRODUCE_ERRORS, stats.produce_errors()),
+            Family::value(&m::JOURNAL_COMMITS, g(&ingest.commits)),
+            Family::value(&m::RECORDS_SEALED, g(&delivery.sealed)),
+            Family::value(&m::BATCHES_SENT, g(&delivery.batches_sent)),
+            Family::value(&m::RECORDS_SENT, g(&delivery.records_sent)),
+            Family::value(&m::RECORDS_DELIVERED, g(&delivery.delivered)),
+            Family::value(&m::BATCHES_DELIVERED, g(&delivery.batches_delivered)),
+            Family::value(&m::BATCHES_DUPLICATE, g(&delivery.duplicates_detected)),
+            Family::value(&m::RECORDS_PARKED, g(&delivery.parked)),
+            Family::value(&m::BATCHES_SPLIT, g(&delivery.batches_split)),
+            Family::value(&m::BATCH_RETRIES, g(&delivery.retries)),
+            Family::by(&m::PRODUCE_ERRORS, delivery.produce_errors()),
             Family::by(
                 &m::VERIFY,
                 [("tail_scan", g(&v.by_tail_scan)), ("failed", g(&v.failed))],
@@ -197,9 +198,15 @@ impl Snapshot {
     /// The latency histograms of `stats`.
     pub fn histograms_of(stats: &Stats) -> Vec<(&'static Metric, HistogramSnapshot)> {
         vec![
-            (&m::JOURNAL_COMMIT_SECONDS, stats.commit_latency.read()),
-            (&m::JOURNAL_FSYNC_SECONDS, stats.fsync_latency.read()),
-            (&m::DELIVERY_LATENCY_SECONDS, stats.delivery_latency.read()),
+            (
+                &m::JOURNAL_COMMIT_SECONDS,
+                stats.ingest.commit_latency.read(),
+            ),
+            (&m::JOURNAL_FSYNC_SECONDS, stats.ingest.fsync_latency.read()),
+            (
+                &m::DELIVERY_LATENCY_SECONDS,
+                stats.delivery.delivery_latency.read(),
+            ),
         ]
     }
 
@@ -403,6 +410,7 @@ pub fn resident_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::add;
 
     const READY: Readiness = Readiness {
         max_pending_age: 60.0,
@@ -412,10 +420,11 @@ mod tests {
     #[test]
     fn renders_counters_and_gauges_in_text_format() {
         let stats = Stats::default();
-        Stats::add(&stats.received, 3);
-        stats.routed([("readings", 2), ("x\"y", 1)]);
-        stats.produce_error("NOT_LEADER_OR_FOLLOWER");
+        add(&stats.source.received, 3);
+        stats.ingest.routed([("readings", 2), ("x\"y", 1)]);
+        stats.delivery.produce_error("NOT_LEADER_OR_FOLLOWER");
         stats
+            .ingest
             .commit_latency
             .observe(std::time::Duration::from_millis(2));
         let s = Snapshot {
@@ -488,15 +497,20 @@ mod tests {
     /// and counters of its own, a dropped topic and refused connections.
     fn everything() -> Snapshot {
         let stats = Stats::default();
-        Stats::add(&stats.received, 3);
-        Stats::add(&stats.delivered, 9);
-        stats.routed([("readings", 2), ("x\"y", 1)]);
-        stats.produce_error("NOT_LEADER_OR_FOLLOWER");
-        stats.dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
+        add(&stats.source.received, 3);
+        add(&stats.delivery.delivered, 9);
+        stats.ingest.routed([("readings", 2), ("x\"y", 1)]);
+        stats.delivery.produce_error("NOT_LEADER_OR_FOLLOWER");
         stats
+            .ingest
+            .discards
+            .dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
+        stats
+            .ingest
             .commit_latency
             .observe(std::time::Duration::from_millis(2));
         stats
+            .delivery
             .delivery_latency
             .observe(std::time::Duration::from_millis(30));
         let plugin = kedge_plugin_host::stats::PluginStats::new("units");

@@ -68,7 +68,12 @@ impl OpsState {
             .ok()
             .flatten();
         let age = |ts: i64| (now_ms.saturating_sub(ts)).max(0) as f64 / 1000.0;
-        let last_ack = self.stats.kafka.last_ack_ms.load(Ordering::Relaxed);
+        let last_ack = self
+            .stats
+            .delivery
+            .kafka
+            .last_ack_ms
+            .load(Ordering::Relaxed);
         Snapshot {
             families: Snapshot::families_of(&self.stats, &self.source),
             histograms: Snapshot::histograms_of(&self.stats),
@@ -91,7 +96,7 @@ impl OpsState {
                 .ok()
                 .flatten()
                 .map(|p| p.display().to_string()),
-            mqtt_connected: self.stats.mqtt_connected.load(Ordering::Relaxed),
+            mqtt_connected: self.stats.source.mqtt_connected.load(Ordering::Relaxed),
             resident_bytes: exposition::resident_bytes(),
             open_fds: exposition::open_fds(),
             plugins: self.plugins.iter().map(|p| p.snapshot()).collect(),
@@ -509,7 +514,7 @@ mod tests {
     async fn status_json_is_a_report() {
         let dir = tempfile::tempdir().unwrap();
         let (addr, state, server) = serving(dir.path(), 1).await;
-        Stats::add(&state.stats.delivered, 3);
+        crate::telemetry::add(&state.stats.delivery.delivered, 3);
         let (status, body) = client(move || get(addr, "/status.json", Duration::from_secs(5)))
             .await
             .unwrap();

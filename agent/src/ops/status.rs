@@ -136,13 +136,14 @@ impl Report {
     pub fn of(stats: &Stats, snapshot: &Snapshot, readiness: &Readiness) -> Report {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let sum = |v: Vec<(&'static str, u64)>| v.iter().map(|(_, n)| n).sum();
-        let k = &stats.kafka;
+        let delivery = &stats.delivery;
+        let k = &delivery.kafka;
         let s = snapshot;
         Report {
             records: Records {
-                received: g(&stats.received),
-                journaled: g(&stats.journaled),
-                delivered: g(&stats.delivered),
+                received: g(&stats.source.received),
+                journaled: g(&stats.ingest.journaled),
+                delivered: g(&delivery.delivered),
                 dead_lettered: sum(stats.dead_lettered_by_reason()),
                 dropped: sum(stats.dropped_by_reason()),
             },
@@ -161,14 +162,14 @@ impl Report {
                 leaders_unknown: g(&k.leaders_unknown),
                 requests_in_flight: g(&k.requests_in_flight),
                 last_ack_age_seconds: s.last_ack_age,
-                produce_errors: stats
+                produce_errors: delivery
                     .produce_errors()
                     .into_iter()
                     .map(|(e, n)| (e.to_owned(), n))
                     .collect(),
-                batches_delivered: g(&stats.batches_delivered),
-                batch_retries: g(&stats.retries),
-                batches_duplicate: g(&stats.duplicates_detected),
+                batches_delivered: g(&delivery.batches_delivered),
+                batch_retries: g(&delivery.retries),
+                batches_duplicate: g(&delivery.duplicates_detected),
             },
             mqtt_connected: s.mqtt_connected,
             plugins: s
@@ -363,6 +364,7 @@ fn human_secs(s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::add;
 
     /// An agent that delivered 650 records, 1,500 waiting; one plugin with its circuit open.
     fn after() -> Report {
@@ -562,10 +564,11 @@ queue            /var/lib/kedge/queue
     #[test]
     fn a_report_is_read_from_the_counters_and_a_snapshot() {
         let stats = Stats::default();
-        Stats::add(&stats.received, 4);
-        stats.dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
-        stats.dead_lettered(crate::telemetry::DeadLetter::Unroutable, 1);
-        stats.produce_error("network");
+        add(&stats.source.received, 4);
+        let discards = &stats.ingest.discards;
+        discards.dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
+        discards.dead_lettered(crate::telemetry::DeadLetter::Unroutable, 1);
+        stats.delivery.produce_error("network");
         let plugin = kedge_plugin_host::stats::PluginStats::new("units");
         plugin.fault("trap");
         plugin.fault("timeout");

@@ -2,6 +2,9 @@
 
 pub mod mqtt;
 pub mod session;
+mod stats;
+
+pub use stats::SourceStats;
 
 use kedge_queue::inbound::Change;
 

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch};
 use super::Incoming;
 use super::session::{self, Arrival, Connected, Match, Session, Unproven, Verdict};
 use crate::backoff::Backoff;
-use crate::telemetry::Stats;
+use crate::source::SourceStats;
+use crate::telemetry::add;
 use kedge_queue::inbound::{Inbound, ReceiptWindow};
 use kedge_wire::record::Header;
 
@@ -106,7 +107,7 @@ pub async fn run(
     events: mpsc::Sender<Incoming<AckToken>>,
     acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
     stop: watch::Receiver<bool>,
-    stats: Arc<Stats>,
+    stats: Arc<SourceStats>,
 ) {
     let session = Session::new(settings.redelivery, settings.receipt_window(), inbound)
         .proven_by(usize::from(settings.receive_maximum) + 1);
@@ -292,7 +293,7 @@ macro_rules! event_loop {
                         }
                     }
                 }
-                Stats::add(&acks_stats.source_acked, acked);
+                add(&acks_stats.acked, acked);
             }
             let _ = acker_client.disconnect().await;
         });
@@ -322,7 +323,7 @@ macro_rules! event_loop {
             match polled {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let Some(tx) = &events else { continue };
-                    Stats::add(&$stats.received, 1);
+                    add(&$stats.received, 1);
                     let qos: u8 = $qos(p.qos);
                     let topic: &[u8] = $topic(&p);
                     // rumqttc (patched) hands over a message over the size limit without its
@@ -350,7 +351,7 @@ macro_rules! event_loop {
                         connection,
                     });
                     if session.collides(&arrival) {
-                        Stats::add(&$stats.mqtt_id_collisions, 1);
+                        add(&$stats.mqtt_id_collisions, 1);
                         if !collided {
                             collided = true;
                             tracing::warn!(source = %$settings.name, pkid = p.pkid,
@@ -359,7 +360,7 @@ macro_rules! event_loop {
                     }
                     let incoming = match session.arrived(arrival) {
                         Verdict::Journal(change) if p.oversized.is_some() => {
-                            Stats::add(&$stats.mqtt_oversized, 1);
+                            add(&$stats.mqtt_oversized, 1);
                             tracing::warn!(source = %$settings.name, topic = %String::from_utf8_lossy(topic),
                                 bytes = p.oversized, max_packet_size = $settings.max_packet_size,
                                 "message larger than mqtt.max_packet_size skipped: acknowledged, not journaled");
@@ -368,7 +369,7 @@ macro_rules! event_loop {
                         Verdict::Journal(change) => {
                             report_recognised(&$settings.name, &mut recognised);
                             if p.dup && qos > 0 {
-                                Stats::add(&$stats.mqtt_dup_journaled, 1);
+                                add(&$stats.mqtt_dup_journaled, 1);
                             }
                             let event = crate::route::Event::new(
                                 String::from_utf8_lossy(topic).into_owned(),
@@ -379,7 +380,7 @@ macro_rules! event_loop {
                             Incoming::event(event, ack, change)
                         }
                         Verdict::Redelivered => {
-                            Stats::add(&$stats.mqtt_redelivered, 1);
+                            add(&$stats.mqtt_redelivered, 1);
                             recognised += 1;
                             Incoming { event: None, ack, change: None }
                         }
@@ -503,7 +504,7 @@ mod v5 {
         events: mpsc::Sender<Incoming<AckToken>>,
         acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
         stop: watch::Receiver<bool>,
-        stats: Arc<Stats>,
+        stats: Arc<SourceStats>,
     ) {
         let mut o = MqttOptions::new(
             settings.client_id.clone(),
@@ -580,7 +581,7 @@ mod v311 {
         events: mpsc::Sender<Incoming<AckToken>>,
         acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
         stop: watch::Receiver<bool>,
-        stats: Arc<Stats>,
+        stats: Arc<SourceStats>,
     ) {
         let mut o = MqttOptions::new(
             settings.client_id.clone(),

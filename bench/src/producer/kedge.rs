@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kedge::config::Config;
+use kedge::delivery::DeliveryStats;
 use kedge::delivery::Producer;
-use kedge::telemetry::Stats;
 use kedge_queue::Queue;
 use kedge_wire::record::Record;
 use tokio::sync::watch;
@@ -171,7 +171,7 @@ async fn drive(config: &Config, args: &KedgeArgs) {
     let max_records = config.queue.commit_max_records;
     let max_bytes = config.queue.commit_max_bytes.bytes() as usize;
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(DeliveryStats::default());
     let cpu0 = self_cpu();
     let t0 = Instant::now();
     let mut append = None;
@@ -254,7 +254,7 @@ async fn drive(config: &Config, args: &KedgeArgs) {
 fn producer(
     config: &Config,
     queue: Arc<Queue>,
-    stats: Arc<Stats>,
+    stats: Arc<DeliveryStats>,
 ) -> Producer<kedge_wire::client::Cluster, Queue> {
     kedge::pipeline::producer(config, queue, stats).expect("producer over the queue")
 }

@@ -13,9 +13,9 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Drain, Producer, ProducerSettings};
+use super::{DeliveryStats, Drain, Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
-use crate::telemetry::{DeadLetter, Stats};
+use crate::telemetry::DeadLetter;
 use fake::{Broker, FakeLink, Fate, Faulty};
 use kedge_queue::{Queue, Sync};
 use kedge_wire::batch::BatchCompression;
@@ -57,7 +57,7 @@ struct Run {
     _dir: tempfile::TempDir,
     outbox: Arc<Faulty>,
     broker: Arc<Mutex<Broker>>,
-    stats: Arc<Stats>,
+    stats: Arc<DeliveryStats>,
     journal: watch::Sender<u64>,
     drain: watch::Sender<Drain>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -86,7 +86,7 @@ impl Run {
             _dir: dir,
             outbox: Arc::new(Faulty::new(queue)),
             broker,
-            stats: Arc::new(Stats::default()),
+            stats: Arc::new(DeliveryStats::default()),
             journal,
             drain,
             task: None,
@@ -366,6 +366,7 @@ async fn batches_too_large_for_the_broker_are_split_not_dropped() {
     assert!(run.stat(&run.stats.batches_split) > 0);
     let dead: u64 = run
         .stats
+        .discards
         .dead_lettered_by_reason()
         .iter()
         .map(|(_, n)| n)
@@ -405,6 +406,7 @@ async fn a_record_too_large_alone_is_dead_lettered_and_the_rest_delivered() {
     run.assert_exactly_once_in_order();
     let dead = run
         .stats
+        .discards
         .dead_lettered_by_reason()
         .into_iter()
         .find(|(r, _)| *r == DeadLetter::KafkaRefused.label())
@@ -429,6 +431,7 @@ async fn authorization_errors_are_retried_not_dead_lettered() {
     run.assert_exactly_once_in_order();
     let dead: u64 = run
         .stats
+        .discards
         .dead_lettered_by_reason()
         .iter()
         .map(|(_, n)| n)
@@ -723,6 +726,7 @@ async fn records_for_a_missing_topic_are_dead_lettered_after_a_minute() {
     run.assert_exactly_once_in_order_allowing_dead_letters();
     let dead = run
         .stats
+        .discards
         .dead_lettered_by_reason()
         .into_iter()
         .find(|(r, _)| *r == DeadLetter::TopicMissing.label())
