@@ -1,4 +1,5 @@
-//! Counters of what went through the pipeline, and log setup.
+//! Every stage's counters gathered for the reports (each stage defines its own), the discard
+//! reasons they share, and log setup.
 
 pub use kedge_base::histogram::{Bounds, Histogram, HistogramSnapshot, MAX_BUCKETS};
 use std::collections::VecDeque;
