@@ -1,31 +1,115 @@
-//! The `list<event>` argument of `process`, lowered into the plugin's memory by hand.
+//! The `list<event>` argument of `process`, lowered into the plugin's memory, in one of two ways
+//! that store the same bytes through the same guest allocations in the same order:
 //!
-//! wasmtime's derived lowering looks the instance's memory up again for every field it stores
-//! (`LowerContext::get` → `Instance::options_memory_mut`): about 18 lookups per event with one
-//! header, a quarter of the host's time per record in plugin-bench (bench/README.md). [`Batch`]
-//! lowers the same value with the same guest allocations, in the canonical ABI's order, but
-//! takes the memory once for all of a batch's stores and copies: first every `realloc` call
-//! (each may grow, and so move, the memory), then every write.
+//! - [`Lowering::Derived`], always built: the events as borrowed records (`EventRef`) whose
+//!   lowering wasmtime's derive macros generate, as they do for the bindings' own `Event`. It
+//!   uses wasmtime's public API only: wasmtime keeps what its macros generate in step with its
+//!   canonical ABI, and a change to the API it uses fails the build instead of storing wrong
+//!   bytes.
+//! - [`Lowering::ByHand`], with the cargo feature `hand-lowering` (agent/Cargo.toml): [`Batch`].
+//!   wasmtime 48's derived lowering looks the instance's memory up again for every field it
+//!   stores (`LowerContext::get` → `Instance::options_memory_mut`): about 18 lookups per event
+//!   with one header, a quarter of the host's time per record in plugin-bench
+//!   (bench/README.md). `Batch` takes the memory once for all of a batch's stores and copies:
+//!   first every `realloc` call (each may grow, and so move, the memory), then every write. It
+//!   implements wasmtime's `ComponentType` and `Lower` by hand with wasmtime's `__internal` API,
+//!   which may change in any release: on a wasmtime upgrade, turn the feature off, or check
+//!   `Batch` against the new version's canonical ABI (ARCHITECTURE.md §5). With the feature on,
+//!   the tests compare the guest memory both ways leave, byte for byte.
 //!
-//! It implements wasmtime's `ComponentType` and `Lower`, which wasmtime documents as internal
-//! (its derive macros implement them); wasmtime is pinned to one version (agent/Cargo.toml), and
-//! the plugin tests round-trip keys, values and headers through real components.
-//!
-//! The events are read through [`WitEvent`], so that the pipeline lowers its own events
-//! (`route::Event`, whose payloads are `Bytes`) straight from where they are, without first
-//! copying each into a WIT `Event`.
+//! `Plugin::process` uses [`Lowering::HOT`]. The events are read through [`WitEvent`], so that
+//! the pipeline lowers its own events (`route::Event`, whose payloads are `Bytes`) straight from
+//! where they are, without first copying each into a WIT `Event`.
 
-use std::mem::MaybeUninit;
+use wasmtime::Store;
+use wasmtime::component::{ComponentNamedList, ComponentType, Func, Lift, Lower};
 
-use wasmtime::ValRaw;
-use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
-};
-use wasmtime::component::{ComponentType, Lower};
-
-use super::host::{self, Event};
+use super::host::{self, BatchInfo};
 use crate::route;
+
+#[cfg(feature = "hand-lowering")]
+pub use by_hand::Batch;
+
+/// How `process`'s events get into the plugin's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lowering {
+    /// wasmtime's derived lowering, of borrowed records.
+    Derived,
+    /// kedge's own, [`Batch`].
+    #[cfg(feature = "hand-lowering")]
+    ByHand,
+}
+
+impl Lowering {
+    /// The lowering `Plugin::process` uses: kedge's own when it is built.
+    #[cfg(feature = "hand-lowering")]
+    pub const HOT: Lowering = Lowering::ByHand;
+    /// The lowering `Plugin::process` uses: wasmtime's, since kedge's own is not built.
+    #[cfg(not(feature = "hand-lowering"))]
+    pub const HOT: Lowering = Lowering::Derived;
+}
+
+/// Calls `func`, a plugin's `process` (or, in the tests, a function taking the same arguments),
+/// with `info` and `events` lowered the `lowering` way; `R` is what it returns. The call checks
+/// `func`'s type against the arguments' either way.
+pub fn call<T: 'static, E: WitEvent, R: ComponentNamedList + Lift>(
+    func: Func,
+    store: &mut Store<T>,
+    info: &BatchInfo,
+    events: &[E],
+    lowering: Lowering,
+) -> wasmtime::Result<R> {
+    match lowering {
+        Lowering::Derived => {
+            // All the batch's headers in one vector, each event's a slice of it: two host
+            // allocations per call, none per event.
+            let headers: Vec<HeaderRef<'_>> = events
+                .iter()
+                .flat_map(WitEvent::headers)
+                .map(|(name, value)| HeaderRef { name, value })
+                .collect();
+            let mut rest = headers.as_slice();
+            let batch: Vec<EventRef<'_>> = events
+                .iter()
+                .map(|event| {
+                    let (own, after) = rest.split_at(event.headers().len());
+                    rest = after;
+                    EventRef {
+                        key: event.key(),
+                        value: event.value(),
+                        headers: own,
+                        timestamp_ms: event.timestamp_ms(),
+                    }
+                })
+                .collect();
+            func.typed::<(&BatchInfo, &[EventRef<'_>]), R>(&*store)?
+                .call(store, (info, &batch))
+        }
+        #[cfg(feature = "hand-lowering")]
+        Lowering::ByHand => func
+            .typed::<(&BatchInfo, Batch<'_, E>), R>(&*store)?
+            .call(store, (info, Batch(events))),
+    }
+}
+
+/// The WIT `header`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct HeaderRef<'a> {
+    name: &'a str,
+    value: &'a [u8],
+}
+
+/// The WIT `event`, borrowed.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct EventRef<'a> {
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+    headers: &'a [HeaderRef<'a>],
+    #[component(name = "timestamp-ms")]
+    timestamp_ms: i64,
+}
 
 /// An event as `process` hands it to a plugin (the WIT `event` record).
 pub trait WitEvent: Sync {
@@ -95,197 +179,213 @@ impl<E: WitEvent> WitEvent for &E {
     }
 }
 
-/// Canonical layout of `event` (wit/transform.wit): `key: option<list<u8>>` (a discriminant
-/// byte, then pointer and length), `value`, `headers`, `timestamp-ms: s64`. The tests check it
-/// against the layout wasmtime derives.
-const EVENT_SIZE: usize = 40;
-const EVENT_ALIGN: u32 = 8;
-const EVENT_KEY: usize = 0;
-const EVENT_KEY_PAYLOAD: usize = 4;
-const EVENT_VALUE: usize = 12;
-const EVENT_HEADERS: usize = 20;
-const EVENT_TIMESTAMP: usize = 32;
-/// Canonical layout of `header`: `name: string`, `value: list<u8>`.
-const HEADER_SIZE: usize = 16;
-const HEADER_ALIGN: u32 = 4;
-const HEADER_NAME: usize = 0;
-const HEADER_VALUE: usize = 8;
-/// Longest string the canonical ABI can pass (the top bit of a length tags UTF-16).
-const MAX_STRING: usize = (1 << 31) - 1;
+/// kedge's own lowering of the batch (see the module's documentation).
+#[cfg(feature = "hand-lowering")]
+mod by_hand {
+    use std::mem::MaybeUninit;
 
-/// A batch of events as `process` takes it: a `list<event>` with the component type of
-/// `&[Event]`, lowered with one memory lookup per batch instead of one per field.
-pub struct Batch<'a, E>(pub &'a [E]);
+    use wasmtime::ValRaw;
+    use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
+    use wasmtime::component::__internal::{
+        CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
+    };
+    use wasmtime::component::{ComponentType, Lower};
 
-// SAFETY: the lowered form is a pointer and a length, as for every list (`POINTER_PAIR`), and
-// the type check is the one of `[Event]`, whose canonical form this lowers.
-unsafe impl<E: WitEvent> ComponentType for Batch<'_, E> {
-    type Lower = [ValRaw; 2];
+    use super::WitEvent;
+    use crate::transform::host::Event;
 
-    const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
+    /// Canonical layout of `event` (wit/transform.wit): `key: option<list<u8>>` (a discriminant
+    /// byte, then pointer and length), `value`, `headers`, `timestamp-ms: s64`. The tests check it
+    /// against the layout wasmtime derives.
+    const EVENT_SIZE: usize = 40;
+    const EVENT_ALIGN: u32 = 8;
+    const EVENT_KEY: usize = 0;
+    const EVENT_KEY_PAYLOAD: usize = 4;
+    const EVENT_VALUE: usize = 12;
+    const EVENT_HEADERS: usize = 20;
+    const EVENT_TIMESTAMP: usize = 32;
+    /// Canonical layout of `header`: `name: string`, `value: list<u8>`.
+    const HEADER_SIZE: usize = 16;
+    const HEADER_ALIGN: u32 = 4;
+    const HEADER_NAME: usize = 0;
+    const HEADER_VALUE: usize = 8;
+    /// Longest string the canonical ABI can pass (the top bit of a length tags UTF-16).
+    const MAX_STRING: usize = (1 << 31) - 1;
 
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <[Event] as ComponentType>::typecheck(ty, types)
+    /// A batch of events as `process` takes it: a `list<event>` with the component type of
+    /// `&[Event]`, lowered with one memory lookup per batch instead of one per field.
+    pub struct Batch<'a, E>(pub &'a [E]);
+
+    // SAFETY: the lowered form is a pointer and a length, as for every list (`POINTER_PAIR`), and
+    // the type check is the one of `[Event]`, whose canonical form this lowers.
+    unsafe impl<E: WitEvent> ComponentType for Batch<'_, E> {
+        type Lower = [ValRaw; 2];
+
+        const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
+
+        fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+            <[Event] as ComponentType>::typecheck(ty, types)
+        }
     }
-}
 
-// SAFETY: both methods write the whole lowered form, or fail.
-unsafe impl<E: WitEvent> Lower for Batch<'_, E> {
-    fn linear_lower_to_flat<T>(
-        &self,
+    // SAFETY: both methods write the whole lowered form, or fail.
+    unsafe impl<E: WitEvent> Lower for Batch<'_, E> {
+        fn linear_lower_to_flat<T>(
+            &self,
+            cx: &mut LowerContext<'_, T>,
+            _ty: InterfaceType,
+            dst: &mut MaybeUninit<[ValRaw; 2]>,
+        ) -> wasmtime::Result<()> {
+            let (ptr, len) = self.store(cx)?;
+            // Pointers and lengths travel as i64 in the flat form, as wasmtime's own lists do.
+            dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(len as i64)]);
+            Ok(())
+        }
+
+        fn linear_lower_to_memory<T>(
+            &self,
+            cx: &mut LowerContext<'_, T>,
+            _ty: InterfaceType,
+            offset: usize,
+        ) -> wasmtime::Result<()> {
+            let (ptr, len) = self.store(cx)?;
+            put_pair(cx.as_slice_mut(), offset, ptr, len)
+        }
+    }
+
+    impl<E: WitEvent> Batch<'_, E> {
+        /// Allocates and fills the list and everything it points to; returns its address and length.
+        fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<(usize, usize)> {
+            let events = self.0;
+            // Header names are copied as they are when the plugin takes UTF-8 strings (all of
+            // kedge's example languages do); other encodings are transcoded by wasmtime's own
+            // string lowering, in place, which stores the name's address itself.
+            let utf8 = matches!(cx.options().string_encoding, StringEncoding::Utf8);
+            // Every allocation, in the order the canonical ABI makes them (list, then per event its
+            // key, value, header list, and per header its name and value), so that the plugin's
+            // allocator sees the same calls as with wasmtime's lowering.
+            let list = alloc(cx, EVENT_ALIGN, events.len(), EVENT_SIZE)?;
+            let mut blocks = Vec::with_capacity(events.len() * 4);
+            for event in events {
+                if let Some(key) = event.key() {
+                    blocks.push(alloc(cx, 1, key.len(), 1)?);
+                }
+                blocks.push(alloc(cx, 1, event.value().len(), 1)?);
+                let headers = event.headers();
+                let list = alloc(cx, HEADER_ALIGN, headers.len(), HEADER_SIZE)?;
+                blocks.push(list);
+                for (j, (name, value)) in headers.enumerate() {
+                    if utf8 {
+                        if name.len() > MAX_STRING {
+                            wasmtime::bail!("header name of {} bytes too long", name.len());
+                        }
+                        blocks.push(alloc(cx, 1, name.len(), 1)?);
+                    } else {
+                        let at = list + j * HEADER_SIZE + HEADER_NAME;
+                        name.linear_lower_to_memory(cx, InterfaceType::String, at)?;
+                    }
+                    blocks.push(alloc(cx, 1, value.len(), 1)?);
+                }
+            }
+            // Then every write. `realloc` checked each block against the memory's size, and memory
+            // only grows, so the slicing below cannot fail for blocks from `alloc`.
+            let memory = cx.as_slice_mut();
+            let mut blocks = blocks.into_iter();
+            let mut next = || blocks.next().expect("one block per list");
+            for (i, event) in events.iter().enumerate() {
+                let at = list + i * EVENT_SIZE;
+                match event.key() {
+                    None => memory[at + EVENT_KEY] = 0,
+                    Some(key) => {
+                        memory[at + EVENT_KEY] = 1;
+                        put_bytes(memory, at + EVENT_KEY_PAYLOAD, next(), key)?;
+                    }
+                }
+                put_bytes(memory, at + EVENT_VALUE, next(), event.value())?;
+                let headers = event.headers();
+                let list = next();
+                put_pair(memory, at + EVENT_HEADERS, list, headers.len())?;
+                for (j, (name, value)) in headers.enumerate() {
+                    let h = list + j * HEADER_SIZE;
+                    if utf8 {
+                        put_bytes(memory, h + HEADER_NAME, next(), name.as_bytes())?;
+                    }
+                    put_bytes(memory, h + HEADER_VALUE, next(), value)?;
+                }
+                memory[at + EVENT_TIMESTAMP..][..8]
+                    .copy_from_slice(&event.timestamp_ms().to_le_bytes());
+            }
+            Ok((list, events.len()))
+        }
+    }
+
+    /// Asks the plugin for a block for `len` elements of `size` bytes.
+    fn alloc<T>(
         cx: &mut LowerContext<'_, T>,
-        _ty: InterfaceType,
-        dst: &mut MaybeUninit<[ValRaw; 2]>,
-    ) -> wasmtime::Result<()> {
-        let (ptr, len) = self.store(cx)?;
-        // Pointers and lengths travel as i64 in the flat form, as wasmtime's own lists do.
-        dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(len as i64)]);
+        align: u32,
+        len: usize,
+        size: usize,
+    ) -> wasmtime::Result<usize> {
+        let bytes = len
+            .checked_mul(size)
+            .ok_or_else(|| wasmtime::format_err!("size overflow copying a list"))?;
+        cx.realloc(0, 0, align, bytes)
+    }
+
+    /// Copies `bytes` to `block` and stores the block's address and length at `at`.
+    fn put_bytes(memory: &mut [u8], at: usize, block: usize, bytes: &[u8]) -> wasmtime::Result<()> {
+        memory[block..][..bytes.len()].copy_from_slice(bytes);
+        put_pair(memory, at, block, bytes.len())
+    }
+
+    /// Stores a pointer and a length (32-bit little-endian) at `at`.
+    fn put_pair(memory: &mut [u8], at: usize, ptr: usize, len: usize) -> wasmtime::Result<()> {
+        memory[at..][..4].copy_from_slice(&u32::try_from(ptr)?.to_le_bytes());
+        memory[at + 4..][..4].copy_from_slice(&u32::try_from(len)?.to_le_bytes());
         Ok(())
     }
 
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        _ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        let (ptr, len) = self.store(cx)?;
-        put_pair(cx.as_slice_mut(), offset, ptr, len)
-    }
-}
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::transform::host::Header;
 
-impl<E: WitEvent> Batch<'_, E> {
-    /// Allocates and fills the list and everything it points to; returns its address and length.
-    fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<(usize, usize)> {
-        let events = self.0;
-        // Header names are copied as they are when the plugin takes UTF-8 strings (all of
-        // kedge's example languages do); other encodings are transcoded by wasmtime's own
-        // string lowering, in place, which stores the name's address itself.
-        let utf8 = matches!(cx.options().string_encoding, StringEncoding::Utf8);
-        // Every allocation, in the order the canonical ABI makes them (list, then per event its
-        // key, value, header list, and per header its name and value), so that the plugin's
-        // allocator sees the same calls as with wasmtime's lowering.
-        let list = alloc(cx, EVENT_ALIGN, events.len(), EVENT_SIZE)?;
-        let mut blocks = Vec::with_capacity(events.len() * 4);
-        for event in events {
-            if let Some(key) = event.key() {
-                blocks.push(alloc(cx, 1, key.len(), 1)?);
-            }
-            blocks.push(alloc(cx, 1, event.value().len(), 1)?);
-            let headers = event.headers();
-            let list = alloc(cx, HEADER_ALIGN, headers.len(), HEADER_SIZE)?;
-            blocks.push(list);
-            for (j, (name, value)) in headers.enumerate() {
-                if utf8 {
-                    if name.len() > MAX_STRING {
-                        wasmtime::bail!("header name of {} bytes too long", name.len());
-                    }
-                    blocks.push(alloc(cx, 1, name.len(), 1)?);
-                } else {
-                    let at = list + j * HEADER_SIZE + HEADER_NAME;
-                    name.linear_lower_to_memory(cx, InterfaceType::String, at)?;
-                }
-                blocks.push(alloc(cx, 1, value.len(), 1)?);
-            }
+        /// Field offsets as wasmtime's derive computes them.
+        fn offsets(fields: &[CanonicalAbiInfo]) -> Vec<usize> {
+            let mut offset = 0;
+            fields
+                .iter()
+                .map(|f| f.next_field32_size(&mut offset))
+                .collect()
         }
-        // Then every write. `realloc` checked each block against the memory's size, and memory
-        // only grows, so the slicing below cannot fail for blocks from `alloc`.
-        let memory = cx.as_slice_mut();
-        let mut blocks = blocks.into_iter();
-        let mut next = || blocks.next().expect("one block per list");
-        for (i, event) in events.iter().enumerate() {
-            let at = list + i * EVENT_SIZE;
-            match event.key() {
-                None => memory[at + EVENT_KEY] = 0,
-                Some(key) => {
-                    memory[at + EVENT_KEY] = 1;
-                    put_bytes(memory, at + EVENT_KEY_PAYLOAD, next(), key)?;
-                }
-            }
-            put_bytes(memory, at + EVENT_VALUE, next(), event.value())?;
-            let headers = event.headers();
-            let list = next();
-            put_pair(memory, at + EVENT_HEADERS, list, headers.len())?;
-            for (j, (name, value)) in headers.enumerate() {
-                let h = list + j * HEADER_SIZE;
-                if utf8 {
-                    put_bytes(memory, h + HEADER_NAME, next(), name.as_bytes())?;
-                }
-                put_bytes(memory, h + HEADER_VALUE, next(), value)?;
-            }
-            memory[at + EVENT_TIMESTAMP..][..8]
-                .copy_from_slice(&event.timestamp_ms().to_le_bytes());
+
+        #[test]
+        fn layouts_match_the_derived_ones() {
+            assert_eq!(<Event as ComponentType>::SIZE32, EVENT_SIZE);
+            assert_eq!(<Event as ComponentType>::ALIGN32, EVENT_ALIGN);
+            assert_eq!(
+                offsets(&[
+                    <Option<Vec<u8>> as ComponentType>::ABI,
+                    <Vec<u8> as ComponentType>::ABI,
+                    <Vec<Header> as ComponentType>::ABI,
+                    <i64 as ComponentType>::ABI,
+                ]),
+                [EVENT_KEY, EVENT_VALUE, EVENT_HEADERS, EVENT_TIMESTAMP]
+            );
+            // The option's payload follows its discriminant, aligned for a pointer.
+            assert_eq!(
+                offsets(&[<u8 as ComponentType>::ABI, <Vec<u8> as ComponentType>::ABI]),
+                [EVENT_KEY, EVENT_KEY_PAYLOAD]
+            );
+            assert_eq!(<Header as ComponentType>::SIZE32, HEADER_SIZE);
+            assert_eq!(<Header as ComponentType>::ALIGN32, HEADER_ALIGN);
+            assert_eq!(
+                offsets(&[
+                    <String as ComponentType>::ABI,
+                    <Vec<u8> as ComponentType>::ABI
+                ]),
+                [HEADER_NAME, HEADER_VALUE]
+            );
         }
-        Ok((list, events.len()))
-    }
-}
-
-/// Asks the plugin for a block for `len` elements of `size` bytes.
-fn alloc<T>(
-    cx: &mut LowerContext<'_, T>,
-    align: u32,
-    len: usize,
-    size: usize,
-) -> wasmtime::Result<usize> {
-    let bytes = len
-        .checked_mul(size)
-        .ok_or_else(|| wasmtime::format_err!("size overflow copying a list"))?;
-    cx.realloc(0, 0, align, bytes)
-}
-
-/// Copies `bytes` to `block` and stores the block's address and length at `at`.
-fn put_bytes(memory: &mut [u8], at: usize, block: usize, bytes: &[u8]) -> wasmtime::Result<()> {
-    memory[block..][..bytes.len()].copy_from_slice(bytes);
-    put_pair(memory, at, block, bytes.len())
-}
-
-/// Stores a pointer and a length (32-bit little-endian) at `at`.
-fn put_pair(memory: &mut [u8], at: usize, ptr: usize, len: usize) -> wasmtime::Result<()> {
-    memory[at..][..4].copy_from_slice(&u32::try_from(ptr)?.to_le_bytes());
-    memory[at + 4..][..4].copy_from_slice(&u32::try_from(len)?.to_le_bytes());
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transform::host::Header;
-
-    /// Field offsets as wasmtime's derive computes them.
-    fn offsets(fields: &[CanonicalAbiInfo]) -> Vec<usize> {
-        let mut offset = 0;
-        fields
-            .iter()
-            .map(|f| f.next_field32_size(&mut offset))
-            .collect()
-    }
-
-    #[test]
-    fn layouts_match_the_derived_ones() {
-        assert_eq!(<Event as ComponentType>::SIZE32, EVENT_SIZE);
-        assert_eq!(<Event as ComponentType>::ALIGN32, EVENT_ALIGN);
-        assert_eq!(
-            offsets(&[
-                <Option<Vec<u8>> as ComponentType>::ABI,
-                <Vec<u8> as ComponentType>::ABI,
-                <Vec<Header> as ComponentType>::ABI,
-                <i64 as ComponentType>::ABI,
-            ]),
-            [EVENT_KEY, EVENT_VALUE, EVENT_HEADERS, EVENT_TIMESTAMP]
-        );
-        // The option's payload follows its discriminant, aligned for a pointer.
-        assert_eq!(
-            offsets(&[<u8 as ComponentType>::ABI, <Vec<u8> as ComponentType>::ABI]),
-            [EVENT_KEY, EVENT_KEY_PAYLOAD]
-        );
-        assert_eq!(<Header as ComponentType>::SIZE32, HEADER_SIZE);
-        assert_eq!(<Header as ComponentType>::ALIGN32, HEADER_ALIGN);
-        assert_eq!(
-            offsets(&[
-                <String as ComponentType>::ABI,
-                <Vec<u8> as ComponentType>::ABI
-            ]),
-            [HEADER_NAME, HEADER_VALUE]
-        );
     }
 }
