@@ -347,8 +347,22 @@ mod by_hand {
 
     #[cfg(test)]
     mod tests {
+        use std::sync::LazyLock;
+
+        use proptest::prelude::*;
+        use wasm_encoder::{
+            BlockType, CanonicalOption, CodeSection, ComponentBuilder, ComponentExportKind,
+            ComponentValType, ConstExpr, ExportKind, ExportSection, Function, FunctionSection,
+            GlobalSection, GlobalType, Instruction, MemArg, MemorySection, MemoryType, Module,
+            PrimitiveValType, TypeSection, ValType,
+        };
+        use wasmtime::Store;
+        use wasmtime::component::{Component, Linker};
+
         use super::*;
-        use crate::transform::host::Header;
+        use crate::transform::engine::{self, Target};
+        use crate::transform::host::{BatchInfo, Header};
+        use crate::transform::lower::{Lowering, call};
 
         /// Field offsets as wasmtime's derive computes them.
         fn offsets(fields: &[CanonicalAbiInfo]) -> Vec<usize> {
@@ -386,6 +400,330 @@ mod by_hand {
                 ]),
                 [HEADER_NAME, HEADER_VALUE]
             );
+        }
+
+        /// Where the dump component's allocations start: below is its return area.
+        const HEAP: i32 = 16;
+
+        /// A component exporting `process: func(info: batch-info, batch: list<event>) ->
+        /// list<u8>` lifted with `encoding`, whose `realloc` hands out memory from [`HEAP`] up,
+        /// in order, growing the memory as needed, and whose `process` returns all the memory
+        /// handed out: whatever a lowering stored, and where.
+        fn dump_component(encoding: CanonicalOption) -> Vec<u8> {
+            let mut types = TypeSection::new();
+            types.ty().function([ValType::I32; 4], [ValType::I32]);
+            let mut process_params = vec![ValType::I32; 7];
+            process_params.extend([ValType::I64, ValType::I32, ValType::I32]);
+            types.ty().function(process_params, [ValType::I32]);
+            let mut functions = FunctionSection::new();
+            functions.function(0).function(1);
+            let mut memories = MemorySection::new();
+            memories.memory(MemoryType {
+                minimum: 1,
+                maximum: None,
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+            let mut globals = GlobalSection::new();
+            let top = GlobalType {
+                val_type: ValType::I32,
+                mutable: true,
+                shared: false,
+            };
+            globals.global(top, &ConstExpr::i32_const(HEAP));
+            let mut exports = ExportSection::new();
+            exports
+                .export("memory", ExportKind::Memory, 0)
+                .export("realloc", ExportKind::Func, 0)
+                .export("process", ExportKind::Func, 1);
+            use Instruction as I;
+            // realloc(old, old_size, align, new_size): shrinks in place, else takes the next
+            // aligned block (locals 4 and 5: its start and end) and copies the old one into it.
+            let mut realloc = Function::new([(2, ValType::I32)]);
+            for i in [
+                I::LocalGet(3),
+                I::LocalGet(1),
+                I::I32LeU,
+                I::If(BlockType::Empty),
+                I::LocalGet(0),
+                I::Return,
+                I::End,
+                I::GlobalGet(0),
+                I::LocalGet(2),
+                I::I32Add,
+                I::I32Const(1),
+                I::I32Sub,
+                I::I32Const(0),
+                I::LocalGet(2),
+                I::I32Sub,
+                I::I32And,
+                I::LocalTee(4),
+                I::LocalGet(3),
+                I::I32Add,
+                I::LocalTee(5),
+                I::MemorySize(0),
+                I::I32Const(16),
+                I::I32Shl,
+                I::I32GtU,
+                I::If(BlockType::Empty),
+                I::LocalGet(5),
+                I::MemorySize(0),
+                I::I32Const(16),
+                I::I32Shl,
+                I::I32Sub,
+                I::I32Const(0xffff),
+                I::I32Add,
+                I::I32Const(16),
+                I::I32ShrU,
+                I::MemoryGrow(0),
+                I::I32Const(-1),
+                I::I32Eq,
+                I::If(BlockType::Empty),
+                I::Unreachable,
+                I::End,
+                I::End,
+                I::LocalGet(5),
+                I::GlobalSet(0),
+                I::LocalGet(4),
+                I::LocalGet(0),
+                I::LocalGet(1),
+                I::MemoryCopy {
+                    src_mem: 0,
+                    dst_mem: 0,
+                },
+                I::LocalGet(4),
+                I::End,
+            ] {
+                realloc.instruction(&i);
+            }
+            // process(…) returns a pointer to (HEAP, top - HEAP), the list<u8> of its result.
+            let mut process = Function::new([]);
+            let at = |offset| {
+                I::I32Store(MemArg {
+                    offset,
+                    align: 2,
+                    memory_index: 0,
+                })
+            };
+            for i in [
+                I::I32Const(8),
+                I::I32Const(HEAP),
+                at(0),
+                I::I32Const(8),
+                I::GlobalGet(0),
+                I::I32Const(HEAP),
+                I::I32Sub,
+                at(4),
+                I::I32Const(8),
+                I::End,
+            ] {
+                process.instruction(&i);
+            }
+            let mut code = CodeSection::new();
+            code.function(&realloc).function(&process);
+            let mut module = Module::new();
+            module
+                .section(&types)
+                .section(&functions)
+                .section(&memories)
+                .section(&globals)
+                .section(&exports)
+                .section(&code);
+
+            let mut c = ComponentBuilder::default();
+            let module = c.core_module(None, &module);
+            let instance = c.core_instantiate(None, module, []);
+            let memory = c.core_alias_export(None, instance, "memory", ExportKind::Memory);
+            let realloc = c.core_alias_export(None, instance, "realloc", ExportKind::Func);
+            let process = c.core_alias_export(None, instance, "process", ExportKind::Func);
+            // wit/transform.wit's types; records must be exported to appear in an export's type.
+            let string = ComponentValType::Primitive(PrimitiveValType::String);
+            let s64 = ComponentValType::Primitive(PrimitiveValType::S64);
+            let (bytes, t) = c.type_defined(None);
+            t.list(PrimitiveValType::U8);
+            let bytes = ComponentValType::Type(bytes);
+            let (header, t) = c.type_defined(None);
+            t.record([("name", string), ("value", bytes)]);
+            let header = c.export("header", ComponentExportKind::Type, header, None);
+            let (headers, t) = c.type_defined(None);
+            t.list(ComponentValType::Type(header));
+            let (key, t) = c.type_defined(None);
+            t.option(bytes);
+            let (event, t) = c.type_defined(None);
+            t.record([
+                ("key", ComponentValType::Type(key)),
+                ("value", bytes),
+                ("headers", ComponentValType::Type(headers)),
+                ("timestamp-ms", s64),
+            ]);
+            let event = c.export("event", ComponentExportKind::Type, event, None);
+            let (events, t) = c.type_defined(None);
+            t.list(ComponentValType::Type(event));
+            let (topic, t) = c.type_defined(None);
+            t.option(string);
+            let (info, t) = c.type_defined(None);
+            t.record([
+                ("source", string),
+                ("subject", string),
+                ("default-topic", ComponentValType::Type(topic)),
+                ("now-ms", s64),
+            ]);
+            let info = c.export("batch-info", ComponentExportKind::Type, info, None);
+            let (signature, mut f) = c.type_function(None);
+            f.params([
+                ("info", ComponentValType::Type(info)),
+                ("batch", ComponentValType::Type(events)),
+            ])
+            .result(Some(bytes));
+            let options = [
+                encoding,
+                CanonicalOption::Memory(memory),
+                CanonicalOption::Realloc(realloc),
+            ];
+            let process = c.lift_func(None, process, signature, options);
+            c.export("process", ComponentExportKind::Func, process, None);
+            c.finish()
+        }
+
+        /// The guest memory `lowering` leaves when it lowers `info` and `events` into a fresh
+        /// instance of `component`.
+        fn lowered(
+            component: &Component,
+            info: &BatchInfo,
+            events: &[Event],
+            lowering: Lowering,
+        ) -> Vec<u8> {
+            let mut store = Store::new(component.engine(), ());
+            store.set_epoch_deadline(u64::MAX);
+            let instance = Linker::new(component.engine())
+                .instantiate(&mut store, component)
+                .unwrap();
+            let process = instance.get_func(&mut store, "process").unwrap();
+            let (memory,): (Vec<u8>,) = call(process, &mut store, info, events, lowering).unwrap();
+            memory
+        }
+
+        fn header(name: &str, value: &[u8]) -> Header {
+            Header {
+                name: name.to_owned(),
+                value: value.to_vec(),
+            }
+        }
+
+        /// Strings a plugin may see in every encoding: ASCII, Latin-1, beyond Latin-1 (which
+        /// makes compact UTF-16 start over in UTF-16) and beyond the BMP (two UTF-16 units).
+        const NAMES: [&str; 5] = ["", "unit", "größe", "µ→x", "t😀"];
+
+        /// A value larger than the dump component's first page, so that its `realloc` grows
+        /// the memory while the batch is lowered.
+        fn vector() -> (BatchInfo, Vec<Event>) {
+            let info = BatchInfo {
+                source: "mqtt".into(),
+                subject: "sensors/größe".into(),
+                default_topic: Some("t".into()),
+                now_ms: -1,
+            };
+            let events = vec![
+                Event {
+                    key: None,
+                    value: Vec::new(),
+                    headers: Vec::new(),
+                    timestamp_ms: i64::MIN,
+                },
+                Event {
+                    key: Some(b"k".to_vec()),
+                    value: vec![0xa5; 70_000],
+                    headers: NAMES.iter().map(|n| header(n, n.as_bytes())).collect(),
+                    timestamp_ms: i64::MAX,
+                },
+                Event {
+                    key: Some(Vec::new()),
+                    value: b"{\"t\":21.5}".to_vec(),
+                    headers: vec![header("unit", b""), header("", b"\0\xff")],
+                    timestamp_ms: 1_700_000_000_000,
+                },
+            ];
+            (info, events)
+        }
+
+        /// The dump component for each string encoding, compiled once for all the tests.
+        static COMPONENTS: LazyLock<Vec<(CanonicalOption, Component)>> = LazyLock::new(|| {
+            let engine = engine::build(&Target::Host).unwrap();
+            [
+                CanonicalOption::UTF8,
+                CanonicalOption::UTF16,
+                CanonicalOption::CompactUTF16,
+            ]
+            .into_iter()
+            .map(|encoding| {
+                let component = Component::new(&engine, dump_component(encoding)).unwrap();
+                (encoding, component)
+            })
+            .collect()
+        });
+
+        #[test]
+        fn both_lowerings_leave_the_same_bytes_in_the_plugin_s_memory() {
+            let (info, events) = vector();
+            for (encoding, component) in COMPONENTS.iter() {
+                let derived = lowered(component, &info, &events, Lowering::Derived);
+                let by_hand = lowered(component, &info, &events, Lowering::ByHand);
+                assert!(
+                    derived.len() > 70_000,
+                    "{encoding:?}: {} bytes",
+                    derived.len()
+                );
+                assert!(derived == by_hand, "{encoding:?}: the lowerings differ");
+            }
+        }
+
+        fn arb_event() -> impl Strategy<Value = Event> {
+            let header = (
+                prop::sample::select(NAMES.to_vec()),
+                "\\PC{0,6}",
+                prop::collection::vec(any::<u8>(), 0..8),
+            )
+                .prop_map(|(name, more, value)| Header {
+                    name: format!("{name}{more}"),
+                    value,
+                });
+            (
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..16)),
+                prop::collection::vec(any::<u8>(), 0..256),
+                prop::collection::vec(header, 0..4),
+                any::<i64>(),
+            )
+                .prop_map(|(key, value, headers, timestamp_ms)| Event {
+                    key,
+                    value,
+                    headers,
+                    timestamp_ms,
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn both_lowerings_leave_the_same_bytes_for_any_batch(
+                events in prop::collection::vec(arb_event(), 0..24),
+                subject in "\\PC{0,12}",
+                default_topic in prop::option::of("[a-z.]{0,8}"),
+                now_ms in any::<i64>(),
+            ) {
+                let info = BatchInfo {
+                    source: "mqtt".into(),
+                    subject,
+                    default_topic,
+                    now_ms,
+                };
+                for (encoding, component) in COMPONENTS.iter() {
+                    let derived = lowered(component, &info, &events, Lowering::Derived);
+                    let by_hand = lowered(component, &info, &events, Lowering::ByHand);
+                    prop_assert!(derived == by_hand, "{:?}: the lowerings differ", encoding);
+                }
+            }
         }
     }
 }
