@@ -6,16 +6,16 @@
 //!   uses wasmtime's public API only: wasmtime keeps what its macros generate in step with its
 //!   canonical ABI, and a change to the API it uses fails the build instead of storing wrong
 //!   bytes.
-//! - [`Lowering::ByHand`], with the cargo feature `hand-lowering` (agent/Cargo.toml): [`Batch`].
-//!   wasmtime 48's derived lowering looks the instance's memory up again for every field it
-//!   stores (`LowerContext::get` → `Instance::options_memory_mut`): about 18 lookups per event
-//!   with one header, a quarter of the host's time per record in plugin-bench
-//!   (bench/README.md). `Batch` takes the memory once for all of a batch's stores and copies:
-//!   first every `realloc` call (each may grow, and so move, the memory), then every write. It
-//!   implements wasmtime's `ComponentType` and `Lower` by hand with wasmtime's `__internal` API,
-//!   which may change in any release: on a wasmtime upgrade, turn the feature off, or check
-//!   `Batch` against the new version's canonical ABI (ARCHITECTURE.md §5). With the feature on,
-//!   the tests compare the guest memory both ways leave, byte for byte.
+//! - `Lowering::ByHand`, with the cargo feature `hand-lowering` (off by default, see
+//!   agent/Cargo.toml): `Batch`. wasmtime 48's derived lowering looks the instance's memory up
+//!   again for every field it stores (`LowerContext::get` → `Instance::options_memory_mut`):
+//!   about 18 lookups per event with one header, a quarter of the host's time per record in
+//!   plugin-bench (bench/README.md). `Batch` takes the memory once for all of a batch's stores
+//!   and copies: first every `realloc` call (each may grow, and so move, the memory), then every
+//!   write. It implements wasmtime's `ComponentType` and `Lower` by hand with wasmtime's
+//!   `__internal` API, which may change in any release. With the feature on, the tests compare
+//!   the guest memory both ways leave, byte for byte: after a wasmtime upgrade they say whether
+//!   `Batch` still matches the new version's canonical ABI (ARCHITECTURE.md §5).
 //!
 //! `Plugin::process` uses [`Lowering::HOT`]. The events are read through [`WitEvent`], so that
 //! the pipeline lowers its own events (`route::Event`, whose payloads are `Bytes`) straight from
