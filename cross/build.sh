@@ -20,7 +20,8 @@ ensure_all "$target"
 # compiled ahead of time with `kedge plugin compile --target TARGET` on a build machine, and
 # stay within the 12 MiB budget. KEDGE_COMPILER=1 keeps it (aarch64 only: Cranelift has no
 # 32-bit ARM backend, so armv7 always runs Pulley bytecode).
-features=(--no-default-features)
+# Without Cranelift unless asked; with kedge's own lowering of plugin events (the default's).
+features=(--no-default-features --features hand-lowering)
 if [ "${KEDGE_COMPILER:-0}" = 1 ]; then features=(); fi
 
 started=$(date +%s)

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, TypedFunc};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::deadline_ticks;
 use super::host::{BatchInfo, Grants, HostState, Output, PluginError, Verdict, plain, windowed};
 use super::isolate::Fault;
-use super::lower::{Batch, WitEvent};
+use super::lower::{self, Lowering, WitEvent};
 use super::stats::PluginStats;
 
 /// How one plugin runs.
@@ -96,11 +96,6 @@ enum Pre {
     Plain(plain::TransformPre<HostState>),
     Windowed(windowed::WindowedPre<HostState>),
 }
-
-/// `process` as it is called: the events go as a [`Batch`], which lowers them faster than the
-/// bindings' own `&[Event]` does (see `lower.rs`).
-type Process<'a, E> =
-    TypedFunc<(&'a BatchInfo, Batch<'a, E>), (Result<Vec<Verdict>, PluginError>,)>;
 
 enum Bindings {
     Plain(plain::Transform),
@@ -215,6 +210,16 @@ impl Plugin {
         info: &BatchInfo,
         events: &[E],
     ) -> Result<Vec<Verdict>, Fault> {
+        self.process_lowered(info, events, Lowering::HOT)
+    }
+
+    /// [`Plugin::process`], with the events lowered the `lowering` way (the tests run each).
+    pub(super) fn process_lowered<E: WitEvent>(
+        &mut self,
+        info: &BatchInfo,
+        events: &[E],
+        lowering: Lowering,
+    ) -> Result<Vec<Verdict>, Fault> {
         PluginStats::add(&self.stats.calls, 1);
         let (timeout, fuel) = (self.limits.timeout, self.limits.fuel(events.len()));
         let live = self.live()?;
@@ -224,12 +229,9 @@ impl Plugin {
             Bindings::Plain(b) => *b.func_process().func(),
             Bindings::Windowed(b) => *b.func_process().func(),
         };
-        // SAFETY: `Batch` has the component type of `&[Event]` (it type-checks as `[Event]`),
-        // the parameter the bindings checked `process` against when they were made.
-        let process: Process<'_, E> = unsafe { TypedFunc::new_unchecked(func) };
-        let result = process
-            .call(&mut live.store, (info, Batch(events)))
-            .map(|(verdicts,)| verdicts);
+        let result: wasmtime::Result<(Result<Vec<Verdict>, PluginError>,)> =
+            lower::call(func, &mut live.store, info, events, lowering);
+        let result = result.map(|(verdicts,)| verdicts);
         if result.is_ok() {
             self.stats.call_time.observe(started.elapsed());
         }
@@ -317,7 +319,7 @@ fn arm(store: &mut Store<HostState>, timeout: Duration, fuel: usize) {
 
 /// How wasmtime says a copy out of the plugin's memory ran out of hostcall fuel (its error type
 /// is private). wasmtime is pinned to one version (agent/Cargo.toml), and the tests of
-/// `transform::tests` would see the message change.
+/// `kedge_plugin_host` tests would see the message change.
 const FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// What a wasmtime error from a call means.

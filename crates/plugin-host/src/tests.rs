@@ -1,22 +1,27 @@
-//! The sandbox's limits against plugins that attack them: the `hostile` test plugin (built by
-//! `scripts/build-plugins.sh` into `target/plugins`, or `$KEDGE_PLUGINS_DIR`) and components
-//! written here byte by byte for what the Rust SDK cannot express (several memories).
+//! The sandbox's limits against plugins that attack them, and the events each lowering hands a
+//! plugin: the `hostile` test plugin (built by `scripts/build-plugins.sh` into `target/plugins`,
+//! or `$KEDGE_PLUGINS_DIR`) and components written here byte by byte for what the Rust SDK
+//! cannot express (several memories).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use super::engine::{self, Target, Ticker};
-use super::host::{self, BatchInfo, Event, Grants, HostState};
+use super::host::{self, BatchInfo, Event, Grants, Header, HostState, Verdict};
 use super::isolate::Fault;
+use super::lower::Lowering;
 use super::plugin::{Limits, Plugin, Settings};
 use super::stats::PluginStats;
 use super::{artifact, load};
+use crate::event;
 use crate::test_heap::peak_heap;
+use kedge_wire::record;
 
 fn plugins_dir() -> PathBuf {
     std::env::var_os("KEDGE_PLUGINS_DIR").map_or_else(
@@ -91,6 +96,95 @@ fn events(n: usize) -> Vec<Event> {
             timestamp_ms: 0,
         })
         .collect()
+}
+
+/// The lowerings of `process`'s events this build has (`transform/lower.rs`).
+#[cfg(feature = "hand-lowering")]
+const LOWERINGS: &[Lowering] = &[Lowering::Derived, Lowering::ByHand];
+#[cfg(not(feature = "hand-lowering"))]
+const LOWERINGS: &[Lowering] = &[Lowering::Derived];
+
+/// Events with and without keys, empty and large values, header names beyond ASCII.
+fn varied_events() -> Vec<Event> {
+    let header = |name: &str, value: &[u8]| Header {
+        name: name.to_owned(),
+        value: value.to_vec(),
+    };
+    let mut events = events(3);
+    events[0].key = Some(b"device-7".to_vec());
+    events[0].headers = vec![header("unit", b"C"), header("größe", b"\0\xff")];
+    events[1].key = Some(Vec::new());
+    events[1].value = Vec::new();
+    events[1].headers = vec![header("", b"")];
+    events[2].value = vec![0x5a; 100_000];
+    events[2].timestamp_ms = i64::MIN;
+    events
+}
+
+/// An event's key, value and headers (the bindings' types do not implement `PartialEq`).
+type Echo = (Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn echo_of(key: Option<Vec<u8>>, value: Vec<u8>, headers: Vec<Header>) -> Echo {
+    let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+    (key, value, headers)
+}
+
+/// What `hostile`'s `replace` mode returned: per event, one output with its key, value and
+/// headers.
+fn echoed(verdicts: Vec<Verdict>) -> Vec<Echo> {
+    verdicts
+        .into_iter()
+        .map(|verdict| match verdict {
+            Verdict::Replace(mut outputs) if outputs.len() == 1 => {
+                let o = outputs.remove(0);
+                assert!(o.topic.is_none() && o.timestamp_ms.is_none());
+                echo_of(o.key, o.value, o.headers)
+            }
+            other => panic!("not an echo: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn every_lowering_hands_a_plugin_its_events_unchanged() {
+    let mut p = hostile(
+        &[("mode", "replace")],
+        limits(16 << 20, Duration::from_secs(5), 1 << 20),
+    );
+    let events = varied_events();
+    let want: Vec<Echo> = events
+        .iter()
+        .map(|e| echo_of(e.key.clone(), e.value.clone(), e.headers.clone()))
+        .collect();
+    // The pipeline's own events, borrowed as the chain passes them.
+    let routed: Vec<event::Event> = events
+        .iter()
+        .map(|e| event::Event {
+            key: e.key.clone().map(Bytes::from),
+            ..event::Event::new(
+                "s".into(),
+                Bytes::from(e.value.clone()),
+                e.headers
+                    .iter()
+                    .map(|h| record::Header {
+                        name: h.name.clone(),
+                        value: Bytes::from(h.value.clone()),
+                    })
+                    .collect(),
+                e.timestamp_ms,
+            )
+        })
+        .collect();
+    let routed: Vec<&event::Event> = routed.iter().collect();
+    for &lowering in LOWERINGS {
+        let got = p.plugin.process_lowered(&info(), &events, lowering);
+        assert!(echoed(got.unwrap()) == want, "{lowering:?}, WIT events");
+        let got = p.plugin.process_lowered(&info(), &routed, lowering);
+        assert!(
+            echoed(got.unwrap()) == want,
+            "{lowering:?}, the pipeline's events"
+        );
+    }
 }
 
 #[test]
