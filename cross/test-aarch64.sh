@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kedge on aarch64, tested on this x86_64 machine under qemu-aarch64-static:
-#   1. the library's unit tests, cross-compiled (debug) and run under qemu;
+#   1. the libraries' unit tests (every crate of the agent), cross-compiled (debug), under qemu;
 #   2. the device build (cross/build.sh: static, stripped, --version and check under qemu);
 #   3. cross/e2e.sh with that binary under qemu: the MQTT → Kafka walking path, then the same
 #      pipeline through the rust-units plugin (compiled ahead of time for aarch64).
@@ -15,7 +15,8 @@ ensure_all "$target"
 t0=$(date +%s)
 
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static \
-  cargo-zigbuild test --locked --target "$target" -p kedge --lib
+  cargo-zigbuild test --locked --target "$target" --lib \
+    -p kedge-base -p kedge-wire -p kedge-queue -p kedge-plugin-host -p kedge
 t1=$(date +%s)
 
 "$here/build.sh" "$target"
