@@ -5,6 +5,7 @@ use bytes::Bytes;
 use crate::telemetry::DeadLetter;
 pub use kedge_plugin_host::event::{Event, topic_matches};
 use kedge_wire::record::{Defect, HEADER_ERROR, Header, MAX_HEADER_NAME, MAX_TIMESTAMP_MS, Record};
+use serde::Deserialize;
 
 /// One compiled routing rule.
 #[derive(Debug, Clone)]
@@ -146,6 +147,41 @@ fn error_header(why: String) -> Header {
         name: HEADER_ERROR.to_owned(),
         value: Bytes::from(why),
     }
+}
+
+/// `[routing]`: which Kafka topic each MQTT topic goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Topic for records no rule matches; `None` sends them to the dead-letter topic.
+    pub default_topic: Option<String>,
+    /// Topic for records that cannot be routed.
+    pub dead_letter_topic: String,
+    /// Routing rules, `[[routing.rules]]`.
+    pub rules: Vec<RouteRule>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            default_topic: None,
+            dead_letter_topic: "kedge-dead-letter".to_owned(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[routing.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// MQTT topic filter this rule matches.
+    pub filter: String,
+    /// Kafka topic matching records go to.
+    pub topic: String,
+    /// 0-based MQTT topic level used as the Kafka record key.
+    #[serde(default)]
+    pub key_level: Option<usize>,
 }
 
 #[cfg(test)]

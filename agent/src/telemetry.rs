@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::config::keyword;
 use crate::delivery::DeliveryStats;
 use crate::ingest::IngestStats;
 use crate::source::SourceStats;
+use serde::Deserialize;
 
 /// Why records went to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +330,26 @@ pub fn init_logging(log: &crate::config::LogConfig) -> Result<(), String> {
             .try_init()
     };
     result.map_err(|e| e.to_string())
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`info`) or a tracing filter directive (`info,kedge=debug`).
+    pub level: String,
+    /// Output format.
+    #[serde(deserialize_with = "keyword")]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use rustls::DigitallySignedStruct;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde::Deserialize;
+use std::path::PathBuf;
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -145,5 +147,25 @@ impl ServerCertVerifier for NamedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+/// `[mqtt.tls]` and `[kafka.tls]`: TLS to a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA bundle to verify the broker; `None` uses the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS; requires `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// Client private key for mutual TLS; requires `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// Name to verify the broker certificate against; defaults to the broker's host.
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// The configured server name, or the broker `host`.
+    pub fn effective_server_name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.server_name.as_deref().unwrap_or(host)
     }
 }

@@ -17,6 +17,12 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::de::DeTable;
 
+pub use crate::delivery::config::{KafkaConfig, SaslConfig};
+pub use crate::ops::config::MetricsConfig;
+pub use crate::route::{RouteRule, RoutingConfig};
+pub use crate::source::config::{MqttConfig, Subscription};
+pub use crate::telemetry::LogConfig;
+pub use crate::tls::TlsConfig;
 pub use error::ConfigError;
 pub use kedge_base::units::{Backoff, ByteSize, HumanDuration, UnitError, parse_duration};
 pub use kedge_plugin_host::config::{OnFailure, PluginConfig, PluginDir};
@@ -26,7 +32,7 @@ pub use secret::{Secret, SecretError};
 pub const MAX_BATCH_BYTES: ByteSize = ByteSize::mib(64);
 
 use kedge_base::de;
-use kedge_base::units::{PartialBackoff, deserialize_duration, millis, secs};
+use kedge_base::units::deserialize_duration;
 use locate::Document;
 
 /// A setting written as one of a fixed set of words. The value is the runtime enum of the
@@ -88,20 +94,8 @@ keywords!(WhenFull {
 });
 keywords!(LogFormat { "auto" => LogFormat::Auto, "text" => LogFormat::Text, "json" => LogFormat::Json });
 
-fn keyword<'de, D: Deserializer<'de>, T: Keyword>(d: D) -> Result<T, D::Error> {
+pub(crate) fn keyword<'de, D: Deserializer<'de>, T: Keyword>(d: D) -> Result<T, D::Error> {
     de::keyword(d, T::WORDS)
-}
-
-fn default_protocol() -> MqttProtocol {
-    MqttProtocol::V5
-}
-
-fn default_redelivery() -> Redelivery {
-    Redelivery::PacketId
-}
-
-fn default_compression() -> Compression {
-    Compression::Zstd
 }
 
 /// The whole kedge configuration file.
@@ -257,270 +251,6 @@ fn sanitize_device_id(raw: &str) -> String {
     }
 }
 
-/// `[mqtt]`: the broker records are read from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// Name of this source, used in logs and record metadata.
-    #[serde(default = "default_mqtt_name")]
-    pub name: String,
-    /// Broker host name or IP address.
-    #[serde(default = "default_mqtt_host")]
-    pub host: String,
-    /// Broker port; see [`MqttConfig::effective_port`].
-    #[serde(default, deserialize_with = "de::opt_int::<_, u16, 1, 65535>")]
-    pub port: Option<u16>,
-    /// MQTT protocol version.
-    #[serde(default = "default_protocol", deserialize_with = "keyword")]
-    pub protocol: MqttProtocol,
-    /// MQTT client id; see [`MqttConfig::effective_client_id`].
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// Keep-alive interval negotiated with the broker.
-    #[serde(default = "secs::<30>", deserialize_with = "deserialize_duration")]
-    pub keep_alive: Duration,
-    /// How long the broker keeps the persistent session while kedge is away (MQTT 5).
-    #[serde(default = "secs::<604_800>", deserialize_with = "deserialize_duration")]
-    pub session_expiry: Duration,
-    /// How many unacknowledged QoS 1 and 2 messages the broker may send ahead (MQTT 5); also
-    /// the window in which QoS 1 redeliveries are recognised.
-    #[serde(
-        default = "default_receive_maximum",
-        deserialize_with = "de::int::<_, u16, 1, 65535>"
-    )]
-    pub receive_maximum: u16,
-    /// Largest MQTT packet kedge accepts, 1 KiB to 256 MiB; announced to an MQTT 5 broker.
-    #[serde(default = "default_max_packet_size")]
-    pub max_packet_size: ByteSize,
-    /// How kedge recognises a QoS 1 message the broker sends again after a crash.
-    #[serde(default = "default_redelivery", deserialize_with = "keyword")]
-    pub redelivery: Redelivery,
-    /// How many of the newest QoS 1 and 2 messages a resend is compared with; more than
-    /// `receive_maximum`. See [`MqttConfig::effective_redelivery_window`].
-    #[serde(default, deserialize_with = "de::opt_int::<_, u16, 2, 65535>")]
-    pub redelivery_window: Option<u16>,
-    /// User name for authentication.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password for authentication; requires `username`.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// TLS settings; present means TLS is used.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// Delay between reconnection attempts.
-    #[serde(
-        default = "mqtt_reconnect_default",
-        deserialize_with = "mqtt_reconnect"
-    )]
-    pub reconnect: Backoff,
-    /// Topic filters to subscribe to.
-    pub subscriptions: Vec<Subscription>,
-}
-
-fn default_mqtt_name() -> String {
-    "mqtt".to_owned()
-}
-
-fn default_mqtt_host() -> String {
-    "127.0.0.1".to_owned()
-}
-
-fn default_receive_maximum() -> u16 {
-    // At a 5 ms commit window, 2048 messages in flight allow ~400k msg/s before the broker
-    // has to wait for acknowledgements.
-    2048
-}
-
-fn default_max_packet_size() -> ByteSize {
-    ByteSize::mib(1)
-}
-
-impl MqttConfig {
-    /// The configured port, or the MQTT default for plain (1883) or TLS (8883) connections.
-    pub fn effective_port(&self) -> u16 {
-        match (self.port, &self.tls) {
-            (Some(port), _) => port,
-            (None, Some(_)) => 8883,
-            (None, None) => 1883,
-        }
-    }
-
-    /// The configured redelivery window, or 65,535 (at least `receive_maximum` + 1). A broker
-    /// that honours Receive Maximum resends at most `receive_maximum` messages; mosquitto 2.0.11
-    /// does not, and resends every message whose acknowledgement it had not read when the
-    /// connection broke: under load tens of thousands (ARCHITECTURE.md §9). Packet ids are 16
-    /// bits, so a broker cannot have more than 65,535 unacknowledged.
-    pub fn effective_redelivery_window(&self) -> usize {
-        let floor = usize::from(self.receive_maximum) + 1;
-        self.redelivery_window
-            .map_or(usize::from(u16::MAX), usize::from)
-            .max(floor)
-    }
-
-    /// The configured client id, or `kedge-{device_id}`.
-    pub fn effective_client_id(&self, device_id: &str) -> String {
-        match &self.client_id {
-            Some(id) => id.clone(),
-            None => format!("kedge-{device_id}"),
-        }
-    }
-}
-
-/// One `[[mqtt.subscriptions]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Subscription {
-    /// MQTT topic filter, e.g. `sensors/#`.
-    pub filter: String,
-    /// Requested QoS: 0, 1 or 2.
-    #[serde(default = "default_qos", deserialize_with = "de::qos")]
-    pub qos: u8,
-}
-
-fn default_qos() -> u8 {
-    1
-}
-
-/// `[mqtt.tls]` and `[kafka.tls]`: TLS to a broker.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// CA bundle to verify the broker; `None` uses the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS; requires `client_key_file`.
-    pub client_cert_file: Option<PathBuf>,
-    /// Client private key for mutual TLS; requires `client_cert_file`.
-    pub client_key_file: Option<PathBuf>,
-    /// Name to verify the broker certificate against; defaults to the broker's host.
-    pub server_name: Option<String>,
-}
-
-impl TlsConfig {
-    /// The configured server name, or the broker `host`.
-    pub fn effective_server_name<'a>(&'a self, host: &'a str) -> &'a str {
-        self.server_name.as_deref().unwrap_or(host)
-    }
-}
-
-/// `[routing]`: which Kafka topic each MQTT topic goes to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RoutingConfig {
-    /// Topic for records no rule matches; `None` sends them to the dead-letter topic.
-    pub default_topic: Option<String>,
-    /// Topic for records that cannot be routed.
-    pub dead_letter_topic: String,
-    /// Routing rules, `[[routing.rules]]`.
-    pub rules: Vec<RouteRule>,
-}
-
-impl Default for RoutingConfig {
-    fn default() -> Self {
-        Self {
-            default_topic: None,
-            dead_letter_topic: "kedge-dead-letter".to_owned(),
-            rules: Vec::new(),
-        }
-    }
-}
-
-/// One `[[routing.rules]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRule {
-    /// MQTT topic filter this rule matches.
-    pub filter: String,
-    /// Kafka topic matching records go to.
-    pub topic: String,
-    /// 0-based MQTT topic level used as the Kafka record key.
-    #[serde(default)]
-    pub key_level: Option<usize>,
-}
-
-/// `[kafka]`: the cluster records are shipped to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap brokers as `host:port`.
-    pub bootstrap: Vec<String>,
-    /// Kafka client id sent with every request.
-    #[serde(default = "default_kafka_client_id")]
-    pub client_id: String,
-    /// Batch compression.
-    #[serde(default = "default_compression", deserialize_with = "keyword")]
-    pub compression: Compression,
-    /// How long to wait for more records before sending a batch.
-    #[serde(default = "millis::<5>", deserialize_with = "deserialize_duration")]
-    pub linger: Duration,
-    /// Most records in one batch.
-    #[serde(
-        default = "default_batch_max_records",
-        deserialize_with = "de::int::<_, u32, 1, 1_000_000>"
-    )]
-    pub batch_max_records: u32,
-    /// Largest batch, 1 KiB to [`MAX_BATCH_BYTES`].
-    #[serde(default = "default_batch_max_bytes")]
-    pub batch_max_bytes: ByteSize,
-    /// Batches in flight per partition; at most 5, the broker's idempotence window.
-    #[serde(
-        default = "default_max_in_flight",
-        deserialize_with = "de::int::<_, u8, 1, 5>"
-    )]
-    pub max_in_flight: u8,
-    /// Timeout for establishing a broker connection.
-    #[serde(default = "secs::<10>", deserialize_with = "deserialize_duration")]
-    pub connect_timeout: Duration,
-    /// Timeout for one request.
-    #[serde(default = "secs::<30>", deserialize_with = "deserialize_duration")]
-    pub request_timeout: Duration,
-    /// Delay between retries of failed requests.
-    #[serde(default = "kafka_retry_default", deserialize_with = "kafka_retry")]
-    pub retry_backoff: Backoff,
-    /// How often cluster metadata is refreshed.
-    #[serde(default = "secs::<300>", deserialize_with = "deserialize_duration")]
-    pub metadata_refresh: Duration,
-    /// TLS to every broker; present means TLS is used.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// SASL authentication; present means every connection authenticates.
-    #[serde(default)]
-    pub sasl: Option<SaslConfig>,
-}
-
-/// `[kafka.sasl]`: credentials for SASL authentication.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslConfig {
-    /// The SASL mechanism.
-    #[serde(deserialize_with = "keyword")]
-    pub mechanism: SaslMechanism,
-    /// User name.
-    pub username: String,
-    /// Password: inline, `{ env = "..." }` or `{ file = "..." }`.
-    pub password: Secret,
-    /// PLAIN sends the password as it is: without `[kafka.tls]`, anyone on the path reads it.
-    /// Refused unless this is set (a test broker, a network that is already encrypted).
-    #[serde(default)]
-    pub allow_plaintext: bool,
-}
-
-fn default_kafka_client_id() -> String {
-    "kedge".to_owned()
-}
-
-fn default_batch_max_records() -> u32 {
-    10_000
-}
-
-fn default_batch_max_bytes() -> ByteSize {
-    ByteSize::mib(1)
-}
-
-fn default_max_in_flight() -> u8 {
-    5
-}
-
 /// `[queue]`: the durable on-disk queue between MQTT and Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -572,72 +302,4 @@ impl QueueConfig {
             None => agent.data_dir.join("queue"),
         }
     }
-}
-
-/// `[metrics]`: Prometheus metrics and health checks over HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Address of the listener (`/metrics`, `/health/live`, `/health/ready`); off when absent.
-    pub listen: Option<std::net::SocketAddr>,
-    /// Allows a `listen` address other machines can reach: the listener has no authentication.
-    pub allow_remote: bool,
-    /// `/health/ready` fails while the oldest pending record is older than this.
-    #[serde(deserialize_with = "deserialize_duration")]
-    pub ready_max_pending_age: Duration,
-    /// `/health/ready` fails while the queue holds more than this percentage of its budget.
-    pub ready_max_queue_percent: u8,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            listen: None,
-            allow_remote: false,
-            ready_max_pending_age: Duration::from_secs(300),
-            ready_max_queue_percent: 90,
-        }
-    }
-}
-
-/// `[log]`: logging.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// A level (`info`) or a tracing filter directive (`info,kedge=debug`).
-    pub level: String,
-    /// Output format.
-    #[serde(deserialize_with = "keyword")]
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-            format: LogFormat::Auto,
-        }
-    }
-}
-
-fn mqtt_reconnect_default() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(250),
-        max: Duration::from_secs(30),
-    }
-}
-
-fn kafka_retry_default() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(10),
-    }
-}
-
-fn mqtt_reconnect<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
-    PartialBackoff::deserialize(d).map(|b| b.or(mqtt_reconnect_default()))
-}
-
-fn kafka_retry<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
-    PartialBackoff::deserialize(d).map(|b| b.or(kafka_retry_default()))
 }

@@ -13,6 +13,7 @@
 //! answer, ambiguous error, restart) is looked for in the log before it is sent again. No
 //! timeout ever drops a batch.
 
+pub mod config;
 pub mod link;
 pub mod outbox;
 pub mod outcome;

@@ -3,6 +3,7 @@
 //! HTTP/1.1 server (GET only, one request per connection), so that no web framework lands on an
 //! edge device for a handful of endpoints.
 
+pub mod config;
 pub mod exposition;
 pub mod fd_limit;
 pub mod metrics;

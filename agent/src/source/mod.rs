@@ -1,5 +1,6 @@
 //! Sources of events. MQTT is the one kedge has today.
 
+pub mod config;
 pub mod mqtt;
 pub mod session;
 mod stats;
