@@ -43,10 +43,8 @@ impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
             sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => Self::NoSpace(io),
-            // A file shorter than a pointer into it is damage, not a failed read.
-            sled::Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                Self::Corrupt(io.to_string())
-            }
+            // Even a short read (a file shorter than a pointer into it) poisons the handle like
+            // any failed I/O: reopening is what runs the repairs of `open`.
             sled::Error::Io(io) => Self::Io(io),
             sled::Error::Corruption { at, bt: _ } => Self::Corrupt(match at {
                 Some(at) => format!("corrupt data at {at}"),
@@ -148,8 +146,13 @@ mod tests {
         assert!(matches!(eio, StoreError::Io(_)) && eio.is_io(), "{eio:?}");
         let short = StoreError::from(sled::Error::Io(io::ErrorKind::UnexpectedEof.into()));
         assert!(
-            matches!(short, StoreError::Corrupt(_)) && !short.is_io(),
+            matches!(short, StoreError::Io(_)) && short.is_io(),
             "{short:?}"
+        );
+        let damaged = StoreError::from(sled::Error::Corruption { at: None, bt: () });
+        assert!(
+            matches!(damaged, StoreError::Corrupt(_)) && !damaged.is_io(),
+            "{damaged:?}"
         );
         let bad = StoreError::from(sled::Error::Unsupported("old format".into()));
         assert!(
