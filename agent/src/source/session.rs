@@ -70,7 +70,7 @@ pub enum Connected {
     Fresh(Option<Change>),
     /// The broker resumed the session: redeliveries may come first.
     Resumed {
-        /// QoS 1 messages a redelivery is compared with.
+        /// Messages a redelivery is compared with: QoS 1, and QoS 2 whose id was released.
         candidates: usize,
         /// With [`Match::PacketId`], why none are: the window is not yet full, or it shows the
         /// broker reusing packet ids.
@@ -163,8 +163,15 @@ impl Session {
             Match::Off => (Vec::new(), None),
             Match::Payload => (self.recent.iter().copied().collect(), None),
             Match::PacketId => match self.proof() {
+                // QoS 1 receipts, and QoS 2 ones whose id kedge released: a held id is told
+                // by `held` first; a released one only by its receipt, for a broker that sends
+                // PUBLISH again after PUBREL (mosquitto 2.0.11, ARCHITECTURE.md §9).
                 None => (
-                    self.recent.iter().copied().filter(|r| r.qos == 1).collect(),
+                    self.recent
+                        .iter()
+                        .copied()
+                        .filter(|r| r.qos == 1 || self.held.get(&r.pkid) != Some(&r.digest))
+                        .collect(),
                     None,
                 ),
                 Some(why) => (Vec::new(), Some(why)),
@@ -265,9 +272,7 @@ impl Session {
 
 fn is_resend(rule: Match, c: &Receipt, a: &Arrival) -> bool {
     match rule {
-        Match::PacketId => {
-            a.qos == 1 && c.qos == 1 && a.dup && c.pkid == a.pkid && c.digest == a.digest
-        }
+        Match::PacketId => a.qos == c.qos && a.dup && c.pkid == a.pkid && c.digest == a.digest,
         Match::Payload => c.digest == a.digest,
         Match::Off => false,
     }

@@ -194,6 +194,74 @@ fn qos2_ids_are_held_until_released_whatever_the_window() {
     ));
 }
 
+/// mosquitto 2.0.11 sends PUBLISH again, with DUP, for a QoS 2 message it had already sent
+/// PUBREL for, when a connection broke while it was resending PUBRELs (its session reset marks
+/// every message after the failed write for a PUBLISH resend): kedge released the id, so only
+/// the receipts can tell the resend. Seen in the QoS 2 kill storm on mosquitto under load.
+#[test]
+fn a_qos2_message_resent_after_its_release_is_recognised_by_its_receipt() {
+    let mut s = filled(Match::PacketId, 4, 2);
+    for id in 3..=4 {
+        assert!(matches!(
+            s.arrived(arrival(id, 2, false, 1000 + u64::from(id))),
+            Verdict::Journal(Some(_))
+        ));
+        s.released(id);
+    }
+    assert_eq!(
+        s.connected(true),
+        Connected::Resumed {
+            candidates: 4,
+            unproven: None
+        }
+    );
+    assert_eq!(s.arrived(arrival(3, 2, true, 1003)), Verdict::Redelivered);
+    assert_eq!(s.arrived(arrival(4, 2, true, 1004)), Verdict::Redelivered);
+    // Then new messages.
+    assert!(matches!(
+        s.arrived(arrival(5, 2, false, 1005)),
+        Verdict::Journal(Some(_))
+    ));
+}
+
+#[test]
+fn a_released_qos2_receipt_matches_only_dup_same_id_same_content_same_qos() {
+    for (a, why) in [
+        (arrival(3, 2, false, 1003), "without DUP"),
+        (arrival(3, 2, true, 9999), "other content"),
+        (arrival(7, 2, true, 1003), "other id"),
+        (arrival(3, 1, true, 1003), "other QoS"),
+    ] {
+        let mut s = filled(Match::PacketId, 4, 2);
+        for id in 3..=4 {
+            s.arrived(arrival(id, 2, false, 1000 + u64::from(id)));
+            s.released(id);
+        }
+        s.connected(true);
+        assert!(
+            matches!(s.arrived(a), Verdict::Journal(Some(_))),
+            "{why}: journaled"
+        );
+    }
+    // Before the ids are proven not to be reused, a released receipt is no candidate either.
+    let mut s = filled(Match::PacketId, 8, 2);
+    for id in 3..=4 {
+        s.arrived(arrival(id, 2, false, 1000 + u64::from(id)));
+        s.released(id);
+    }
+    assert!(matches!(
+        s.connected(true),
+        Connected::Resumed {
+            candidates: 0,
+            unproven: Some(Unproven::TooFew)
+        }
+    ));
+    assert!(matches!(
+        s.arrived(arrival(3, 2, true, 1003)),
+        Verdict::Journal(Some(_))
+    ));
+}
+
 #[test]
 fn the_state_survives_through_what_the_queue_kept() {
     // Five receipts stored with a window of three: the window was widened before the crash,
