@@ -4,10 +4,6 @@
 //! Layout: `KEDGE-CWASM\n`, the fingerprint line (see [`super::engine::fingerprint`]) ending in
 //! `\n`, then wasmtime's serialized component.
 
-use std::path::{Path, PathBuf};
-
-use ring::digest;
-
 const MAGIC: &[u8] = b"KEDGE-CWASM\n";
 /// Longest fingerprint line accepted; a real one is about 120 bytes.
 const FINGERPRINT_MAX: usize = 1024;
@@ -31,6 +27,7 @@ pub enum ArtifactError {
 }
 
 /// Wraps wasmtime's serialized component in the header for `fingerprint`.
+#[cfg(any(feature = "compiler", test))]
 pub fn wrap(fingerprint: &str, code: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + fingerprint.len() + 1 + code.len());
     out.extend_from_slice(MAGIC);
@@ -64,8 +61,16 @@ pub fn is_artifact(bytes: &[u8]) -> bool {
 }
 
 /// Where the compiled form of `component` is cached in `dir`: keyed by a hash of the component
-/// and the engine settings, so a changed plugin or a new kedge compiles afresh.
-pub fn cache_path(dir: &Path, name: &str, fingerprint: &str, component: &[u8]) -> PathBuf {
+/// and the engine settings, so a changed plugin or a new kedge compiles afresh. Only a build
+/// that compiles components (feature `compiler`) caches them.
+#[cfg(any(feature = "compiler", test))]
+pub fn cache_path(
+    dir: &std::path::Path,
+    name: &str,
+    fingerprint: &str,
+    component: &[u8],
+) -> std::path::PathBuf {
+    use ring::digest;
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(fingerprint.as_bytes());
     ctx.update(b"\n");
@@ -107,7 +112,7 @@ mod tests {
 
     #[test]
     fn cache_paths_change_with_the_component_and_the_settings() {
-        let dir = Path::new("/cache");
+        let dir = std::path::Path::new("/cache");
         let p = cache_path(dir, "units", "s1", b"component");
         assert!(p.starts_with(dir));
         assert!(
