@@ -1,5 +1,6 @@
 //! Kafka response decoding (crates/wire/src/connection.rs `PendingResponse::recv`, client.rs,
-//! sasl.rs, delivery/link.rs) and record batches (kafka/batch.rs), on bytes from the broker.
+//! sasl.rs, agent/src/delivery/link.rs) and record batches (crates/wire/src/batch.rs), on bytes
+//! from the broker.
 //!
 //! Byte 0 picks what the bytes are, byte 1 the version (within the range kedge negotiates):
 //! the response frame after its length prefix (header, then body, decoded as kedge decodes it),

@@ -98,7 +98,7 @@ fn events(n: usize) -> Vec<Event> {
         .collect()
 }
 
-/// The lowerings of `process`'s events this build has (`transform/lower.rs`).
+/// The lowerings of `process`'s events this build has (`lower.rs`).
 #[cfg(feature = "hand-lowering")]
 const LOWERINGS: &[Lowering] = &[Lowering::Derived, Lowering::ByHand];
 #[cfg(not(feature = "hand-lowering"))]
