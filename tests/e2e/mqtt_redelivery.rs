@@ -190,6 +190,36 @@ fn qos2_holds_the_id_across_crashes_and_completes_a_pubrel_after_a_restart() {
     assert_eq!(s.kedge.log_count("reconnecting"), 0);
 }
 
+/// mosquitto 2.0.11 sends a QoS 2 message again as PUBLISH with DUP after it had sent PUBREL
+/// for it, when a connection broke while it resent PUBRELs (ARCHITECTURE.md §9): kedge has
+/// released the id, and only its receipts can tell the resend from a new message.
+#[test]
+fn a_qos2_publish_resent_after_its_pubrel_is_recognised_by_its_receipt() {
+    let (mut s, mut c) = setup(2, "");
+    // Distinct ids fill the window (receive_maximum 4 + 1), each handshake completed.
+    for i in 0..6u16 {
+        let id = i + 1;
+        c.publish(TOPIC, format!("m{i}").as_bytes(), 2, id, false);
+        c.expect(kind::PUBREC, id, WAIT);
+        c.pubrel(id);
+        c.expect(kind::PUBCOMP, id, WAIT);
+    }
+    let mut c = s.crash(c);
+    // The broker lost the last PUBCOMP and, against the protocol, resends the PUBLISH.
+    c.publish(TOPIC, b"m5", 2, 6, true);
+    c.expect(kind::PUBREC, 6, WAIT);
+    c.pubrel(6);
+    c.expect(kind::PUBCOMP, 6, WAIT);
+    c.publish(TOPIC, b"new", 2, 7, false);
+    c.expect(kind::PUBREC, 7, WAIT);
+    c.pubrel(7);
+    c.expect(kind::PUBCOMP, 7, WAIT);
+    assert_eq!(s.values(7), ["m0", "m1", "m2", "m3", "m4", "m5", "new"]);
+    assert_eq!(s.metric("kedge_mqtt_redelivered_total"), 1.0);
+    assert_eq!(s.metric("kedge_mqtt_dup_journaled_total"), 0.0);
+    assert_eq!(s.kedge.log_count("\"recognised\":1"), 1);
+}
+
 /// A message over `mqtt.max_packet_size` on MQTT 3.1.1 (which cannot announce the limit) is
 /// skipped and acknowledged; the connection stays up and what follows is journaled.
 #[test]
