@@ -38,18 +38,21 @@ for manifest in "$ROOT"/plugins/*/Cargo.toml; do
     install_if_changed "$CARGO_TARGET_DIR/wasm32-wasip2/release/${name//-/_}.wasm" "$OUT/$name.wasm"
 done
 
+# build_c DIR [WIT NAME]: the C plugin in DIR, against the contract in WIT (default wit/), as
+# NAME.wasm (default DIR's name).
 build_c() (
     dir=$1
-    name=$(basename "$dir")
+    wit=${2:-$ROOT/wit}
+    name=${3:-$(basename "$dir")}
     out=$OUT/$name.wasm
-    if [ -f "$out" ] && [ -z "$(find "$dir" "$ROOT/wit" "${BASH_SOURCE[0]}" -newer "$out" -print -quit)" ]; then
+    if [ -f "$out" ] && [ -z "$(find "$dir" "$wit" "${BASH_SOURCE[0]}" -newer "$out" -print -quit)" ]; then
         exit 0
     fi
     echo "build-plugins: $name (C)"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     # wit-bindgen reports each file it writes; show that only when it fails.
-    if ! log=$("$PEERS/bin/wit-bindgen" c --world transform --out-dir "$tmp/gen" "$ROOT/wit" 2>&1); then
+    if ! log=$("$PEERS/bin/wit-bindgen" c --world transform --out-dir "$tmp/gen" "$wit" 2>&1); then
         echo "$log" >&2
         exit 1
     fi
@@ -67,6 +70,9 @@ for dir in "$ROOT"/plugins/*/; do
         build_c "${dir%/}"
     fi
 done
+# The same C plugin built against the previous contract, kedge:transform@0.1.0, which kedge
+# keeps running: the tests hold it to the same results as the current build.
+build_c "$ROOT/plugins/c-filter" "$ROOT/wit/v0.1" c-filter-v0.1
 
 if [ ${#all[@]} -gt 0 ]; then
     for script in "$ROOT"/plugins/*/build.sh; do

@@ -214,6 +214,7 @@ fn measure(plugin: &mut Plugin, case: &Case) -> (f64, u64) {
         source: "mqtt".to_owned(),
         subject: case.subject.to_owned(),
         default_topic: Some("readings".to_owned()),
+        topic: Some("readings".to_owned()),
         now_ms: 1_700_000_000_000,
     };
     let events: Vec<Event> = (0..BATCH)

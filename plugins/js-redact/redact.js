@@ -9,7 +9,7 @@
 //   something redacted              -> replace with the redacted document as compact JSON
 //                                      (JSON.stringify); key and headers are copied from
 //                                      the input, topic and timestamp left to the host.
-import { log, counterAdd } from 'kedge:transform/host@0.1.0';
+import { log, counterAdd } from 'kedge:transform/host@0.2.0';
 
 let fields = new Set();
 const MASK = '***';

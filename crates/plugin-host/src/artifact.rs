@@ -83,6 +83,17 @@ pub fn cache_path(
     dir.join(format!("{name}-{hex}.cwasm"))
 }
 
+/// Whether `file_name` is a cache entry [`cache_path`] makes for plugin `name` (of any
+/// version), and not one of a plugin whose name merely starts the same way.
+#[cfg(any(feature = "compiler", test))]
+pub fn is_cache_entry_of(file_name: &str, name: &str) -> bool {
+    file_name
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.strip_suffix(".cwasm"))
+        .is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +136,14 @@ mod tests {
         assert_eq!(p, cache_path(dir, "units", "s1", b"component"));
         assert_ne!(p, cache_path(dir, "units", "s2", b"component"));
         assert_ne!(p, cache_path(dir, "units", "s1", b"component2"));
+        let file = p.file_name().unwrap().to_str().unwrap();
+        assert!(is_cache_entry_of(file, "units"));
+        assert!(!is_cache_entry_of(file, "unit"));
+        let longer = cache_path(dir, "units-v2", "s1", b"component");
+        assert!(!is_cache_entry_of(
+            longer.file_name().unwrap().to_str().unwrap(),
+            "units"
+        ));
+        assert!(!is_cache_entry_of("units-.cwasm", "units"));
     }
 }

@@ -1,10 +1,10 @@
 //! The plugin chain as the pipeline runs it: events in, routed-ready events out, one plugin
 //! after another in config order (ARCHITECTURE.md §2, step 2).
 //!
-//! Each plugin sees the events whose MQTT topic matches its `subjects`, grouped by topic so
-//! that one `process` call shares one `batch-info`. Verdicts are applied in input order; an
-//! event a plugin fails (or a fault pins on) goes to the dead-letter topic with the reason and
-//! skips the rest of the chain.
+//! Each plugin sees the events whose MQTT topic matches its `subjects`, grouped by MQTT topic
+//! and by the Kafka topic they are bound for, so that one `process` call shares one
+//! `batch-info`. Verdicts are applied in input order; an event a plugin fails (or a fault pins
+//! on) goes to the dead-letter topic with the reason and skips the rest of the chain.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -241,11 +241,13 @@ fn run_stage(
     topic_for: &dyn Fn(&str) -> Option<String>,
     now_ms: i64,
 ) -> Result<Vec<Item>, Applied> {
-    let mut groups: IndexMap<&str, Vec<usize>> = IndexMap::new();
+    // By subject, then by the topic an earlier plugin chose (none: routing's), in first-seen
+    // order: a call's `batch-info.topic` holds for all its events.
+    let mut groups: IndexMap<(&str, Option<&str>), Vec<usize>> = IndexMap::new();
     for (i, item) in items.iter().enumerate() {
         if !item.dead && stage.wants(&item.event.subject) {
             groups
-                .entry(item.event.subject.as_str())
+                .entry((item.event.subject.as_str(), item.event.topic.as_deref()))
                 .or_default()
                 .push(i);
         }
@@ -258,15 +260,17 @@ fn run_stage(
     let mut outcomes: Vec<Option<Result<Verdict, Fault>>> = Vec::new();
     outcomes.resize_with(items.len(), || None);
     let mut faulted = false;
-    for (subject, indices) in &groups {
+    for (&(subject, chosen), indices) in &groups {
         let default_topic = topic_for(subject);
+        let topic = chosen.map(str::to_owned).or_else(|| default_topic.clone());
         for chunk in indices.chunks(MAX_CALL_EVENTS) {
             PluginStats::add(&stats.events, chunk.len() as u64);
             let results = if stage.circuit.allows(now) {
                 let info = BatchInfo {
                     source: source.to_owned(),
-                    subject: (*subject).to_owned(),
+                    subject: subject.to_owned(),
                     default_topic: default_topic.clone(),
+                    topic: topic.clone(),
                     now_ms,
                 };
                 // Borrowed: the plugin's memory gets the events' bytes straight from the items.

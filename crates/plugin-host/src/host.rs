@@ -31,6 +31,40 @@ pub mod windowed {
     });
 }
 
+/// Bindings for plugins built against `kedge:transform@0.1.0` (`wit/v0.1`), which kedge keeps
+/// running: their `batch-info` has no `topic`; every other type is the same as in 0.2.0.
+pub mod v01 {
+    /// The `transform` world of 0.1.0.
+    pub mod plain {
+        wasmtime::component::bindgen!({ path: "../../wit/v0.1", world: "transform" });
+    }
+
+    /// The `windowed` world of 0.1.0.
+    pub mod windowed {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.1",
+            world: "windowed",
+            with: {
+                "kedge:transform/types": super::plain::kedge::transform::types,
+                "kedge:transform/host": super::plain::kedge::transform::host,
+            },
+        });
+    }
+
+    pub use plain::kedge::transform::types::BatchInfo;
+
+    impl From<&super::BatchInfo> for BatchInfo {
+        fn from(info: &super::BatchInfo) -> Self {
+            BatchInfo {
+                source: info.source.clone(),
+                subject: info.subject.clone(),
+                default_topic: info.default_topic.clone(),
+                now_ms: info.now_ms,
+            }
+        }
+    }
+}
+
 pub use plain::kedge::transform::types::{BatchInfo, Event, Header, Output, PluginError, Verdict};
 use plain::kedge::transform::{host, types};
 
@@ -165,6 +199,27 @@ impl host::Host for HostState {
     }
 }
 
+impl v01::plain::kedge::transform::types::Host for HostState {}
+
+/// The 0.1.0 host interface is the 0.2.0 one.
+impl v01::plain::kedge::transform::host::Host for HostState {
+    fn log(&mut self, level: v01::plain::kedge::transform::host::Level, message: String) {
+        use v01::plain::kedge::transform::host::Level as Old;
+        let level = match level {
+            Old::Trace => host::Level::Trace,
+            Old::Debug => host::Level::Debug,
+            Old::Info => host::Level::Info,
+            Old::Warn => host::Level::Warn,
+            Old::Error => host::Level::Error,
+        };
+        host::Host::log(self, level, message);
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        host::Host::counter_add(self, name, delta);
+    }
+}
+
 impl HostState {
     /// Starts a call that may run for `timeout`: WASI waits end when it is over.
     pub fn start_call(&mut self, timeout: Duration) {
@@ -255,7 +310,7 @@ impl ResourceLimiter for MemoryLimit {
 /// are linked to it.
 const WASI_POLL: &str = "wasi:io/poll@0.2.12";
 
-/// A linker with WASI p2 and kedge's host interface.
+/// A linker with WASI p2 and kedge's host interface, in both contract versions.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -287,6 +342,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     )?;
     linker.allow_shadowing(false);
     plain::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    v01::plain::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

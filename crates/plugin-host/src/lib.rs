@@ -79,17 +79,23 @@ pub fn compile(input: &Path, _: &Target) -> Result<Vec<u8>, ToolError> {
     ))
 }
 
-/// Loads one plugin for `kedge plugin test`, with its stderr shown and no cache.
+/// Loads one plugin for `kedge plugin test`, with its stderr shown; compiled code is kept in
+/// `cache` (as the agent keeps it in its data directory) when given.
 pub fn open_for_test(
     path: &Path,
     config: Vec<(String, String)>,
     limits: plugin::Limits,
     wants_tick: bool,
+    cache: Option<&Path>,
 ) -> Result<plugin::Plugin, ToolError> {
     let engine = engine::build(&Target::Host)?;
     let linker = host::linker(&engine).map_err(|e| EngineError::Config(format!("{e:#}")))?;
     let fingerprint = engine::fingerprint(&Target::Host)?;
-    let component = load::component(&engine, &fingerprint, path, "test", None)
+    // Cached under the file's name: an earlier build of the same plugin gives way to it.
+    let name = path
+        .file_stem()
+        .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+    let component = load::component(&engine, &fingerprint, path, &name, cache)
         .map_err(|why| plugin_error(path, why))?;
     let ticker = engine::Ticker::start(&engine).map_err(|e| plugin_error(path, e))?;
     // The process ends when the test does: the ticker may live as long.
@@ -102,9 +108,6 @@ pub fn open_for_test(
         },
         config,
     };
-    let name = path
-        .file_stem()
-        .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
     plugin::Plugin::load(
         &engine,
         &linker,

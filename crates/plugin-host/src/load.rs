@@ -6,9 +6,10 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 
 use super::artifact;
 use super::chain::{Chain, Stage};
@@ -69,7 +70,7 @@ fn kind(bytes: &[u8]) -> Kind {
 }
 
 /// Checks, without compiling, that every configured plugin file is a component or an artifact
-/// this kedge can load: what `kedge check` can tell before `kedge run` does the expensive part.
+/// this kedge can load: what `kedge check --no-plugins` tells without the expensive part.
 pub fn probe(plugins: &[PluginConfig]) -> Result<(), TransformError> {
     let fingerprint = engine::fingerprint(&Target::Host)?;
     for (index, p) in plugins.iter().enumerate() {
@@ -111,13 +112,26 @@ pub fn component(
     name: &str,
     cache: Option<&Path>,
 ) -> Result<Component, String> {
+    read_component(engine, fingerprint, path, name, cache).map(|(component, _)| component)
+}
+
+/// As [`component`], and whether the file was an artifact (loaded, not compiled).
+fn read_component(
+    engine: &Engine,
+    fingerprint: &str,
+    path: &Path,
+    name: &str,
+    cache: Option<&Path>,
+) -> Result<(Component, bool), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     match kind(&bytes) {
         Kind::Artifact => {
             let code = artifact::unwrap(fingerprint, &bytes).map_err(|e| e.to_string())?;
-            deserialize(engine, code)
+            Ok((deserialize(engine, code)?, true))
         }
-        Kind::Component => compile_cached(engine, fingerprint, &bytes, name, cache),
+        Kind::Component => {
+            compile_cached(engine, fingerprint, &bytes, name, cache).map(|c| (c, false))
+        }
         Kind::CoreModule => Err(CORE_MODULE.to_owned()),
         Kind::Other => Err(NOT_A_PLUGIN.to_owned()),
     }
@@ -183,14 +197,39 @@ fn compile_cached(
         return Ok(compiled);
     }
     match compiled.serialize() {
-        Ok(code) => {
-            if let Err(e) = write_via_temp(&cached, &artifact::wrap(fingerprint, &code), 0o600) {
-                tracing::warn!(cache = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled at every start");
+        Ok(code) => match write_via_temp(&cached, &artifact::wrap(fingerprint, &code), 0o600) {
+            Ok(()) => remove_older_entries(dir, name, &cached),
+            Err(e) => {
+                tracing::warn!(cache = %cached.display(), error = %e, "cannot cache the compiled plugin; it will be compiled at every start")
             }
-        }
+        },
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot serialize the compiled plugin"),
     }
     Ok(compiled)
+}
+
+/// Removes the plugin's other cache entries (earlier versions of it, or of kedge): a device
+/// that upgrades its plugins for years must not keep every compiled version.
+#[cfg(feature = "compiler")]
+fn remove_older_entries(dir: &Path, name: &str, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|f| artifact::is_cache_entry_of(f, name));
+        if ours && path != current {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(cache = %path.display(), "older compiled plugin removed"),
+                Err(e) => {
+                    tracing::warn!(cache = %path.display(), error = %e, "cannot remove an older compiled plugin")
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "compiler"))]
@@ -283,6 +322,87 @@ fn only_ours(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// One plugin of the config, started (its `init` ran), and what that took.
+pub struct Opened {
+    /// The plugin, with its first instance live.
+    pub plugin: Plugin,
+    /// Whether the file was an artifact from `kedge plugin compile`, loaded rather than compiled.
+    pub artifact: bool,
+    /// How long compiling the component (or loading the artifact, or the cached code) took.
+    pub compiled_in: Duration,
+    /// How long instantiating it and running `init` took.
+    pub started_in: Duration,
+}
+
+/// Loads plugins one at a time with the engine and host kedge runs them with: [`load`] for the
+/// pipeline, and `kedge check`, which reports on each plugin rather than stopping at the first.
+pub struct Loader {
+    engine: Engine,
+    fingerprint: String,
+    linker: Linker<host::HostState>,
+    // `init` runs under a deadline, which only a ticking epoch enforces.
+    ticker: Ticker,
+}
+
+impl Loader {
+    /// Builds the engine and starts its deadline ticker.
+    pub fn new() -> Result<Self, TransformError> {
+        let engine = engine::build(&Target::Host)?;
+        let fingerprint = engine::fingerprint(&Target::Host)?;
+        let linker = host::linker(&engine).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let ticker = Ticker::start(&engine).map_err(TransformError::Ticker)?;
+        Ok(Loader {
+            engine,
+            fingerprint,
+            linker,
+            ticker,
+        })
+    }
+
+    /// Reads plugin `p`, the `index`th of the config, compiles it (through `cache` when given)
+    /// or loads its artifact, and starts it: its world is checked against `tick` and `init`
+    /// runs with its config. `stderr` lets the plugin write to kedge's stderr.
+    pub fn open(
+        &self,
+        index: usize,
+        p: &PluginConfig,
+        cache: Option<&Path>,
+        stderr: bool,
+    ) -> Result<Opened, TransformError> {
+        let fail = |why: String| TransformError::Plugin {
+            index,
+            name: p.name.clone(),
+            path: p.path.clone(),
+            why,
+        };
+        let started = Instant::now();
+        let (component, artifact) =
+            read_component(&self.engine, &self.fingerprint, &p.path, &p.name, cache)
+                .map_err(fail)?;
+        let compiled_in = started.elapsed();
+        let started = Instant::now();
+        let plugin = Plugin::load(
+            &self.engine,
+            &self.linker,
+            &component,
+            p.tick.is_some(),
+            settings(p, stderr),
+            std::sync::Arc::new(PluginStats::new(&p.name)),
+        )
+        .map_err(|e: LoadError| fail(e.to_string()))?;
+        Ok(Opened {
+            plugin,
+            artifact,
+            compiled_in,
+            started_in: started.elapsed(),
+        })
+    }
+}
+
+/// The warning for a plugin of the `windowed` world configured without `tick`.
+pub const TICK_NEVER_CALLED: &str =
+    "the plugin implements tick, but no `tick` interval is configured: it will never be called";
+
 /// Loads every configured plugin, in order. `cache` is where compiled components are kept.
 pub fn load(
     plugins: &[PluginConfig],
@@ -297,30 +417,12 @@ pub fn load(
             ticker: None,
         });
     }
-    let engine = engine::build(&Target::Host)?;
-    let fingerprint = engine::fingerprint(&Target::Host)?;
-    let linker = host::linker(&engine).map_err(|e| EngineError::Config(format!("{e:#}")))?;
-    let ticker = Ticker::start(&engine).map_err(TransformError::Ticker)?;
+    let loader = Loader::new()?;
     let mut stages = Vec::with_capacity(plugins.len());
     for (index, p) in plugins.iter().enumerate() {
-        let fail = |why: String| TransformError::Plugin {
-            index,
-            name: p.name.clone(),
-            path: p.path.clone(),
-            why,
-        };
-        let component = component(&engine, &fingerprint, &p.path, &p.name, cache).map_err(fail)?;
-        let plugin = Plugin::load(
-            &engine,
-            &linker,
-            &component,
-            p.tick.is_some(),
-            settings(p, stderr),
-            std::sync::Arc::new(PluginStats::new(&p.name)),
-        )
-        .map_err(|e: LoadError| fail(e.to_string()))?;
+        let plugin = loader.open(index, p, cache, stderr)?.plugin;
         if p.tick.is_none() && plugin.has_tick() {
-            tracing::warn!(plugin = %p.name, "the plugin implements tick, but no `tick` interval is configured: it will never be called");
+            tracing::warn!(plugin = %p.name, "{TICK_NEVER_CALLED}");
         }
         stages.push(Stage::new(
             plugin,
@@ -338,7 +440,7 @@ pub fn load(
     }
     Ok(Loaded {
         chain: Chain::new(stages, source.to_owned(), dead_letter_topic.to_owned()),
-        ticker: Some(ticker),
+        ticker: Some(loader.ticker),
     })
 }
 

@@ -24,7 +24,7 @@
 use wasmtime::Store;
 use wasmtime::component::{ComponentNamedList, ComponentType, Func, Lift, Lower};
 
-use super::host::{self, BatchInfo};
+use super::host;
 use crate::event;
 
 #[cfg(feature = "hand-lowering")]
@@ -55,12 +55,13 @@ impl Lowering {
 }
 
 /// Calls `func`, a plugin's `process` (or, in the tests, a function taking the same arguments),
-/// with `info` and `events` lowered the `lowering` way; `R` is what it returns. The call checks
-/// `func`'s type against the arguments' either way.
-pub fn call<T: 'static, E: WitEvent, R: ComponentNamedList + Lift>(
+/// with `info` (the `batch-info` of the plugin's contract version) and `events` lowered the
+/// `lowering` way; `R` is what it returns. The call checks `func`'s type against the arguments'
+/// either way.
+pub fn call<T: 'static, I: ComponentType + Lower, E: WitEvent, R: ComponentNamedList + Lift>(
     func: Func,
     store: &mut Store<T>,
-    info: &BatchInfo,
+    info: &I,
     events: &[E],
     lowering: Lowering,
 ) -> wasmtime::Result<R> {
@@ -87,12 +88,12 @@ pub fn call<T: 'static, E: WitEvent, R: ComponentNamedList + Lift>(
                     }
                 })
                 .collect();
-            func.typed::<(&BatchInfo, &[EventRef<'_>]), R>(&*store)?
+            func.typed::<(&I, &[EventRef<'_>]), R>(&*store)?
                 .call(store, (info, &batch))
         }
         #[cfg(feature = "hand-lowering")]
         Lowering::ByHand => func
-            .typed::<(&BatchInfo, Batch<'_, E>), R>(&*store)?
+            .typed::<(&I, Batch<'_, E>), R>(&*store)?
             .call(store, (info, Batch(events))),
     }
 }
@@ -417,7 +418,7 @@ mod by_hand {
         fn dump_component(encoding: CanonicalOption) -> Vec<u8> {
             let mut types = TypeSection::new();
             types.ty().function([ValType::I32; 4], [ValType::I32]);
-            let mut process_params = vec![ValType::I32; 7];
+            let mut process_params = vec![ValType::I32; 10];
             process_params.extend([ValType::I64, ValType::I32, ValType::I32]);
             types.ty().function(process_params, [ValType::I32]);
             let mut functions = FunctionSection::new();
@@ -572,6 +573,7 @@ mod by_hand {
                 ("source", string),
                 ("subject", string),
                 ("default-topic", ComponentValType::Type(topic)),
+                ("topic", ComponentValType::Type(topic)),
                 ("now-ms", s64),
             ]);
             let info = c.export("batch-info", ComponentExportKind::Type, info, None);
@@ -627,6 +629,7 @@ mod by_hand {
                 source: "mqtt".into(),
                 subject: "sensors/größe".into(),
                 default_topic: Some("t".into()),
+                topic: Some("lab".into()),
                 now_ms: -1,
             };
             let events = vec![
@@ -715,12 +718,14 @@ mod by_hand {
                 events in prop::collection::vec(arb_event(), 0..24),
                 subject in "\\PC{0,12}",
                 default_topic in prop::option::of("[a-z.]{0,8}"),
+                topic in prop::option::of("[a-z.]{0,8}"),
                 now_ms in any::<i64>(),
             ) {
                 let info = BatchInfo {
                     source: "mqtt".into(),
                     subject,
                     default_topic,
+                    topic,
                     now_ms,
                 };
                 for (encoding, component) in COMPONENTS.iter() {

@@ -8,7 +8,9 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::deadline_ticks;
-use super::host::{BatchInfo, Grants, HostState, Output, PluginError, Verdict, plain, windowed};
+use super::host::{
+    BatchInfo, Grants, HostState, Output, PluginError, Verdict, plain, v01, windowed,
+};
 use super::isolate::Fault;
 use super::lower::{self, Lowering, WitEvent};
 use super::stats::PluginStats;
@@ -79,7 +81,7 @@ pub struct Settings {
 pub enum LoadError {
     /// The component does not implement the contract.
     #[error(
-        "does not implement kedge:transform@0.1.0 (world `transform` or `windowed`): {0}; build it against wit/transform.wit"
+        "does not implement kedge:transform@0.2.0 or 0.1.0 (world `transform` or `windowed`): {0}; build it against wit/transform.wit"
     )]
     Contract(String),
     /// `tick` is configured but the plugin has no `tick` export.
@@ -92,14 +94,61 @@ pub enum LoadError {
     Start(Fault),
 }
 
+/// The contract a plugin was built against: its world, and whether it is the current version
+/// or 0.1.0, whose `batch-info` has no `topic`.
 enum Pre {
     Plain(plain::TransformPre<HostState>),
     Windowed(windowed::WindowedPre<HostState>),
+    Plain01(v01::plain::TransformPre<HostState>),
+    Windowed01(v01::windowed::WindowedPre<HostState>),
 }
 
 enum Bindings {
     Plain(plain::Transform),
     Windowed(windowed::Windowed),
+    Plain01(v01::plain::Transform),
+    Windowed01(v01::windowed::Windowed),
+}
+
+impl Pre {
+    /// The contract `instance_pre`'s component implements, tried newest first; the error is
+    /// the one of the current `transform` world, which is what an author should build against.
+    fn new(instance_pre: wasmtime::component::InstancePre<HostState>) -> Result<Pre, String> {
+        if let Ok(pre) = windowed::WindowedPre::new(instance_pre.clone()) {
+            return Ok(Pre::Windowed(pre));
+        }
+        let current = match plain::TransformPre::new(instance_pre.clone()) {
+            Ok(pre) => return Ok(Pre::Plain(pre)),
+            Err(e) => format!("{e:#}"),
+        };
+        if let Ok(pre) = v01::windowed::WindowedPre::new(instance_pre.clone()) {
+            return Ok(Pre::Windowed01(pre));
+        }
+        v01::plain::TransformPre::new(instance_pre)
+            .map(Pre::Plain01)
+            .map_err(|_| current)
+    }
+}
+
+impl Bindings {
+    /// The plugin's `process` and whether it takes the 0.1.0 `batch-info`.
+    fn process(&self) -> (wasmtime::component::Func, bool) {
+        match self {
+            Bindings::Plain(b) => (*b.func_process().func(), false),
+            Bindings::Windowed(b) => (*b.func_process().func(), false),
+            Bindings::Plain01(b) => (*b.func_process().func(), true),
+            Bindings::Windowed01(b) => (*b.func_process().func(), true),
+        }
+    }
+
+    /// The plugin's `tick`, if its world has one.
+    fn tick(&self) -> Option<wasmtime::component::Func> {
+        match self {
+            Bindings::Windowed(b) => Some(*b.func_tick().func()),
+            Bindings::Windowed01(b) => Some(*b.func_tick().func()),
+            Bindings::Plain(_) | Bindings::Plain01(_) => None,
+        }
+    }
 }
 
 struct Live {
@@ -137,14 +186,16 @@ impl Plugin {
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-        let pre = match windowed::WindowedPre::new(instance_pre.clone()) {
-            Ok(pre) => Pre::Windowed(pre),
-            Err(_) if wants_tick => return Err(LoadError::NoTick),
-            Err(_) => Pre::Plain(
-                plain::TransformPre::new(instance_pre)
-                    .map_err(|e| LoadError::Contract(format!("{e:#}")))?,
-            ),
-        };
+        let pre = Pre::new(instance_pre).map_err(LoadError::Contract)?;
+        if wants_tick && matches!(pre, Pre::Plain(_) | Pre::Plain01(_)) {
+            return Err(LoadError::NoTick);
+        }
+        if matches!(pre, Pre::Plain01(_) | Pre::Windowed01(_)) {
+            tracing::info!(
+                plugin = %stats.name,
+                "plugin built against kedge:transform@0.1.0: it runs, without `batch-info.topic`; wit/README.md says how to move to 0.2.0"
+            );
+        }
         let mut plugin = Plugin {
             engine: engine.clone(),
             pre,
@@ -160,7 +211,17 @@ impl Plugin {
 
     /// Whether the plugin implements `tick`.
     pub fn has_tick(&self) -> bool {
-        matches!(self.pre, Pre::Windowed(_))
+        matches!(self.pre, Pre::Windowed(_) | Pre::Windowed01(_))
+    }
+
+    /// The contract the plugin implements, as `kedge:transform@<version>` and its world.
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::Plain(_) => "kedge:transform@0.2.0 world transform",
+            Pre::Windowed(_) => "kedge:transform@0.2.0 world windowed",
+            Pre::Plain01(_) => "kedge:transform@0.1.0 world transform",
+            Pre::Windowed01(_) => "kedge:transform@0.1.0 world windowed",
+        }
     }
 
     /// The plugin's counters.
@@ -185,18 +246,30 @@ impl Plugin {
         let bindings = match &self.pre {
             Pre::Plain(pre) => pre.instantiate(&mut store).map(Bindings::Plain),
             Pre::Windowed(pre) => pre.instantiate(&mut store).map(Bindings::Windowed),
+            Pre::Plain01(pre) => pre.instantiate(&mut store).map(Bindings::Plain01),
+            Pre::Windowed01(pre) => pre.instantiate(&mut store).map(Bindings::Windowed01),
         }
         .map_err(|e| Fault::Init(classify(&e, &store, self.limits.max_output).to_string()))?;
         let init = match &bindings {
-            Bindings::Plain(b) => b.call_init(&mut store, &self.config),
-            Bindings::Windowed(b) => b.call_init(&mut store, &self.config),
+            Bindings::Plain(b) => b
+                .call_init(&mut store, &self.config)
+                .map(|r| r.map_err(|e| e.message)),
+            Bindings::Windowed(b) => b
+                .call_init(&mut store, &self.config)
+                .map(|r| r.map_err(|e| e.message)),
+            Bindings::Plain01(b) => b
+                .call_init(&mut store, &self.config)
+                .map(|r| r.map_err(|e| e.message)),
+            Bindings::Windowed01(b) => b
+                .call_init(&mut store, &self.config)
+                .map(|r| r.map_err(|e| e.message)),
         };
         match init {
             Ok(Ok(())) => {
                 store.data_mut().settle_counters(true);
                 Ok(Live { store, bindings })
             }
-            Ok(Err(e)) => Err(Fault::Init(e.message)),
+            Ok(Err(message)) => Err(Fault::Init(message)),
             Err(e) => Err(Fault::Init(
                 classify(&e, &store, self.limits.max_output).to_string(),
             )),
@@ -225,12 +298,15 @@ impl Plugin {
         let live = self.live()?;
         arm(&mut live.store, timeout, fuel);
         let started = std::time::Instant::now();
-        let func = match &live.bindings {
-            Bindings::Plain(b) => *b.func_process().func(),
-            Bindings::Windowed(b) => *b.func_process().func(),
+        let (func, legacy) = live.bindings.process();
+        // 0.1.0 shares every type with 0.2.0 but `batch-info`: the verdicts lift into the
+        // current types, whose shape wasmtime checks against the function's.
+        let result: wasmtime::Result<(Result<Vec<Verdict>, PluginError>,)> = if legacy {
+            let info = v01::BatchInfo::from(info);
+            lower::call(func, &mut live.store, &info, events, lowering)
+        } else {
+            lower::call(func, &mut live.store, info, events, lowering)
         };
-        let result: wasmtime::Result<(Result<Vec<Verdict>, PluginError>,)> =
-            lower::call(func, &mut live.store, info, events, lowering);
         let result = result.map(|(verdicts,)| verdicts);
         if result.is_ok() {
             self.stats.call_time.observe(started.elapsed());
@@ -273,10 +349,13 @@ impl Plugin {
         let (timeout, fuel) = (self.limits.timeout, self.limits.fuel(0));
         let live = self.live()?;
         arm(&mut live.store, timeout, fuel);
-        let result = match &live.bindings {
-            Bindings::Windowed(b) => b.call_tick(&mut live.store, now_ms),
-            Bindings::Plain(_) => return Ok(Vec::new()),
+        let Some(func) = live.bindings.tick() else {
+            return Ok(Vec::new());
         };
+        let result = func
+            .typed::<(i64,), (Result<Vec<Output>, PluginError>,)>(&live.store)
+            .and_then(|f| f.call(&mut live.store, (now_ms,)))
+            .map(|(outputs,)| outputs);
         let outcome = match result {
             Ok(Ok(o)) => {
                 let bytes = o.iter().map(output_bytes).sum();

@@ -12,13 +12,16 @@ use bytes::Bytes;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
+use super::chain::{Applied, Chain, Stage};
+use super::circuit::Circuit;
 use super::engine::{self, Target, Ticker};
 use super::host::{self, BatchInfo, Event, Grants, Header, HostState, Verdict};
 use super::isolate::Fault;
 use super::lower::Lowering;
-use super::plugin::{Limits, Plugin, Settings};
+use super::plugin::{Limits, LoadError, Plugin, Settings};
 use super::stats::PluginStats;
 use super::{artifact, load};
+use crate::config::OnFailure;
 use crate::event;
 use crate::test_heap::peak_heap;
 use kedge_wire::record;
@@ -45,7 +48,18 @@ fn hostile(config: &[(&str, &str)], limits: Limits) -> Loaded {
 }
 
 fn hostile_with(config: &[(&str, &str)], limits: Limits, grants: Grants) -> Loaded {
-    let path = plugins_dir().join("hostile.wasm");
+    example("hostile", config, limits, grants, false)
+}
+
+/// The example plugin `name` from the plugins directory, loaded with `config`.
+fn example(
+    name: &str,
+    config: &[(&str, &str)],
+    limits: Limits,
+    grants: Grants,
+    wants_tick: bool,
+) -> Loaded {
+    let path = plugins_dir().join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: run scripts/build-plugins.sh",
@@ -53,7 +67,7 @@ fn hostile_with(config: &[(&str, &str)], limits: Limits, grants: Grants) -> Load
     );
     let engine = engine::build(&Target::Host).unwrap();
     let fingerprint = engine::fingerprint(&Target::Host).unwrap();
-    let component = load::component(&engine, &fingerprint, &path, "hostile", None).unwrap();
+    let component = load::component(&engine, &fingerprint, &path, name, None).unwrap();
     let ticker = Ticker::start(&engine).unwrap();
     let settings = Settings {
         limits,
@@ -67,11 +81,11 @@ fn hostile_with(config: &[(&str, &str)], limits: Limits, grants: Grants) -> Load
         &engine,
         &host::linker(&engine).unwrap(),
         &component,
-        false,
+        wants_tick,
         settings,
-        Arc::new(PluginStats::new("hostile")),
+        Arc::new(PluginStats::new(name)),
     )
-    .unwrap_or_else(|e| panic!("hostile {config:?}: {e}"));
+    .unwrap_or_else(|e| panic!("{name} {config:?}: {e}"));
     Loaded {
         plugin,
         _ticker: ticker,
@@ -83,6 +97,7 @@ fn info() -> BatchInfo {
         source: "mqtt".into(),
         subject: "s".into(),
         default_topic: None,
+        topic: None,
         now_ms: 0,
     }
 }
@@ -408,6 +423,25 @@ fn the_compile_cache_is_made_for_kedge_s_user_only() {
 }
 
 #[test]
+fn a_new_version_of_a_plugin_replaces_the_old_one_in_the_compile_cache() {
+    let c = Cached::new();
+    c.load();
+    // Another plugin whose name starts the same way keeps its entry.
+    let other = c.cache.join("p-x-0123456789abcdef01234567.cwasm");
+    std::fs::write(&other, b"another plugin's").unwrap();
+    std::fs::write(&c.plugin, component_of(&[core_module(2, 0)])).unwrap();
+    c.load();
+    let mut entries: Vec<String> = std::fs::read_dir(&c.cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.contains(&"p-x-0123456789abcdef01234567.cwasm".to_owned()));
+    assert!(!c.file.exists(), "the first version's entry is gone");
+}
+
+#[test]
 fn code_others_could_have_put_in_the_compile_cache_is_not_loaded() {
     let c = Cached::new();
     // Someone else's code under the plugin's cache name.
@@ -436,4 +470,149 @@ fn code_others_could_have_put_in_the_compile_cache_is_not_loaded() {
             "{what}: the plugin's own code was not loaded"
         );
     }
+}
+
+/// The chain of the issue that asked for `batch-info.topic`: a router, then a windowed plugin
+/// whose `tick` emits the averages. The averages must go where the router sent the readings,
+/// not to the topic routing picks for their MQTT topic.
+#[test]
+fn a_window_after_a_router_keeps_the_route() {
+    let limits = || limits(16 << 20, Duration::from_secs(5), 1 << 20);
+    let router = example(
+        "hostile",
+        &[("mode", "route"), ("topic", "lab")],
+        limits(),
+        Grants::default(),
+        false,
+    );
+    let window = example(
+        "rust-downsample",
+        &[("window_ms", "1000")],
+        limits(),
+        Grants::default(),
+        true,
+    );
+    let circuit = || {
+        Circuit::new(
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        )
+    };
+    let stages = vec![
+        Stage::new(
+            router.plugin,
+            vec!["sensors/lab-1/#".into()],
+            circuit(),
+            OnFailure::DeadLetter,
+            None,
+        ),
+        Stage::new(
+            window.plugin,
+            Vec::new(),
+            circuit(),
+            OnFailure::DeadLetter,
+            Some(Duration::from_millis(1)),
+        ),
+    ];
+    let mut chain = Chain::new(stages, "mqtt".into(), "dead".into());
+    let topic_for = |subject: &str| (!subject.is_empty()).then(|| "sensors".to_owned());
+    let reading = |subject: &str, c: u32| {
+        event::Event::new(
+            subject.into(),
+            Bytes::from(format!(r#"{{"temp_c":{c}}}"#)),
+            Vec::new(),
+            1_700_000_000_000,
+        )
+    };
+    let events = [
+        reading("sensors/lab-1/temp", 20),
+        reading("sensors/hall-1/temp", 30),
+        reading("sensors/lab-1/temp", 22),
+    ];
+    match chain.apply(&events, &topic_for, 1_700_000_000_000) {
+        Applied::Events(out) => assert!(out.is_empty(), "the window keeps every reading: {out:?}"),
+        Applied::Held { .. } => panic!("held"),
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    let mut averages: Vec<(Option<String>, String)> = chain
+        .tick(&topic_for, 1_700_000_002_000)
+        .into_iter()
+        .map(|e| (e.topic, String::from_utf8_lossy(&e.payload).into_owned()))
+        .collect();
+    averages.sort();
+    assert_eq!(averages.len(), 2, "{averages:?}");
+    assert_eq!(averages[0].0.as_deref(), Some("lab"), "{averages:?}");
+    assert!(
+        averages[0].1.contains(r#""sensor":"sensors/lab-1/temp""#),
+        "{averages:?}"
+    );
+    assert!(averages[0].1.contains(r#""avg":21"#), "{averages:?}");
+    assert_eq!(averages[1].0.as_deref(), Some("sensors"), "{averages:?}");
+    assert!(
+        averages[1].1.contains(r#""sensor":"sensors/hall-1/temp""#),
+        "{averages:?}"
+    );
+}
+
+/// A component built against `kedge:transform@0.1.0` (the C example, built against
+/// `wit/v0.1` by `scripts/build-plugins.sh`) loads and decides as its current build does.
+#[test]
+fn a_plugin_built_against_0_1_runs_as_its_0_2_build_does() {
+    let limits = || limits(16 << 20, Duration::from_secs(5), 1 << 20);
+    let config = [("max_bytes", "3")];
+    let mut old = example("c-filter-v0.1", &config, limits(), Grants::default(), false);
+    let mut new = example("c-filter", &config, limits(), Grants::default(), false);
+    assert_eq!(
+        old.plugin.contract(),
+        "kedge:transform@0.1.0 world transform"
+    );
+    assert_eq!(
+        new.plugin.contract(),
+        "kedge:transform@0.2.0 world transform"
+    );
+    let events: Vec<Event> = ["", "ab", "abcd", "abc"]
+        .iter()
+        .map(|v| Event {
+            key: None,
+            value: v.as_bytes().to_vec(),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        })
+        .collect();
+    let mut info = info();
+    info.topic = Some("lab".into());
+    let verdicts = format!("{:?}", old.plugin.process(&info, &events).unwrap());
+    assert_eq!(
+        verdicts,
+        format!("{:?}", new.plugin.process(&info, &events).unwrap())
+    );
+    assert_eq!(
+        verdicts,
+        "[Verdict::Drop, Verdict::Keep, Verdict::Drop, Verdict::Keep]"
+    );
+    assert_eq!(
+        old.plugin.stats().counters(),
+        [("empty".to_owned(), 1), ("too_large".to_owned(), 1)]
+    );
+    // A 0.1 plugin has no `tick`: asking for one is refused as for a current one.
+    let engine = engine::build(&Target::Host).unwrap();
+    let fingerprint = engine::fingerprint(&Target::Host).unwrap();
+    let path = plugins_dir().join("c-filter-v0.1.wasm");
+    let component = load::component(&engine, &fingerprint, &path, "old", None).unwrap();
+    let settings = Settings {
+        limits: limits(),
+        grants: Grants::default(),
+        config: Vec::new(),
+    };
+    let refused = Plugin::load(
+        &engine,
+        &host::linker(&engine).unwrap(),
+        &component,
+        true,
+        settings,
+        Arc::new(PluginStats::new("old")),
+    );
+    assert!(matches!(refused, Err(LoadError::NoTick)));
 }

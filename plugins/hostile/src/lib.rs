@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use kedge_plugin::{BatchInfo, Config, Error, Event, Level, Output, Plugin, Verdict};
 
-const MODES: &str = "keep, replace, loop, memory, trap-on, huge-output, alias-output, sleep, read-socket, init-fail, fail-batch, wrong-count";
+const MODES: &str = "keep, replace, route, loop, memory, trap-on, huge-output, alias-output, sleep, read-socket, init-fail, fail-batch, wrong-count";
 
 enum Hostile {
     Keep,
     Replace,
+    Route { topic: String },
     Loop,
     Memory,
     TrapOn { poison: Vec<u8> },
@@ -33,6 +34,9 @@ impl Plugin for Hostile {
         Ok(match mode.as_str() {
             "keep" => Hostile::Keep,
             "replace" => Hostile::Replace,
+            "route" => Hostile::Route {
+                topic: config.require("topic")?,
+            },
             "loop" => Hostile::Loop,
             "memory" => Hostile::Memory,
             "trap-on" => Hostile::TrapOn {
@@ -65,6 +69,10 @@ impl Plugin for Hostile {
     fn process(&mut self, _info: &BatchInfo, events: Vec<Event>) -> Result<Vec<Verdict>, Error> {
         match self {
             Hostile::Keep => Ok(events.iter().map(|_| Verdict::Keep).collect()),
+            Hostile::Route { topic } => Ok(events
+                .iter()
+                .map(|_| Verdict::Route(topic.clone()))
+                .collect()),
             Hostile::Replace => Ok(events
                 .into_iter()
                 .map(|event| Verdict::Replace(vec![echo(event)]))
@@ -186,6 +194,7 @@ mod tests {
             source: "mqtt".into(),
             subject: "s".into(),
             default_topic: None,
+            topic: None,
             now_ms: 0,
         }
     }
@@ -226,6 +235,15 @@ mod tests {
                 }],
                 timestamp_ms: None,
             }])]
+        );
+        let mut route = hostile(&[("mode", "route"), ("topic", "lab")]).unwrap();
+        assert_eq!(
+            route.process(&info(), events(&["a"])).unwrap(),
+            [Verdict::Route("lab".into())]
+        );
+        assert_eq!(
+            hostile(&[("mode", "route")]).err(),
+            Some(Error::new("config `topic` is required"))
         );
     }
 

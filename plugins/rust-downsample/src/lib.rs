@@ -12,7 +12,8 @@ struct Downsample {
     field: String,
     /// Open windows, by (window start, sensor): the order `tick` emits them in.
     windows: BTreeMap<(i64, String), Window>,
-    /// The topic routing picked for each sensor's subject, as last seen in `process`.
+    /// The topic each sensor's readings were bound for (routing's, or an earlier plugin's
+    /// route), as last seen in `process`.
     topics: BTreeMap<String, Option<String>>,
     /// Windows ending at or before this have been emitted; readings for them come too late.
     emitted_until: i64,
@@ -72,9 +73,8 @@ impl Plugin for Downsample {
                         late += 1;
                         return Verdict::Drop;
                     }
-                    if self.topics.get(&sensor) != Some(&info.default_topic) {
-                        self.topics
-                            .insert(sensor.clone(), info.default_topic.clone());
+                    if self.topics.get(&sensor) != Some(&info.topic) {
+                        self.topics.insert(sensor.clone(), info.topic.clone());
                     }
                     self.windows
                         .entry((start, sensor))
@@ -185,7 +185,10 @@ mod tests {
         let info = BatchInfo {
             source: "mqtt".into(),
             subject: subject.into(),
-            default_topic: topic.map(Into::into),
+            // Unlike `topic`, as after a plugin that routed the readings elsewhere: the outputs
+            // must keep the route, not fall back to routing's pick.
+            default_topic: topic.map(|_| "routing-pick".to_owned()),
+            topic: topic.map(Into::into),
             now_ms: 0,
         };
         let events = readings

@@ -159,6 +159,7 @@ mod tests {
             source: "mqtt".into(),
             subject: subject.into(),
             default_topic: None,
+            topic: None,
             now_ms: 0,
         };
         let events = values
@@ -269,6 +270,7 @@ mod tests {
             source: "mqtt".into(),
             subject: "sensors/t3/temp".into(),
             default_topic: None,
+            topic: None,
             now_ms: 0,
         };
         let header = Header {
