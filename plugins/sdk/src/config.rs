@@ -83,6 +83,28 @@ impl FromConfig for Json {
     }
 }
 
+/// A duration: a number and a unit, `ms`, `s`, `m` or `h` (`"250ms"`, `"10s"`, `"1.5m"`), as
+/// kedge's own config writes them. A bare number is refused: its unit would be a guess.
+impl FromConfig for std::time::Duration {
+    fn from_config(text: &str) -> Result<Self, &'static str> {
+        const EXPECTED: &str = "a duration with a unit: ms, s, m or h (e.g. \"10s\")";
+        let text = text.trim();
+        let split = text
+            .find(|c: char| c.is_ascii_alphabetic())
+            .ok_or(EXPECTED)?;
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.trim().parse().map_err(|_| EXPECTED)?;
+        let seconds = match unit {
+            "ms" => number / 1000.0,
+            "s" => number,
+            "m" => number * 60.0,
+            "h" => number * 3600.0,
+            _ => return Err(EXPECTED),
+        };
+        std::time::Duration::try_from_secs_f64(seconds).map_err(|_| EXPECTED)
+    }
+}
+
 macro_rules! from_config_by_parse {
     ($($ty:ty => $expected:literal),* $(,)?) => {
         $(impl FromConfig for $ty {
@@ -208,5 +230,29 @@ mod tests {
     fn iter_keeps_order() {
         let c = config(&[("b", "1"), ("a", "2")]);
         assert_eq!(c.iter().collect::<Vec<_>>(), [("b", "1"), ("a", "2")]);
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        use std::time::Duration;
+        let c = config(&[
+            ("a", "250ms"),
+            ("b", "10s"),
+            ("c", "1.5m"),
+            ("d", "2h"),
+            ("e", "10"),
+        ]);
+        assert_eq!(c.get::<Duration>("a"), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(c.get::<Duration>("b"), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(c.get::<Duration>("c"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(c.get::<Duration>("d"), Ok(Some(Duration::from_secs(7200))));
+        let e = c.get::<Duration>("e").unwrap_err();
+        assert_eq!(
+            e.message,
+            "config `e`: expected a duration with a unit: ms, s, m or h (e.g. \"10s\"), got `10`"
+        );
+        for bad in ["-1s", "1d", "s", "1e400s"] {
+            assert!(config(&[("x", bad)]).get::<Duration>("x").is_err(), "{bad}");
+        }
     }
 }

@@ -105,6 +105,78 @@ impl Json {
             _ => None,
         }
     }
+
+    /// Sets member `key` of an object to `value`: in the place of its first occurrence (later
+    /// duplicates are removed), else at the end. Returns the value it replaced. A value that is
+    /// not an object is left as it is and gets `Err(value)` back.
+    pub fn set(&mut self, key: &str, value: impl Into<Json>) -> Result<Option<Json>, Json> {
+        let value = value.into();
+        let Json::Object(members) = self else {
+            return Err(value);
+        };
+        match members.iter().position(|(k, _)| k == key) {
+            Some(i) => {
+                let old = std::mem::replace(&mut members[i].1, value);
+                let mut n = 0;
+                members.retain(|(k, _)| {
+                    n += usize::from(k == key);
+                    k != key || n == 1
+                });
+                Ok(Some(old))
+            }
+            None => {
+                members.push((key.to_owned(), value));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes every member `key` of an object; returns the first one's value.
+    pub fn remove(&mut self, key: &str) -> Option<Json> {
+        let Json::Object(members) = self else {
+            return None;
+        };
+        let first = members.iter().position(|(k, _)| k == key)?;
+        let (_, value) = members.remove(first);
+        members.retain(|(k, _)| k != key);
+        Some(value)
+    }
+
+    /// The compact JSON text as bytes, ready to be an output's value.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_string().into_bytes()
+    }
+}
+
+impl From<f64> for Json {
+    fn from(n: f64) -> Self {
+        Json::Number(n)
+    }
+}
+
+impl From<i64> for Json {
+    /// As an `f64`: exact up to 2^53.
+    fn from(n: i64) -> Self {
+        Json::Number(n as f64)
+    }
+}
+
+impl From<bool> for Json {
+    fn from(b: bool) -> Self {
+        Json::Bool(b)
+    }
+}
+
+impl From<&str> for Json {
+    fn from(s: &str) -> Self {
+        Json::String(s.to_owned())
+    }
+}
+
+impl From<String> for Json {
+    fn from(s: String) -> Self {
+        Json::String(s)
+    }
 }
 
 /// Compact JSON, no whitespace. Numbers print as Rust prints `f64` (shortest form that reads
@@ -481,5 +553,20 @@ mod tests {
             parse("{").unwrap_err().to_string(),
             "invalid JSON at byte 1: expected a string key"
         );
+    }
+
+    #[test]
+    fn set_replaces_the_first_member_removes_duplicates_and_appends_new_ones() {
+        let mut j = Json::parse(br#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(j.set("a", "x"), Ok(Some(Json::Number(1.0))));
+        assert_eq!(j.to_string(), r#"{"a":"x","b":2}"#);
+        assert_eq!(j.set("c", true), Ok(None));
+        assert_eq!(j.to_string(), r#"{"a":"x","b":2,"c":true}"#);
+        assert_eq!(j.remove("b"), Some(Json::Number(2.0)));
+        assert_eq!(j.remove("b"), None);
+        assert_eq!(j.to_bytes(), br#"{"a":"x","c":true}"#);
+        let mut not_an_object = Json::Array(vec![]);
+        assert_eq!(not_an_object.set("a", 1.5), Err(Json::Number(1.5)));
+        assert_eq!(not_an_object, Json::Array(vec![]));
     }
 }

@@ -1,6 +1,6 @@
 //! Writes kedge transform plugins in Rust.
 //!
-//! A plugin is a WebAssembly component implementing the `kedge:transform@0.1.0` contract
+//! A plugin is a WebAssembly component implementing the `kedge:transform@0.2.0` contract
 //! (`wit/transform.wit`). This crate hides the generated bindings: implement [`Plugin`] (and
 //! [`Windowed`] for the `windowed` world), then name the type in [`export!`] or
 //! [`export_windowed!`]. Build with `cargo build --release --target wasm32-wasip2`.
@@ -44,6 +44,7 @@ mod alloc;
 mod config;
 mod error;
 pub mod json;
+mod output;
 
 /// Size classes in front of the standard allocator: see the `allocator` feature in the README.
 #[cfg(all(
@@ -84,8 +85,8 @@ pub mod bindings {
             path: "../../wit",
             pub_export_macro: true,
             with: {
-                "kedge:transform/types@0.1.0": super::transform::kedge::transform::types,
-                "kedge:transform/host@0.1.0": super::transform::kedge::transform::host,
+                "kedge:transform/types@0.2.0": super::transform::kedge::transform::types,
+                "kedge:transform/host@0.2.0": super::transform::kedge::transform::host,
             },
         });
     }
@@ -113,12 +114,57 @@ pub trait Plugin: Sized + 'static {
     fn process(&mut self, info: &BatchInfo, events: Vec<Event>) -> Result<Vec<Verdict>, Error>;
 }
 
+/// A plugin that decides one event at a time: [`event`](EventPlugin::event) returns each
+/// event's verdict, and the batch loop and the one-verdict-per-event rule are the SDK's. Every
+/// `EventPlugin` is a [`Plugin`]; export it with [`export!`] (or [`export_windowed!`] if it also
+/// implements [`Windowed`]).
+///
+/// ```
+/// use kedge_plugin::{BatchInfo, Config, Error, Event, EventPlugin, Output, Verdict};
+///
+/// struct Tag;
+///
+/// impl EventPlugin for Tag {
+///     fn init(_config: Config) -> Result<Self, Error> {
+///         Ok(Tag)
+///     }
+///
+///     fn event(&mut self, _info: &BatchInfo, event: Event) -> Verdict {
+///         if event.value.is_empty() {
+///             return Verdict::Fail("empty reading".into());
+///         }
+///         Verdict::Replace(vec![Output::from_event(&event).with_header("tagged", "yes")])
+///     }
+/// }
+///
+/// kedge_plugin::export!(Tag);
+/// ```
+pub trait EventPlugin: Sized + 'static {
+    /// As [`Plugin::init`].
+    fn init(config: Config) -> Result<Self, Error>;
+
+    /// The verdict on one event of a batch; `info` is the batch's. To fail the whole batch
+    /// (every event to the dead-letter topic) implement [`Plugin`] instead.
+    fn event(&mut self, info: &BatchInfo, event: Event) -> Verdict;
+}
+
+impl<P: EventPlugin> Plugin for P {
+    fn init(config: Config) -> Result<Self, Error> {
+        <P as EventPlugin>::init(config)
+    }
+
+    fn process(&mut self, info: &BatchInfo, events: Vec<Event>) -> Result<Vec<Verdict>, Error> {
+        Ok(events.into_iter().map(|e| self.event(info, e)).collect())
+    }
+}
+
 /// A plugin of the `windowed` world: kedge also calls [`tick`](Windowed::tick) on a timer.
 pub trait Windowed: Plugin {
     /// Emits the records that are due at `now_ms` (the host's clock, milliseconds since the Unix
     /// epoch), e.g. the aggregates of the windows that closed. An output without a topic is
     /// routed as an event with an empty MQTT subject would be (a matching rule, else
-    /// `routing.default_topic`, else the dead-letter topic): usually, set one.
+    /// `routing.default_topic`, else the dead-letter topic): usually, set the `info.topic` the
+    /// events had in `process`, which keeps an earlier plugin's route.
     fn tick(&mut self, now_ms: i64) -> Result<Vec<Output>, Error>;
 }
 
