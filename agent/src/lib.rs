@@ -13,6 +13,7 @@ mod ingest;
 pub mod ops;
 pub mod pipeline;
 pub mod route;
+pub mod scaffold;
 pub mod source;
 pub mod telemetry;
 mod tls;

@@ -46,8 +46,8 @@ Exit codes:
   2  cannot start (usage, invalid configuration, queue in use), or stopped on an error";
 const EXIT_CHECK: &str = "\
 Exit codes:
-  0  the configuration is valid
-  2  it is not, or cannot be read; or a usage error";
+  0  the configuration is valid and every plugin loads
+  2  it is not valid, cannot be read, or a plugin cannot be loaded; or a usage error";
 const EXIT_AUDIT: &str = "\
 Exit codes:
   0  clean
@@ -121,12 +121,23 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// Validate a configuration and print the pipeline it describes.
+    /// Validate a configuration, load its plugins, and print the pipeline it describes.
+    ///
+    /// Each plugin is loaded as `kedge run` loads it: its component compiled (or its `.cwasm`
+    /// artifact loaded), instantiated, and its `init` run with its config; `tick` on a plugin
+    /// of the `transform` world is refused. Every plugin that cannot start is reported, with
+    /// its name and the reason. Components are compiled without the plugin cache, which check
+    /// neither reads nor writes, and `init` sees check's own environment for the plugin's `env`
+    /// grants.
     #[command(after_help = EXIT_CHECK)]
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
         config: PathBuf,
+        /// Only read the configuration, and check that each plugin file is a component or an
+        /// artifact this kedge can load, without compiling or starting it.
+        #[arg(long)]
+        no_plugins: bool,
     },
 }
 
@@ -202,6 +213,20 @@ enum QueueCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Create a plugin project: source, build script, sample events and their expected
+    /// verdicts, the WIT contract (and for Rust the SDK) of this kedge. Build it with
+    /// `./build.sh`, check it with `./test.sh`.
+    #[command(after_help = EXIT_PLUGIN)]
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`.
+        name: String,
+        /// The language: rust, c, python or js.
+        #[arg(long, value_parser = |s: &str| s.parse::<kedge::scaffold::Lang>())]
+        lang: kedge::scaffold::Lang,
+        /// Where to create the project (must not exist); ./NAME when absent.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Compile a plugin component ahead of time for a device (`.cwasm`), with the exact engine
     /// settings kedge runs plugins with.
     #[command(after_help = EXIT_PLUGIN)]
@@ -216,12 +241,15 @@ enum PluginCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Run a plugin on sample events (JSON lines) and print its verdicts, one line per event.
+    /// Run a plugin on sample events (JSON lines) and print its verdicts, one line per event
+    /// and per tick.
     #[command(after_help = EXIT_PLUGIN)]
     Test {
         /// The plugin (`.wasm` or `.cwasm`).
         plugin: PathBuf,
-        /// Sample events: {"subject": …, "value": …, "key": …, "headers": [[n, v]], "timestamp_ms": …}.
+        /// Sample events, {"subject": …, "value": …, "key": …, "headers": [[n, v]],
+        /// "timestamp_ms": …, "topic": …}, and ticks, {"tick": NOW_MS}, one per line. A value
+        /// may be a string, {"hex": …}, or any JSON value (its compact text).
         #[arg(long)]
         input: PathBuf,
         /// A setting for the plugin's init, `key=value`; repeatable.
@@ -237,6 +265,10 @@ enum PluginCommand {
         /// After the events, call `tick` with this clock; repeatable.
         #[arg(long = "tick", value_name = "NOW_MS")]
         ticks: Vec<i64>,
+        /// Compile the plugin again instead of using the compile cache
+        /// ($XDG_CACHE_HOME/kedge/plugin-cache, else ~/.cache/kedge/plugin-cache).
+        #[arg(long)]
+        no_cache: bool,
         /// Memory limit per instance, e.g. `16MiB`.
         #[arg(long, value_name = "SIZE", default_value = "16MiB")]
         memory: ByteSize,
@@ -252,7 +284,7 @@ enum PluginCommand {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let outcome = match Cli::parse().command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, no_plugins } => check(&config, no_plugins),
         Command::Audit(args) => audit(args),
         Command::Status { config } => status(&config),
         Command::Queue { command } => queue_tool(command),
@@ -288,14 +320,64 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<Exit> {
+fn check(path: &Path, no_plugins: bool) -> anyhow::Result<Exit> {
     let config = Config::load(path).map_err(flat)?;
-    kedge_plugin_host::load::probe(&config.plugins).map_err(flat)?;
+    if no_plugins {
+        kedge_plugin_host::load::probe(&config.plugins).map_err(flat)?;
+    }
     for w in config.secret_warnings() {
         eprintln!("warning: {w}");
     }
+    if !no_plugins {
+        check_plugins(&config.plugins)?;
+    }
     print!("{}", kedge::check::describe(&config, path));
     Ok(Exit::Success)
+}
+
+/// Loads every plugin as `kedge run` would, one line each, and fails after the last if any
+/// cannot be loaded: an author fixing several plugins sees all their errors at once.
+fn check_plugins(plugins: &[kedge::config::PluginConfig]) -> anyhow::Result<()> {
+    use kedge_plugin_host::load;
+    if plugins.is_empty() {
+        return Ok(());
+    }
+    let loader = load::Loader::new().map_err(flat)?;
+    let mut failed = 0;
+    for (index, p) in plugins.iter().enumerate() {
+        // No cache: a check run as another user, or before the data directory exists, must not
+        // create it or leave files in it. The plugin's stderr may say more on why init failed.
+        match loader.open(index, p, None, true) {
+            Ok(opened) => {
+                let code = if opened.artifact {
+                    format!("artifact loaded in {:.1?}", opened.compiled_in)
+                } else {
+                    format!("compiled in {:.1?}", opened.compiled_in)
+                };
+                println!(
+                    "plugin {}: loaded, {}, {code}, started in {:.1?}",
+                    p.name,
+                    opened.plugin.contract(),
+                    opened.started_in
+                );
+                if p.tick.is_none() && opened.plugin.has_tick() {
+                    eprintln!("warning: plugin {}: {}", p.name, load::TICK_NEVER_CALLED);
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} plugins cannot be loaded: `kedge run` would refuse this configuration",
+            plugins.len()
+        );
+    }
+    println!();
+    Ok(())
 }
 
 fn audit(args: AuditArgs) -> anyhow::Result<Exit> {
@@ -441,6 +523,15 @@ fn queue_tool(command: QueueCommand) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Where `kedge plugin test` keeps compiled plugins: the user's cache directory (XDG).
+fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("kedge").join("plugin-cache"))
+}
+
 /// A `--config KEY=VALUE` of `plugin test`, split at the first `=`.
 fn key_value(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
@@ -450,6 +541,20 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
     use kedge_plugin_host::{engine, load, tester};
     match command {
+        PluginCommand::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            kedge::scaffold::create(&dir, &name, lang)?;
+            let d = dir.display();
+            println!("created the plugin `{name}` in {d}");
+            println!("  build:  {d}/build.sh     (it says what the build needs)");
+            println!(
+                "  test:   {d}/test.sh      (kedge plugin test, compared with expected.jsonl)"
+            );
+            println!(
+                "  run:    add a [[plugin]] with path = \"{d}/{name}.wasm\" to kedge.toml; {d}/README.md shows one"
+            );
+            Ok(Exit::Success)
+        }
         PluginCommand::Compile {
             input,
             target,
@@ -477,21 +582,30 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
             now,
             default_topic,
             ticks,
+            no_cache,
             memory,
             timeout,
             max_output,
         } => {
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("cannot read {}", input.display()))?;
-            let samples = tester::parse_samples(&text, &input.display().to_string())
+            let lines = tester::parse_input(&text, &input.display().to_string())
                 .map_err(anyhow::Error::msg)?;
+            let wants_tick =
+                !ticks.is_empty() || lines.iter().any(|l| matches!(l, tester::Line::Tick(_)));
             let limits = kedge_plugin_host::plugin::Limits::new(
                 memory.bytes(),
                 timeout.0,
                 max_output.bytes(),
             );
-            let mut plugin =
-                kedge_plugin_host::open_for_test(&plugin, settings, limits, !ticks.is_empty())?;
+            let cache = if no_cache { None } else { user_cache_dir() };
+            let mut plugin = kedge_plugin_host::open_for_test(
+                &plugin,
+                settings,
+                limits,
+                wants_tick,
+                cache.as_deref(),
+            )?;
             let info = tester::RunInfo {
                 source: "mqtt".to_owned(),
                 default_topic,
@@ -503,21 +617,26 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            for (i, outcome) in tester::run(&mut plugin, &samples, &info).iter().enumerate() {
-                writeln!(out, "{}", tester::show_outcome(i, outcome))?;
-            }
-            for t in ticks {
-                writeln!(out, "{}", tester::tick(&mut plugin, t))?;
+            // The events between two ticks are one run, grouped as the agent groups a batch;
+            // a tick sees only the events before it, so late data can be tested.
+            let (mut events, mut batch) = (0, Vec::new());
+            let ticks_after = ticks.into_iter().map(tester::Line::Tick);
+            for line in lines.into_iter().chain(ticks_after).map(Some).chain([None]) {
+                if let Some(tester::Line::Event(sample)) = line {
+                    batch.push(sample);
+                    continue;
+                }
+                for outcome in tester::run(&mut plugin, &batch, &info) {
+                    writeln!(out, "{}", tester::show_outcome(events, &outcome))?;
+                    events += 1;
+                }
+                batch.clear();
+                if let Some(tester::Line::Tick(t)) = line {
+                    writeln!(out, "{}", tester::tick(&mut plugin, t))?;
+                }
             }
             out.flush()?;
-            let stats = plugin.stats().snapshot();
-            eprintln!(
-                "{} events, {} calls, {} instance recycles; counters: {:?}",
-                stats.events.max(samples.len() as u64),
-                stats.calls,
-                stats.recycles,
-                stats.counters
-            );
+            eprintln!("{}", tester::summary(&plugin, events));
             Ok(Exit::Success)
         }
     }
@@ -609,6 +728,128 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    /// The repository's Markdown and TOML files (the docs, the example configs, the plugin
+    /// templates), outside build output, vendored code and fuzz inputs.
+    fn doc_files() -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut out = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    let skip = name.starts_with('.')
+                        || name.starts_with("target")
+                        || ["vendor", "corpus", "node_modules", "toolchain"]
+                            .contains(&name.as_str());
+                    if !skip {
+                        dirs.push(path);
+                    }
+                } else if name.ends_with(".md") || name.ends_with(".toml") {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+
+    /// Each `kedge <subcommand> …` the text shows: in code blocks, config comments and inline
+    /// code; whether it is a whole command (code block or comment) rather than a mention.
+    fn commands(text: &str, subcommands: &[String]) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut in_block = false;
+        // A shell line continued with `\` is one command.
+        let mut lines = Vec::new();
+        let mut pending = String::new();
+        for line in text.lines() {
+            match line.strip_suffix('\\') {
+                Some(head) => pending.push_str(head),
+                None => {
+                    pending.push_str(line);
+                    lines.push(std::mem::take(&mut pending));
+                }
+            }
+        }
+        for line in &lines {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            let mut candidates: Vec<(&str, bool)> = Vec::new();
+            let code = trimmed.trim_start_matches(['#', '$', ' ']);
+            if in_block || trimmed.starts_with('#') {
+                candidates.push((code, true));
+            }
+            candidates.extend(line.split('`').skip(1).step_by(2).map(|span| (span, false)));
+            for (candidate, whole) in candidates {
+                let Some(rest) = candidate.trim().strip_prefix("kedge ") else {
+                    continue;
+                };
+                // The command ends at a comment or a shell operator.
+                let end = [" #", "&&", "|", ">", ";", "(", "$"]
+                    .iter()
+                    .filter_map(|op| rest.find(op))
+                    .min()
+                    .unwrap_or(rest.len());
+                let command = rest[..end].trim();
+                let first = command.split_whitespace().next().unwrap_or("");
+                if subcommands.iter().any(|s| s == first)
+                    && !command.contains('…')
+                    && !command.contains("...")
+                {
+                    out.push((command.to_owned(), whole));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_kedge_command_the_docs_show_is_one_kedge_accepts() {
+        let subcommands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for file in doc_files() {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (command, whole) in commands(&text, &subcommands) {
+                let words = command
+                    .split_whitespace()
+                    .map(|w| w.trim_matches(['"', '\'', ',', '.', ':']));
+                let args: Vec<&str> = std::iter::once("kedge").chain(words).collect();
+                checked += 1;
+                match Cli::try_parse_from(&args) {
+                    Ok(_) => {}
+                    // A mention in prose may leave out what the command needs.
+                    Err(e)
+                        if !whole
+                            && matches!(
+                                e.kind(),
+                                ErrorKind::MissingRequiredArgument
+                                    | ErrorKind::InvalidValue
+                                    | ErrorKind::MissingSubcommand
+                                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                            ) => {}
+                    Err(e) => wrong.push(format!(
+                        "{}: `kedge {command}`: {}",
+                        file.display(),
+                        e.kind()
+                    )),
+                }
+            }
+        }
+        assert!(
+            checked > 40,
+            "only {checked} commands found: the scan is broken"
+        );
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 
     #[test]
     fn clap_exits_on_a_usage_error_with_the_code_of_kedges_own_errors() {

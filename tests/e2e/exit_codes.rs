@@ -310,7 +310,10 @@ fn status_report(ready: bool) -> String {
         vec!["oldest pending record is 9s old"]
     };
     serde_json::json!({
-        "records": {"received": 1, "journaled": 1, "delivered": 1, "dead_lettered": 0, "dropped": 0},
+        "records": {
+            "received": 1, "journaled": 1, "delivered": 1, "dead_lettered": 0, "dropped": 0,
+            "dropped_by_plugins": 0
+        },
         "queue": {
             "journal_records": 0, "unacknowledged_records": 0, "oldest_pending_age_seconds": null,
             "live_bytes": 0, "max_bytes": null, "disk_bytes": 4096

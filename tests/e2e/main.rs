@@ -4,6 +4,7 @@
 //! Peers come from `scripts/install-peers.sh` (`<repo>/.peers`, or `$KEDGE_PEERS_DIR`).
 
 mod audit;
+mod check;
 mod config_errors;
 mod crash_loop;
 mod crash_restart;
@@ -22,6 +23,7 @@ mod mqtt_redelivery;
 mod mqtt_tls;
 mod ops;
 mod permissions;
+mod plugin_author;
 mod plugin_pipeline;
 mod plugins;
 mod poison;

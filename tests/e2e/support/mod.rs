@@ -73,7 +73,7 @@ fn missing_peer(what: &str, looked_at: &str) -> ! {
 }
 
 /// A file inside the peers directory, which must exist.
-fn peer(relative: &str) -> PathBuf {
+pub fn peer(relative: &str) -> PathBuf {
     let path = peers_dir().join(relative);
     if !path.is_file() {
         missing_peer(relative, &path.display().to_string());

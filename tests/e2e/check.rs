@@ -1,0 +1,204 @@
+//! `kedge check` with plugins: it loads each one as `kedge run` would (compile or artifact,
+//! instantiate, `init` with its config, `tick` against its world), names every one that cannot
+//! start, and `--no-plugins` skips all that.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::plugins::plugin;
+use crate::support::kedge::kedge_command;
+use crate::support::run;
+
+/// Writes a config with `plugins` (`[[plugin]]` sections) to a fresh temp dir.
+fn config_with(plugins: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("kedge-e2e-check-plugins-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::write(
+        dir.path().join("kedge.toml"),
+        format!(
+            "[agent]\ndata_dir = \"{}\"\n[mqtt]\nsubscriptions = [{{ filter = \"sensors/#\", qos = 1 }}]\n\
+             [kafka]\nbootstrap = [\"127.0.0.1:1\"]\n[routing]\ndefault_topic = \"readings\"\n\n{plugins}",
+            dir.path().display()
+        ),
+    )
+    .expect("write config");
+    dir
+}
+
+/// A `[[plugin]]` section for the built example `example`.
+fn section(name: &str, example: &str, extra: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
+        plugin(example).display()
+    )
+}
+
+/// Runs `kedge check --config DIR/kedge.toml` with `args` after it.
+fn check(dir: &Path, args: &[&str]) -> Output {
+    let mut command = kedge_command();
+    command
+        .args(["check", "--config"])
+        .arg(dir.join("kedge.toml"))
+        .args(args);
+    // Compiling a component takes seconds on a busy machine.
+    run(command, Duration::from_secs(300))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Plugins `kedge run` refuses, each for another reason, around one that is fine.
+fn broken() -> TempDir {
+    config_with(
+        &[
+            section(
+                "hot-units",
+                "rust-units",
+                "[plugin.config]\nmax_c = \"hot\"",
+            ),
+            section("averages", "rust-downsample", "tick = \"1s\""),
+            section("ticking-units", "rust-units", "tick = \"1s\""),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn check_names_every_plugin_that_cannot_start() {
+    let dir = broken();
+    let out = check(dir.path(), &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a config `kedge run` refuses must fail `kedge check` with the config-error code\n\
+         stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let error = |prefix: &str| {
+        stderr
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?} in stderr:\n{stderr}"))
+            .to_owned()
+    };
+    // init refused its config, with the plugin's own reason.
+    let hot = error("error: plugin[0] (hot-units): ");
+    assert!(hot.contains("max_c") && hot.contains("hot"), "{hot}");
+    // The second failure is reported too, not only the first.
+    let ticking = error("error: plugin[2] (ticking-units): ");
+    assert!(
+        ticking.contains("`tick` is set") && ticking.contains("`transform` world"),
+        "{ticking}"
+    );
+    assert!(
+        !stderr.contains("plugin[1]"),
+        "the good plugin is not an error:\n{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("plugin averages: loaded")),
+        "the plugin that loads is reported as loaded:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("configuration is valid"),
+        "a config with a broken plugin is not valid:\n{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_each_plugin_it_loaded_with_its_world_and_compile_time() {
+    let dir = config_with(
+        &[
+            section("units", "rust-units", "[plugin.config]\nmax_c = \"60\""),
+            section(
+                "averages",
+                "rust-downsample",
+                "tick = \"1s\"\n[plugin.config]\nwindow_ms = \"10000\"",
+            ),
+        ]
+        .concat(),
+    );
+    // An artifact from `kedge plugin compile` is loaded rather than compiled.
+    let cwasm = dir.path().join("units.cwasm");
+    let mut compile = kedge_command();
+    compile
+        .args(["plugin", "compile"])
+        .arg(plugin("rust-units"))
+        .arg("-o")
+        .arg(&cwasm);
+    let out = run(compile, Duration::from_secs(300));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = dir.path().join("kedge.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("read config");
+    toml.push_str("[[plugin]]\nname = \"precompiled\"\npath = \"units.cwasm\"\n");
+    std::fs::write(&config, toml).expect("write config");
+
+    let out = check(dir.path(), &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kedge check failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let line = |name: &str| {
+        let prefix = format!("plugin {name}: loaded");
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}:\n{stdout}"))
+            .to_owned()
+    };
+    let units = line("units");
+    assert!(
+        units.contains("world transform") && units.contains("compiled in "),
+        "{units}"
+    );
+    let averages = line("averages");
+    assert!(
+        averages.contains("world windowed") && averages.contains("compiled in "),
+        "{averages}"
+    );
+    let precompiled = line("precompiled");
+    assert!(
+        precompiled.contains("world transform")
+            && precompiled.contains("artifact")
+            && !precompiled.contains("compiled in "),
+        "{precompiled}"
+    );
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+}
+
+#[test]
+fn check_no_plugins_reads_the_config_without_loading_them() {
+    let dir = broken();
+    let out = check(dir.path(), &["--no-plugins"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "--no-plugins must not start the plugins ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(!stdout.contains(": loaded"), "{stdout}");
+
+    // It still refuses a file that is no plugin at all, as before.
+    std::fs::write(dir.path().join("not.wasm"), b"not a component").expect("write");
+    let config = dir.path().join("kedge.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("read config");
+    toml.push_str("[[plugin]]\nname = \"junk\"\npath = \"not.wasm\"\n");
+    std::fs::write(&config, toml).expect("write config");
+    let out = check(dir.path(), &["--no-plugins"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("plugin[3] (junk):") && stderr.contains("is neither a WebAssembly"),
+        "{stderr}"
+    );
+}
