@@ -591,9 +591,9 @@ fn verify(bootstrap: &str, n: u64) -> Result<(), String> {
     let [d] = report.devices.as_slice() else {
         return Err(format!("{} devices in the topics", report.devices.len()));
     };
-    if d.records != n || d.missing != 0 || d.duplicates != 0 || report.unmarked != 0 {
+    if d.records != n || d.missing != 0 || d.duplicates != 0 || !report.unmarked.is_empty() {
         return Err(format!(
-            "{} records (missing {}, duplicates {}, unmarked {}), expected {n}",
+            "{} records (missing {}, duplicates {}, unmarked {:?}), expected {n}",
             d.records, d.missing, d.duplicates, report.unmarked
         ));
     }

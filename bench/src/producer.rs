@@ -366,11 +366,11 @@ fn verify(bootstrap: &str, n: u64) -> Result<u64, String> {
         || d.missing != 0
         || d.duplicates != 0
         || d.span != expected_span
-        || report.unmarked != 0
-        || report.malformed != 0
+        || !report.unmarked.is_empty()
+        || !report.malformed.is_empty()
     {
         return Err(format!(
-            "topic holds {} records of {:?} (span {:?}, missing {}, duplicates {}, unmarked {}, malformed {}); expected {n}",
+            "topic holds {} records of {:?} (span {:?}, missing {}, duplicates {}, unmarked {:?}, malformed {:?}); expected {n}",
             d.records, d.device, d.span, d.missing, d.duplicates, report.unmarked, report.malformed
         ));
     }

@@ -1,6 +1,8 @@
 //! `kedge audit` against a topic a third-party producer (confluent-kafka) filled with crafted
 //! `kedge-seq` headers: it finds exactly the injected gap and duplicate, and its exit codes;
-//! with `--config`, it takes the topics and the device from a kedge config.
+//! with `--config`, it takes the topics and the device from a kedge config; records in a topic
+//! the config does not name (a plugin's choice) look missing, and the report says how to read
+//! them too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::support::kedge::{DEVICE_ID, pipeline_config};
+use crate::support::kedge::{DEVICE_ID, READINGS_ROUTING, pipeline_config};
 use crate::support::tansu::Tansu;
 use crate::support::{free_port, python_bin, repo_root, run};
 
@@ -101,15 +103,18 @@ fn audit_finds_exactly_the_injected_gap_and_duplicate() {
         ),
         "{out}"
     );
-    assert!(out.contains("  missing: 4-5\n"), "{out}");
-    assert!(out.contains("  duplicated: 8\n"), "{out}");
+    assert!(out.contains("  missing from topic crafted: 4-5\n"), "{out}");
+    assert!(out.contains("  duplicated in topic crafted: 8\n"), "{out}");
     assert!(
         out.contains(
             "device dev-b: 4 records, kedge-seq 1..=4, 0 missing, 0 duplicates, 1 backwards"
         ),
         "{out}"
     );
-    assert!(out.contains("backwards: partition 1 offset "), "{out}");
+    assert!(
+        out.contains("  backwards in topic crafted: partition 1 offset "),
+        "{out}"
+    );
 
     let (code, out, _) = kedge_audit(&[
         "--bootstrap",
@@ -178,7 +183,7 @@ fn audit_with_a_config_reads_its_topics_for_its_own_device() {
     );
     assert!(!out.contains("device dev-a"), "{out}");
     assert!(
-        out.contains("7 records without kedge headers (or of other devices)"),
+        out.contains("7 records without kedge headers (or of other devices) in topic crafted\n"),
         "{out}"
     );
     assert!(
@@ -224,7 +229,10 @@ fn audit_with_a_config_reads_its_topics_for_its_own_device() {
     let (_dir, elsewhere) = config_file(&tansu.bootstrap(), CRAFTED_ROUTING, "dev-z");
     let (code, out, err) = kedge_audit(&["--config", arg(&elsewhere)]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("no kedge records found"), "{out}");
+    assert!(
+        out.contains("no kedge records found in topic crafted\n"),
+        "{out}"
+    );
     assert!(
         err.contains("no records of device \"dev-z\" (the config's agent.device_id)"),
         "{err}"
@@ -239,6 +247,58 @@ fn audit_with_a_config_reads_its_topics_for_its_own_device() {
         err.contains("none of the topics nothing-here, kedge-dead-letter exists"),
         "{err}"
     );
+}
+
+/// The issue's user: a plugin routed `lab-*` devices' records to topic `lab`, which no routing
+/// rule names. `readings` holds dev-c's 0, 1, 4 and 3 (reordered), `lab` its 2.
+#[test]
+fn records_in_a_topic_the_config_does_not_name_look_missing_and_the_report_says_so() {
+    let tansu = Tansu::start();
+    tansu.create_topic("readings", 1);
+    tansu.create_topic("lab", 1);
+    let bootstrap = tansu.bootstrap();
+    produce(
+        &bootstrap,
+        "readings",
+        &["0:dev-c:0", "0:dev-c:1", "0:dev-c:4", "0:dev-c:3"],
+    );
+    produce(&bootstrap, "lab", &["0:dev-c:2"]);
+    // The rules name `readings` and the dead-letter topic, which does not exist: skipped.
+    let (_dir, config) = config_file(&bootstrap, READINGS_ROUTING, "dev-c");
+
+    let (code, out, err) = kedge_audit(&["--config", arg(&config)]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    for line in [
+        "device dev-c: 4 records, kedge-seq 0..=4, 1 missing, 0 duplicates, 1 backwards \
+         (topic readings)\n",
+        "  missing from topic readings: 2\n",
+        "  backwards in topic readings: partition 0 offset 3: 3 after 4\n",
+        "missing records may be in a topic not read here, such as one a plugin routes to: \
+         name every topic the device writes to, e.g. --topic readings --topic OTHER\n",
+        "topic readings: NOT CLEAN: loss or duplicates\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+
+    // Read together, nothing is missing; `lab` read after `readings` is not a reordering.
+    let (code, out, err) = kedge_audit(&[
+        "--config",
+        arg(&config),
+        "--topic",
+        "readings",
+        "--topic",
+        "lab",
+    ]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.starts_with(
+            "device dev-c: 5 records, kedge-seq 0..=4, 0 missing, 0 duplicates, 1 backwards \
+             (topics readings 4, lab 1)\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("--topic"), "{out}");
+    assert!(out.ends_with("topics readings, lab: clean\n"), "{out}");
 }
 
 #[test]

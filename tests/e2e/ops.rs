@@ -40,7 +40,7 @@ fn value(addr: SocketAddr, series: &str) -> f64 {
 
 /// `kedge status` for the agent's config, which must exit with `code` (0 running and ready, 1
 /// not running or not ready): its stdout.
-fn status(kedge: &Kedge, code: i32) -> String {
+pub fn status(kedge: &Kedge, code: i32) -> String {
     let mut status = Command::new(env!("CARGO_BIN_EXE_kedge"));
     status.args(["status", "--config"]).arg(kedge.config_path());
     let out = run(status, Duration::from_secs(30));

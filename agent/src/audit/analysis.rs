@@ -6,8 +6,11 @@
 //! left with the same device id share `kedge-device`). So within what was read of one device's
 //! queue, a number missing between its lowest and highest is a lost record (or one routed to a
 //! topic that was not audited), a number read twice is a duplicate, and a number lower than the
-//! one before it in the same partition is a reordering. Records without `kedge-queue` (written
-//! before queues had an id) are judged per device.
+//! one before it in the same partition of the same topic is a reordering. Records without
+//! `kedge-queue` (written before queues had an id) are judged per device.
+//!
+//! Every line of the report names the topics it is about: a sequence spans topics, and a
+//! number seen missing in the topics read may well be in one that was not.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,24 +22,33 @@ use kedge_wire::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ};
 /// stay exact.
 pub const LISTED: usize = 20;
 
+/// A topic the auditor reads, as [`Auditor::topic`] numbered it: an index, so that the
+/// sequence of every record read keeps its topic in 4 bytes rather than a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicId(u32);
+
 /// Accumulates what was read, record by record.
 #[derive(Debug, Default)]
 pub struct Auditor {
     /// Only this device is audited when set.
     only: Option<String>,
+    /// The topics read, by [`TopicId`].
+    topics: Vec<String>,
     /// By device, then queue id (`None`: records without one).
     devices: BTreeMap<(String, Option<String>), DeviceLog>,
-    /// Records without both kedge headers (other producers, or the device filter's others).
-    unmarked: u64,
-    /// Records whose `kedge-seq` is not a decimal number.
-    malformed: u64,
+    /// Per topic: records without both kedge headers (other producers, or the device filter's
+    /// others).
+    unmarked: Vec<u64>,
+    /// Per topic: records whose `kedge-seq` is not a decimal number.
+    malformed: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
 struct DeviceLog {
-    seqs: Vec<u64>,
-    /// Per partition: the last sequence and its offset.
-    last: HashMap<i32, (u64, i64)>,
+    /// Every sequence read, with the topic it was read in.
+    seqs: Vec<(u64, TopicId)>,
+    /// Per topic and partition: the last sequence and its offset.
+    last: HashMap<(TopicId, i32), (u64, i64)>,
     backwards: u64,
     backwards_listed: Vec<Backward>,
 }
@@ -44,6 +56,8 @@ struct DeviceLog {
 /// A record whose `kedge-seq` is lower than the one before it in its partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backward {
+    /// Topic.
+    pub topic: String,
     /// Partition.
     pub partition: i32,
     /// Offset of the record that went backwards.
@@ -52,6 +66,15 @@ pub struct Backward {
     pub seq: u64,
     /// The sequence of the record before it in the partition.
     pub after: u64,
+}
+
+/// A sequence read more than once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The sequence.
+    pub seq: u64,
+    /// The topics its copies were read in, each once, in reading order.
+    pub topics: Vec<String>,
 }
 
 /// The verdict for one device's queue.
@@ -63,6 +86,8 @@ pub struct DeviceReport {
     pub queue: Option<String>,
     /// Records read.
     pub records: u64,
+    /// Records read per topic, in reading order; topics without any are left out.
+    pub topics: Vec<(String, u64)>,
     /// Lowest and highest sequence read.
     pub span: RangeInclusive<u64>,
     /// Sequences missing between the lowest and the highest.
@@ -72,7 +97,7 @@ pub struct DeviceReport {
     /// Records whose sequence was read before.
     pub duplicates: u64,
     /// The first [`LISTED`] duplicated sequences.
-    pub duplicated: Vec<u64>,
+    pub duplicated: Vec<Duplicate>,
     /// Records whose sequence is lower than the previous one in the same partition.
     pub backwards: u64,
     /// The first [`LISTED`] of them.
@@ -82,12 +107,16 @@ pub struct DeviceReport {
 /// The verdict for everything read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
+    /// The topics read, in reading order.
+    pub topics: Vec<String>,
     /// One entry per device, by name.
     pub devices: Vec<DeviceReport>,
-    /// Records without kedge headers or of other devices than the one asked for.
-    pub unmarked: u64,
-    /// Records whose `kedge-seq` is not a decimal number.
-    pub malformed: u64,
+    /// Per topic, records without kedge headers or of other devices than the one asked for;
+    /// topics without any are left out.
+    pub unmarked: Vec<(String, u64)>,
+    /// Per topic, records whose `kedge-seq` is not a decimal number; topics without any are
+    /// left out.
+    pub malformed: Vec<(String, u64)>,
     /// Topics that were skipped because the cluster does not have them.
     pub absent_topics: Vec<String>,
 }
@@ -101,13 +130,30 @@ impl Auditor {
         }
     }
 
-    /// Takes one record, in offset order within its partition.
+    /// The id of topic `name`, to read it with [`Auditor::record`]: the report names it as
+    /// read even when it holds no record.
+    pub fn topic(&mut self, name: &str) -> TopicId {
+        let index = match self.topics.iter().position(|t| t == name) {
+            Some(i) => i,
+            None => {
+                self.topics.push(name.to_owned());
+                self.unmarked.push(0);
+                self.malformed.push(0);
+                self.topics.len() - 1
+            }
+        };
+        TopicId(u32::try_from(index).expect("fewer than 2^32 topics"))
+    }
+
+    /// Takes one record of `topic`, in offset order within its partition.
     pub fn record<'a>(
         &mut self,
+        topic: TopicId,
         partition: i32,
         offset: i64,
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) {
+        let at = topic.0 as usize;
         let (mut device, mut queue, mut seq) = (None, None, None);
         for (name, value) in headers {
             match name {
@@ -118,32 +164,33 @@ impl Auditor {
             }
         }
         let (Some(device), Some(seq)) = (device, seq) else {
-            self.unmarked += 1;
+            self.unmarked[at] += 1;
             return;
         };
         let device = String::from_utf8_lossy(device);
         if self.only.as_deref().is_some_and(|d| d != device) {
-            self.unmarked += 1;
+            self.unmarked[at] += 1;
             return;
         }
         let Some(seq) = std::str::from_utf8(seq)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
         else {
-            self.malformed += 1;
+            self.malformed[at] += 1;
             return;
         };
         let log = self
             .devices
             .entry((device.into_owned(), queue))
             .or_default();
-        log.seqs.push(seq);
-        if let Some((after, _)) = log.last.insert(partition, (seq, offset))
+        log.seqs.push((seq, topic));
+        if let Some((after, _)) = log.last.insert((topic, partition), (seq, offset))
             && seq < after
         {
             log.backwards += 1;
             if log.backwards_listed.len() < LISTED {
                 log.backwards_listed.push(Backward {
+                    topic: self.topics[at].clone(),
                     partition,
                     offset,
                     seq,
@@ -155,35 +202,73 @@ impl Auditor {
 
     /// The verdict.
     pub fn finish(self) -> Report {
+        let topics = self.topics;
         let devices = self
             .devices
             .into_iter()
-            .map(|((device, queue), log)| judge(device, queue, log))
+            .map(|((device, queue), log)| judge(device, queue, log, &topics))
             .collect();
+        let per_topic = |counts: Vec<u64>| {
+            topics
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(|(t, n)| (t.clone(), n))
+                .collect()
+        };
         Report {
+            unmarked: per_topic(self.unmarked),
+            malformed: per_topic(self.malformed),
             devices,
-            unmarked: self.unmarked,
-            malformed: self.malformed,
+            topics,
             absent_topics: Vec::new(),
         }
     }
 }
 
-fn judge(device: String, queue: Option<String>, mut log: DeviceLog) -> DeviceReport {
+fn judge(
+    device: String,
+    queue: Option<String>,
+    mut log: DeviceLog,
+    topics: &[String],
+) -> DeviceReport {
     let records = log.seqs.len() as u64;
+    // By sequence, then topic: a duplicate's copies are together, their topics in order.
     log.seqs.sort_unstable();
+    let mut per_topic = vec![0u64; topics.len()];
+    for (_, t) in &log.seqs {
+        per_topic[t.0 as usize] += 1;
+    }
     let span = match (log.seqs.first(), log.seqs.last()) {
-        (Some(&a), Some(&b)) => a..=b,
+        (Some(&(a, _)), Some(&(b, _))) => a..=b,
         _ => 0..=0,
     };
     let (mut missing, mut missing_ranges) = (0, Vec::new());
-    let (mut duplicates, mut duplicated) = (0, Vec::new());
+    let (mut duplicates, mut duplicated) = (0, Vec::<Duplicate>::new());
+    let name = |t: TopicId| topics[t.0 as usize].clone();
     for pair in log.seqs.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
+        let ((a, first), (b, second)) = (pair[0], pair[1]);
         if a == b {
             duplicates += 1;
-            if duplicated.len() < LISTED && duplicated.last() != Some(&a) {
-                duplicated.push(a);
+            match duplicated.last_mut() {
+                // A third copy or more: its topic, unless the copy before it was in the same.
+                Some(d) if d.seq == a => {
+                    if second != first {
+                        d.topics.push(name(second));
+                    }
+                }
+                _ => {
+                    if duplicated.len() < LISTED {
+                        let mut names = vec![name(first)];
+                        if second != first {
+                            names.push(name(second));
+                        }
+                        duplicated.push(Duplicate {
+                            seq: a,
+                            topics: names,
+                        });
+                    }
+                }
             }
         } else if b > a + 1 {
             missing += b - a - 1;
@@ -196,6 +281,12 @@ fn judge(device: String, queue: Option<String>, mut log: DeviceLog) -> DeviceRep
         device,
         queue,
         records,
+        topics: topics
+            .iter()
+            .zip(per_topic)
+            .filter(|(_, n)| *n > 0)
+            .map(|(t, n)| (t.clone(), n))
+            .collect(),
         span,
         missing,
         missing_ranges,
@@ -218,6 +309,7 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let read = named(&self.topics);
         for (i, d) in self.devices.iter().enumerate() {
             let queues = self.devices.iter().filter(|o| o.device == d.device).count();
             if queues > 1 && self.devices[..i].iter().all(|o| o.device != d.device) {
@@ -233,9 +325,17 @@ impl fmt::Display for Report {
                 .as_ref()
                 .map(|q| format!(" queue {q}"))
                 .unwrap_or_default();
+            let topics = match d.topics.as_slice() {
+                [(topic, _)] => format!("topic {topic}"),
+                several => {
+                    let each: Vec<String> =
+                        several.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                    format!("topics {}", each.join(", "))
+                }
+            };
             writeln!(
                 f,
-                "device {}{queue}: {} records, kedge-seq {}..={}, {} missing, {} duplicates, {} backwards",
+                "device {}{queue}: {} records, kedge-seq {}..={}, {} missing, {} duplicates, {} backwards ({topics})",
                 d.device,
                 d.records,
                 d.span.start(),
@@ -258,40 +358,55 @@ impl fmt::Display for Report {
                     .collect();
                 writeln!(
                     f,
-                    "  missing: {}{}",
+                    "  missing from {read}: {}{}",
                     ranges.join(", "),
                     more(d.missing_ranges.len())
                 )?;
             }
-            if !d.duplicated.is_empty() {
-                let seqs: Vec<String> = d.duplicated.iter().map(u64::to_string).collect();
-                writeln!(
-                    f,
-                    "  duplicated: {}{}",
-                    seqs.join(", "),
+            // One line per set of topics the copies were in, in order of first appearance.
+            let mut groups: Vec<(&[String], Vec<String>)> = Vec::new();
+            for dup in &d.duplicated {
+                let seq = dup.seq.to_string();
+                match groups.iter_mut().find(|(t, _)| *t == dup.topics.as_slice()) {
+                    Some((_, seqs)) => seqs.push(seq),
+                    None => groups.push((&dup.topics, vec![seq])),
+                }
+            }
+            let last = groups.len().saturating_sub(1);
+            for (g, (topics, seqs)) in groups.iter().enumerate() {
+                let place = match topics {
+                    [topic] => format!("in topic {topic}"),
+                    several => format!("across topics {}", several.join(", ")),
+                };
+                let cut = if g == last {
                     more(d.duplicated.len())
-                )?;
+                } else {
+                    ""
+                };
+                writeln!(f, "  duplicated {place}: {}{cut}", seqs.join(", "))?;
             }
             for b in &d.backwards_listed {
                 writeln!(
                     f,
-                    "  backwards: partition {} offset {}: {} after {}",
-                    b.partition, b.offset, b.seq, b.after
+                    "  backwards in topic {}: partition {} offset {}: {} after {}",
+                    b.topic, b.partition, b.offset, b.seq, b.after
                 )?;
             }
         }
         if self.devices.is_empty() {
-            writeln!(f, "no kedge records found")?;
+            writeln!(f, "no kedge records found in {read}")?;
         }
-        if self.unmarked > 0 {
+        for (topic, n) in &self.unmarked {
             writeln!(
                 f,
-                "{} records without kedge headers (or of other devices)",
-                self.unmarked
+                "{n} records without kedge headers (or of other devices) in topic {topic}"
             )?;
         }
-        if self.malformed > 0 {
-            writeln!(f, "{} records with an unreadable kedge-seq", self.malformed)?;
+        for (topic, n) in &self.malformed {
+            writeln!(
+                f,
+                "{n} records with an unreadable kedge-seq in topic {topic}"
+            )?;
         }
         for topic in &self.absent_topics {
             writeln!(
@@ -299,15 +414,34 @@ impl fmt::Display for Report {
                 "topic {topic} skipped: the cluster does not have it (nothing written to it yet?)"
             )?;
         }
+        if self.devices.iter().any(|d| d.missing > 0) {
+            // A config names only the routing rules' topics; plugins choose theirs freely.
+            let flags: Vec<String> = self.topics.iter().map(|t| format!("--topic {t}")).collect();
+            writeln!(
+                f,
+                "missing records may be in a topic not read here, such as one a plugin routes \
+                 to: name every topic the device writes to, e.g. {} --topic OTHER",
+                flags.join(" ")
+            )?;
+        }
         writeln!(
             f,
-            "{}",
+            "{read}: {}",
             if self.is_clean() {
                 "clean"
             } else {
                 "NOT CLEAN: loss or duplicates"
             }
         )
+    }
+}
+
+/// `topics` as a report names them: `topic a` or `topics a, b`.
+fn named(topics: &[String]) -> String {
+    match topics {
+        [] => "no topic".to_owned(),
+        [topic] => format!("topic {topic}"),
+        several => format!("topics {}", several.join(", ")),
     }
 }
 
@@ -320,13 +454,30 @@ fn more(listed: usize) -> &'static str {
 mod tests {
     use super::*;
 
-    /// Feeds (device, partition, seq) triples with increasing offsets per partition.
-    fn audit(records: &[(&str, i32, &str)], only: Option<&str>) -> Report {
+    /// (device, partition, seq) of one record.
+    type Rec<'a> = (&'a str, i32, &'a str);
+
+    /// Feeds records of topic `t` with increasing offsets per partition.
+    fn audit(records: &[Rec<'_>], only: Option<&str>) -> Report {
+        audit_topics(&[("t", records)], only)
+    }
+
+    /// [`audit`] of several topics, read one after the other.
+    fn audit_topics(topics: &[(&str, &[Rec<'_>])], only: Option<&str>) -> Report {
         let mut a = Auditor::new(only.map(str::to_owned));
+        for (topic, records) in topics {
+            feed(&mut a, topic, records);
+        }
+        a.finish()
+    }
+
+    fn feed(a: &mut Auditor, topic: &str, records: &[Rec<'_>]) {
+        let topic = a.topic(topic);
         let mut offsets: HashMap<i32, i64> = HashMap::new();
         for &(device, partition, seq) in records {
             let offset = offsets.entry(partition).or_default();
             a.record(
+                topic,
                 partition,
                 *offset,
                 [
@@ -337,7 +488,6 @@ mod tests {
             );
             *offset += 1;
         }
-        a.finish()
     }
 
     /// (missing, ranges, duplicates, duplicated, backwards) of the only device.
@@ -350,7 +500,7 @@ mod tests {
             d.missing,
             d.missing_ranges.clone(),
             d.duplicates,
-            d.duplicated.clone(),
+            d.duplicated.iter().map(|d| d.seq).collect(),
             d.backwards,
         )
     }
@@ -406,18 +556,20 @@ mod tests {
         assert_eq!(r.devices[1].missing, 0);
         let r = audit(&records, Some("b"));
         assert_eq!(summary(&r), (0, vec![], 0, vec![], 0));
-        assert_eq!(r.unmarked, 2);
+        assert_eq!(r.unmarked, [("t".to_owned(), 2)]);
     }
 
     #[test]
     fn queues_of_one_device_are_judged_apart() {
         // A fresh data directory numbers from 0 again; another agent with the same id too.
         let mut a = Auditor::new(Some("pi".into()));
+        let topic = a.topic("t");
         for (offset, (queue, seq)) in [("q1", "0"), ("q1", "1"), ("q2", "0"), ("q2", "1")]
             .into_iter()
             .enumerate()
         {
             a.record(
+                topic,
                 0,
                 offset as i64,
                 [
@@ -433,7 +585,7 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("device pi: records of 2 queues"), "{text}");
         assert!(
-            text.contains("device pi queue q1: 2 records, kedge-seq 0..=1, 0 missing"),
+            text.contains("device pi queue q1: 2 records, kedge-seq 0..=1, 0 missing, 0 duplicates, 0 backwards (topic t)\n"),
             "{text}"
         );
     }
@@ -441,13 +593,31 @@ mod tests {
     #[test]
     fn unmarked_and_malformed_records_are_counted_not_judged() {
         let mut a = Auditor::new(None);
-        a.record(0, 0, [("k", &b"v"[..])]);
-        a.record(0, 1, [(HEADER_DEVICE, &b"d"[..])]);
-        a.record(0, 2, [(HEADER_DEVICE, &b"d"[..]), (HEADER_SEQ, &b"x1"[..])]);
+        let (t, u) = (a.topic("t"), a.topic("u"));
+        a.record(t, 0, 0, [("k", &b"v"[..])]);
+        a.record(t, 0, 1, [(HEADER_DEVICE, &b"d"[..])]);
+        a.record(
+            u,
+            0,
+            0,
+            [(HEADER_DEVICE, &b"d"[..]), (HEADER_SEQ, &b"x1"[..])],
+        );
         let r = a.finish();
-        assert_eq!((r.unmarked, r.malformed), (2, 1));
+        let count = |topic: &str, n| vec![(topic.to_owned(), n)];
+        assert_eq!(
+            (&r.unmarked, &r.malformed),
+            (&count("t", 2), &count("u", 1))
+        );
         assert!(r.devices.is_empty());
         assert!(r.is_clean());
+        assert_eq!(
+            r.to_string(),
+            "no kedge records found in topics t, u
+2 records without kedge headers (or of other devices) in topic t
+1 records with an unreadable kedge-seq in topic u
+topics t, u: clean
+"
+        );
     }
 
     #[test]
@@ -458,7 +628,114 @@ mod tests {
         let d = &r.devices[0];
         assert_eq!(d.missing, 99 * 2);
         assert_eq!(d.missing_ranges.len(), LISTED);
-        assert!(r.to_string().contains("1-2, 4-5"), "{r}");
+        assert!(
+            r.to_string().contains("missing from topic t: 1-2, 4-5"),
+            "{r}"
+        );
+        assert!(r.to_string().contains("58-59, …\n"), "{r}");
         assert!(r.to_string().contains("NOT CLEAN"), "{r}");
+    }
+
+    /// Each topic's partitions are their own logs: partition 0 of a topic read after another's
+    /// starts afresh, not "backwards".
+    #[test]
+    fn partitions_of_different_topics_are_not_compared() {
+        let r = audit_topics(
+            &[
+                ("readings", &[("d", 0, "1"), ("d", 0, "4"), ("d", 0, "3")]),
+                ("lab", &[("d", 0, "2")]),
+            ],
+            None,
+        );
+        assert_eq!(summary(&r), (0, vec![], 0, vec![], 1));
+        let d = &r.devices[0];
+        assert_eq!(d.backwards_listed[0].topic, "readings");
+        assert_eq!(
+            d.topics,
+            [("readings".to_owned(), 3), ("lab".to_owned(), 1)]
+        );
+        assert_eq!(
+            r.to_string(),
+            "device d: 4 records, kedge-seq 1..=4, 0 missing, 0 duplicates, 1 backwards (topics readings 3, lab 1)
+  backwards in topic readings: partition 0 offset 2: 3 after 4
+topics readings, lab: clean
+"
+        );
+    }
+
+    #[test]
+    fn duplicates_name_the_topics_of_their_copies() {
+        let r = audit_topics(
+            &[
+                (
+                    "a",
+                    &[
+                        ("d", 0, "1"),
+                        ("d", 0, "2"),
+                        ("d", 1, "2"),
+                        ("d", 0, "3"),
+                        ("d", 0, "5"),
+                    ],
+                ),
+                (
+                    "b",
+                    &[("d", 0, "3"), ("d", 0, "4"), ("d", 0, "5"), ("d", 0, "5")],
+                ),
+                // A topic with no record of this device is read, but not one of its topics.
+                ("c", &[("e", 0, "1")]),
+            ],
+            Some("d"),
+        );
+        assert_eq!(summary(&r), (0, vec![], 4, vec![2, 3, 5], 0));
+        let duplicated: Vec<(u64, Vec<String>)> = r.devices[0]
+            .duplicated
+            .iter()
+            .map(|d| (d.seq, d.topics.clone()))
+            .collect();
+        let names = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            duplicated,
+            [
+                (2, names(&["a"])),
+                (3, names(&["a", "b"])),
+                (5, names(&["a", "b"]))
+            ]
+        );
+        assert_eq!(
+            r.to_string(),
+            "device d: 9 records, kedge-seq 1..=5, 0 missing, 4 duplicates, 0 backwards (topics a 5, b 4)
+  duplicated in topic a: 2
+  duplicated across topics a, b: 3, 5
+1 records without kedge headers (or of other devices) in topic c
+topics a, b, c: NOT CLEAN: loss or duplicates
+"
+        );
+    }
+
+    /// The issue's user audited a config's topics while a plugin routed records to another:
+    /// they looked lost, and nothing said where else to look.
+    #[test]
+    fn missing_records_suggest_naming_other_topics() {
+        let mut a = Auditor::new(None);
+        feed(
+            &mut a,
+            "readings",
+            &[("d", 0, "0"), ("d", 0, "1"), ("d", 0, "3")],
+        );
+        a.topic("kedge-dead-letter");
+        let mut r = a.finish();
+        r.absent_topics = vec!["other".into()];
+        assert_eq!(
+            r.to_string(),
+            "device d: 3 records, kedge-seq 0..=3, 1 missing, 0 duplicates, 0 backwards (topic readings)
+  missing from topics readings, kedge-dead-letter: 2
+topic other skipped: the cluster does not have it (nothing written to it yet?)
+missing records may be in a topic not read here, such as one a plugin routes to: name every topic the device writes to, e.g. --topic readings --topic kedge-dead-letter --topic OTHER
+topics readings, kedge-dead-letter: NOT CLEAN: loss or duplicates
+"
+        );
+        // Duplicates alone are no reason to look elsewhere.
+        let r = audit(&[("d", 0, "0"), ("d", 0, "0")], None);
+        assert!(!r.to_string().contains("--topic"), "{r}");
     }
 }

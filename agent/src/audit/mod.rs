@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::Config;
-use analysis::{Auditor, Report};
+use analysis::{Auditor, Report, TopicId};
 use kedge_wire::KafkaError;
 use kedge_wire::batch;
 use kedge_wire::client::{Cluster, ClusterSettings};
@@ -131,6 +131,7 @@ pub async fn audit(settings: &AuditSettings) -> Result<Report, AuditError> {
             absent.push(topic.clone());
             continue;
         }
+        let id = auditor.topic(topic);
         for partition in 0..partitions {
             let from = match settings.from_offset {
                 Some(n) => n,
@@ -139,7 +140,7 @@ pub async fn audit(settings: &AuditSettings) -> Result<Report, AuditError> {
             let mut floor = from;
             cluster
                 .read_partition(topic, partition, from, FETCH_WAIT, |records| {
-                    take(&mut auditor, partition, &mut floor, records)
+                    take(&mut auditor, id, partition, &mut floor, records)
                 })
                 .await?;
         }
@@ -159,6 +160,7 @@ pub async fn audit(settings: &AuditSettings) -> Result<Report, AuditError> {
 /// below `floor` were either not asked for or already counted, and are skipped.
 fn take(
     auditor: &mut Auditor,
+    topic: TopicId,
     partition: i32,
     floor: &mut i64,
     records: &Bytes,
@@ -179,6 +181,7 @@ fn take(
             }
             *floor = offset + 1;
             auditor.record(
+                topic,
                 partition,
                 offset,
                 r.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),

@@ -47,8 +47,12 @@ pub struct Records {
     pub delivered: u64,
     /// Sent to the dead-letter topic, every reason.
     pub dead_lettered: u64,
-    /// Dropped, every reason.
+    /// Dropped by kedge, every reason (`kedge_records_dropped_total`: the full-queue policy,
+    /// or refused even by the dead-letter topic); what plugins drop is not in it.
     pub dropped: u64,
+    /// Dropped by plugins (their `drop` verdicts), all plugins together: filtered out, not
+    /// lost.
+    pub dropped_by_plugins: u64,
 }
 
 /// What waits for Kafka.
@@ -107,6 +111,8 @@ pub struct PluginState {
     pub circuit_open: bool,
     /// Events given to it.
     pub events: u64,
+    /// Events it dropped (its `drop` verdicts).
+    pub dropped: u64,
     /// Events dead-lettered because it faulted, every fault.
     pub faulted: u64,
     /// Instances replaced.
@@ -139,6 +145,22 @@ impl Report {
         let delivery = &stats.delivery;
         let k = &delivery.kafka;
         let s = snapshot;
+        let plugins: Vec<PluginState> = s
+            .plugins
+            .iter()
+            .map(|p| PluginState {
+                name: p.name.clone(),
+                circuit_open: p.circuit_open,
+                events: p.events,
+                dropped: p
+                    .verdicts
+                    .iter()
+                    .find(|(verdict, _)| *verdict == "drop")
+                    .map_or(0, |(_, n)| *n),
+                faulted: p.faults.iter().map(|(_, n)| n).sum(),
+                recycles: p.recycles,
+            })
+            .collect();
         Report {
             records: Records {
                 received: g(&stats.source.received),
@@ -146,6 +168,9 @@ impl Report {
                 delivered: g(&delivery.delivered),
                 dead_lettered: sum(stats.dead_lettered_by_reason()),
                 dropped: sum(stats.dropped_by_reason()),
+                // A record one plugin dropped reaches no later plugin, so none counts twice;
+                // the records counted include those earlier plugins made (splits, `tick`).
+                dropped_by_plugins: plugins.iter().map(|p| p.dropped).sum(),
             },
             queue: QueueState {
                 journal_records: s.journal_records,
@@ -172,17 +197,7 @@ impl Report {
                 batches_duplicate: g(&delivery.duplicates_detected),
             },
             mqtt_connected: s.mqtt_connected,
-            plugins: s
-                .plugins
-                .iter()
-                .map(|p| PluginState {
-                    name: p.name.clone(),
-                    circuit_open: p.circuit_open,
-                    events: p.events,
-                    faulted: p.faults.iter().map(|(_, n)| n).sum(),
-                    recycles: p.recycles,
-                })
-                .collect(),
+            plugins,
             process: ProcessState {
                 resident_bytes: s.resident_bytes,
                 open_fds: s.open_fds,
@@ -216,9 +231,16 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
     let r = &now.records;
     let mut o = String::new();
     let _ = writeln!(o, "kedge is running (metrics at http://{addr}/metrics)");
+    // What plugins drop is filtering, kept apart from what kedge dropped; said only when
+    // there are plugins.
+    let by_plugins = if now.plugins.is_empty() {
+        String::new()
+    } else {
+        format!(" + {} by plugins", r.dropped_by_plugins)
+    };
     let _ = writeln!(
         o,
-        "records          received {} journaled {} delivered {} dead-lettered {} dropped {}",
+        "records          received {} journaled {} delivered {} dead-lettered {} dropped {}{by_plugins}",
         r.received, r.journaled, r.delivered, r.dead_lettered, r.dropped,
     );
     let (journaled, delivered) = (rate(|r| r.journaled), rate(|r| r.delivered));
@@ -311,7 +333,7 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
     for (i, p) in now.plugins.iter().enumerate() {
         let _ = writeln!(
             o,
-            "{}{}: circuit {}, {} events, {} faulted, {} recycles",
+            "{}{}: circuit {}, {} events, {} dropped, {} faulted, {} recycles",
             if i == 0 {
                 "plugins          "
             } else {
@@ -320,6 +342,7 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
             p.name,
             if p.circuit_open { "OPEN" } else { "closed" },
             p.events,
+            p.dropped,
             p.faulted,
             p.recycles,
         );
@@ -375,6 +398,7 @@ mod tests {
                 delivered: 650,
                 dead_lettered: 5,
                 dropped: 0,
+                dropped_by_plugins: 3,
             },
             queue: QueueState {
                 journal_records: Some(1200),
@@ -403,6 +427,7 @@ mod tests {
                 name: "units".into(),
                 circuit_open: true,
                 events: 9,
+                dropped: 3,
                 faulted: 5,
                 recycles: 0,
             }],
@@ -440,7 +465,7 @@ mod tests {
         assert_eq!(
             s,
             "kedge is running (metrics at http://127.0.0.1:9464/metrics)
-records          received 300 journaled 300 delivered 650 dead-lettered 5 dropped 0
+records          received 300 journaled 300 delivered 650 dead-lettered 5 dropped 0 + 3 by plugins
 throughput       received 150/s, journaled 100/s, delivered 300/s (over 2.0 s)
 backlog          1500 records (1200 in the journal, 300 in unacknowledged batches), oldest 0s; drains in about 8 s
 queue            2.0 KiB pending (no limit), 1.0 MiB on disk
@@ -448,7 +473,7 @@ kafka            connected, open connections 0, partition leaders 3 known 0 unkn
                  produce errors: network 2
 batches          delivered 7 retried 1 duplicates 0
 mqtt             connected
-plugins          units: circuit OPEN, 9 events, 5 faulted, 0 recycles
+plugins          units: circuit OPEN, 9 events, 3 dropped, 5 faulted, 0 recycles
 memory           12.0 MiB resident, 23 open files
 ready            a
                  b
@@ -465,6 +490,7 @@ queue            /var/lib/kedge/queue
         let mut second = after();
         second.records.journaled = 900;
         second.unready.clear();
+        second.plugins.clear();
         let seen = Observed {
             first: &first,
             second: &second,
@@ -474,6 +500,8 @@ queue            /var/lib/kedge/queue
         };
         let s = running(([127, 0, 0, 1], 9464).into(), &seen);
         assert!(s.contains("; not shrinking"), "{s}");
+        // Without plugins, nothing is said about them.
+        assert!(s.contains(" dropped 0\n"), "{s}");
         assert!(s.contains("\nready            ready\n"), "{s}");
         assert!(s.contains("last problems    none"), "{s}");
     }
@@ -569,13 +597,18 @@ queue            /var/lib/kedge/queue
         discards.dead_lettered(crate::telemetry::DeadLetter::Plugin, 2);
         discards.dead_lettered(crate::telemetry::DeadLetter::Unroutable, 1);
         stats.delivery.produce_error("network");
-        let plugin = kedge_plugin_host::stats::PluginStats::new("units");
+        discards.dropped(crate::telemetry::Dropped::DropNewest, 1);
+        use kedge_plugin_host::stats::PluginStats;
+        let plugin = PluginStats::new("units");
         plugin.fault("trap");
         plugin.fault("timeout");
+        PluginStats::add(&plugin.dropped, 2);
+        let next = PluginStats::new("avg10");
+        PluginStats::add(&next.dropped, 3);
         let snapshot = Snapshot {
             queue_max_bytes: u64::MAX,
             oldest_pending_age: Some(120.0),
-            plugins: vec![plugin.snapshot()],
+            plugins: vec![plugin.snapshot(), next.snapshot()],
             ..Snapshot::default()
         };
         let readiness = Readiness {
@@ -588,6 +621,9 @@ queue            /var/lib/kedge/queue
         assert_eq!(r.kafka.produce_errors["network"], 1);
         assert_eq!(r.queue.max_bytes, None);
         assert_eq!(r.plugins[0].faulted, 2);
+        // What plugins drop is theirs, per plugin and together, and not kedge's.
+        assert_eq!((r.plugins[0].dropped, r.plugins[1].dropped), (2, 3));
+        assert_eq!((r.records.dropped, r.records.dropped_by_plugins), (1, 5));
         assert_eq!(r.unready, snapshot.unready(&readiness));
         assert_eq!(r.unready.len(), 1);
     }
