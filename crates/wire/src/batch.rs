@@ -4,8 +4,6 @@
 //! (same producer id, epoch and base sequence) for the broker's duplicate detection to work, so
 //! encoding is deterministic.
 
-use std::io::Read;
-
 use bytes::{Buf, Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
@@ -14,6 +12,7 @@ use kafka_protocol::records::{
     RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use crate::codec;
 use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, SequencedRecord};
 use crate::sequence;
 
@@ -53,13 +52,32 @@ pub struct ProducerIdentity {
     pub producer_epoch: i16,
 }
 
-/// Compression of a batch's record section.
+/// Compression of a batch's record section (framed as [`crate::codec`] says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchCompression {
     /// Uncompressed.
     None,
+    /// gzip.
+    Gzip,
+    /// Snappy, in snappy-java's stream framing.
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
     /// Zstandard (needs Produce v7+, Kafka 2.1+).
     Zstd,
+}
+
+impl BatchCompression {
+    /// kafka-protocol's name for it, which is also the attribute bits it is written as.
+    pub fn wire(self) -> Compression {
+        match self {
+            BatchCompression::None => Compression::None,
+            BatchCompression::Gzip => Compression::Gzip,
+            BatchCompression::Snappy => Compression::Snappy,
+            BatchCompression::Lz4 => Compression::Lz4,
+            BatchCompression::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 /// One record read back from a batch.
@@ -266,12 +284,23 @@ pub fn encode_batch(
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
-        compression: match compression {
-            BatchCompression::None => Compression::None,
-            BatchCompression::Zstd => Compression::Zstd,
-        },
+        compression: compression.wire(),
     };
-    RecordBatchEncoder::encode(&mut buf, &krecords, &options).map_err(BatchError::Encode)?;
+    // kedge's codecs (pure Rust, framed as Kafka's Java client frames them) rather than
+    // kafka-protocol's, whose lz4 is a C library: one codec module for writing and reading.
+    let compressor = |plain: &mut BytesMut, out: &mut BytesMut, codec: Compression| {
+        let mut section = Vec::new();
+        codec::compress(plain, codec, &mut section)?;
+        out.extend_from_slice(&section);
+        Ok(())
+    };
+    RecordBatchEncoder::encode_with_custom_compression(
+        &mut buf,
+        &krecords,
+        &options,
+        Some(compressor),
+    )
+    .map_err(BatchError::Encode)?;
     let bytes = buf.freeze();
 
     // The encoder silently splits on any change of producer fields or `offset - sequence`;
@@ -402,20 +431,11 @@ fn decode_batches(bytes: Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
 
 /// The plain record section of a batch, decompressed within [`MAX_DECOMPRESSED_LEN`].
 fn decompress(section: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
-    match compression {
-        Compression::None => Ok(std::mem::take(section)),
-        Compression::Zstd => {
-            let mut plain = Vec::new();
-            zstd::stream::read::Decoder::new(std::mem::take(section).reader())?
-                .take(MAX_DECOMPRESSED_LEN + 1)
-                .read_to_end(&mut plain)?;
-            if plain.len() as u64 > MAX_DECOMPRESSED_LEN {
-                anyhow::bail!("zstd record section exceeds {MAX_DECOMPRESSED_LEN} bytes");
-            }
-            Ok(Bytes::from(plain))
-        }
-        other => anyhow::bail!("{other:?} compression is not supported"),
-    }
+    Ok(codec::decompress(
+        std::mem::take(section),
+        compression,
+        MAX_DECOMPRESSED_LEN,
+    )?)
 }
 
 /// One complete entry of a Fetch response's record set, in whatever format the log holds it.
@@ -435,14 +455,10 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Whether [`decode_batch`] can read its records: a RecordBatch, uncompressed or zstd (the
-    /// codecs kedge writes). Other producers' gzip, snappy or lz4 batches, and old-format
-    /// message sets, can hold no record of kedge's and are skipped by readers.
+    /// Whether [`decode_batch`] can read its records: a RecordBatch in any of Kafka's codecs.
+    /// Old-format message sets can hold no record of kedge's and are skipped by readers.
     pub fn readable(&self) -> bool {
-        matches!(
-            self.compression,
-            Some(Compression::None | Compression::Zstd)
-        )
+        self.compression.is_some()
     }
 
     /// The records of a [`Fetched::readable`] entry, as [`decode_batch`] reads them but
@@ -670,14 +686,27 @@ mod tests {
         }
     }
 
+    const EVERY_CODEC: [BatchCompression; 5] = [
+        BatchCompression::None,
+        BatchCompression::Gzip,
+        BatchCompression::Snappy,
+        BatchCompression::Lz4,
+        BatchCompression::Zstd,
+    ];
+
     #[test]
-    fn round_trip_uncompressed_and_zstd() {
+    fn round_trip_in_every_codec() {
         let records = sample();
-        for compression in [BatchCompression::None, BatchCompression::Zstd] {
+        for compression in EVERY_CODEC {
             let bytes = encode_batch(PRODUCER, 5, &origin("dev-α"), &records, compression)
                 .expect("encodes");
+            let infos = batch_info(&bytes).expect("reads header");
+            assert_eq!(infos[0].compression, compression.wire());
             let decoded = decode_batch(&bytes).expect("decodes");
             assert_round_trip(&records, 5, &decoded);
+            let fetched = fetched_entries(&bytes).expect("walks");
+            assert!(fetched[0].readable(), "{compression:?}");
+            assert_eq!(fetched[0].records().expect("reads"), decoded);
         }
     }
 
@@ -707,7 +736,7 @@ mod tests {
 
     #[test]
     fn encoding_is_deterministic() {
-        for compression in [BatchCompression::None, BatchCompression::Zstd] {
+        for compression in EVERY_CODEC {
             let a =
                 encode_batch(PRODUCER, 9, &origin("d"), &sample(), compression).expect("encodes");
             let b = encode_batch(PRODUCER, 9, &origin("d"), &sample().clone(), compression)
@@ -717,7 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn zstd_shrinks_repetitive_payloads() {
+    fn every_codec_shrinks_repetitive_payloads() {
         let records: Vec<_> = (0..200)
             .map(|i| {
                 record(
@@ -730,22 +759,23 @@ mod tests {
             .collect();
         let plain = encode_batch(PRODUCER, 0, &origin("d"), &records, BatchCompression::None)
             .expect("plain");
-        let zstd = encode_batch(PRODUCER, 0, &origin("d"), &records, BatchCompression::Zstd)
-            .expect("zstd");
-        assert!(
-            zstd.len() * 4 < plain.len(),
-            "{} vs {}",
-            zstd.len(),
-            plain.len()
-        );
         assert_eq!(
             batch_info(&plain).expect("info")[0].compression,
             Compression::None
         );
-        assert_eq!(
-            decode_batch(&plain).expect("plain decodes"),
-            decode_batch(&zstd).expect("zstd decodes")
-        );
+        for codec in EVERY_CODEC.into_iter().skip(1) {
+            let packed = encode_batch(PRODUCER, 0, &origin("d"), &records, codec).expect("encodes");
+            assert!(
+                packed.len() * 4 < plain.len(),
+                "{codec:?}: {} vs {}",
+                packed.len(),
+                plain.len()
+            );
+            assert_eq!(
+                decode_batch(&plain).expect("plain decodes"),
+                decode_batch(&packed).expect("compressed decodes")
+            );
+        }
     }
 
     #[test]

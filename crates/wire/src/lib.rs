@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod codec;
 pub mod connection;
 pub mod errors;
 pub mod partitioner;
