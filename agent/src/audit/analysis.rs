@@ -41,6 +41,8 @@ pub struct Auditor {
     unmarked: Vec<u64>,
     /// Per topic: records whose `kedge-seq` is not a decimal number.
     malformed: Vec<u64>,
+    /// Per topic: batches whose records do not decode, and where and why the first did not.
+    undecodable: Vec<(u64, Option<String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +119,10 @@ pub struct Report {
     /// Per topic, records whose `kedge-seq` is not a decimal number; topics without any are
     /// left out.
     pub malformed: Vec<(String, u64)>,
+    /// Per topic, batches whose records do not decode (another producer's, written that way),
+    /// with where and why the first did not; topics without any are left out. Their records
+    /// are not counted: a kedge record in one would show as missing.
+    pub undecodable: Vec<(String, u64, String)>,
     /// Topics that were skipped because the cluster does not have them.
     pub absent_topics: Vec<String>,
 }
@@ -139,10 +145,18 @@ impl Auditor {
                 self.topics.push(name.to_owned());
                 self.unmarked.push(0);
                 self.malformed.push(0);
+                self.undecodable.push((0, None));
                 self.topics.len() - 1
             }
         };
         TopicId(u32::try_from(index).expect("fewer than 2^32 topics"))
+    }
+
+    /// Counts a batch of `topic` whose records do not decode: `what` says where and why.
+    pub fn undecodable(&mut self, topic: TopicId, what: impl FnOnce() -> String) {
+        let (n, first) = &mut self.undecodable[topic.0 as usize];
+        *n += 1;
+        first.get_or_insert_with(what);
     }
 
     /// Takes one record of `topic`, in offset order within its partition.
@@ -216,9 +230,15 @@ impl Auditor {
                 .map(|(t, n)| (t.clone(), n))
                 .collect()
         };
+        let undecodable = topics
+            .iter()
+            .zip(self.undecodable)
+            .filter_map(|(t, (n, first))| Some((t.clone(), n, first?)))
+            .collect();
         Report {
             unmarked: per_topic(self.unmarked),
             malformed: per_topic(self.malformed),
+            undecodable,
             devices,
             topics,
             absent_topics: Vec::new(),
@@ -406,6 +426,12 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "{n} records with an unreadable kedge-seq in topic {topic}"
+            )?;
+        }
+        for (topic, n, first) in &self.undecodable {
+            writeln!(
+                f,
+                "{n} batches in topic {topic} do not decode, their records not counted (the first: {first})"
             )?;
         }
         for topic in &self.absent_topics {

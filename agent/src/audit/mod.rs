@@ -168,13 +168,20 @@ fn take(
     let mut next = None;
     for entry in batch::fetched_entries(records)? {
         let last_offset = entry.last_offset;
-        // Other producers' batches in codecs kedge never writes, and old-format message sets,
-        // hold no kedge record.
+        next = Some(last_offset + 1);
+        // Old-format message sets hold no kedge record.
         if !entry.readable() {
-            next = Some(last_offset + 1);
             continue;
         }
-        for r in entry.records()? {
+        let records = match entry.records() {
+            Ok(records) => records,
+            Err(e) => {
+                let at = entry.base_offset;
+                auditor.undecodable(topic, || format!("partition {partition} offset {at}: {e}"));
+                continue;
+            }
+        };
+        for r in records {
             let offset = entry.base_offset + r.offset_delta;
             if offset < *floor {
                 continue;
@@ -187,7 +194,6 @@ fn take(
                 r.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),
             );
         }
-        next = Some(last_offset + 1);
     }
     Ok(next)
 }
@@ -226,6 +232,77 @@ mod tests {
             all_devices,
             None,
         )
+    }
+
+    /// Batches of kedge's in any codec are read; one that does not decode is counted and
+    /// named, and the reading goes on past it.
+    #[test]
+    fn every_codec_is_read_and_an_undecodable_batch_is_reported_not_fatal() {
+        use batch::{BatchCompression, ProducerIdentity, encode_batch};
+        use kedge_wire::record::{Origin, Record, SequencedRecord};
+        let origin = Origin {
+            device: "d".into(),
+            queue: 1,
+        };
+        let producer = ProducerIdentity {
+            producer_id: 1,
+            producer_epoch: 0,
+        };
+        let one = |seq: u64, codec| {
+            let record = SequencedRecord {
+                seq,
+                record: Record {
+                    topic: "t".into(),
+                    key: None,
+                    value: Bytes::from_static(b"v"),
+                    headers: vec![],
+                    timestamp_ms: 1,
+                },
+            };
+            let mut bytes = encode_batch(producer, seq as i32, &origin, &[record], codec)
+                .unwrap()
+                .to_vec();
+            bytes[..8].copy_from_slice(&(seq as i64).to_be_bytes());
+            bytes
+        };
+        let codecs = [
+            BatchCompression::Gzip,
+            BatchCompression::Snappy,
+            BatchCompression::Lz4,
+            BatchCompression::Zstd,
+            BatchCompression::None,
+        ];
+        let mut log = Vec::new();
+        for (seq, codec) in (0..).zip(codecs) {
+            log.extend(one(seq, codec));
+        }
+        // Offset 5: an lz4 batch whose body does not decode, with a valid CRC.
+        let mut broken = one(5, BatchCompression::Lz4);
+        broken[61..].fill(0xAB);
+        let crc = crc32c::crc32c(&broken[21..]);
+        broken[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.extend(broken);
+        log.extend(one(6, BatchCompression::Gzip));
+
+        let mut auditor = Auditor::new(None);
+        let t = auditor.topic("t");
+        let mut floor = 0;
+        let next = take(&mut auditor, t, 0, &mut floor, &Bytes::from(log)).unwrap();
+        assert_eq!(next, Some(7));
+        let report = auditor.finish();
+        assert_eq!(report.devices[0].records, 6);
+        assert_eq!(report.devices[0].missing, 1);
+        let [(topic, 1, first)] = report.undecodable.as_slice() else {
+            panic!("{:?}", report.undecodable);
+        };
+        assert_eq!(topic, "t");
+        assert!(first.starts_with("partition 0 offset 5: "), "{first}");
+        assert!(
+            report
+                .to_string()
+                .contains("1 batches in topic t do not decode, their records not counted"),
+            "{report}"
+        );
     }
 
     const ROUTING: &str = r#"[routing]

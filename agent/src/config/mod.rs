@@ -85,7 +85,13 @@ keywords!(SaslMechanism {
     "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
     "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
 });
-keywords!(Compression { "zstd" => Compression::Zstd, "none" => Compression::None });
+keywords!(Compression {
+    "zstd" => Compression::Zstd,
+    "lz4" => Compression::Lz4,
+    "snappy" => Compression::Snappy,
+    "gzip" => Compression::Gzip,
+    "none" => Compression::None,
+});
 keywords!(Durability { "fsync" => Durability::Fsync, "relaxed" => Durability::Relaxed });
 keywords!(WhenFull {
     "backpressure" => WhenFull::Backpressure,

@@ -254,6 +254,18 @@ format = "json"
         kedge_wire::batch::BatchCompression::None
     );
     assert_eq!(config.queue.durability, kedge_queue::Sync::Relaxed);
+    for (word, codec) in [
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let text = format!(
+            "[mqtt]\nsubscriptions = [{{ filter = \"a\" }}]\n[kafka]\nbootstrap = [\"k:9092\"]\ncompression = \"{word}\"\n"
+        );
+        let config = Config::parse(&text, Path::new("kedge.toml")).expect("parses");
+        assert_eq!(config.kafka.compression, codec, "{word}");
+    }
     assert_eq!(
         config.queue.when_full,
         kedge_queue::budget::FullPolicy::DropNewest
@@ -320,11 +332,11 @@ fn wrong_types_read_plainly() {
     let cases = [
         (
             "compression = 5",
-            "kafka.compression: expected \"zstd\" or \"none\", found an integer",
+            "kafka.compression: expected one of \"zstd\", \"lz4\", \"snappy\", \"gzip\", \"none\", found an integer",
         ),
         (
-            "compression = \"gzip\"",
-            "kafka.compression: expected \"zstd\" or \"none\", found \"gzip\"",
+            "compression = \"brotli\"",
+            "kafka.compression: expected one of \"zstd\", \"lz4\", \"snappy\", \"gzip\", \"none\", found \"brotli\"",
         ),
         (
             "linger = 5",

@@ -1029,6 +1029,11 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             already_in_kafka = tally.found, resending = tally.resent, scanned_bytes = report.bytes,
             skipped_entries = report.found.skipped, took = ?s.started.elapsed(),
             "verified before resending");
+        if report.found.undecodable > 0 {
+            tracing::warn!(topic = %s.tp.0, partition = s.tp.1, batches = report.found.undecodable,
+                first_error = report.found.undecodable_reason.as_deref().unwrap_or_default(),
+                "skipped batches of another producer whose records do not decode");
+        }
         if tally.unverifiable > 0 {
             tracing::warn!(topic = %s.tp.0, partition = s.tp.1, batches = tally.unverifiable,
                 "retention removed part of the log before kedge could look for its batches there; \

@@ -88,8 +88,13 @@ pub struct Found {
     /// Records of this device's id under another queue id, read after one of this queue's
     /// own: another agent writes with the same device id. By queue id.
     twins: BTreeMap<u64, u64>,
-    /// Entries skipped because no record of kedge's can be in them (other codecs, old formats).
+    /// Old-format message-set entries, skipped: kedge never writes one.
     pub skipped: u64,
+    /// RecordBatches whose records do not decode (a CRC-valid batch another producer wrote
+    /// that way), skipped: every batch kedge writes decodes (its codecs are tested both ways).
+    pub undecodable: u64,
+    /// Why the first of them did not.
+    pub undecodable_reason: Option<String>,
 }
 
 impl Found {
@@ -104,6 +109,8 @@ impl Found {
             created_ms: None,
             twins: BTreeMap::new(),
             skipped: 0,
+            undecodable: 0,
+            undecodable_reason: None,
         }
     }
 
@@ -131,10 +138,18 @@ impl Found {
         let mut next = None;
         for entry in batch::fetched_entries(records)? {
             next = Some(entry.last_offset + 1);
-            if entry.readable() {
-                self.add_records(entry.records()?);
-            } else {
+            if !entry.readable() {
                 self.skipped += 1;
+                continue;
+            }
+            // One undecodable batch must not stop every later scan of the partition: it
+            // cannot be one of kedge's, so it holds nothing a scan looks for.
+            match entry.records() {
+                Ok(records) => self.add_records(records),
+                Err(e) => {
+                    self.undecodable += 1;
+                    self.undecodable_reason.get_or_insert_with(|| e.to_string());
+                }
             }
         }
         Ok(next)
@@ -231,6 +246,18 @@ mod tests {
 
     /// A batch of `n` records from `first_seq` written by `o`, with its metadata.
     fn batch(o: &Origin, no: u64, base: i32, first_seq: u64, n: u64) -> (BatchMeta, Bytes) {
+        batch_in(BatchCompression::Zstd, o, no, base, first_seq, n)
+    }
+
+    /// [`batch`] in `codec`.
+    fn batch_in(
+        codec: BatchCompression,
+        o: &Origin,
+        no: u64,
+        base: i32,
+        first_seq: u64,
+        n: u64,
+    ) -> (BatchMeta, Bytes) {
         let recs: Vec<SequencedRecord> = (first_seq..first_seq + n)
             .map(|seq| SequencedRecord {
                 seq,
@@ -243,7 +270,7 @@ mod tests {
                 },
             })
             .collect();
-        let bytes = encode_batch(P, base, o, &recs, BatchCompression::Zstd).unwrap();
+        let bytes = encode_batch(P, base, o, &recs, codec).unwrap();
         let meta = BatchMeta {
             batch_no: no,
             topic: "t".into(),
@@ -444,13 +471,16 @@ mod tests {
     }
 
     #[test]
-    fn other_codecs_and_old_formats_are_skipped_not_fatal() {
+    fn undecodable_batches_and_old_formats_are_skipped_not_fatal() {
         let me = origin("dev", 1);
         let (a, a_bytes) = batch(&me, 1, 0, 0, 2);
-        // Another producer's batch claiming gzip (attributes = 1) with a body nobody decodes.
+        // Another producer's batch claiming gzip (attributes = 1) with a body nobody decodes,
+        // its CRC made valid as a broker would have checked it.
         let mut gzip = a_bytes.to_vec();
         gzip[22] = 1;
         gzip[61..].fill(0xAB);
+        let crc = crc32c::crc32c(&gzip[21..]);
+        gzip[17..21].copy_from_slice(&crc.to_be_bytes());
         // An old-format (magic 1) message set entry: offset, size, crc, magic, attributes...
         let mut v1 = Vec::new();
         v1.extend_from_slice(&0i64.to_be_bytes());
@@ -464,8 +494,33 @@ mod tests {
         log.extend_from_slice(&log_of(&[&a_bytes]));
         let mut found = Found::new(me, 0..=1);
         found.add_fetched(&Bytes::from(log)).unwrap();
-        assert_eq!(found.skipped, 2);
+        assert_eq!((found.skipped, found.undecodable), (1, 1));
+        assert!(found.undecodable_reason.as_ref().unwrap().contains("gzip"));
         assert!(found.holds(&a));
+    }
+
+    /// A queue that changed `kafka.compression` has batches of several codecs in the log.
+    #[test]
+    fn batches_are_found_in_every_codec() {
+        let me = origin("dev", 1);
+        let codecs = [
+            BatchCompression::None,
+            BatchCompression::Gzip,
+            BatchCompression::Snappy,
+            BatchCompression::Lz4,
+            BatchCompression::Zstd,
+        ];
+        let batches: Vec<_> = (0..)
+            .zip(codecs)
+            .map(|(i, codec)| batch_in(codec, &me, i, 2 * i as i32, 2 * i, 2))
+            .collect();
+        let log = log_of(&batches.iter().map(|(_, b)| b).collect::<Vec<_>>());
+        let mut found = Found::new(me, 0..=9);
+        found.add_fetched(&log).unwrap();
+        for (meta, _) in &batches {
+            assert!(found.holds(meta), "batch {}", meta.batch_no);
+        }
+        assert_eq!((found.skipped, found.undecodable), (0, 0));
     }
 
     /// A broker's base offset at the top of the range with a last offset delta of i32::MAX
