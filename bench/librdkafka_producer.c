@@ -46,9 +46,9 @@ static void set(rd_kafka_conf_t *conf, const char *name, const char *value) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 10) {
+    if (argc != 10 && argc != 11) {
         fprintf(stderr, "usage: %s BOOTSTRAP TOPIC RECORDS_FILE COUNT KEY_BYTES VALUE_BYTES "
-                        "LINGER_MS BATCH_RECORDS BATCH_BYTES\n", argv[0]);
+                        "LINGER_MS BATCH_RECORDS BATCH_BYTES [CODEC]\n", argv[0]);
         return 2;
     }
     const char *topic = argv[2];
@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     set(conf, "bootstrap.servers", argv[1]);
     set(conf, "enable.idempotence", "true");
     set(conf, "acks", "all");
-    set(conf, "compression.type", "zstd");
+    set(conf, "compression.type", argc == 11 ? argv[10] : "zstd");
     set(conf, "linger.ms", argv[7]);
     set(conf, "batch.num.messages", argv[8]);
     set(conf, "batch.size", argv[9]);

@@ -3,7 +3,7 @@
 Reads the same records file as the kedge side (fixed-size entries: key, then value) in blocks of
 4096 entries and produces every record with the same two headers kedge writes (`kedge-device`,
 `kedge-seq`), so that both sides put the same bytes on the wire and `kedge audit` can check both.
-Idempotent, acks=all, zstd, and the linger/batch limits given (kedge's defaults).
+Idempotent, acks=all, the codec given (zstd unless told), and the linger/batch limits given (kedge's defaults).
 
 Prints one line `RESULT key=value ...`: elapsed seconds and user/system CPU seconds from the
 producer's construction to the end of flush(), and delivery errors. Peak RSS and the CPU of the
@@ -32,6 +32,7 @@ def main():
     parser.add_argument("--linger-ms", type=int, required=True)
     parser.add_argument("--batch-records", type=int, required=True)
     parser.add_argument("--batch-bytes", type=int, required=True)
+    parser.add_argument("--compression", default="zstd")
     args = parser.parse_args()
 
     key_bytes = args.key_bytes
@@ -53,7 +54,7 @@ def main():
             "bootstrap.servers": args.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
-            "compression.type": "zstd",
+            "compression.type": args.compression,
             "linger.ms": args.linger_ms,
             "batch.num.messages": args.batch_records,
             "batch.size": args.batch_bytes,

@@ -1,8 +1,8 @@
 //! producer-bench: kedge's producer against a librdkafka producer (ARCHITECTURE.md §7, issue 8 item 1).
 //!
 //! Same broker (a fresh tansu on loopback per run), same 3-partition topic, the same records
-//! (1,000,000 of 200 bytes with 8-byte keys, read by every side from one file on tmpfs), zstd,
-//! idempotence, acks=all, linger 5 ms, batches of at most 10,000 records / 1 MiB. Each side runs as
+//! (1,000,000 of 200 bytes with 8-byte keys, read by every side from one file on tmpfs), the
+//! same codec (`--codec`, zstd unless told), idempotence, acks=all, linger 5 ms, batches of at most 10,000 records / 1 MiB. Each side runs as
 //! its own process, so its CPU (user + system, all threads) and peak RSS come from the kernel
 //! (`wait4`); rounds alternate the order of the sides. After every run the topic is read back
 //! from offset 0 (`kedge::audit`, raw Fetch) and must hold every record exactly once.
@@ -17,7 +17,7 @@
 //!
 //! Usage: producer-bench [--records N] [--rounds R] [--partitions P] [--value-bytes B]
 //!        [--sides kedge,kedge-pipelined,librdkafka-py,librdkafka-c] [--linger-ms 5]
-//!        [--batch-records 10000] [--batch-bytes 1048576]
+//!        [--batch-records 10000] [--batch-bytes 1048576] [--codec zstd|lz4|snappy|gzip|none]
 
 use kedge_bench as support;
 
@@ -56,6 +56,8 @@ struct Options {
     timeout: Duration,
     /// `kedge-bounded`: most records waiting unsealed in the journal.
     bound: u64,
+    /// Kafka codec of every side (`compression.type`).
+    codec: String,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             timeout: Duration::from_secs(900),
             // librdkafka's default queue.buffering.max.messages.
             bound: 100_000,
+            codec: "zstd".into(),
         }
     }
 }
@@ -81,7 +84,8 @@ impl Default for Options {
 fn usage() -> ! {
     eprintln!(
         "usage: producer-bench [--records N] [--rounds R] [--partitions P] [--value-bytes B] \
-         [--sides {}] [--linger-ms MS] [--batch-records N] [--batch-bytes N] [--timeout-s S]",
+         [--sides {}] [--linger-ms MS] [--batch-records N] [--batch-bytes N] [--timeout-s S] \
+         [--codec zstd|lz4|snappy|gzip|none]",
         ALL_SIDES.join(",")
     );
     std::process::exit(2);
@@ -105,6 +109,9 @@ fn parse_options(args: &[String]) -> (Options, Vec<(String, String)>) {
             "--batch-bytes" => o.batch_bytes = num(value),
             "--timeout-s" => o.timeout = Duration::from_secs(num(value)),
             "--bound" => o.bound = num(value),
+            "--codec" if ["zstd", "lz4", "snappy", "gzip", "none"].contains(&value.as_str()) => {
+                o.codec = value.clone()
+            }
             f if f.starts_with("--") => extra.push((f.to_owned(), value.clone())),
             _ => usage(),
         }
@@ -140,6 +147,7 @@ fn main() {
                     value_bytes: options.value_bytes,
                     dir: PathBuf::from(need("--dir")),
                     linger_ms: options.linger_ms,
+                    codec: options.codec.clone(),
                     batch_records: options.batch_records,
                     batch_bytes: options.batch_bytes,
                     mode: match side.as_str() {
@@ -299,7 +307,8 @@ fn run_side(
                 .args(["--device", DEVICE])
                 .args(["--linger-ms", &o.linger_ms.to_string()])
                 .args(["--batch-records", &o.batch_records.to_string()])
-                .args(["--batch-bytes", &o.batch_bytes.to_string()]);
+                .args(["--batch-bytes", &o.batch_bytes.to_string()])
+                .args(["--compression", &o.codec]);
             c
         }
         "librdkafka-c" => {
@@ -312,7 +321,8 @@ fn run_side(
                 .arg(o.value_bytes.to_string())
                 .arg(o.linger_ms.to_string())
                 .arg(o.batch_records.to_string())
-                .arg(o.batch_bytes.to_string());
+                .arg(o.batch_bytes.to_string())
+                .arg(&o.codec);
             c
         }
         _ => unreachable!("sides are checked"),
@@ -346,7 +356,8 @@ fn common_args(c: &mut Command, o: &Options) {
         .args(["--linger-ms", &o.linger_ms.to_string()])
         .args(["--batch-records", &o.batch_records.to_string()])
         .args(["--batch-bytes", &o.batch_bytes.to_string()])
-        .args(["--bound", &o.bound.to_string()]);
+        .args(["--bound", &o.bound.to_string()])
+        .args(["--codec", &o.codec]);
 }
 
 /// Reads the topic back from offset 0 on every partition (raw Fetch, `kedge::audit`) and checks
@@ -450,9 +461,9 @@ fn report(o: &Options, sides: &[String], runs: &[Run], load_before: &str, load_a
         .find_map(|r| r.outcome.result.get("librdkafka").cloned())
         .unwrap_or_else(|| "?".into());
     println!(
-        "\nproducer-bench: {n} records, {}-byte values, {KEY_BYTES}-byte keys, {} partitions, zstd, idempotent, acks=all, \
+        "\nproducer-bench: {n} records, {}-byte values, {KEY_BYTES}-byte keys, {} partitions, {}, idempotent, acks=all, \
          linger {} ms, batches ≤ {} records / {} bytes; {} rounds; librdkafka {version}; load average {load_before} → {load_after}",
-        o.value_bytes, o.partitions, o.linger_ms, o.batch_records, o.batch_bytes, o.rounds
+        o.value_bytes, o.partitions, o.codec, o.linger_ms, o.batch_records, o.batch_bytes, o.rounds
     );
     println!("median [min–max] of the verified runs\n");
     println!(

@@ -28,10 +28,23 @@ pub fn kedge_audit(args: &[&str]) -> (i32, String, String) {
 
 /// Writes `records` (`PARTITION:DEVICE:SEQ`) in order with confluent-kafka.
 fn produce(bootstrap: &str, topic: &str, records: &[&str]) {
+    produce_batched(bootstrap, topic, records, "none", 0);
+}
+
+/// [`produce`] in batches gathered for `linger_ms` and compressed with `compression`.
+pub fn produce_batched(
+    bootstrap: &str,
+    topic: &str,
+    records: &[&str],
+    compression: &str,
+    linger_ms: u32,
+) {
     let mut command = Command::new(python_bin());
     command
         .arg(repo_root().join("tests/peers/produce.py"))
-        .args(["--bootstrap", bootstrap, "--topic", topic]);
+        .args(["--bootstrap", bootstrap, "--topic", topic])
+        .args(["--compression", compression])
+        .args(["--linger-ms", &linger_ms.to_string()]);
     for r in records {
         command.args(["--record", r]);
     }

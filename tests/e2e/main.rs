@@ -5,6 +5,7 @@
 
 mod audit;
 mod check;
+mod codecs;
 mod config_errors;
 mod crash_loop;
 mod crash_restart;

@@ -4,8 +4,10 @@ Writes records that look like kedge's, with crafted `kedge-device`/`kedge-seq` h
 `kedge audit` can be checked against loss and duplicates it did not cause itself:
 
     produce.py --bootstrap HOST:PORT --topic T --record PARTITION:DEVICE:SEQ [--record ...]
+               [--compression none|gzip|snappy|lz4|zstd] [--linger-ms MS]
 
-Records are written in the order given, one flush at the end; it exits 1 if any failed.
+Records are written in the order given, one flush at the end; it exits 1 if any failed. With a
+linger, librdkafka gathers them into batches of several records, compressed as one.
 """
 
 import argparse
@@ -19,16 +21,17 @@ def main():
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--record", action="append", required=True, help="PARTITION:DEVICE:SEQ")
+    parser.add_argument("--compression", default="none")
+    parser.add_argument("--linger-ms", type=int, default=0)
     args = parser.parse_args()
 
     producer = Producer(
         {
             "bootstrap.servers": args.bootstrap,
-            # kedge reads uncompressed and zstd batches only.
-            "compression.type": "none",
-            # One record at a time keeps the order given even across retries.
+            "compression.type": args.compression,
+            # One request at a time keeps the order given even across retries.
             "max.in.flight.requests.per.connection": 1,
-            "linger.ms": 0,
+            "linger.ms": args.linger_ms,
         }
     )
     failed = []

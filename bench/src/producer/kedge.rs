@@ -36,6 +36,7 @@ pub struct KedgeArgs {
     pub value_bytes: usize,
     pub dir: PathBuf,
     pub linger_ms: u64,
+    pub codec: String,
     pub batch_records: u32,
     pub batch_bytes: u64,
     pub mode: Mode,
@@ -67,6 +68,7 @@ default_topic = "{topic}"
 [kafka]
 bootstrap = ["{bootstrap}"]
 linger = "{linger}ms"
+compression = "{codec}"
 batch_max_records = {records}
 batch_max_bytes = "{bytes}B"
 
@@ -77,6 +79,7 @@ durability = "relaxed"
         topic = args.topic,
         bootstrap = args.bootstrap,
         linger = args.linger_ms,
+        codec = args.codec,
         records = args.batch_records,
         bytes = args.batch_bytes,
     );

@@ -25,9 +25,10 @@ use crate::support::{free_port, metric, try_metric, wait_until};
 /// Readings published while the answers are lost.
 const SILENT: usize = 600;
 
-/// The fault config with a metrics listener on `metrics`.
-fn with_metrics(mqtt_port: u16, bootstrap: &str, metrics: SocketAddr) -> String {
-    let mut c = config(mqtt_port, bootstrap, "batch_max_records = 40");
+/// The fault config with a metrics listener on `metrics`, in Kafka codec `codec`.
+fn with_metrics(mqtt_port: u16, bootstrap: &str, metrics: SocketAddr, codec: &str) -> String {
+    let kafka = format!("batch_max_records = 40\ncompression = \"{codec}\"");
+    let mut c = config(mqtt_port, bootstrap, &kafka);
     c.push_str(&format!("\n[metrics]\nlisten = \"{metrics}\"\n"));
     c
 }
@@ -43,6 +44,17 @@ fn verify_figures(metrics: SocketAddr) -> (f64, f64) {
 
 #[test]
 fn acknowledgements_lost_after_the_write_are_found_by_the_verify_on_tansu() {
+    lost_acks_on_tansu("zstd");
+}
+
+/// The verify reads the log in the codec kedge wrote it (snappy: the codec with framing of its
+/// own, snappy-java's).
+#[test]
+fn acknowledgements_lost_after_the_write_are_found_in_snappy_batches() {
+    lost_acks_on_tansu("snappy");
+}
+
+fn lost_acks_on_tansu(codec: &str) {
     let _stopwatch = Stopwatch::start("faults::lost_acks (tansu)");
     let broker = ProxiedTansu::start();
     let mosquitto = Mosquitto::start();
@@ -51,6 +63,7 @@ fn acknowledgements_lost_after_the_write_are_found_by_the_verify_on_tansu() {
         mosquitto.port(),
         &broker.proxy.addr(),
         metrics,
+        codec,
     ));
     mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
     let warmup = readings(60, 20);
@@ -87,7 +100,7 @@ fn acknowledgements_lost_after_the_write_are_found_by_the_verify_on_tansu() {
         &published,
         Duration::from_secs(90),
     );
-    verdict.report("lost_acks (tansu)", published.len());
+    verdict.report(&format!("lost_acks (tansu, {codec})"), published.len());
     verdict.assert_exactly_once();
     wait_until(
         "delivery after the restart",
@@ -96,7 +109,7 @@ fn acknowledgements_lost_after_the_write_are_found_by_the_verify_on_tansu() {
     );
     let (found, resent) = verify_figures(metrics);
     eprintln!(
-        "lost_acks (tansu): {sent} batches sent before the kill; after the restart the verify found {found} in Kafka and resent {resent}"
+        "lost_acks (tansu, {codec}): {sent} batches sent before the kill; after the restart the verify found {found} in Kafka and resent {resent}"
     );
     assert!(
         found > 0.0,
@@ -144,6 +157,7 @@ fn acknowledgements_lost_after_the_write_are_found_when_the_broker_forgot_the_pr
         mosquitto.port(),
         &broker.addr().to_string(),
         metrics,
+        "zstd",
     ));
     mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
     let warmup = readings(60, 20);
