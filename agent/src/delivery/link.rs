@@ -196,15 +196,18 @@ impl Link for Cluster {
             });
         }
         // zstd needs Produce v7; v13 identifies topics by id, which we do not fill in.
-        let min = if zstd { 7 } else { 3 };
-        let version = broker
-            .version(ApiKey::Produce, min..=12)
-            .ok_or_else(|| KafkaError::Protocol {
-                addr: broker.conn.addr().to_owned(),
-                reason: format!(
-                    "the broker does not support Produce v{min}–v12 (Kafka ≥ 2.1 is needed for zstd)"
-                ),
-            })?;
+        let (min, needs) = if zstd {
+            (7, "Kafka ≥ 2.1 is needed for zstd")
+        } else {
+            (3, "Kafka ≥ 0.11 is needed for idempotence")
+        };
+        let version =
+            broker
+                .version(ApiKey::Produce, min..=12)
+                .ok_or_else(|| KafkaError::Protocol {
+                    addr: broker.conn.addr().to_owned(),
+                    reason: format!("the broker does not support Produce v{min}–v12 ({needs})"),
+                })?;
         let timeout = self.request_timeout();
         let mut topics: std::collections::BTreeMap<String, Vec<PartitionProduceData>> =
             std::collections::BTreeMap::new();
