@@ -243,6 +243,9 @@ fn kafka(dir: &Path) {
     for version in [4, 11] {
         for (name, compression) in [
             ("fetch", BatchCompression::None),
+            ("fetch-gzip", BatchCompression::Gzip),
+            ("fetch-snappy", BatchCompression::Snappy),
+            ("fetch-lz4", BatchCompression::Lz4),
             ("fetch-zstd", BatchCompression::Zstd),
         ] {
             let r = FetchResponse::default().with_responses(vec![
@@ -288,6 +291,9 @@ fn kafka(dir: &Path) {
     }
     for (name, compression) in [
         ("batch", BatchCompression::None),
+        ("batch-gzip", BatchCompression::Gzip),
+        ("batch-snappy", BatchCompression::Snappy),
+        ("batch-lz4", BatchCompression::Lz4),
         ("batch-zstd", BatchCompression::Zstd),
     ] {
         let mut v = vec![8u8, 0];
