@@ -29,6 +29,17 @@ pub struct Stages {
     pub chain: Chain,
     /// Topic and key per event.
     pub router: Router,
+    /// Enforces the plugins' call deadlines while it lives, so it lives as long as the chain.
+    pub _ticker: Option<kedge_plugin_host::engine::Ticker>,
+}
+
+/// What a config reload hands the commit stage: it takes them between two commits, so that no
+/// event is half through the old stages and half through the new.
+pub struct Reconfigure {
+    /// The new plugins and routing.
+    pub stages: Stages,
+    /// The new limits.
+    pub settings: CommitSettings,
 }
 
 /// Group commit limits.
@@ -82,6 +93,8 @@ pub struct Links<A> {
     /// Turns true when the agent stops: a batch that cannot be committed (held by a plugin,
     /// or waiting for room in a full queue) is then given up rather than waited for.
     pub stop: watch::Receiver<bool>,
+    /// New stages and limits from a config reload.
+    pub reconfigure: mpsc::Receiver<Reconfigure>,
 }
 
 /// Runs until `rx` closes and everything received is durable, until asked to stop while it
@@ -89,7 +102,7 @@ pub struct Links<A> {
 pub async fn run<A: Send + 'static>(
     queue: Arc<Queue>,
     mut stages: Stages,
-    settings: CommitSettings,
+    mut settings: CommitSettings,
     links: Links<A>,
     stats: Arc<IngestStats>,
 ) -> CommitEnd {
@@ -98,6 +111,7 @@ pub async fn run<A: Send + 'static>(
         acks,
         committed,
         mut stop,
+        mut reconfigure,
     } = links;
     let mut next_seq = match tokio::task::block_in_place(|| queue.next_seq()) {
         Ok(n) => n,
@@ -110,6 +124,15 @@ pub async fn run<A: Send + 'static>(
     loop {
         let next_tick = stages.chain.next_tick();
         let first = tokio::select! {
+            // Before events: a reload applies to everything not yet gathered.
+            biased;
+            Some(new) = reconfigure.recv() => {
+                // The old chain (and its plugins' state) goes here; the new one starts empty.
+                stages = new.stages;
+                settings = new.settings;
+                tracing::info!(plugins = stages.chain.stats().len(), "reloaded plugins, routing and limits are in use");
+                continue;
+            }
             first = rx.recv() => match first {
                 Some(first) => Some(first),
                 None => break,
@@ -128,7 +151,12 @@ pub async fn run<A: Send + 'static>(
                     changes.extend(i.change);
                 }
                 let n = events.len();
-                match transform(&mut stages, events, &mut stop).await {
+                let mut control = Control {
+                    stop: &mut stop,
+                    reconfigure: &mut reconfigure,
+                    settings: &mut settings,
+                };
+                match transform(&mut stages, events, &mut control).await {
                     Some(events) => (events, tokens, changes),
                     None => return abandon(n, "a plugin holds the pipeline"),
                 }
@@ -294,19 +322,27 @@ async fn gather<A>(
     batch
 }
 
+/// What may interrupt a batch that a plugin holds: a stop, or a reload that replaces the
+/// plugins.
+struct Control<'a> {
+    stop: &'a mut watch::Receiver<bool>,
+    reconfigure: &'a mut mpsc::Receiver<Reconfigure>,
+    settings: &'a mut CommitSettings,
+}
+
 /// Runs the plugin chain. While a plugin holds the pipeline, waits and offers the batch again:
-/// its events stay unacknowledged, so the source's broker keeps them. `None` when asked to stop
-/// meanwhile.
+/// its events stay unacknowledged, so the source's broker keeps them. A reload meanwhile takes
+/// effect at once, and the batch goes to the new chain. `None` when asked to stop meanwhile.
 async fn transform(
     stages: &mut Stages,
     events: Vec<Event>,
-    stop: &mut watch::Receiver<bool>,
+    control: &mut Control<'_>,
 ) -> Option<Vec<Event>> {
-    if stages.chain.is_empty() {
-        return Some(events);
-    }
     let mut held_since: Option<Instant> = None;
     loop {
+        if stages.chain.is_empty() {
+            return Some(events);
+        }
         let router = &stages.router;
         let topic_for = |s: &str| router.topic_for(s).map(str::to_owned);
         let chain = &mut stages.chain;
@@ -322,15 +358,22 @@ async fn transform(
                     held_since = Some(Instant::now());
                     tracing::error!(%plugin, "plugin keeps failing and on_failure = \"backpressure\": holding the pipeline, nothing is acknowledged until it works again");
                 }
-                if stopped(stop, Instant::from_std(until)).await {
-                    return None;
+                tokio::select! {
+                    biased;
+                    Some(new) = control.reconfigure.recv() => {
+                        *stages = new.stages;
+                        *control.settings = new.settings;
+                        tracing::info!(waited = ?held_since.map(|s| s.elapsed()), "reloaded plugins replace the one holding the pipeline; the batch goes to them");
+                    }
+                    stop = stopped(control.stop, Instant::from_std(until)) => if stop {
+                        return None;
+                    },
                 }
             }
         }
     }
 }
 
-/// Sleeps until `at`; true if the agent was asked to stop first.
 async fn stopped(stop: &mut watch::Receiver<bool>, at: Instant) -> bool {
     tokio::select! {
         // First, so that a stop already asked for wins over a deadline already passed.

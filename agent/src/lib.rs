@@ -12,6 +12,7 @@ mod dispatcher;
 mod ingest;
 pub mod ops;
 pub mod pipeline;
+pub mod reload;
 pub mod route;
 pub mod scaffold;
 pub mod source;

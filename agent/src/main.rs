@@ -41,9 +41,17 @@ Exit codes, the same for every command:
      broker it cannot read or reach, or `run` stopping on an error";
 /// [`Exit`] as each command's `--help` says it.
 const EXIT_RUN: &str = "\
+SIGHUP reloads the configuration and plugins (see `kedge reload --help`).
+
 Exit codes:
   0  stopped by SIGTERM or SIGINT
   2  cannot start (usage, invalid configuration, queue in use), or stopped on an error";
+const EXIT_RELOAD: &str = "\
+Exit codes:
+  0  the agent reloaded the configuration
+  1  the agent refused it (the reason is printed) and runs the configuration it had
+  2  nothing was reloaded: usage, the file is not a valid configuration (the agent was not
+     asked), no agent answers at metrics.listen, or it gave no verdict in time";
 const EXIT_CHECK: &str = "\
 Exit codes:
   0  the configuration is valid and every plugin loads
@@ -120,6 +128,21 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Make the running agent re-read its configuration and plugins, as SIGHUP does, and tell
+    /// whether it took them.
+    ///
+    /// The agent keeps its MQTT session and its queue: routing, plugins, queue limits and
+    /// [kafka] change in place; a change to [agent], [mqtt], [log], [metrics] or the queue's
+    /// dir, cache or durability is refused, as is a config whose plugins cannot start. A
+    /// refused config leaves the old one running, and the reason stays in /health/ready and
+    /// `kedge status` until a reload is applied. The agent is found at the file's
+    /// metrics.listen; the file must be the one it was started with.
+    #[command(after_help = EXIT_RELOAD)]
+    Reload {
+        /// Configuration file of the running agent.
+        #[arg(long, short, default_value = "/etc/kedge/kedge.toml")]
+        config: PathBuf,
     },
     /// Validate a configuration, load its plugins, and print the pipeline it describes.
     ///
@@ -287,6 +310,7 @@ fn main() -> ExitCode {
         Command::Check { config, no_plugins } => check(&config, no_plugins),
         Command::Audit(args) => audit(args),
         Command::Status { config } => status(&config),
+        Command::Reload { config } => reload(&config),
         Command::Queue { command } => queue_tool(command),
         Command::Plugin { command } => plugin_tool(command),
         Command::Run { config, data_dir } => run(&config, data_dir),
@@ -500,6 +524,77 @@ fn status(path: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Problem)
 }
 
+/// How long `kedge reload` waits for the agent's verdict: plugins are compiled in the meantime.
+const RELOAD_VERDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn reload(path: &Path) -> anyhow::Result<Exit> {
+    let config = Config::load(path).map_err(|e| {
+        anyhow::anyhow!("{e}\nthe agent was not asked to reload; it runs the config it had")
+    })?;
+    let Some(addr) = config.metrics.listen else {
+        anyhow::bail!(
+            "metrics.listen is not configured, so kedge reload cannot find the agent: send it SIGHUP instead (`systemctl reload kedge`, or `kill -HUP PID`)"
+        );
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let report = || -> anyhow::Result<kedge::ops::status::Report> {
+        match kedge::ops::get(addr, "/status.json", timeout) {
+            Ok((200, body)) => serde_json::from_str(&body)
+                .with_context(|| format!("http://{addr}/status.json cannot be read")),
+            Ok((code, _)) => anyhow::bail!("the agent at {addr} answered HTTP {code}"),
+            Err(e) => anyhow::bail!("nothing answers at {addr}: {e}"),
+        }
+    };
+    let before = report()?;
+    let pid = before.process.pid;
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let running = PathBuf::from(&before.process.config_file);
+    if canonical(&running) != canonical(path) {
+        anyhow::bail!(
+            "the agent at {addr} runs {}, not {}: it re-reads the file it was started with",
+            running.display(),
+            path.display()
+        );
+    }
+    // The pid came over the network: signal it only if it is a kedge.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != "kedge" {
+        anyhow::bail!(
+            "the agent at {addr} says its process id is {pid}, which is no kedge process here"
+        );
+    }
+    let answered =
+        |r: &kedge::ops::status::Report| r.process.reloads_applied + r.process.reloads_refused;
+    let asked = answered(&before);
+    // SAFETY: kill only sends a signal.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
+        anyhow::bail!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let give_up = std::time::Instant::now() + RELOAD_VERDICT_TIMEOUT;
+    while std::time::Instant::now() < give_up {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(now) = report() else { continue };
+        if answered(&now) == asked {
+            continue;
+        }
+        if now.process.reloads_refused > before.process.reloads_refused
+            && let Some(why) = &now.process.reload_refused
+        {
+            println!("refused: {why}\nkedge runs the config it had");
+            return Ok(Exit::Problem);
+        }
+        println!("reloaded {}", path.display());
+        return Ok(Exit::Success);
+    }
+    anyhow::bail!(
+        "process {pid} was sent SIGHUP but gave no verdict within {} s; see its log",
+        RELOAD_VERDICT_TIMEOUT.as_secs()
+    )
+}
+
 fn queue_tool(command: QueueCommand) -> anyhow::Result<Exit> {
     use kedge_queue::tools;
     let path = match &command {
@@ -644,8 +739,8 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
 
 fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
     let mut config = Config::load(path).map_err(flat)?;
-    if let Some(d) = data_dir {
-        config.agent.data_dir = d;
+    if let Some(d) = &data_dir {
+        config.agent.data_dir.clone_from(d);
     }
     kedge::telemetry::init_logging(&config.log).map_err(anyhow::Error::msg)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "kedge starting");
@@ -669,6 +764,8 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let mut reloads = hangups(path.to_owned(), data_dir)?;
+        let stats = std::sync::Arc::new(kedge::telemetry::Stats::default());
         let mut backoff = kedge::backoff::Backoff::new(
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(30),
@@ -676,7 +773,16 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
         let mut reopening = false;
         let mut unacked_from = None;
         loop {
-            match kedge::pipeline::run(&config, shutdown_signal(), unacked_from).await {
+            let outcome = kedge::pipeline::run(
+                &mut config,
+                path,
+                shutdown_signal(),
+                &mut reloads,
+                stats.clone(),
+                unacked_from,
+            )
+            .await;
+            match outcome {
                 Err(kedge::pipeline::PipelineError::QueuePoisoned { unacked_from: from }) => {
                     reopening = true;
                     // That run already discarded the previous range; a failed open (below)
@@ -711,6 +817,34 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
             }
         }
     })
+}
+
+/// Re-reads the config file at `path` on every SIGHUP, for the pipeline to apply. Installed
+/// before the pipeline starts: SIGHUP's default action would end the process.
+fn hangups(
+    path: PathBuf,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<Result<Config, String>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP received: reloading the config");
+            let new = Config::load(&path)
+                .map(|mut c| {
+                    if let Some(d) = &data_dir {
+                        c.agent.data_dir.clone_from(d);
+                    }
+                    c
+                })
+                .map_err(|e| e.to_string());
+            if tx.send(new).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -2,17 +2,19 @@
 //! the source; dispatcher → outbox → producer → Kafka.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Keyword;
 use crate::config::{self, Config};
-use crate::delivery::{DeliveryStats, Producer, ProducerSettings};
+use crate::delivery::{DeliveryStats, Drain, Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::ingest::{self, CommitSettings, Stages};
 use crate::ops::exposition::Readiness;
 use crate::ops::{self, OpsState, sd_notify};
+use crate::reload::{self, Refused};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings};
 use crate::telemetry::Stats;
@@ -72,12 +74,19 @@ pub fn plugin_cache_dir(config: &Config) -> std::path::PathBuf {
 /// Runs the agent until `shutdown` resolves, then stops cleanly within the configured timeout.
 /// `unacked_from` comes from a [`PipelineError::QueuePoisoned`] of the previous run: journal
 /// chunks from there on were never acknowledged and are discarded, since the source redelivers.
+///
+/// Each config in `reloads` (read by the caller on SIGHUP; `Err` when it could not be read) is
+/// applied while the source and the queue keep running ([`crate::reload`]), or refused with
+/// the reason logged and kept in `stats.reload`. `config` becomes each config applied, so that a
+/// queue reopen runs the newest.
 pub async fn run(
-    config: &Config,
+    config: &mut Config,
+    config_file: &std::path::Path,
     shutdown: impl std::future::Future<Output = ()>,
+    reloads: &mut mpsc::Receiver<Result<Config, String>>,
+    stats: Arc<Stats>,
     unacked_from: Option<u64>,
-) -> Result<Arc<Stats>, PipelineError> {
-    let stats = Arc::new(Stats::default());
+) -> Result<(), PipelineError> {
     let mqtt = mqtt_settings(config)?;
     // Before the queue opens: a plugin that cannot start is a config error, reported at once.
     let plugins = tokio::task::block_in_place(|| {
@@ -110,32 +119,14 @@ pub async fn run(
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let (committed_tx, committed_rx) = watch::channel(0u64);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (drain_tx, drain_rx) = watch::channel(None);
+    let (drain_tx, drain_rx) = watch::channel(Drain::Run);
 
-    let router = Router::new(
-        config
-            .routing
-            .rules
-            .iter()
-            .map(|r| Rule {
-                filter: r.filter.clone(),
-                topic: r.topic.clone(),
-                key_level: r.key_level,
-            })
-            .collect(),
-        config.routing.default_topic.clone(),
-        config.routing.dead_letter_topic.clone(),
-    );
-    let commit_settings = CommitSettings {
-        window: config.queue.commit_window,
-        max_records: config.queue.commit_max_records,
-        max_bytes: config.queue.commit_max_bytes.bytes() as usize,
-        budget,
-    };
+    let router = router(config);
+    let commit_settings = commit_settings(config, budget);
     let producer = producer(config, queue.clone(), stats.delivery.clone())?;
 
     // Bound last before the tasks start: an earlier failure must not leave it serving.
-    let ops = match config.metrics.listen {
+    let (ops, ops_state) = match config.metrics.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -144,17 +135,21 @@ pub async fn run(
             let state = Arc::new(OpsState {
                 stats: stats.clone(),
                 queue: queue.clone(),
-                queue_max_bytes: budget.max_bytes,
+                queue_max_bytes: AtomicU64::new(budget.max_bytes),
                 readiness: Readiness {
                     max_pending_age: config.metrics.ready_max_pending_age.as_secs_f64(),
                     max_queue_percent: config.metrics.ready_max_queue_percent,
                 },
-                plugins: plugins.chain.stats(),
+                plugins: std::sync::Mutex::new(plugins.chain.stats()),
                 source: config.mqtt.name.clone(),
+                config_file: config_file.to_owned(),
             });
-            Some(tokio::spawn(ops::serve(listener, state)))
+            (
+                Some(tokio::spawn(ops::serve(listener, state.clone()))),
+                Some(state),
+            )
         }
-        None => None,
+        None => (None, None),
     };
 
     let window = queue.set_receipt_window(mqtt.receipt_window());
@@ -168,23 +163,29 @@ pub async fn run(
         stop_rx.clone(),
         stats.source.clone(),
     ));
-    let kedge_plugin_host::load::Loaded {
-        chain,
-        ticker: _ticker,
-    } = plugins;
+    let (reconfigure_tx, reconfigure_rx) = mpsc::channel(1);
     let mut committer = tokio::spawn(ingest::run(
         queue.clone(),
-        Stages { chain, router },
+        Stages {
+            chain: plugins.chain,
+            router,
+            _ticker: plugins.ticker,
+        },
         commit_settings,
         ingest::Links {
             rx: events_rx,
             acks: acks_tx,
             committed: committed_tx,
             stop: stop_rx,
+            reconfigure: reconfigure_rx,
         },
         stats.ingest.clone(),
     ));
-    let delivery = tokio::spawn(producer.run(committed_rx, drain_rx));
+    let mut delivery = Delivery {
+        task: tokio::spawn(producer.run(committed_rx.clone(), drain_rx)),
+        drain: drain_tx,
+        journal: committed_rx,
+    };
 
     sd_notify::notify("READY=1");
     let watchdog = sd_notify::watchdog_interval().map(|every| {
@@ -209,13 +210,38 @@ pub async fn run(
 
     // The committer ends early only when the queue needs a reopen (sled poisons itself on an
     // I/O error such as ENOSPC): then stop everything, so the caller can open it again.
-    let poisoned = tokio::select! {
-        _ = shutdown => None,
-        end = &mut committer => match end {
-            Ok(ingest::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
-            // A committer that ended otherwise (a panic) left nothing durable half-done.
-            Ok(ingest::CommitEnd::Drained | ingest::CommitEnd::Abandoned) | Err(_) => Some(None),
-        },
+    tokio::pin!(shutdown);
+    let poisoned = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            end = &mut committer => break match end {
+                Ok(ingest::CommitEnd::QueuePoisoned { unacked_from }) => Some(unacked_from),
+                // A committer that ended otherwise (a panic) left nothing durable half-done.
+                Ok(ingest::CommitEnd::Drained | ingest::CommitEnd::Abandoned) | Err(_) => {
+                    Some(None)
+                }
+            },
+            Some(new) = reloads.recv() => {
+                let running = Running {
+                    queue: &queue,
+                    stats: &stats,
+                    ops: ops_state.as_deref(),
+                    reconfigure: &reconfigure_tx,
+                };
+                match reload(config, new, &running, &mut delivery).await {
+                    Ok(()) => stats.reload.applied(),
+                    Err(Reload::Refused(why)) => {
+                        tracing::error!(reason = %why, "config reload refused; kedge runs the config it had");
+                        stats.reload.refused(&why);
+                    }
+                    Err(Reload::NoProducer(e)) => {
+                        tracing::error!(error = %e, "no producer could start after a reload; reopening the queue with the config it had");
+                        stats.reload.refused(&Refused::CannotLoad(e.to_string()));
+                        break Some(None);
+                    }
+                }
+            }
+        }
     };
     // Nothing more can be committed to a poisoned queue: stop quickly and reopen.
     let grace = if poisoned.is_some() {
@@ -252,8 +278,8 @@ pub async fn run(
         source.abort();
         let _ = source.await;
     }
-    let _ = drain_tx.send(Some(deadline));
-    let mut delivery = delivery;
+    let _ = delivery.drain.send(Drain::Deliver(deadline));
+    let mut delivery = delivery.task;
     let delivery_stopped = tokio::time::timeout_at(
         kedge_base::deadline::later(deadline, Duration::from_secs(1)),
         &mut delivery,
@@ -281,7 +307,140 @@ pub async fn run(
         tracing::error!(error = %e, "final queue flush failed");
     }
     tracing::info!(stats = %stats.summary(), "stopped");
-    Ok(stats)
+    Ok(())
+}
+
+/// The running delivery task, how to stop it, and what it listens to.
+struct Delivery {
+    task: tokio::task::JoinHandle<()>,
+    drain: watch::Sender<Drain>,
+    journal: watch::Receiver<u64>,
+}
+
+/// What a reload changes in a running pipeline, besides the delivery task.
+struct Running<'a> {
+    queue: &'a Arc<Queue>,
+    stats: &'a Arc<Stats>,
+    ops: Option<&'a OpsState>,
+    reconfigure: &'a mpsc::Sender<ingest::Reconfigure>,
+}
+
+/// Why a reload did not take.
+enum Reload {
+    /// The old config keeps running.
+    Refused(Refused),
+    /// The producer was stopped, and no new one could start (it could not read the queue):
+    /// the pipeline starts again, with the config it had.
+    NoProducer(PipelineError),
+}
+
+impl From<Refused> for Reload {
+    fn from(r: Refused) -> Self {
+        Reload::Refused(r)
+    }
+}
+
+/// Applies `new` over `config` ([`crate::reload`]): everything that can fail is done before
+/// anything running is touched, so a refusal leaves the old config running as it was.
+async fn reload(
+    config: &mut Config,
+    new: Result<Config, String>,
+    running: &Running<'_>,
+    delivery: &mut Delivery,
+) -> Result<(), Reload> {
+    let new = new.map_err(Refused::Invalid)?;
+    let plan = reload::plan(config, &new)?;
+    let plugins = tokio::task::block_in_place(|| {
+        kedge_plugin_host::load::load(
+            &new.plugins,
+            Some(&plugin_cache_dir(&new)),
+            &new.mqtt.name,
+            &new.routing.dead_letter_topic,
+            false,
+        )
+    })
+    .map_err(|e| Refused::CannotLoad(e.to_string()))?;
+    if plan.restart_delivery {
+        // TLS material and secrets are read here, so that a bad one refuses the reload.
+        cluster_settings(&new).map_err(|e| Refused::CannotLoad(e.to_string()))?;
+    }
+    let budget = disk_budget(&new.queue, running.queue);
+    let plugin_stats = plugins.chain.stats();
+    let stages = Stages {
+        chain: plugins.chain,
+        router: router(&new),
+        _ticker: plugins.ticker,
+    };
+    let settings = commit_settings(&new, budget);
+    if plan.restart_delivery {
+        // First, so that every record routed by the new config is sealed by the new producer.
+        // Answers to the requests in flight are awaited, up to one request timeout, so that the
+        // new producer has as few batches in doubt to verify as possible.
+        let deadline = kedge_base::deadline::after(config.kafka.request_timeout);
+        let _ = delivery.drain.send(Drain::Handover(deadline));
+        let stopped = tokio::time::timeout_at(
+            kedge_base::deadline::later(deadline, Duration::from_secs(1)),
+            &mut delivery.task,
+        )
+        .await
+        .is_ok();
+        if !stopped {
+            delivery.task.abort();
+            let _ = (&mut delivery.task).await;
+        }
+        // The old producer is gone: only now may a new one read the queue's producer state.
+        // Its settings were checked above: what can fail now is reading the queue.
+        let producer = producer(&new, running.queue.clone(), running.stats.delivery.clone())
+            .map_err(Reload::NoProducer)?;
+        let (drain, drain_rx) = watch::channel(Drain::Run);
+        delivery.task = tokio::spawn(producer.run(delivery.journal.clone(), drain_rx));
+        delivery.drain = drain;
+    }
+    // A committer that is gone is stopping the pipeline: nothing to reconfigure then.
+    let _ = running
+        .reconfigure
+        .send(ingest::Reconfigure { stages, settings })
+        .await;
+    if let Some(ops) = running.ops {
+        *ops.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugin_stats;
+        ops.queue_max_bytes
+            .store(budget.max_bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::info!(
+        changed = ?plan.changed,
+        producer_replaced = plan.restart_delivery,
+        "config reloaded; plugins re-read"
+    );
+    *config = new;
+    Ok(())
+}
+
+/// The router of `config`'s `[routing]`.
+fn router(config: &Config) -> Router {
+    Router::new(
+        config
+            .routing
+            .rules
+            .iter()
+            .map(|r| Rule {
+                filter: r.filter.clone(),
+                topic: r.topic.clone(),
+                key_level: r.key_level,
+            })
+            .collect(),
+        config.routing.default_topic.clone(),
+        config.routing.dead_letter_topic.clone(),
+    )
+}
+
+/// The group commit limits of `config`'s `[queue]`, with its disk `budget`.
+fn commit_settings(config: &Config, budget: Budget) -> CommitSettings {
+    CommitSettings {
+        window: config.queue.commit_window,
+        max_records: config.queue.commit_max_records,
+        max_bytes: config.queue.commit_max_bytes.bytes() as usize,
+        budget,
+    }
 }
 
 /// The Kafka producer over `queue`, as the agent runs it: dispatcher, cluster and settings from

@@ -138,6 +138,8 @@ pub struct Stats {
     pub ingest: Arc<IngestStats>,
     /// The delivery stage's.
     pub delivery: Arc<DeliveryStats>,
+    /// Config reloads.
+    pub reload: crate::reload::ReloadStats,
 }
 
 impl Stats {

@@ -88,8 +88,29 @@ pub struct ProducerSettings {
     pub dead_letter_topic: String,
 }
 
-/// When to stop: never (`None`), or once everything is delivered or the deadline passes.
-pub type Drain = Option<Instant>;
+/// When to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drain {
+    /// Keep delivering.
+    #[default]
+    Run,
+    /// Stop once everything is delivered, or when the deadline passes (shutdown).
+    Deliver(Instant),
+    /// Stop sealing and sending, and stop once the requests and scans in flight have answered,
+    /// or when the deadline passes: another producer takes the queue over (a config reload).
+    /// What stays sealed is resumed by that producer as after a restart.
+    Handover(Instant),
+}
+
+impl Drain {
+    /// The deadline, once asked to stop.
+    pub fn deadline(self) -> Option<Instant> {
+        match self {
+            Drain::Run => None,
+            Drain::Deliver(t) | Drain::Handover(t) => Some(t),
+        }
+    }
+}
 
 /// A Produce request's answer, with what it carried.
 struct Completion {
@@ -227,21 +248,43 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         let mut journal_open = true;
         loop {
             let now = Instant::now();
-            let deadline = *drain.borrow();
-            if let Some(deadline) = deadline {
-                let idle = self.partitions.values().all(Partition::is_idle)
-                    && self.outbox.journal_is_empty();
-                if idle || now >= deadline {
-                    if !idle {
-                        tracing::warn!(
-                            "shutdown deadline reached; undelivered records stay in the queue"
-                        );
+            let stop = *drain.borrow();
+            match stop {
+                Drain::Run => self.step(now).await,
+                Drain::Deliver(deadline) => {
+                    let idle = self.partitions.values().all(Partition::is_idle)
+                        && self.outbox.journal_is_empty();
+                    if idle || now >= deadline {
+                        if !idle {
+                            tracing::warn!(
+                                "shutdown deadline reached; undelivered records stay in the queue"
+                            );
+                        }
+                        break;
                     }
-                    break;
+                    self.step(now).await;
+                }
+                // Nothing new starts: each answer that arrives is recorded, so that the next
+                // producer resumes as few batches in doubt as possible.
+                Drain::Handover(deadline) => {
+                    let quiet = self.answers.is_empty() && self.scans.is_empty();
+                    if quiet || now >= deadline {
+                        if !quiet {
+                            tracing::warn!(
+                                in_flight = self.answers.len(),
+                                scans = self.scans.len(),
+                                "handover deadline reached; the next producer verifies what was in flight"
+                            );
+                        }
+                        break;
+                    }
                 }
             }
-            self.step(now).await;
-            let wake = self.next_wake(deadline);
+            let wake = match stop {
+                // Only answers and scans matter now, and they wake the loop themselves.
+                Drain::Handover(deadline) => deadline,
+                _ => self.next_wake(stop.deadline()),
+            };
             tokio::select! {
                 Some(c) = self.answers.next(), if !self.answers.is_empty() => self.complete(c),
                 Some(s) = self.scans.next(), if !self.scans.is_empty() => self.scanned(s),
@@ -253,7 +296,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                     }
                     Err(_) => journal_open = false,
                 },
-                _ = drain.changed(), if deadline.is_none() => {}
+                _ = drain.changed(), if stop == Drain::Run => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -297,7 +340,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
 
     /// When the loop must look again. Only times that a round always moves forward once they
     /// are due may be in the past here, or the loop would spin.
-    fn next_wake(&self, deadline: Drain) -> Instant {
+    fn next_wake(&self, deadline: Option<Instant>) -> Instant {
         let now = Instant::now();
         let ahead = |t: Instant| (t > now).then_some(t);
         // Re-check at least once a second: cheap, and keeps the drain check timely.

@@ -68,6 +68,8 @@ pub struct Snapshot {
     pub dropped_by_topic: Vec<(String, u64)>,
     /// Where an unopenable queue database was moved at a start, if ever.
     pub quarantined: Option<String>,
+    /// Why the last config reload was refused, unless one was applied since.
+    pub reload_refused: Option<String>,
     /// Seconds since Kafka last acknowledged a batch; `None` before the first.
     pub last_ack_age: Option<f64>,
     /// Whether the MQTT session is up.
@@ -144,6 +146,14 @@ impl Snapshot {
             Family::by(&m::RECORDS_ACKNOWLEDGED, [(source_name, g(&source.acked))]),
             Family::value(&m::RECORDS_JOURNALED, g(&ingest.journaled)),
             Family::value(&m::MQTT_REDELIVERED, g(&source.mqtt_redelivered)),
+            Family::value(&m::MQTT_CONNECTIONS, g(&source.mqtt_connections)),
+            Family::by(
+                &m::CONFIG_RELOADS,
+                [
+                    ("applied", g(&stats.reload.applied)),
+                    ("refused", g(&stats.reload.refused)),
+                ],
+            ),
             Family::value(&m::MQTT_DUP_JOURNALED, g(&source.mqtt_dup_journaled)),
             Family::value(&m::MQTT_OVERSIZED, g(&source.mqtt_oversized)),
             Family::value(&m::MQTT_ID_COLLISIONS, g(&source.mqtt_id_collisions)),
@@ -326,6 +336,11 @@ impl Snapshot {
         if let Some(path) = &self.quarantined {
             reasons.push(format!(
                 "queue database was quarantined at a start (set aside at {path}); see `kedge queue stats`"
+            ));
+        }
+        if let Some(why) = &self.reload_refused {
+            reasons.push(format!(
+                "config reload refused, kedge runs the config it had: {why}"
             ));
         }
         for p in self.plugins.iter().filter(|p| p.circuit_open) {
@@ -532,6 +547,7 @@ mod tests {
             lost_records: 2,
             dropped_by_topic: vec![("readings".into(), 4)],
             quarantined: Some("/q".into()),
+            reload_refused: None,
             last_ack_age: Some(0.25),
             mqtt_connected: true,
             resident_bytes: Some(1234),
@@ -623,13 +639,18 @@ mod tests {
             queue_live_bytes: 91,
             oldest_pending_age: Some(61.0),
             quarantined: Some("/q.quarantined".into()),
+            reload_refused: Some("mqtt cannot change while kedge runs".into()),
             ..ok
         };
         let reasons = bad.unready(&READY);
-        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
         assert!(reasons[0].starts_with("oldest pending record is 61s old"));
         assert!(reasons[1].contains("beyond 90%"));
         assert!(reasons[2].contains("/q.quarantined"));
+        assert_eq!(
+            reasons[3],
+            "config reload refused, kedge runs the config it had: mqtt cannot change while kedge runs"
+        );
 
         let mut tripped = kedge_plugin_host::stats::PluginStats::new("units").snapshot();
         tripped.circuit_open = true;

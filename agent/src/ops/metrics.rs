@@ -167,6 +167,10 @@ metrics! {
         "Seconds since Kafka last acknowledged a batch (absent before the first).";
     MQTT_CONNECTED: Gauge "kedge_mqtt_connected" []
         "1 while the MQTT session is up.";
+    MQTT_CONNECTIONS: Counter "kedge_mqtt_connections_total" []
+        "MQTT connections established (CONNACKs received), the first included.";
+    CONFIG_RELOADS: Counter "kedge_config_reloads_total" ["result"]
+        "Config reloads, by result (applied or refused).";
     QUEUE_DROPPED_RECORDS: Gauge "kedge_queue_dropped_records" ["topic"]
         "Records the full-queue policy dropped since the queue was created, by topic.";
     HTTP_CONNECTIONS_REFUSED: Counter "kedge_http_connections_refused_total" ["reason"]

@@ -48,14 +48,16 @@ pub struct OpsState {
     pub stats: Arc<Stats>,
     /// The open queue.
     pub queue: Arc<Queue>,
-    /// The queue's byte budget.
-    pub queue_max_bytes: u64,
+    /// The queue's byte budget (a reload may change it).
+    pub queue_max_bytes: AtomicU64,
     /// Readiness limits.
     pub readiness: Readiness,
-    /// Every plugin's counters.
-    pub plugins: Vec<Arc<kedge_plugin_host::stats::PluginStats>>,
+    /// Every plugin's counters (a reload replaces them).
+    pub plugins: std::sync::Mutex<Vec<Arc<kedge_plugin_host::stats::PluginStats>>>,
     /// The `source` label of the source's counters (the MQTT connection's name).
     pub source: String,
+    /// The config file the agent was started with and re-reads on SIGHUP.
+    pub config_file: std::path::PathBuf,
 }
 
 impl OpsState {
@@ -79,7 +81,7 @@ impl OpsState {
             families: Snapshot::families_of(&self.stats, &self.source),
             histograms: Snapshot::histograms_of(&self.stats),
             queue_live_bytes: self.queue.live_bytes(),
-            queue_max_bytes: self.queue_max_bytes,
+            queue_max_bytes: self.queue_max_bytes.load(Ordering::Relaxed),
             queue_disk_bytes: budget::dir_size(self.queue.path()).ok(),
             queue_free_bytes: budget::free_bytes(self.queue.path()).ok(),
             journal_records: self.queue.journal_records().ok(),
@@ -97,10 +99,17 @@ impl OpsState {
                 .ok()
                 .flatten()
                 .map(|p| p.display().to_string()),
+            reload_refused: self.stats.reload.refusal(),
             mqtt_connected: self.stats.source.mqtt_connected.load(Ordering::Relaxed),
             resident_bytes: exposition::resident_bytes(),
             open_fds: exposition::open_fds(),
-            plugins: self.plugins.iter().map(|p| p.snapshot()).collect(),
+            plugins: self
+                .plugins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|p| p.snapshot())
+                .collect(),
             // The listener's own counters, which it adds to a `/metrics` answer.
             http_refused: Vec::new(),
         }
@@ -264,7 +273,8 @@ async fn answer(head: &[u8], server: &Server) -> std::io::Result<(u16, &'static 
                 }
                 "/health/ready" => ready(&snapshot.unready(&state.readiness), json),
                 _ => {
-                    let report = Report::of(&state.stats, &snapshot, &state.readiness);
+                    let mut report = Report::of(&state.stats, &snapshot, &state.readiness);
+                    report.process.config_file = state.config_file.display().to_string();
                     let body = serde_json::to_string(&report).map_err(std::io::Error::other)?;
                     (200, "application/json", format!("{body}\n"))
                 }
@@ -377,15 +387,18 @@ mod tests {
         let state = Arc::new(OpsState {
             stats: Arc::new(Stats::default()),
             queue: Arc::new(queue),
-            queue_max_bytes: u64::MAX,
+            queue_max_bytes: AtomicU64::new(u64::MAX),
             readiness: Readiness {
                 max_pending_age: 60.0,
                 max_queue_percent: 90,
             },
-            plugins: (0..plugins)
-                .map(|i| Arc::new(PluginStats::new(&format!("plugin-{i}"))))
-                .collect(),
+            plugins: std::sync::Mutex::new(
+                (0..plugins)
+                    .map(|i| Arc::new(PluginStats::new(&format!("plugin-{i}"))))
+                    .collect(),
+            ),
             source: "mqtt".into(),
+            config_file: "/etc/kedge/kedge.toml".into(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

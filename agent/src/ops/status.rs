@@ -128,6 +128,17 @@ pub struct ProcessState {
     /// Open file descriptors.
     #[serde(deserialize_with = "required")]
     pub open_fds: Option<u64>,
+    /// The process id (`kedge reload` signals it).
+    pub pid: u32,
+    /// Config reloads applied since the start.
+    pub reloads_applied: u64,
+    /// Config reloads refused since the start.
+    pub reloads_refused: u64,
+    /// Why the last reload was refused, unless one was applied since.
+    #[serde(deserialize_with = "required")]
+    pub reload_refused: Option<String>,
+    /// The config file the agent re-reads on SIGHUP.
+    pub config_file: String,
 }
 
 /// An `Option` field that must be present, as `null` when empty: serde reads a missing
@@ -201,6 +212,12 @@ impl Report {
             process: ProcessState {
                 resident_bytes: s.resident_bytes,
                 open_fds: s.open_fds,
+                pid: std::process::id(),
+                reloads_applied: g(&stats.reload.applied),
+                reloads_refused: g(&stats.reload.refused),
+                reload_refused: s.reload_refused.clone(),
+                // Known to the listener, not to the counters: it fills this in.
+                config_file: String::new(),
             },
             unready: s.unready(readiness),
         }
@@ -356,6 +373,11 @@ pub fn running(addr: SocketAddr, seen: &Observed<'_>) -> String {
             .map_or_else(unknown, |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
         now.process.open_fds.map_or_else(unknown, |n| n.to_string()),
     );
+    let _ = writeln!(
+        o,
+        "config reloads   {} applied, {} refused",
+        now.process.reloads_applied, now.process.reloads_refused
+    );
     block(&mut o, "ready", &Snapshot::ready_text(&now.unready));
     match seen.log {
         Some(log) if !log.trim().is_empty() => block(&mut o, "last problems", log),
@@ -434,6 +456,11 @@ mod tests {
             process: ProcessState {
                 resident_bytes: Some(12 << 20),
                 open_fds: Some(23),
+                pid: 4242,
+                reloads_applied: 1,
+                reloads_refused: 2,
+                reload_refused: Some("mqtt cannot change while kedge runs".into()),
+                config_file: "/etc/kedge/kedge.toml".into(),
             },
             unready: vec!["a".into(), "b".into()],
         }
@@ -475,6 +502,7 @@ batches          delivered 7 retried 1 duplicates 0
 mqtt             connected
 plugins          units: circuit OPEN, 9 events, 3 dropped, 5 faulted, 0 recycles
 memory           12.0 MiB resident, 23 open files
+config reloads   1 applied, 2 refused
 ready            a
                  b
 last problems    3s ago WARN Kafka unreachable
@@ -512,10 +540,8 @@ queue            /var/lib/kedge/queue
         let mut r = after();
         r.queue.journal_records = None;
         r.queue.disk_bytes = None;
-        r.process = ProcessState {
-            resident_bytes: None,
-            open_fds: None,
-        };
+        r.process.resident_bytes = None;
+        r.process.open_fds = None;
         let seen = Observed {
             first: &r,
             second: &r,

@@ -403,6 +403,7 @@ macro_rules! event_loop {
                     report_recognised(&$settings.name, &mut recognised);
                     backoff.reset();
                     $stats.mqtt_connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                    $stats.mqtt_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let connected = session.connected(c.session_present);
                     log_connected(&$settings.name, c.session_present, connected);
                     if let (Connected::Fresh(Some(reset)), Some(tx)) = (connected, &events) {

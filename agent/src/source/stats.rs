@@ -11,6 +11,8 @@ pub struct SourceStats {
     pub acked: AtomicU64,
     /// Whether the MQTT session is up (for the metrics endpoint).
     pub mqtt_connected: AtomicBool,
+    /// CONNACKs received: sessions (re)established since the start.
+    pub mqtt_connections: AtomicU64,
     /// MQTT messages recognised as the broker sending again what was already journaled:
     /// acknowledged, not journaled again.
     pub mqtt_redelivered: AtomicU64,

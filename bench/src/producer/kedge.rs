@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kedge::config::Config;
 use kedge::delivery::DeliveryStats;
-use kedge::delivery::Producer;
+use kedge::delivery::{Drain, Producer};
 use kedge_queue::Queue;
 use kedge_wire::record::Record;
 use tokio::sync::watch;
@@ -170,7 +170,7 @@ async fn drive(config: &Config, args: &KedgeArgs) {
         .expect("open the queue"),
     );
     let (committed_tx, committed_rx) = watch::channel(0u64);
-    let (drain_tx, drain_rx) = watch::channel(None);
+    let (drain_tx, drain_rx) = watch::channel(Drain::Run);
     let max_records = config.queue.commit_max_records;
     let max_bytes = config.queue.commit_max_bytes.bytes() as usize;
 
@@ -211,7 +211,7 @@ async fn drive(config: &Config, args: &KedgeArgs) {
         None => t1,
     };
     // Everything is in the journal: the producer stops once all of it is delivered.
-    let _ = drain_tx.send(Some(
+    let _ = drain_tx.send(Drain::Deliver(
         tokio::time::Instant::now() + Duration::from_secs(3600),
     ));
     delivery.await.expect("producer task");

@@ -1,0 +1,238 @@
+//! Config reload (SIGHUP, `kedge reload`): which changes a running agent takes, decided from the
+//! old and the new config, and what became of the last attempt.
+//!
+//! The MQTT source, the queue and the metrics listener stay as they are: the MQTT session is
+//! never dropped by a reload, so their settings need a restart. Everything between them is
+//! rebuilt: the plugins (re-read from disk even when the config names the same files), the
+//! routing and the commit limits, which the commit stage takes between two commits; and, when
+//! `[kafka]` or the dead-letter topic changed, the producer, which hands the queue over to a new
+//! one (ARCHITECTURE.md §11).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::Config;
+
+/// What a reload changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Whether the producer must be replaced (its settings changed).
+    pub restart_delivery: bool,
+    /// The config sections that changed, for the log (empty: the plugins are re-read all the
+    /// same).
+    pub changed: Vec<&'static str>,
+}
+
+/// A reload that was refused: the old config keeps running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The new file is not a valid config.
+    #[error("{0}")]
+    Invalid(String),
+    /// It changes settings a running agent cannot take.
+    #[error(
+        "{} cannot change while kedge runs: restart kedge to apply them",
+        .0.join(", ")
+    )]
+    NeedsRestart(Vec<&'static str>),
+    /// A plugin, a secret or TLS material it names cannot be loaded.
+    #[error("{0}")]
+    CannotLoad(String),
+}
+
+/// Decides what reloading `new` over `old` changes, or why it cannot be done without a restart.
+pub fn plan(old: &Config, new: &Config) -> Result<Plan, Refused> {
+    let fixed = [
+        ("agent", old.agent != new.agent),
+        ("mqtt", old.mqtt != new.mqtt),
+        ("log", old.log != new.log),
+        ("metrics", old.metrics != new.metrics),
+        ("queue.dir", old.queue.dir != new.queue.dir),
+        ("queue.cache", old.queue.cache != new.queue.cache),
+        (
+            "queue.durability",
+            old.queue.durability != new.queue.durability,
+        ),
+    ];
+    let needs_restart: Vec<_> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+    if !needs_restart.is_empty() {
+        return Err(Refused::NeedsRestart(needs_restart));
+    }
+    let q = (&old.queue, &new.queue);
+    let limits = q.0.commit_window != q.1.commit_window
+        || q.0.commit_max_records != q.1.commit_max_records
+        || q.0.commit_max_bytes != q.1.commit_max_bytes
+        || q.0.max_bytes != q.1.max_bytes
+        || q.0.min_free != q.1.min_free
+        || q.0.when_full != q.1.when_full;
+    let changes = [
+        ("routing", old.routing != new.routing),
+        ("plugin", old.plugins != new.plugins),
+        ("queue limits", limits),
+        ("kafka", old.kafka != new.kafka),
+    ];
+    Ok(Plan {
+        restart_delivery: old.kafka != new.kafka
+            || old.routing.dead_letter_topic != new.routing.dead_letter_topic,
+        changed: changes
+            .iter()
+            .filter(|(_, c)| *c)
+            .map(|(k, _)| *k)
+            .collect(),
+    })
+}
+
+/// Reloads so far, and the last refusal while it stands.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub applied: AtomicU64,
+    /// Reloads refused.
+    pub refused: AtomicU64,
+    /// Why the last reload was refused, until one is applied.
+    refusal: Mutex<Option<String>>,
+}
+
+impl ReloadStats {
+    /// Records an applied reload: a refusal before it no longer stands.
+    pub fn applied(&self) {
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Records a refused reload and why.
+    pub fn refused(&self, why: &Refused) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
+    }
+
+    /// Why the last reload was refused, unless one was applied since.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[agent]
+device_id = "d1"
+data_dir = "/var/lib/kedge"
+[mqtt]
+host = "127.0.0.1"
+subscriptions = [{ filter = "sensors/#", qos = 1 }]
+[routing]
+default_topic = "readings"
+[kafka]
+bootstrap = ["127.0.0.1:9092"]
+"#;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!("{BASE}{extra}"),
+            Path::new("/etc/kedge/kedge.toml"),
+        )
+        .expect("valid config")
+    }
+
+    fn with(replace: &str, by: &str) -> Config {
+        let text = BASE.replace(replace, by);
+        assert_ne!(text, BASE, "{replace} is in the base config");
+        Config::parse(&text, Path::new("/etc/kedge/kedge.toml")).expect("valid config")
+    }
+
+    #[test]
+    fn the_same_config_changes_nothing_but_still_reloads_the_plugins() {
+        let plan = plan(&config(""), &config("")).unwrap();
+        assert_eq!(
+            plan,
+            Plan {
+                restart_delivery: false,
+                changed: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn routing_plugins_and_limits_are_taken_without_a_new_producer() {
+        let old = config("");
+        let new = with(
+            "default_topic = \"readings\"",
+            "default_topic = \"other\"\n[[routing.rules]]\nfilter = \"sensors/lab/#\"\ntopic = \"lab\"",
+        );
+        assert_eq!(plan(&old, &new).unwrap().changed, vec!["routing"]);
+        assert!(!plan(&old, &new).unwrap().restart_delivery);
+        let new = config("[queue]\ncommit_window = \"20ms\"\nwhen_full = \"drop-oldest\"\n");
+        let p = plan(&old, &new).unwrap();
+        assert_eq!(
+            (p.changed, p.restart_delivery),
+            (vec!["queue limits"], false)
+        );
+    }
+
+    #[test]
+    fn kafka_settings_and_the_dead_letter_topic_replace_the_producer() {
+        let old = config("");
+        let new = with(
+            "bootstrap = [\"127.0.0.1:9092\"]",
+            "bootstrap = [\"127.0.0.1:9092\"]\ncompression = \"lz4\"",
+        );
+        let p = plan(&old, &new).unwrap();
+        assert_eq!((p.changed, p.restart_delivery), (vec!["kafka"], true));
+        let new = with(
+            "default_topic = \"readings\"",
+            "default_topic = \"readings\"\ndead_letter_topic = \"kedge-dlq\"",
+        );
+        let p = plan(&old, &new).unwrap();
+        assert_eq!((p.changed, p.restart_delivery), (vec!["routing"], true));
+    }
+
+    #[test]
+    fn what_the_running_source_and_queue_hold_needs_a_restart() {
+        let old = config("");
+        let cases = [
+            (
+                with("host = \"127.0.0.1\"", "host = \"127.0.0.2\""),
+                vec!["mqtt"],
+            ),
+            (
+                with("device_id = \"d1\"", "device_id = \"d2\""),
+                vec!["agent"],
+            ),
+            (
+                config("[queue]\ndurability = \"relaxed\"\n"),
+                vec!["queue.durability"],
+            ),
+            (
+                config("[metrics]\nlisten = \"127.0.0.1:9100\"\n[log]\nlevel = \"debug\"\n"),
+                vec!["log", "metrics"],
+            ),
+        ];
+        for (new, keys) in cases {
+            assert_eq!(plan(&old, &new), Err(Refused::NeedsRestart(keys)));
+        }
+        let refused = Refused::NeedsRestart(vec!["mqtt", "agent"]);
+        assert_eq!(
+            refused.to_string(),
+            "mqtt, agent cannot change while kedge runs: restart kedge to apply them"
+        );
+    }
+
+    #[test]
+    fn a_refusal_stands_until_a_reload_is_applied() {
+        let stats = ReloadStats::default();
+        assert_eq!(stats.refusal(), None);
+        stats.refused(&Refused::Invalid("bad".into()));
+        assert_eq!(stats.refusal().as_deref(), Some("bad"));
+        stats.applied();
+        assert_eq!(stats.refusal(), None);
+        assert_eq!(stats.applied.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+    }
+}
