@@ -23,7 +23,7 @@ const CODECS: [&str; 5] = ["gzip", "snappy", "lz4", "zstd", "none"];
 const MESSAGES: usize = 400;
 
 /// The codec of every RecordBatch in partition 0 of `topic`, in offset order.
-fn batch_codecs(bootstrap: &str, topic: &str) -> Vec<&'static str> {
+pub fn batch_codecs(bootstrap: &str, topic: &str) -> Vec<&'static str> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -30,5 +30,6 @@ mod plugins;
 mod poison;
 mod power_loss;
 mod queue_tools;
+mod reload;
 mod support;
 mod walking_path;

@@ -266,7 +266,7 @@ pub fn config_with(
     )
 }
 
-fn messages(values: &[String]) -> Vec<Message> {
+pub fn messages(values: &[String]) -> Vec<Message> {
     values
         .iter()
         .enumerate()
