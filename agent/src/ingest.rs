@@ -227,8 +227,25 @@ pub async fn run<A: Send + 'static>(
                 }
                 Err(e) => tracing::error!(error = %e, "cannot make room in the queue"),
             }
-            if stopped(&mut stop, Instant::now() + backoff.next_delay()).await {
-                return abandon(records.len(), "the queue is full");
+            match wait(
+                &mut stop,
+                &mut reconfigure,
+                Instant::now() + backoff.next_delay(),
+            )
+            .await
+            {
+                Woken::Stop => return abandon(records.len(), "the queue is full"),
+                // A reload that raises the queue's limits is what a full queue may be waiting
+                // for: the records in hand keep their routing, and get the new budget.
+                Woken::Reload(new) => {
+                    stages = new.stages;
+                    settings = new.settings;
+                    tracing::info!(
+                        max_bytes = settings.budget.max_bytes,
+                        "reloaded limits apply to the records waiting for room"
+                    );
+                }
+                Woken::Due => {}
             }
         }
         if let Some(since) = full_since {
@@ -358,29 +375,43 @@ async fn transform(
                     held_since = Some(Instant::now());
                     tracing::error!(%plugin, "plugin keeps failing and on_failure = \"backpressure\": holding the pipeline, nothing is acknowledged until it works again");
                 }
-                tokio::select! {
-                    biased;
-                    Some(new) = control.reconfigure.recv() => {
+                match wait(control.stop, control.reconfigure, Instant::from_std(until)).await {
+                    Woken::Stop => return None,
+                    Woken::Reload(new) => {
                         *stages = new.stages;
                         *control.settings = new.settings;
                         tracing::info!(waited = ?held_since.map(|s| s.elapsed()), "reloaded plugins replace the one holding the pipeline; the batch goes to them");
                     }
-                    stop = stopped(control.stop, Instant::from_std(until)) => if stop {
-                        return None;
-                    },
+                    Woken::Due => {}
                 }
             }
         }
     }
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>, at: Instant) -> bool {
+/// What ended a wait of the commit stage.
+enum Woken {
+    /// The agent stops.
+    Stop,
+    /// A config reload arrived.
+    Reload(Box<Reconfigure>),
+    /// The time waited for came.
+    Due,
+}
+
+/// Waits until `at`, unless the agent stops or a reload arrives first.
+async fn wait(
+    stop: &mut watch::Receiver<bool>,
+    reconfigure: &mut mpsc::Receiver<Reconfigure>,
+    at: Instant,
+) -> Woken {
     tokio::select! {
         // First, so that a stop already asked for wins over a deadline already passed.
         biased;
         // An error means the pipeline is gone: stop as well.
-        _ = stop.wait_for(|s| *s) => true,
-        _ = tokio::time::sleep_until(at) => false,
+        _ = stop.wait_for(|s| *s) => Woken::Stop,
+        Some(new) = reconfigure.recv() => Woken::Reload(Box::new(new)),
+        _ = tokio::time::sleep_until(at) => Woken::Due,
     }
 }
 
@@ -501,5 +532,108 @@ mod tests {
         assert_eq!(records[1].value, Bytes::from_static(b"payload"));
         assert_eq!(records[1].headers[0].name, HEADER_ERROR);
         chunk::encode(0, &records).expect("the chunk encodes now");
+    }
+
+    /// While the queue is full under `when_full = "backpressure"`, the commit stage waits for room;
+    /// a reload that raises `queue.max_bytes` (the obvious fix for a full queue) must be taken
+    /// there, and applied to the records waiting, not left in the channel (where a second reload
+    /// would wait behind it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_is_taken_while_the_queue_is_full() {
+        use kedge_plugin_host::chain::Chain;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(
+            Queue::open(dir.path(), 1 << 20, kedge_queue::Sync::Relaxed, "dev").expect("queue"),
+        );
+        let stages = || Stages {
+            chain: Chain::new(Vec::new(), "mqtt".into(), "dlq".into()),
+            router: Router::new(Vec::new(), Some("t".into()), "dlq".into()),
+            _ticker: None,
+        };
+        let limits = |max_bytes| CommitSettings {
+            window: Duration::from_millis(1),
+            max_records: 1000,
+            max_bytes: 1 << 20,
+            budget: Budget {
+                max_bytes,
+                min_free: 0,
+                policy: FullPolicy::Backpressure,
+            },
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let (acks, _acks_rx) = mpsc::unbounded_channel::<Vec<u32>>();
+        let (committed, committed_rx) = watch::channel(0u64);
+        let (stop_tx, stop) = watch::channel(false);
+        let (reconfigure_tx, reconfigure) = mpsc::channel(1);
+        let task = tokio::spawn(run(
+            queue.clone(),
+            stages(),
+            limits(4096),
+            Links {
+                rx,
+                acks,
+                committed,
+                stop,
+                reconfigure,
+            },
+            Arc::new(IngestStats::default()),
+        ));
+        // Incompressible: the budget counts stored (compressed) bytes.
+        let noise = |seed: u32| {
+            let mut x = 0x9E37_79B9u32 ^ seed.wrapping_mul(0x85EB_CA6B);
+            Bytes::from(
+                (0..3000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect::<Vec<u8>>(),
+            )
+        };
+        let event = |n: u32| {
+            Incoming::event(
+                Event::new("s/1".into(), noise(n), Vec::new(), 1),
+                Some(n),
+                None,
+            )
+        };
+        tx.send(event(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(*committed_rx.borrow(), 1, "the first event fits");
+        // The queue is full now: the second event waits for room.
+        tx.send(event(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(*committed_rx.borrow(), 1, "the second event waits for room");
+        // A reload raises queue.max_bytes: pipeline::reload's send succeeds (buffered).
+        assert!(
+            reconfigure_tx
+                .try_send(Reconfigure {
+                    stages: stages(),
+                    settings: limits(1 << 30),
+                })
+                .is_ok(),
+            "the first reload is buffered"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let second = reconfigure_tx.try_send(Reconfigure {
+            stages: stages(),
+            settings: limits(1 << 30),
+        });
+        let taken = second.is_ok();
+        let committed_now = *committed_rx.borrow();
+        let _ = stop_tx.send(true);
+        // The source closes: the stage ends once what it holds is committed or given up.
+        drop(tx);
+        let _ = task.await;
+        assert!(
+            taken,
+            "the commit stage never took the reload while it waited for room"
+        );
+        assert_eq!(
+            committed_now, 2,
+            "the raised queue.max_bytes was not applied to the batch waiting for room"
+        );
     }
 }

@@ -738,6 +738,13 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
 }
 
 fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
+    // SIGHUP's default action ends the process: ignored until the reload handler is installed
+    // (a SIGHUP in between is lost; the config is read after this line).
+    // SAFETY: signal only changes this process's disposition of SIGHUP.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    // Absolute (symbolic links kept, as plugin paths are relative to the file's directory), so
+    // that `kedge reload` run from another directory finds the same file.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let mut config = Config::load(path).map_err(flat)?;
     if let Some(d) = &data_dir {
         config.agent.data_dir.clone_from(d);

@@ -181,8 +181,9 @@ pub async fn run(
         },
         stats.ingest.clone(),
     ));
+    let mut budget = budget;
     let mut delivery = Delivery {
-        task: tokio::spawn(producer.run(committed_rx.clone(), drain_rx)),
+        task: Some(tokio::spawn(producer.run(committed_rx.clone(), drain_rx))),
         drain: drain_tx,
         journal: committed_rx,
     };
@@ -228,16 +229,37 @@ pub async fn run(
                     ops: ops_state.as_deref(),
                     reconfigure: &reconfigure_tx,
                 };
-                match reload(config, new, &running, &mut delivery).await {
-                    Ok(()) => stats.reload.applied(),
-                    Err(Reload::Refused(why)) => {
+                // A stop wins over a reload in progress (a plugin compiling, a producer handing
+                // over): what the reload had not done yet is abandoned, what it had is kept.
+                let outcome = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => None,
+                    r = reload(config, new, &running, &mut delivery, &mut budget) => Some(r),
+                };
+                match outcome {
+                    None => {
+                        tracing::warn!("stopping during a config reload; the reload is abandoned");
+                        break None;
+                    }
+                    Some(Ok(())) => stats.reload.applied(),
+                    Some(Err(Reload::Refused(why))) => {
                         tracing::error!(reason = %why, "config reload refused; kedge runs the config it had");
                         stats.reload.refused(&why);
                     }
-                    Err(Reload::NoProducer(e)) => {
+                    Some(Err(Reload::NoProducer(e))) => {
                         tracing::error!(error = %e, "no producer could start after a reload; reopening the queue with the config it had");
                         stats.reload.refused(&Refused::CannotLoad(e.to_string()));
-                        break Some(None);
+                        // The committer may have ended meanwhile on a queue I/O error of its
+                        // own: what it says must not be lost.
+                        let unacked_from = if committer.is_finished() {
+                            match (&mut committer).await {
+                                Ok(ingest::CommitEnd::QueuePoisoned { unacked_from }) => unacked_from,
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        };
+                        break Some(unacked_from);
                     }
                 }
             }
@@ -279,13 +301,16 @@ pub async fn run(
         let _ = source.await;
     }
     let _ = delivery.drain.send(Drain::Deliver(deadline));
-    let mut delivery = delivery.task;
-    let delivery_stopped = tokio::time::timeout_at(
-        kedge_base::deadline::later(deadline, Duration::from_secs(1)),
-        &mut delivery,
-    )
-    .await
-    .is_ok();
+    // None after a reload that stopped the producer and could not start another.
+    let delivery_stopped = match delivery.task.as_mut() {
+        Some(task) => tokio::time::timeout_at(
+            kedge_base::deadline::later(deadline, Duration::from_secs(1)),
+            task,
+        )
+        .await
+        .is_ok(),
+        None => true,
+    };
     if !delivery_stopped {
         tracing::warn!("delivery did not stop before the shutdown deadline");
     }
@@ -296,9 +321,9 @@ pub async fn run(
     }
     if let Some(unacked_from) = poisoned {
         // Every task must let go of the queue before it can be reopened: sled locks its file.
-        if !delivery_stopped {
-            delivery.abort();
-            let _ = delivery.await;
+        if !delivery_stopped && let Some(task) = delivery.task.take() {
+            task.abort();
+            let _ = task.await;
         }
         return Err(PipelineError::QueuePoisoned { unacked_from });
     }
@@ -312,7 +337,8 @@ pub async fn run(
 
 /// The running delivery task, how to stop it, and what it listens to.
 struct Delivery {
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once a reload stopped it and before the next one runs.
+    task: Option<tokio::task::JoinHandle<()>>,
     drain: watch::Sender<Drain>,
     journal: watch::Receiver<u64>,
 }
@@ -347,64 +373,94 @@ async fn reload(
     new: Result<Config, String>,
     running: &Running<'_>,
     delivery: &mut Delivery,
+    budget: &mut Budget,
 ) -> Result<(), Reload> {
     let new = new.map_err(Refused::Invalid)?;
     let plan = reload::plan(config, &new)?;
-    let plugins = tokio::task::block_in_place(|| {
-        kedge_plugin_host::load::load(
-            &new.plugins,
-            Some(&plugin_cache_dir(&new)),
-            &new.mqtt.name,
-            &new.routing.dead_letter_topic,
-            false,
-        )
+    // Off the async workers, and so that a stop need not wait for a compile: dropped, this
+    // future leaves the load to finish on its thread and its result unused.
+    let (specs, cache, source, dead_letter) = (
+        new.plugins.clone(),
+        plugin_cache_dir(&new),
+        new.mqtt.name.clone(),
+        new.routing.dead_letter_topic.clone(),
+    );
+    let plugins = tokio::task::spawn_blocking(move || {
+        kedge_plugin_host::load::load(&specs, Some(&cache), &source, &dead_letter, false)
+            .map_err(|e| e.to_string())
     })
-    .map_err(|e| Refused::CannotLoad(e.to_string()))?;
-    if plan.restart_delivery {
-        // TLS material and secrets are read here, so that a bad one refuses the reload.
-        cluster_settings(&new).map_err(|e| Refused::CannotLoad(e.to_string()))?;
-    }
-    let budget = disk_budget(&new.queue, running.queue);
+    .await
+    .map_err(|e| Refused::CannotLoad(format!("loading the plugins failed: {e}")))?
+    .map_err(Refused::CannotLoad)?;
+    // TLS material and secrets are read here, once: a bad one refuses the reload, and the
+    // producer started below uses what was read.
+    let cluster = match plan.restart_delivery {
+        true => Some(cluster_settings(&new).map_err(|e| Refused::CannotLoad(e.to_string()))?),
+        false => None,
+    };
+    // The default byte limit is a share of the free space when kedge started; it is computed
+    // again only when a limit it derives from changed.
+    let limits_changed = config.queue.max_bytes != new.queue.max_bytes
+        || config.queue.min_free != new.queue.min_free;
+    let new_budget = if limits_changed {
+        disk_budget(&new.queue, running.queue)
+    } else {
+        Budget {
+            policy: new.queue.when_full,
+            ..*budget
+        }
+    };
     let plugin_stats = plugins.chain.stats();
     let stages = Stages {
         chain: plugins.chain,
         router: router(&new),
         _ticker: plugins.ticker,
     };
-    let settings = commit_settings(&new, budget);
-    if plan.restart_delivery {
-        // First, so that every record routed by the new config is sealed by the new producer.
+    let settings = commit_settings(&new, new_budget);
+    if let Some(cluster) = cluster {
+        // First, so that every record the new routing makes is sealed by the new producer.
         // Answers to the requests in flight are awaited, up to one request timeout, so that the
         // new producer has as few batches in doubt to verify as possible.
-        let deadline = kedge_base::deadline::after(config.kafka.request_timeout);
-        let _ = delivery.drain.send(Drain::Handover(deadline));
-        let stopped = tokio::time::timeout_at(
-            kedge_base::deadline::later(deadline, Duration::from_secs(1)),
-            &mut delivery.task,
-        )
-        .await
-        .is_ok();
-        if !stopped {
-            delivery.task.abort();
-            let _ = (&mut delivery.task).await;
+        if let Some(task) = delivery.task.as_mut() {
+            let deadline = kedge_base::deadline::after(config.kafka.request_timeout);
+            let _ = delivery.drain.send(Drain::Handover(deadline));
+            let stopped = tokio::time::timeout_at(
+                kedge_base::deadline::later(deadline, Duration::from_secs(1)),
+                &mut *task,
+            )
+            .await
+            .is_ok();
+            if !stopped {
+                task.abort();
+                let _ = task.await;
+            }
+            delivery.task = None;
         }
         // The old producer is gone: only now may a new one read the queue's producer state.
-        // Its settings were checked above: what can fail now is reading the queue.
-        let producer = producer(&new, running.queue.clone(), running.stats.delivery.clone())
-            .map_err(Reload::NoProducer)?;
+        let producer = producer_with(
+            &new,
+            cluster,
+            running.queue.clone(),
+            running.stats.delivery.clone(),
+        )
+        .map_err(Reload::NoProducer)?;
         let (drain, drain_rx) = watch::channel(Drain::Run);
-        delivery.task = tokio::spawn(producer.run(delivery.journal.clone(), drain_rx));
+        delivery.task = Some(tokio::spawn(
+            producer.run(delivery.journal.clone(), drain_rx),
+        ));
         delivery.drain = drain;
     }
-    // A committer that is gone is stopping the pipeline: nothing to reconfigure then.
+    // Waits only while the commit stage takes the previous reload, which it does between two
+    // commits or while it waits for room or for a plugin.
     let _ = running
         .reconfigure
         .send(ingest::Reconfigure { stages, settings })
         .await;
+    *budget = new_budget;
     if let Some(ops) = running.ops {
         *ops.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugin_stats;
         ops.queue_max_bytes
-            .store(budget.max_bytes, std::sync::atomic::Ordering::Relaxed);
+            .store(new_budget.max_bytes, std::sync::atomic::Ordering::Relaxed);
     }
     tracing::info!(
         changed = ?plan.changed,
@@ -450,6 +506,16 @@ pub fn producer(
     queue: Arc<Queue>,
     stats: Arc<DeliveryStats>,
 ) -> Result<Producer<Cluster, Queue>, PipelineError> {
+    producer_with(config, cluster_settings(config)?, queue, stats)
+}
+
+/// [`producer`] with the cluster settings already read.
+fn producer_with(
+    config: &Config,
+    cluster: ClusterSettings,
+    queue: Arc<Queue>,
+    stats: Arc<DeliveryStats>,
+) -> Result<Producer<Cluster, Queue>, PipelineError> {
     let compression = config.kafka.compression;
     let dispatcher = Dispatcher::new(
         SealSettings {
@@ -462,7 +528,7 @@ pub fn producer(
     );
     Ok(Producer::new(
         queue,
-        Cluster::new(cluster_settings(config)?),
+        Cluster::new(cluster),
         dispatcher,
         ProducerSettings {
             max_in_flight: usize::from(config.kafka.max_in_flight).min(WINDOW),

@@ -5,8 +5,8 @@
 //! never dropped by a reload, so their settings need a restart. Everything between them is
 //! rebuilt: the plugins (re-read from disk even when the config names the same files), the
 //! routing and the commit limits, which the commit stage takes between two commits; and, when
-//! `[kafka]` or the dead-letter topic changed, the producer, which hands the queue over to a new
-//! one (ARCHITECTURE.md §11).
+//! `[kafka]` or the dead-letter topic changed or `[kafka]` reads TLS material or a password from
+//! files, the producer, which hands the queue over to a new one (ARCHITECTURE.md §11).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,8 @@ use crate::config::Config;
 /// What a reload changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Whether the producer must be replaced (its settings changed).
+    /// Whether the producer must be replaced: its settings changed, or the TLS material and
+    /// secrets it reads from files must be read again.
     pub restart_delivery: bool,
     /// The config sections that changed, for the log (empty: the plugins are re-read all the
     /// same).
@@ -72,8 +73,12 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Refused> {
         ("kafka", old.kafka != new.kafka),
     ];
     Ok(Plan {
+        // The files [kafka.tls] and [kafka.sasl] name may have changed without the config (a
+        // certificate or password rotated): read them again.
         restart_delivery: old.kafka != new.kafka
-            || old.routing.dead_letter_topic != new.routing.dead_letter_topic,
+            || old.routing.dead_letter_topic != new.routing.dead_letter_topic
+            || new.kafka.tls.is_some()
+            || new.kafka.sasl.is_some(),
         changed: changes
             .iter()
             .filter(|(_, c)| *c)
@@ -191,6 +196,17 @@ bootstrap = ["127.0.0.1:9092"]
         );
         let p = plan(&old, &new).unwrap();
         assert_eq!((p.changed, p.restart_delivery), (vec!["routing"], true));
+    }
+
+    #[test]
+    fn kafka_tls_or_sasl_replaces_the_producer_at_every_reload_to_read_their_files_again() {
+        let tls = config("[kafka.tls]\nca_file = \"/etc/kedge/ca.pem\"\n");
+        let p = plan(&tls, &tls).unwrap();
+        assert_eq!((p.changed, p.restart_delivery), (vec![], true));
+        let sasl = config(
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"u\"\npassword = { file = \"/etc/kedge/p\" }\n",
+        );
+        assert!(plan(&sasl, &sasl).unwrap().restart_delivery);
     }
 
     #[test]

@@ -325,7 +325,10 @@ fn status_report(ready: bool) -> String {
         },
         "mqtt_connected": true,
         "plugins": [],
-        "process": {"resident_bytes": 1048576, "open_fds": 10},
+        "process": {
+            "resident_bytes": 1048576, "open_fds": 10, "pid": 1, "reloads_applied": 0,
+            "reloads_refused": 0, "reload_refused": null, "config_file": "/etc/kedge/kedge.toml"
+        },
         "unready": unready,
     })
     .to_string()

@@ -208,7 +208,16 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             producer_retry_at: Instant::now(),
             journal_dirty: Some(Instant::now()),
             producer_lost: false,
-            unsynced: None,
+            // Sealed batches read back here may be in the page cache only (a process that died
+            // after a seal whose sync failed, or a producer that handed over after one): durable
+            // before any is sent.
+            unsynced: match outbox.sync() {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make the sealed batches durable; nothing is sent until it can");
+                    Some(Instant::now())
+                }
+            },
             kafka_ok: false,
             settings,
         };

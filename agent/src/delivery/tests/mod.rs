@@ -365,6 +365,39 @@ async fn a_handover_waits_for_the_answers_in_flight() {
     );
 }
 
+/// A seal that committed but could not be made durable must not be sent before a sync succeeds,
+/// by the producer that sealed it nor by the one it hands the queue over to (a reload).
+#[tokio::test(start_paused = true)]
+async fn a_handover_does_not_send_a_seal_that_is_not_durable() {
+    let mut run = Run::start(Setup::default());
+    // Steady state first: the producer id is taken, floors are set, everything delivered.
+    run.journal(20);
+    run.run_for(Duration::from_millis(200)).await;
+    let sent_before = run.stat(&run.stats.batches_sent);
+    // Now the next seal commits but its sync fails, and so does every sync after it.
+    run.outbox
+        .seals_not_durable
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    run.outbox
+        .syncs_failing
+        .store(1_000_000, std::sync::atomic::Ordering::Relaxed);
+    run.journal(20);
+    run.run_for(Duration::from_millis(500)).await;
+    assert_eq!(
+        run.stat(&run.stats.batches_sent),
+        sent_before,
+        "the old producer holds the non-durable seal back (as designed)"
+    );
+    // A config reload with a changed [kafka] hands the queue over.
+    run.handover(Duration::from_secs(30)).await;
+    run.run_for(Duration::from_millis(500)).await;
+    assert_eq!(
+        run.stat(&run.stats.batches_sent),
+        sent_before,
+        "after the handover a batch whose seal was never made durable was sent"
+    );
+}
+
 /// Finding 3: a batch stranded on a dead connection and applied late must not be overtaken by
 /// a later batch sent on a new connection (with no producer state the broker appends both, in
 /// the wrong order; a "covered" check would then take the stranded one for delivered).
