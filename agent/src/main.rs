@@ -264,6 +264,16 @@ enum PluginCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Compiles plugin components into kedge's plugin cache: `kedge run` runs this in a child
+    /// process, so that the compiler's memory never enters the daemon.
+    #[command(hide = true)]
+    FillCache {
+        /// The plugin cache directory.
+        #[arg(long)]
+        cache: PathBuf,
+        /// Plugin names and paths, alternating.
+        plugins: Vec<std::ffi::OsString>,
+    },
     /// Run a plugin on sample events (JSON lines) and print its verdicts, one line per event
     /// and per tick.
     #[command(after_help = EXIT_PLUGIN)]
@@ -648,6 +658,25 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<Exit> {
             println!(
                 "  run:    add a [[plugin]] with path = \"{d}/{name}.wasm\" to kedge.toml; {d}/README.md shows one"
             );
+            Ok(Exit::Success)
+        }
+        PluginCommand::FillCache { cache, plugins } => {
+            if plugins.len() % 2 != 0 {
+                anyhow::bail!("plugin fill-cache takes names and paths in pairs");
+            }
+            let plugins: Vec<(String, PathBuf)> = plugins
+                .chunks(2)
+                .map(|pair| {
+                    (
+                        pair[0].to_string_lossy().into_owned(),
+                        PathBuf::from(&pair[1]),
+                    )
+                })
+                .collect();
+            #[cfg(feature = "compiler")]
+            load::fill_cache(&plugins, &cache).map_err(anyhow::Error::msg)?;
+            #[cfg(not(feature = "compiler"))]
+            let _ = (plugins, cache);
             Ok(Exit::Success)
         }
         PluginCommand::Compile {

@@ -119,6 +119,17 @@ fn reloads_under_load_change_routing_plugins_and_codec_without_loss_duplicates_o
         || metric(metrics, "kedge_plugin_events_total", "plugin=\"filter\"") > 0.0,
     );
     assert_eq!(ready(metrics).0, 200, "{:?}", ready(metrics));
+    // A child process compiled the plugin into the cache, and the agent loaded it from there.
+    assert_eq!(
+        kedge.log_count("plugin compiled"),
+        0,
+        "{}",
+        kedge.log_text()
+    );
+    let cached = std::fs::read_dir(kedge.data_dir().join("plugin-cache"))
+        .expect("the plugin cache")
+        .count();
+    assert_eq!(cached, 1);
 
     // 2. A config that fails check: a plugin that does not exist. Refused, the old one runs.
     let broken = after.replace(&filter.display().to_string(), "/nonexistent/filter.wasm");
