@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::delivery::Committed;
 use crate::route::{Event, Router};
 use crate::telemetry::{DeadLetter, Dropped, add};
 use kedge_plugin_host::chain::{Applied, Chain};
@@ -45,7 +46,8 @@ pub struct Reconfigure {
 /// Group commit limits.
 #[derive(Debug, Clone)]
 pub struct CommitSettings {
-    /// How long to gather events after the first one before committing.
+    /// How long to gather events after the first one before committing, when busy
+    /// ([`gather_window`]).
     pub window: Duration,
     /// Commit early at this many events.
     pub max_records: usize,
@@ -89,7 +91,7 @@ pub struct Links<A> {
     /// Acknowledgements released to the source, in arrival order.
     pub acks: mpsc::UnboundedSender<Vec<A>>,
     /// Bumped after every commit.
-    pub committed: watch::Sender<u64>,
+    pub committed: watch::Sender<Committed>,
     /// Turns true when the agent stops: a batch that cannot be committed (held by a plugin,
     /// or waiting for room in a full queue) is then given up rather than waited for.
     pub stop: watch::Receiver<bool>,
@@ -121,6 +123,7 @@ pub async fn run<A: Send + 'static>(
         }
     };
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut last = Last::default();
     loop {
         let next_tick = stages.chain.next_tick();
         let first = tokio::select! {
@@ -139,9 +142,14 @@ pub async fn run<A: Send + 'static>(
             },
             _ = sleep_until_some(next_tick), if next_tick.is_some() => None,
         };
+        let taken = Instant::now();
         let (events, tokens, changes) = match first {
             Some(first) => {
-                let batch = gather(first, &mut rx, &settings).await;
+                let batch = gather(first, &mut rx, &settings, &last).await;
+                last = Last {
+                    items: batch.len(),
+                    taken: Some(taken),
+                };
                 let mut events = Vec::with_capacity(batch.len());
                 let mut tokens = Vec::with_capacity(batch.len());
                 let mut changes = Vec::new();
@@ -305,7 +313,7 @@ pub async fn run<A: Send + 'static>(
         }
         stats.routed(topic_counts(&records));
         add(&stats.commits, 1);
-        committed.send_modify(|c| *c += n);
+        committed.send_modify(|c| c.add(n, taken));
         if !tokens.is_empty() && acks.send(tokens).is_err() {
             // The source is gone; its broker redelivers what was not acknowledged.
             tracing::debug!("source closed before acknowledgements could be released");
@@ -314,16 +322,46 @@ pub async fn run<A: Send + 'static>(
     CommitEnd::Drained
 }
 
-/// Gathers events after `first` until the commit window closes or a limit is reached.
+/// How long to gather after the first event, like a database's group commit. Busy (events
+/// queued behind the first, or the last commit carried more than one item): the whole window,
+/// so that many events share each sync. Idle: at once, since company is not coming and holding
+/// the event would only add latency; but never sooner than a window after the last commit
+/// began, so that syncs stay at most one per window however the events are spaced.
+fn gather_window(
+    waiting: bool,
+    last_batch: usize,
+    since_last_commit: Duration,
+    window: Duration,
+) -> Duration {
+    if waiting || last_batch > 1 {
+        window
+    } else {
+        window.saturating_sub(since_last_commit)
+    }
+}
+
+/// Gathers events after `first` until the commit window closes or a limit is reached; what is
+/// already queued is always taken, up to the limits.
 async fn gather<A>(
     first: Incoming<A>,
     rx: &mut mpsc::Receiver<Incoming<A>>,
     settings: &CommitSettings,
+    last: &Last,
 ) -> Vec<Incoming<A>> {
     let size = |i: &Incoming<A>| i.event.as_ref().map_or(0, |e| e.payload.len());
     let mut bytes = size(&first);
     let mut batch = vec![first];
-    let deadline = kedge_base::deadline::after(settings.window);
+    let since = last.taken.map_or(Duration::MAX, |t| t.elapsed());
+    let window = gather_window(!rx.is_empty(), last.items, since, settings.window);
+    if window.is_zero() {
+        while batch.len() < settings.max_records && bytes < settings.max_bytes {
+            let Ok(i) = rx.try_recv() else { break };
+            bytes += size(&i);
+            batch.push(i);
+        }
+        return batch;
+    }
+    let deadline = kedge_base::deadline::after(window);
     while batch.len() < settings.max_records && bytes < settings.max_bytes {
         tokio::select! {
             next = rx.recv() => match next {
@@ -337,6 +375,15 @@ async fn gather<A>(
         }
     }
     batch
+}
+
+/// The last batch gathered, which tells whether the stage is busy.
+#[derive(Default)]
+struct Last {
+    /// Its items (events, redeliveries, releases).
+    items: usize,
+    /// When its first item was taken.
+    taken: Option<Instant>,
 }
 
 /// What may interrupt a batch that a plugin holds: a stop, or a reload that replaces the
@@ -534,6 +581,121 @@ mod tests {
         chunk::encode(0, &records).expect("the chunk encodes now");
     }
 
+    #[test]
+    fn the_commit_stage_gathers_only_when_busy() {
+        let ms = Duration::from_millis;
+        let w = ms(5);
+        // Idle: nothing queued behind the first event, and the last commit was a lone one (or
+        // none) at least a window ago.
+        assert_eq!(gather_window(false, 0, Duration::MAX, w), Duration::ZERO);
+        assert_eq!(gather_window(false, 1, ms(5), w), Duration::ZERO);
+        assert_eq!(gather_window(false, 1, ms(900), w), Duration::ZERO);
+        // Idle, but the last commit began less than a window ago: only the rest of the window.
+        assert_eq!(gather_window(false, 1, ms(2), w), ms(3));
+        assert_eq!(gather_window(false, 1, Duration::ZERO, w), w);
+        // Busy: events queued behind it, or the last commit had company.
+        assert_eq!(gather_window(true, 0, Duration::MAX, w), w);
+        assert_eq!(gather_window(true, 1, ms(900), w), w);
+        assert_eq!(gather_window(false, 2, ms(900), w), w);
+        assert_eq!(gather_window(false, 4096, Duration::MAX, w), w);
+    }
+
+    /// A lone event is committed at once; events that arrive together, the event after them,
+    /// and a lone event less than a window after the last commit began wait for company.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_event_is_committed_at_once_and_a_busy_stage_gathers() {
+        use kedge_plugin_host::chain::Chain;
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(
+            Queue::open(dir.path(), 1 << 20, kedge_queue::Sync::Relaxed, "dev").expect("queue"),
+        );
+        let window = Duration::from_millis(800);
+        let (tx, rx) = mpsc::channel(16);
+        let (acks, _acks_rx) = mpsc::unbounded_channel::<Vec<u32>>();
+        let (committed, committed_rx) = watch::channel(Committed::none());
+        let (_stop_tx, stop) = watch::channel(false);
+        let (_reconfigure_tx, reconfigure) = mpsc::channel(1);
+        let event = |n: u32| {
+            Incoming::event(
+                Event::new("s/1".into(), Bytes::from_static(b"x"), Vec::new(), 1),
+                Some(n),
+                None,
+            )
+        };
+        // Two events queued before the stage starts: it is busy from the first.
+        tx.send(event(1)).await.unwrap();
+        tx.send(event(2)).await.unwrap();
+        let started = Instant::now();
+        let task = tokio::spawn(run(
+            queue,
+            Stages {
+                chain: Chain::new(Vec::new(), "mqtt".into(), "dlq".into()),
+                router: Router::new(Vec::new(), Some("t".into()), "dlq".into()),
+                _ticker: None,
+            },
+            CommitSettings {
+                window,
+                max_records: 1000,
+                max_bytes: 1 << 20,
+                budget: Budget {
+                    max_bytes: 1 << 30,
+                    min_free: 0,
+                    policy: FullPolicy::Backpressure,
+                },
+            },
+            Links {
+                rx,
+                acks,
+                committed,
+                stop,
+                reconfigure,
+            },
+            Arc::new(IngestStats::default()),
+        ));
+        let records = || committed_rx.borrow().records;
+        let committed_after = |n: u64| {
+            let mut rx = committed_rx.clone();
+            async move {
+                rx.wait_for(|c| c.records >= n).await.expect("stage alive");
+                Instant::now()
+            }
+        };
+        let at = committed_after(2).await;
+        assert!(
+            at - started >= window,
+            "two queued events gathered for the window"
+        );
+        // The last commit had company: the next event waits the window too.
+        let sent = Instant::now();
+        tx.send(event(3)).await.unwrap();
+        let at = committed_after(3).await;
+        assert!(
+            at - sent >= window,
+            "after a busy commit, the window applies"
+        );
+        // The last commit was a lone event: the next is committed at once.
+        let sent = Instant::now();
+        tx.send(event(4)).await.unwrap();
+        let at = committed_after(4).await;
+        assert!(
+            at - sent < window / 2,
+            "an idle stage held a lone event for {:?}",
+            at - sent
+        );
+        // Idle, but the last commit began just now: at most one sync per window.
+        let sent = Instant::now();
+        tx.send(event(5)).await.unwrap();
+        let at = committed_after(5).await;
+        assert!(
+            at - sent >= window / 2,
+            "two syncs {:?} apart with an 800 ms window",
+            at - sent
+        );
+        assert_eq!(records(), 5);
+        drop(tx);
+        assert_eq!(task.await.unwrap(), CommitEnd::Drained);
+    }
+
     /// While the queue is full under `when_full = "backpressure"`, the commit stage waits for room;
     /// a reload that raises `queue.max_bytes` (the obvious fix for a full queue) must be taken
     /// there, and applied to the records waiting, not left in the channel (where a second reload
@@ -562,7 +724,7 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel(16);
         let (acks, _acks_rx) = mpsc::unbounded_channel::<Vec<u32>>();
-        let (committed, committed_rx) = watch::channel(0u64);
+        let (committed, committed_rx) = watch::channel(Committed::none());
         let (stop_tx, stop) = watch::channel(false);
         let (reconfigure_tx, reconfigure) = mpsc::channel(1);
         let task = tokio::spawn(run(
@@ -601,11 +763,15 @@ mod tests {
         };
         tx.send(event(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(*committed_rx.borrow(), 1, "the first event fits");
+        assert_eq!(committed_rx.borrow().records, 1, "the first event fits");
         // The queue is full now: the second event waits for room.
         tx.send(event(2)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(*committed_rx.borrow(), 1, "the second event waits for room");
+        assert_eq!(
+            committed_rx.borrow().records,
+            1,
+            "the second event waits for room"
+        );
         // A reload raises queue.max_bytes: pipeline::reload's send succeeds (buffered).
         assert!(
             reconfigure_tx
@@ -622,7 +788,7 @@ mod tests {
             settings: limits(1 << 30),
         });
         let taken = second.is_ok();
-        let committed_now = *committed_rx.borrow();
+        let committed_now = committed_rx.borrow().records;
         let _ = stop_tx.send(true);
         // The source closes: the stage ends once what it holds is committed or given up.
         drop(tx);

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Keyword;
 use crate::config::{self, Config};
-use crate::delivery::{DeliveryStats, Drain, Producer, ProducerSettings};
+use crate::delivery::{Committed, DeliveryStats, Drain, Producer, ProducerSettings};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::ingest::{self, CommitSettings, Stages};
 use crate::ops::exposition::Readiness;
@@ -156,7 +156,7 @@ pub async fn run(
 
     let (events_tx, events_rx) = mpsc::channel(usize::from(config.mqtt.receive_maximum) + 256);
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-    let (committed_tx, committed_rx) = watch::channel(0u64);
+    let (committed_tx, committed_rx) = watch::channel(Committed::none());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(Drain::Run);
 
@@ -379,7 +379,7 @@ struct Delivery {
     /// `None` once a reload stopped it and before the next one runs.
     task: Option<tokio::task::JoinHandle<()>>,
     drain: watch::Sender<Drain>,
-    journal: watch::Receiver<u64>,
+    journal: watch::Receiver<Committed>,
 }
 
 /// What a reload changes in a running pipeline, besides the delivery task.

@@ -263,7 +263,8 @@ fn sanitize_device_id(raw: &str) -> String {
 pub struct QueueConfig {
     /// Queue directory; see [`QueueConfig::effective_dir`].
     pub dir: Option<PathBuf>,
-    /// How long to gather records before one write + flush + fdatasync.
+    /// How long a busy commit stage gathers records before one write + flush + fdatasync; also
+    /// the shortest interval between two commits.
     #[serde(deserialize_with = "deserialize_duration")]
     pub commit_window: Duration,
     /// Most records in one group commit.

@@ -74,7 +74,8 @@ const FORGET_TOPIC_AFTER: Duration = Duration::from_secs(600);
 pub struct ProducerSettings {
     /// Requests in flight per broker connection, and sealed batches per partition.
     pub max_in_flight: usize,
-    /// How long to wait for more records before sealing a batch.
+    /// How long a record may wait for others to share its batch, counted from when the commit
+    /// stage took it (so the commit window is part of it, not added to it).
     pub linger: Duration,
     /// First retry delay.
     pub retry_initial: Duration,
@@ -110,6 +111,39 @@ impl Drain {
             Drain::Deliver(t) | Drain::Handover(t) => Some(t),
         }
     }
+}
+
+/// What the commit stage publishes after each commit; delivery wakes on every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Records committed since the start.
+    pub records: u64,
+    /// When the commit stage took the first event of the latest commit from the source: the
+    /// linger of its records started then. When delivery misses a commit (two land while it
+    /// is busy) it counts from the later one's, so it seals late, never early.
+    pub since: Instant,
+}
+
+impl Committed {
+    /// Nothing committed yet.
+    pub fn none() -> Self {
+        Committed {
+            records: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Adds a commit of `records` whose first event was taken at `since`.
+    pub fn add(&mut self, records: u64, since: Instant) {
+        self.records += records;
+        self.since = since;
+    }
+}
+
+/// When records committed at `since` are due to be sealed: once they have waited `linger`
+/// since the commit stage took them, which may be now already.
+fn seal_due(since: Instant, linger: Duration, now: Instant) -> Instant {
+    (since + linger).max(now)
 }
 
 /// A Produce request's answer, with what it carried.
@@ -250,7 +284,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
     /// `journal` changes whenever a commit adds records.
     pub async fn run(
         mut self,
-        mut journal: watch::Receiver<u64>,
+        mut journal: watch::Receiver<Committed>,
         mut drain: watch::Receiver<Drain>,
     ) {
         // Once the commit stage is gone its channel reports closed at once; stop listening then.
@@ -300,7 +334,8 @@ impl<L: Link, O: Outbox> Producer<L, O> {
                 changed = journal.changed(), if journal_open => match changed {
                     Ok(()) => {
                         if self.journal_dirty.is_none() {
-                            self.journal_dirty = Some(kedge_base::deadline::after(self.settings.linger));
+                            let since = journal.borrow_and_update().since;
+                            self.journal_dirty = Some(seal_due(since, self.settings.linger, Instant::now()));
                         }
                     }
                     Err(_) => journal_open = false,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kedge::config::Config;
 use kedge::delivery::DeliveryStats;
-use kedge::delivery::{Drain, Producer};
+use kedge::delivery::{Committed, Drain, Producer};
 use kedge_queue::Queue;
 use kedge_wire::record::Record;
 use tokio::sync::watch;
@@ -105,7 +105,7 @@ fn feed(
     args: &KedgeArgs,
     max_records: usize,
     max_bytes: usize,
-    committed: &watch::Sender<u64>,
+    committed: &watch::Sender<Committed>,
     sealed: &AtomicU64,
 ) {
     let entry = KEY_BYTES + args.value_bytes;
@@ -125,7 +125,8 @@ fn feed(
         *seq += commit.len() as u64;
         let n = commit.len() as u64;
         commit.clear();
-        committed.send_modify(|c| *c += n);
+        // Read from the file just now: the linger starts here.
+        committed.send_modify(|c| c.add(n, tokio::time::Instant::now()));
     };
     let mut left = args.count;
     while left > 0 {
@@ -169,7 +170,7 @@ async fn drive(config: &Config, args: &KedgeArgs) {
         })
         .expect("open the queue"),
     );
-    let (committed_tx, committed_rx) = watch::channel(0u64);
+    let (committed_tx, committed_rx) = watch::channel(Committed::none());
     let (drain_tx, drain_rx) = watch::channel(Drain::Run);
     let max_records = config.queue.commit_max_records;
     let max_bytes = config.queue.commit_max_bytes.bytes() as usize;

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{DeliveryStats, Drain, Producer, ProducerSettings};
+use super::{Committed, DeliveryStats, Drain, Producer, ProducerSettings, seal_due};
 use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::telemetry::DeadLetter;
 use fake::{Broker, FakeLink, Fate, Faulty};
@@ -58,7 +58,7 @@ struct Run {
     outbox: Arc<Faulty>,
     broker: Arc<Mutex<Broker>>,
     stats: Arc<DeliveryStats>,
-    journal: watch::Sender<u64>,
+    journal: watch::Sender<Committed>,
     drain: watch::Sender<Drain>,
     task: Option<tokio::task::JoinHandle<()>>,
     next_seq: u64,
@@ -79,7 +79,7 @@ impl Run {
             b.model.create_topic(DLQ, 1).expect("dlq topic");
             prepare(&mut b, &queue);
         }
-        let (journal, _) = watch::channel(0);
+        let (journal, _) = watch::channel(Committed::none());
         let (drain, _) = watch::channel(Drain::Run);
         let mut run = Run {
             setup,
@@ -164,6 +164,12 @@ impl Run {
 
     /// Journals `n` records for `topic` in one chunk.
     fn journal_to(&mut self, topic: &str, n: u64) {
+        self.journal_at(topic, n, Instant::now());
+    }
+
+    /// Journals `n` records for `topic` in one chunk whose first event the commit stage took at
+    /// `since`.
+    fn journal_at(&mut self, topic: &str, n: u64, since: Instant) {
         let records: Vec<Record> = (self.next_seq..self.next_seq + n)
             .map(|seq| Record {
                 topic: topic.into(),
@@ -177,7 +183,7 @@ impl Run {
         q.append(self.next_seq, &records).expect("append");
         q.sync().expect("sync");
         self.next_seq += n;
-        self.journal.send_replace(self.next_seq);
+        self.journal.send_modify(|c| c.add(n, since));
     }
 
     /// Lets delivery run for `d` of (paused) time.
@@ -340,6 +346,49 @@ async fn a_producer_handed_over_mid_stream_loses_and_duplicates_nothing() {
     run.finish().await;
     run.assert_exactly_once_in_order();
     assert_eq!(run.stat(&run.stats.delivered), run.next_seq);
+}
+
+/// The linger counts from when the commit stage took the records: records that already waited
+/// the commit window are sealed as soon as they are committed, not a whole linger later.
+#[tokio::test(start_paused = true)]
+async fn the_linger_counts_from_when_the_commit_stage_took_the_records() {
+    let mut run = Run::start(Setup::default());
+    // The topic's first records wait for its metadata.
+    run.journal(10);
+    run.run_for(Duration::from_millis(100)).await;
+    assert_eq!(run.stat(&run.stats.sealed), 10);
+    // Taken 5 ms ago (the commit window): the 5 ms linger is over.
+    run.journal_at(TOPIC, 10, Instant::now() - Duration::from_millis(5));
+    run.run_for(Duration::from_millis(1)).await;
+    assert_eq!(run.stat(&run.stats.sealed), 20, "sealed at once");
+    // Taken just now: they wait for company.
+    run.journal_at(TOPIC, 10, Instant::now());
+    run.run_for(Duration::from_millis(4)).await;
+    assert_eq!(
+        run.stat(&run.stats.sealed),
+        20,
+        "the chunk waits its linger"
+    );
+    run.run_for(Duration::from_millis(2)).await;
+    assert_eq!(
+        run.stat(&run.stats.sealed),
+        30,
+        "and is sealed when it is over"
+    );
+    run.finish().await;
+    run.assert_exactly_once_in_order();
+}
+
+#[test]
+fn a_seal_is_due_a_linger_after_the_records_were_taken_never_in_the_past() {
+    let now = Instant::now();
+    let linger = Duration::from_millis(5);
+    let ms = Duration::from_millis;
+    assert_eq!(seal_due(now, linger, now), now + ms(5));
+    assert_eq!(seal_due(now - ms(2), linger, now), now + ms(3));
+    assert_eq!(seal_due(now - ms(5), linger, now), now);
+    assert_eq!(seal_due(now - ms(40), linger, now), now);
+    assert_eq!(seal_due(now, Duration::ZERO, now), now);
 }
 
 /// A handover waits for the answers to what is in flight, so that the next producer is not left
