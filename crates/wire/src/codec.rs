@@ -99,11 +99,14 @@ pub fn compress(plain: &[u8], codec: Compression, out: &mut Vec<u8>) -> Result<(
             encoder.write_all(plain).map_err(corrupt)?;
             encoder.finish().map_err(|e| corrupt(io::Error::other(e)))?;
         }
+        // One shot, not a stream: told the input's size, zstd sizes its context to it (a few
+        // KiB for a typical batch) instead of the level's full window (megabytes per batch).
         Compression::Zstd => {
-            let mut encoder =
-                zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(corrupt)?;
-            encoder.write_all(plain).map_err(corrupt)?;
-            encoder.finish().map_err(corrupt)?;
+            let at = out.len();
+            out.resize(at + zstd::zstd_safe::compress_bound(plain.len()), 0);
+            let written = zstd::bulk::compress_to_buffer(plain, &mut out[at..], ZSTD_LEVEL)
+                .map_err(corrupt)?;
+            out.truncate(at + written);
         }
     }
     Ok(())
@@ -322,6 +325,24 @@ mod tests {
         assert_eq!(out[4], 0b0110_0000);
         // BD: 64 KiB blocks.
         assert_eq!(out[5], 0b0100_0000);
+    }
+
+    /// The frame names its content size: zstd was told the input's size, which is what lets it
+    /// size the context to the batch rather than to the level's window.
+    #[test]
+    fn a_zstd_section_is_one_frame_that_names_its_size() {
+        for len in [0, 100, 200_000] {
+            let mut out = Vec::new();
+            compress(&sample(len), Compression::Zstd, &mut out).unwrap();
+            assert!(matches!(
+                zstd::zstd_safe::get_frame_content_size(&out),
+                Ok(Some(n)) if n == len as u64
+            ));
+            assert!(matches!(
+                zstd::zstd_safe::find_frame_compressed_size(&out),
+                Ok(n) if n == out.len()
+            ));
+        }
     }
 
     #[test]
