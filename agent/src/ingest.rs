@@ -146,10 +146,7 @@ pub async fn run<A: Send + 'static>(
         let (events, tokens, changes) = match first {
             Some(first) => {
                 let batch = gather(first, &mut rx, &settings, &last).await;
-                last = Last {
-                    items: batch.len(),
-                    taken: Some(taken),
-                };
+                last.items = batch.len();
                 let mut events = Vec::with_capacity(batch.len());
                 let mut tokens = Vec::with_capacity(batch.len());
                 let mut changes = Vec::new();
@@ -265,6 +262,9 @@ pub async fn run<A: Send + 'static>(
         // ENOSPC lands here too when the budget was not enough: same treatment. Changes
         // without records (redeliveries' releases, a new session, events the plugins or a
         // full queue dropped) are committed all the same: they must be durable before the acks.
+        if !records.is_empty() || !changes.is_empty() {
+            last.synced = Some(Instant::now());
+        }
         while !records.is_empty() || !changes.is_empty() {
             let started = Instant::now();
             let result = tokio::task::block_in_place(|| {
@@ -323,20 +323,21 @@ pub async fn run<A: Send + 'static>(
 }
 
 /// How long to gather after the first event, like a database's group commit. Busy (events
-/// queued behind the first, or the last commit carried more than one item): the whole window,
-/// so that many events share each sync. Idle: at once, since company is not coming and holding
-/// the event would only add latency; but never sooner than a window after the last commit
-/// began, so that syncs stay at most one per window however the events are spaced.
+/// queued behind the first, or the last batch had more than one item and its sync began less
+/// than a window ago): the whole window, so that many events share each sync. Idle: at once,
+/// since company is not coming and holding the event would only add latency; but never sooner
+/// than a window after the last sync began, so that syncs stay at most one per window however
+/// the events are spaced.
 fn gather_window(
     waiting: bool,
-    last_batch: usize,
-    since_last_commit: Duration,
+    last_items: usize,
+    since_last_sync: Duration,
     window: Duration,
 ) -> Duration {
-    if waiting || last_batch > 1 {
+    if waiting || (last_items > 1 && since_last_sync < window) {
         window
     } else {
-        window.saturating_sub(since_last_commit)
+        window.saturating_sub(since_last_sync)
     }
 }
 
@@ -351,7 +352,7 @@ async fn gather<A>(
     let size = |i: &Incoming<A>| i.event.as_ref().map_or(0, |e| e.payload.len());
     let mut bytes = size(&first);
     let mut batch = vec![first];
-    let since = last.taken.map_or(Duration::MAX, |t| t.elapsed());
+    let since = last.synced.map_or(Duration::MAX, |t| t.elapsed());
     let window = gather_window(!rx.is_empty(), last.items, since, settings.window);
     if window.is_zero() {
         while batch.len() < settings.max_records && bytes < settings.max_bytes {
@@ -377,13 +378,13 @@ async fn gather<A>(
     batch
 }
 
-/// The last batch gathered, which tells whether the stage is busy.
+/// What the last commits tell about the load.
 #[derive(Default)]
 struct Last {
-    /// Its items (events, redeliveries, releases).
+    /// Items (events, redeliveries, releases) of the last batch gathered.
     items: usize,
-    /// When its first item was taken.
-    taken: Option<Instant>,
+    /// When the last sync began (of a batch or of a plugin's tick).
+    synced: Option<Instant>,
 }
 
 /// What may interrupt a batch that a plugin holds: a stop, or a reload that replaces the
@@ -585,74 +586,91 @@ mod tests {
     fn the_commit_stage_gathers_only_when_busy() {
         let ms = Duration::from_millis;
         let w = ms(5);
-        // Idle: nothing queued behind the first event, and the last commit was a lone one (or
-        // none) at least a window ago.
+        // Idle: nothing queued behind the first event, and the last batch was a lone one (or
+        // none, or a busy one whose sync began a window ago or more).
         assert_eq!(gather_window(false, 0, Duration::MAX, w), Duration::ZERO);
         assert_eq!(gather_window(false, 1, ms(5), w), Duration::ZERO);
         assert_eq!(gather_window(false, 1, ms(900), w), Duration::ZERO);
-        // Idle, but the last commit began less than a window ago: only the rest of the window.
+        assert_eq!(gather_window(false, 2, ms(5), w), Duration::ZERO);
+        assert_eq!(gather_window(false, 4096, Duration::MAX, w), Duration::ZERO);
+        // Idle, but the last sync began less than a window ago: only the rest of the window.
         assert_eq!(gather_window(false, 1, ms(2), w), ms(3));
         assert_eq!(gather_window(false, 1, Duration::ZERO, w), w);
-        // Busy: events queued behind it, or the last commit had company.
+        // Busy: events queued behind it, or the last batch had company and synced just now.
         assert_eq!(gather_window(true, 0, Duration::MAX, w), w);
         assert_eq!(gather_window(true, 1, ms(900), w), w);
-        assert_eq!(gather_window(false, 2, ms(900), w), w);
-        assert_eq!(gather_window(false, 4096, Duration::MAX, w), w);
+        assert_eq!(gather_window(false, 2, ms(4), w), w);
+        assert_eq!(gather_window(false, 4096, Duration::ZERO, w), w);
     }
 
-    /// A lone event is committed at once; events that arrive together, the event after them,
-    /// and a lone event less than a window after the last commit began wait for company.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_event_is_committed_at_once_and_a_busy_stage_gathers() {
+    /// A commit stage with no plugins and a generous budget, fed by `tx`; reports commits on
+    /// the returned receiver.
+    fn commit_stage(
+        window: Duration,
+    ) -> (
+        mpsc::Sender<Incoming<u32>>,
+        watch::Receiver<Committed>,
+        tokio::task::JoinHandle<CommitEnd>,
+    ) {
         use kedge_plugin_host::chain::Chain;
         let dir = tempfile::tempdir().unwrap();
         let queue = Arc::new(
             Queue::open(dir.path(), 1 << 20, kedge_queue::Sync::Relaxed, "dev").expect("queue"),
         );
-        let window = Duration::from_millis(800);
         let (tx, rx) = mpsc::channel(16);
-        let (acks, _acks_rx) = mpsc::unbounded_channel::<Vec<u32>>();
+        let (acks, acks_rx) = mpsc::unbounded_channel::<Vec<u32>>();
         let (committed, committed_rx) = watch::channel(Committed::none());
-        let (_stop_tx, stop) = watch::channel(false);
-        let (_reconfigure_tx, reconfigure) = mpsc::channel(1);
-        let event = |n: u32| {
-            Incoming::event(
-                Event::new("s/1".into(), Bytes::from_static(b"x"), Vec::new(), 1),
-                Some(n),
-                None,
-            )
-        };
-        // Two events queued before the stage starts: it is busy from the first.
-        tx.send(event(1)).await.unwrap();
-        tx.send(event(2)).await.unwrap();
-        let started = Instant::now();
-        let task = tokio::spawn(run(
-            queue,
-            Stages {
-                chain: Chain::new(Vec::new(), "mqtt".into(), "dlq".into()),
-                router: Router::new(Vec::new(), Some("t".into()), "dlq".into()),
-                _ticker: None,
-            },
-            CommitSettings {
-                window,
-                max_records: 1000,
-                max_bytes: 1 << 20,
-                budget: Budget {
-                    max_bytes: 1 << 30,
-                    min_free: 0,
-                    policy: FullPolicy::Backpressure,
+        let (stop_tx, stop) = watch::channel(false);
+        let (reconfigure_tx, reconfigure) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            // Kept alive while the stage runs.
+            let _alive = (dir, acks_rx, stop_tx, reconfigure_tx);
+            run(
+                queue,
+                Stages {
+                    chain: Chain::new(Vec::new(), "mqtt".into(), "dlq".into()),
+                    router: Router::new(Vec::new(), Some("t".into()), "dlq".into()),
+                    _ticker: None,
                 },
-            },
-            Links {
-                rx,
-                acks,
-                committed,
-                stop,
-                reconfigure,
-            },
-            Arc::new(IngestStats::default()),
-        ));
-        let records = || committed_rx.borrow().records;
+                CommitSettings {
+                    window,
+                    max_records: 1000,
+                    max_bytes: 1 << 20,
+                    budget: Budget {
+                        max_bytes: 1 << 30,
+                        min_free: 0,
+                        policy: FullPolicy::Backpressure,
+                    },
+                },
+                Links {
+                    rx,
+                    acks,
+                    committed,
+                    stop,
+                    reconfigure,
+                },
+                Arc::new(IngestStats::default()),
+            )
+            .await
+        });
+        (tx, committed_rx, task)
+    }
+
+    fn reading(n: u32) -> Incoming<u32> {
+        Incoming::event(
+            Event::new("s/1".into(), Bytes::from_static(b"x"), Vec::new(), 1),
+            Some(n),
+            None,
+        )
+    }
+
+    /// Events that arrive together and the event right after them wait the window for
+    /// company; a lone event right after a sync waits for the rest of the window; a lone event
+    /// a window after the last sync is committed at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_event_is_committed_at_once_and_a_busy_stage_gathers() {
+        let window = Duration::from_millis(400);
+        let (tx, committed_rx, task) = commit_stage(window);
         let committed_after = |n: u64| {
             let mut rx = committed_rx.clone();
             async move {
@@ -660,40 +678,77 @@ mod tests {
                 Instant::now()
             }
         };
+        // Two events queued at once: busy.
+        let sent = Instant::now();
+        tx.send(reading(1)).await.unwrap();
+        tx.send(reading(2)).await.unwrap();
         let at = committed_after(2).await;
         assert!(
-            at - started >= window,
+            at - sent >= window,
             "two queued events gathered for the window"
         );
-        // The last commit had company: the next event waits the window too.
+        // The last batch had company and synced just now: the next event waits the window.
         let sent = Instant::now();
-        tx.send(event(3)).await.unwrap();
+        tx.send(reading(3)).await.unwrap();
         let at = committed_after(3).await;
         assert!(
             at - sent >= window,
             "after a busy commit, the window applies"
         );
-        // The last commit was a lone event: the next is committed at once.
+        // A lone event right after a lone one's sync: at most one sync per window.
         let sent = Instant::now();
-        tx.send(event(4)).await.unwrap();
+        tx.send(reading(4)).await.unwrap();
         let at = committed_after(4).await;
+        assert!(
+            at - sent >= window / 2,
+            "two syncs {:?} apart with a {window:?} window",
+            at - sent
+        );
+        // A window later, a lone event is committed at once.
+        tokio::time::sleep(window).await;
+        let sent = Instant::now();
+        tx.send(reading(5)).await.unwrap();
+        let at = committed_after(5).await;
         assert!(
             at - sent < window / 2,
             "an idle stage held a lone event for {:?}",
             at - sent
         );
-        // Idle, but the last commit began just now: at most one sync per window.
-        let sent = Instant::now();
-        tx.send(event(5)).await.unwrap();
-        let at = committed_after(5).await;
-        assert!(
-            at - sent >= window / 2,
-            "two syncs {:?} apart with an 800 ms window",
-            at - sent
-        );
-        assert_eq!(records(), 5);
         drop(tx);
         assert_eq!(task.await.unwrap(), CommitEnd::Drained);
+    }
+
+    /// Lone events spaced between half a window and a window apart: each is a commit of its
+    /// own, and still no two syncs begin less than a window apart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn syncs_stay_a_window_apart_however_lone_events_are_spaced() {
+        let window = Duration::from_millis(200);
+        let (tx, committed_rx, task) = commit_stage(window);
+        let mut watcher = committed_rx.clone();
+        let commits = tokio::spawn(async move {
+            let mut at = Vec::new();
+            while watcher.changed().await.is_ok() {
+                watcher.borrow_and_update();
+                at.push(Instant::now());
+            }
+            at
+        });
+        for n in 0..8 {
+            tx.send(reading(n)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(130)).await;
+        }
+        drop(tx);
+        assert_eq!(task.await.unwrap(), CommitEnd::Drained);
+        let at = commits.await.unwrap();
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 4, "commits: {gaps:?}");
+        // The sync itself (no fsync here) takes well under the 20 ms of slack.
+        for gap in &gaps {
+            assert!(
+                *gap + Duration::from_millis(20) >= window,
+                "two commits {gap:?} apart with a {window:?} window: {gaps:?}"
+            );
+        }
     }
 
     /// While the queue is full under `when_full = "backpressure"`, the commit stage waits for room;

@@ -264,7 +264,8 @@ pub struct QueueConfig {
     /// Queue directory; see [`QueueConfig::effective_dir`].
     pub dir: Option<PathBuf>,
     /// How long a busy commit stage gathers records before one write + flush + fdatasync; also
-    /// the shortest interval between two commits.
+    /// the shortest interval between the starts of two syncs (unless a commit limit is reached
+    /// or a plugin's tick commits).
     #[serde(deserialize_with = "deserialize_duration")]
     pub commit_window: Duration,
     /// Most records in one group commit.

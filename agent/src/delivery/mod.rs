@@ -118,9 +118,9 @@ impl Drain {
 pub struct Committed {
     /// Records committed since the start.
     pub records: u64,
-    /// When the commit stage took the first event of the latest commit from the source: the
-    /// linger of its records started then. When delivery misses a commit (two land while it
-    /// is busy) it counts from the later one's, so it seals late, never early.
+    /// When the commit stage took the first event of the latest commit that added records:
+    /// their linger started then. When delivery misses a commit (two land while it is busy) it
+    /// counts from the later one's, so it seals late, never early.
     pub since: Instant,
 }
 
@@ -133,10 +133,13 @@ impl Committed {
         }
     }
 
-    /// Adds a commit of `records` whose first event was taken at `since`.
+    /// Adds a commit of `records` whose first event was taken at `since`; a commit of none
+    /// (acknowledgements' bookkeeping only) leaves the linger of earlier records alone.
     pub fn add(&mut self, records: u64, since: Instant) {
-        self.records += records;
-        self.since = since;
+        if records > 0 {
+            self.records += records;
+            self.since = since;
+        }
     }
 }
 

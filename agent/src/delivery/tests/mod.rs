@@ -380,6 +380,17 @@ async fn the_linger_counts_from_when_the_commit_stage_took_the_records() {
 }
 
 #[test]
+fn a_commit_without_records_does_not_move_the_linger() {
+    let t0 = Instant::now();
+    let mut c = Committed::none();
+    c.add(3, t0);
+    c.add(0, t0 + Duration::from_millis(4));
+    assert_eq!((c.records, c.since), (3, t0));
+    c.add(2, t0 + Duration::from_millis(6));
+    assert_eq!((c.records, c.since), (5, t0 + Duration::from_millis(6)));
+}
+
+#[test]
 fn a_seal_is_due_a_linger_after_the_records_were_taken_never_in_the_past() {
     let now = Instant::now();
     let linger = Duration::from_millis(5);
