@@ -109,7 +109,7 @@ pub fn describe(c: &Config, path: &Path) -> String {
     );
     let _ = writeln!(
         o,
-        "queue         {} — durability {}, commit every {} or {} records or {}, cache {}",
+        "queue         {} — durability {}, group commits gather up to {}, {} records or {} (less when idle), cache {}",
         q.effective_dir(&c.agent).display(),
         q.durability.word(),
         config::HumanDuration(q.commit_window),
