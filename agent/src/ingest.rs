@@ -671,48 +671,44 @@ mod tests {
     async fn a_lone_event_is_committed_at_once_and_a_busy_stage_gathers() {
         let window = Duration::from_millis(400);
         let (tx, committed_rx, task) = commit_stage(window);
-        let committed_after = |n: u64| {
-            let mut rx = committed_rx.clone();
+        // Sends readings `ns` together; how long until the stage committed them.
+        let commit = |ns: &'static [u32]| {
+            let (tx, mut rx) = (tx.clone(), committed_rx.clone());
             async move {
-                rx.wait_for(|c| c.records >= n).await.expect("stage alive");
-                Instant::now()
+                let sent = Instant::now();
+                for &n in ns {
+                    tx.send(reading(n)).await.unwrap();
+                }
+                let total = u64::from(*ns.last().expect("readings"));
+                rx.wait_for(|c| c.records >= total)
+                    .await
+                    .expect("stage alive");
+                sent.elapsed()
             }
         };
-        // Two events queued at once: busy.
-        let sent = Instant::now();
-        tx.send(reading(1)).await.unwrap();
-        tx.send(reading(2)).await.unwrap();
-        let at = committed_after(2).await;
+        let took = commit(&[1, 2]).await;
         assert!(
-            at - sent >= window,
-            "two queued events gathered for the window"
+            took >= window,
+            "two queued events waited {took:?}, not the window"
         );
         // The last batch had company and synced just now: the next event waits the window.
-        let sent = Instant::now();
-        tx.send(reading(3)).await.unwrap();
-        let at = committed_after(3).await;
+        let took = commit(&[3]).await;
         assert!(
-            at - sent >= window,
-            "after a busy commit, the window applies"
+            took >= window,
+            "after a busy commit, a lone event waited only {took:?}"
         );
         // A lone event right after a lone one's sync: at most one sync per window.
-        let sent = Instant::now();
-        tx.send(reading(4)).await.unwrap();
-        let at = committed_after(4).await;
+        let took = commit(&[4]).await;
         assert!(
-            at - sent >= window / 2,
-            "two syncs {:?} apart with a {window:?} window",
-            at - sent
+            took >= window / 2,
+            "two syncs {took:?} apart with a {window:?} window"
         );
         // A window later, a lone event is committed at once.
         tokio::time::sleep(window).await;
-        let sent = Instant::now();
-        tx.send(reading(5)).await.unwrap();
-        let at = committed_after(5).await;
+        let took = commit(&[5]).await;
         assert!(
-            at - sent < window / 2,
-            "an idle stage held a lone event for {:?}",
-            at - sent
+            took < window / 2,
+            "an idle stage held a lone event for {took:?}"
         );
         drop(tx);
         assert_eq!(task.await.unwrap(), CommitEnd::Drained);
