@@ -313,7 +313,11 @@ pub async fn run<A: Send + 'static>(
         }
         stats.routed(topic_counts(&records));
         add(&stats.commits, 1);
-        committed.send_modify(|c| c.add(n, taken));
+        // A commit of receipts alone (QoS 2 releases) gives delivery nothing to seal.
+        committed.send_if_modified(|c| {
+            c.add(n, taken);
+            n > 0
+        });
         if !tokens.is_empty() && acks.send(tokens).is_err() {
             // The source is gone; its broker redelivers what was not acknowledged.
             tracing::debug!("source closed before acknowledgements could be released");
@@ -662,6 +666,30 @@ mod tests {
             Some(n),
             None,
         )
+    }
+
+    /// A commit that journals no records (only a QoS 2 release) does not wake delivery: it has
+    /// nothing new to seal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_without_records_does_not_wake_delivery() {
+        let (tx, mut committed, task) = commit_stage(Duration::from_millis(1));
+        tx.send(Incoming {
+            event: None,
+            ack: Some(1),
+            change: Some(kedge_queue::inbound::Change::Released(7)),
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!committed.has_changed().unwrap(), "woken for nothing");
+        tx.send(reading(2)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), committed.changed())
+            .await
+            .expect("a commit with a record wakes delivery")
+            .unwrap();
+        assert_eq!(committed.borrow_and_update().records, 1);
+        drop(tx);
+        let _ = task.await;
     }
 
     /// Events that arrive together and the event right after them wait the window for
