@@ -230,7 +230,8 @@ mod tests {
     use crate::store::open::{REASON_FILE, damaged_blobs};
     use bytes::Bytes;
     use kedge_wire::record::Record;
-    use std::path::Path;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
 
     fn records(n: usize) -> Vec<Record> {
         (0..n)
@@ -409,17 +410,45 @@ mod tests {
         }
     }
 
+    /// The segment file and the end of the second chunk's body in it, of a [`filled`] queue.
+    fn second_body_end(dir: &Path) -> (PathBuf, u64) {
+        let q = Queue::open(dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        let entry = q.journal.get(3u64.to_be_bytes()).unwrap().unwrap();
+        let loc = chunk::location(&entry).unwrap();
+        let seg = dir
+            .join(super::super::segments::DIR)
+            .join(format!("{:016x}.seg", loc.segment));
+        (seg, loc.offset + u64::from(loc.len))
+    }
+
     #[test]
     fn a_chunk_whose_body_is_cut_short_is_quarantined_and_the_rest_delivered() {
         let (_data, dir) = layout();
         filled(&dir);
         // The entries survived, the end of the second body did not: what a power cut leaves when
-        // sled's pages reached the disk before the segment's (never for an acknowledged chunk).
-        let seg = dir
-            .join(super::super::segments::DIR)
-            .join("0000000000000000.seg");
+        // sled's pages reached the disk before the segment's (never for an acknowledged chunk),
+        // in a file that grew with its bodies.
+        let (seg, end) = second_body_end(&dir);
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(f.metadata().unwrap().len() - 10).unwrap();
+        f.set_len(end - 10).unwrap();
+        drop(f);
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        assert_eq!(seqs(&q), vec![0, 1, 2]);
+        assert_eq!(q.lost_records().unwrap(), 2);
+        assert_eq!(q.quarantined_chunks().unwrap(), 1);
+        assert_eq!(q.next_seq().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_chunk_whose_body_ends_in_zeros_is_quarantined_and_the_rest_delivered() {
+        let (_data, dir) = layout();
+        filled(&dir);
+        // The same power cut in a file written with zeros ahead of its bodies
+        // (`segments::FILL_STEP`): the end of the body reads as the zeros it never replaced.
+        let (seg, end) = second_body_end(&dir);
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        assert!(f.metadata().unwrap().len() > end, "zeros follow the bodies");
+        f.write_all_at(&[0u8; 10], end - 10).unwrap();
         drop(f);
         let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
         assert_eq!(seqs(&q), vec![0, 1, 2]);
