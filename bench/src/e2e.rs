@@ -6,8 +6,11 @@
 //!
 //! - `throughput`: publish N readings as fast as mosquitto takes them; report kedge's sustained
 //!   ingest (journaled, acknowledged to MQTT) and delivery (acknowledged by Kafka) rates, its CPU,
-//!   RSS (median of 100 ms samples, and peak), and disk bytes written per ingested payload byte
-//!   (`/proc/PID/io` write_bytes).
+//!   RSS (median of 100 ms samples, and peak), and bytes written per ingested payload byte:
+//!   those that reached the data dir's block device (`/sys/dev/block/M:m/stat`, every writer's,
+//!   so give `--data-dir` a filesystem of its own to count kedge's alone, bench/README.md), and
+//!   the page-cache bytes kedge dirtied (`/proc/PID/io` write_bytes, which counts whole folios:
+//!   one small write into a large folio counts all of it).
 //! - `latency`: publish at a fixed rate (10,000/s) for a while; an independent consumer
 //!   (`bench/latency_consumer.py`) reports publish-to-consumer latency P50/P95/P99, which bounds
 //!   publish-to-Kafka-ack from above; kedge's own receive-to-ack histogram
@@ -210,6 +213,12 @@ struct Figures {
     other_cpu_s: f64,
     /// Mean time of one journal commit (append + flush + fdatasync), ms.
     commit_ms: f64,
+    /// Journal commits and Kafka batches sent over the run: with fsync, each commit and each
+    /// seal rewrites at least one 4 KiB page of a segment file and one of sled's.
+    commits: f64,
+    batches_sent: f64,
+    /// Bytes that reached the data dir's block device per payload byte, from every writer.
+    device_amp: f64,
     verified: Result<(), String>,
 }
 
@@ -330,6 +339,8 @@ struct Tick {
     journaled: f64,
     delivered: f64,
     proc: ProcSample,
+    /// Bytes written to the data dir's block device so far (every writer's).
+    device_written: u64,
 }
 
 fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
@@ -372,6 +383,7 @@ fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
     let other_cpu0 = tansu.cpu_seconds() + mosquitto.cpu_seconds();
     let sampler = {
         let (ticks, stop, agent) = (ticks.clone(), stop.clone(), agent.clone());
+        let data = data.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let m = agent.metrics().unwrap_or_default();
@@ -386,6 +398,7 @@ fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
                         .copied()
                         .unwrap_or(0.0),
                     proc: agent.sample(),
+                    device_written: support::device_written_bytes(&data),
                 };
                 ticks.lock().expect("ticks").push(tick);
                 std::thread::sleep(Duration::from_millis(100));
@@ -437,6 +450,14 @@ fn run_once(o: &Options, mode: &str, round: usize) -> Figures {
     f.publisher_cpu_s = published.user_s + published.sys_s;
     f.other_cpu_s = other_cpu_s;
     f.commit_ms = commit_ms;
+    f.commits = metrics
+        .get("kedge_journal_commits_total")
+        .copied()
+        .unwrap_or(f64::NAN);
+    f.batches_sent = metrics
+        .get("kedge_batches_sent_total")
+        .copied()
+        .unwrap_or(f64::NAN);
     f.ack_latency = ack_latency;
     f.verified = verified;
     if let Some(text) = latency {
@@ -548,6 +569,7 @@ fn figures(ticks: &[Tick], count: u64) -> Figures {
         journaled: 0.0,
         delivered: 0.0,
         proc: ProcSample::default(),
+        device_written: 0,
     };
     let first = ticks.first().unwrap_or(&none);
     let last = ticks.last().unwrap_or(&none);
@@ -572,6 +594,11 @@ fn figures(ticks: &[Tick], count: u64) -> Figures {
         rss_median_mib: stats::summary(&rss).map_or(f64::NAN, |s| s.0),
         rss_peak_mib: last.proc.hwm_kib as f64 / 1024.0,
         write_amp: (last.proc.write_bytes - first.proc.write_bytes) as f64 / (n * PAYLOAD as f64),
+        // No block device under the data dir (tmpfs, overlay): nothing to tell.
+        device_amp: match last.device_written {
+            0 => f64::NAN,
+            end => end.saturating_sub(first.device_written) as f64 / (n * PAYLOAD as f64),
+        },
         p50: f64::NAN,
         p95: f64::NAN,
         p99: f64::NAN,
@@ -581,6 +608,8 @@ fn figures(ticks: &[Tick], count: u64) -> Figures {
         publisher_cpu_s: f64::NAN,
         other_cpu_s: f64::NAN,
         commit_ms: f64::NAN,
+        commits: f64::NAN,
+        batches_sent: f64::NAN,
         verified: Ok(()),
     }
 }
@@ -606,7 +635,7 @@ fn print_run(mode: &str, round: usize, f: &Figures) {
         Err(e) => format!("NOT VERIFIED: {e}"),
     };
     eprintln!(
-        "round {} {mode:<10} ingest {:>7.0}/s  delivery {:>7.0}/s  overall {:>7.0}/s  kedge CPU {:.2} s ({:.2} s/M, {:.0} records per CPU-s)  RSS {:.1} MiB median, {:.1} peak  write amp {:.3}  latency P50 {:.1} P95 {:.1} P99 {:.1} max {:.1} ms  receive → ack P50 {:.1} P95 {:.1} P99 {:.1} ms  commit {:.2} ms  publisher {:.0}/s (CPU {:.2} s)  brokers CPU {:.2} s  {verified}",
+        "round {} {mode:<10} ingest {:>7.0}/s  delivery {:>7.0}/s  overall {:>7.0}/s  kedge CPU {:.2} s ({:.2} s/M, {:.0} records per CPU-s)  RSS {:.1} MiB median, {:.1} peak  dirtied {:.3} device {:.3} per payload byte  latency P50 {:.1} P95 {:.1} P99 {:.1} max {:.1} ms  receive → ack P50 {:.1} P95 {:.1} P99 {:.1} ms  commit {:.2} ms  publisher {:.0}/s (CPU {:.2} s)  brokers CPU {:.2} s  {verified}",
         round + 1,
         f.ingest_rate,
         f.delivery_rate,
@@ -617,6 +646,7 @@ fn print_run(mode: &str, round: usize, f: &Figures) {
         f.rss_median_mib,
         f.rss_peak_mib,
         f.write_amp,
+        f.device_amp,
         f.p50,
         f.p95,
         f.p99,
@@ -664,7 +694,7 @@ fn report(
         stats::format(&v, digits)
     };
     type Row = (&'static str, fn(&Figures) -> f64, usize, &'static str);
-    let rows: [Row; 19] = [
+    let rows: [Row; 23] = [
         ("records", |f| f.records as f64, 0, ""),
         (
             "ingest records/s (journaled, acked to MQTT)",
@@ -699,10 +729,38 @@ fn report(
         ),
         ("kedge RSS MiB, peak", |f| f.rss_peak_mib, 1, ""),
         (
-            "disk bytes written per payload byte",
-            |f| f.write_amp,
+            "bytes reaching the data dir's disk per payload byte (every writer to it, ext4's journal too)",
+            |f| f.device_amp,
             3,
             "≤ 1.2 at 10,000/s",
+        ),
+        (
+            "page-cache bytes kedge dirtied per payload byte (/proc write_bytes, whole folios)",
+            |f| f.write_amp,
+            3,
+            "",
+        ),
+        (
+            "records per journal commit",
+            |f| f.records as f64 / f.commits,
+            1,
+            "",
+        ),
+        (
+            "records per Kafka batch sent",
+            |f| f.records as f64 / f.batches_sent,
+            1,
+            "",
+        ),
+        (
+            "KiB reaching the disk per journal commit + batch sent",
+            |f| {
+                f.device_amp * f.records as f64 * PAYLOAD as f64
+                    / 1024.0
+                    / (f.commits + f.batches_sent)
+            },
+            2,
+            "",
         ),
         (
             "receive → Kafka ack P50 ms (kedge histogram)",

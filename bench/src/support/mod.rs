@@ -98,6 +98,21 @@ pub fn proc_field(path: &Path, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes written so far to the block device that holds `path` (`/sys/dev/block/M:m/stat`,
+/// sectors written × 512): what reached the disk from every writer, the filesystem's journal
+/// included. 0 when `path` is not on a block device.
+pub fn device_written_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return 0;
+    };
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat"))
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(6)?.parse::<u64>().ok())
+        .map_or(0, |sectors| sectors * 512)
+}
+
 /// CPU time (user + system, seconds) a running process has used so far, from `/proc/PID/stat`.
 pub fn process_cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
