@@ -13,9 +13,9 @@
 
 use std::sync::{Mutex, OnceLock};
 
+use kedge_fuzz::{Input, record, round_trip};
 use kedge_queue::{Queue, Sync as Durability, chunk};
 use kedge_wire::record::SequencedRecord;
-use kedge_fuzz::{Input, record, round_trip};
 use libfuzzer_sys::fuzz_target;
 
 const HEADER_LEN: usize = 22;
@@ -103,20 +103,6 @@ fn scratch() -> &'static Mutex<Scratch> {
     })
 }
 
-/// The newest segment file and its length.
-fn newest_segment(queue: &Queue) -> Option<(std::path::PathBuf, u64)> {
-    let mut files: Vec<_> = std::fs::read_dir(queue.path().join("segments"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    files.sort();
-    let p = files.pop()?;
-    let len = std::fs::metadata(&p).ok()?.len();
-    Some((p, len))
-}
-
 fn segment_mode(input: &mut Input<'_>) {
     use std::os::unix::fs::FileExt;
     let s = scratch().lock().unwrap_or_else(|p| p.into_inner());
@@ -130,14 +116,13 @@ fn segment_mode(input: &mut Input<'_>) {
         return;
     }
     let seq = q.next_seq().expect("next_seq");
-    let before = newest_segment(q);
     q.append(seq, &records).expect("append");
-    let (path, after) = newest_segment(q).expect("a segment file");
-    let start = match before {
-        Some((p, len)) if p == path => len,
-        _ => 0,
-    };
-    let body_len = after - start;
+    // From the journal, not from the file's length: segment files are written with zeros ahead
+    // of their bodies.
+    let (path, start, body_len) = kedge_queue::tools::chunk_body(q, seq)
+        .expect("journal")
+        .expect("the chunk's body is in a segment file");
+    let body_len = u64::from(body_len);
     // Damage: overwrite bytes of the body, or cut the file short.
     let f = std::fs::OpenOptions::new()
         .write(true)

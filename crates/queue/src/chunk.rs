@@ -47,6 +47,10 @@ pub enum ChunkError {
     /// The body found where the journal points is another chunk's.
     #[error("the segment file holds another chunk where the journal points")]
     Misplaced,
+    /// Only zeros where the journal points: the body's write never reached the disk (a power
+    /// cut with a disk that lied about its cache, or relaxed durability).
+    #[error("the segment file holds zeros where the journal points: the body was never written")]
+    Missing,
     /// zstd could not compress or decompress.
     #[error("zstd: {0}")]
     Zstd(#[from] std::io::Error),

@@ -556,7 +556,11 @@ impl Queue {
                     .read(loc)
                     .map_err(chunk::ChunkError::Unreadable)?;
                 if !chunk::matches_pointer(entry, &body) {
-                    return Err(chunk::ChunkError::Misplaced);
+                    return Err(if body.iter().all(|b| *b == 0) {
+                        chunk::ChunkError::Missing
+                    } else {
+                        chunk::ChunkError::Misplaced
+                    });
                 }
                 chunk::decode(&body)
             }
@@ -564,10 +568,12 @@ impl Queue {
     }
 
     /// The stored form of a journal entry as found: its body when it points to one that can
-    /// be read, else the entry itself.
+    /// be read and is this chunk's, however damaged; else the entry itself (not the zeros or
+    /// another chunk's bytes found there, which could be megabytes in sled).
     fn chunk_as_found(&self, entry: &[u8]) -> Vec<u8> {
         chunk::location(entry)
             .and_then(|loc| self.segments.read(loc).ok())
+            .filter(|body| chunk::matches_pointer(entry, body))
             .unwrap_or_else(|| entry.to_vec())
     }
 

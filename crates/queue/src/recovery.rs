@@ -440,6 +440,39 @@ mod tests {
     }
 
     #[test]
+    fn a_body_never_written_is_named_missing_and_its_pointer_quarantined_not_the_zeros() {
+        let (_data, dir) = layout();
+        filled(&dir);
+        let (seg, end) = second_body_end(&dir);
+        let (entry, len) = {
+            let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+            let entry = q.journal.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+            let len = chunk::location(&entry).unwrap().len;
+            (entry, len)
+        };
+        // The whole body reads as the zeros written ahead of it.
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&vec![0u8; len as usize], end - u64::from(len))
+            .unwrap();
+        drop(f);
+        let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        assert!(matches!(
+            q.decode_chunk(&entry),
+            Err(chunk::ChunkError::Missing)
+        ));
+        assert_eq!(seqs(&q), vec![0, 1, 2]);
+        assert_eq!(q.lost_records().unwrap(), 2);
+        let quarantine = q.store.db().open_tree(QUARANTINE_TREE).unwrap();
+        let kept: Vec<_> = quarantine.iter().values().map(|v| v.unwrap()).collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].as_ref(),
+            entry.as_slice(),
+            "the pointer, not the zeros"
+        );
+    }
+
+    #[test]
     fn a_chunk_whose_body_ends_in_zeros_is_quarantined_and_the_rest_delivered() {
         let (_data, dir) = layout();
         filled(&dir);

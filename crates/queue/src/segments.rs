@@ -22,11 +22,15 @@ pub(super) const DIR: &str = "segments";
 /// little space, large enough to keep the file count low for a week of backlog.
 const TARGET_SIZE: u64 = 4 << 20;
 /// A file is written with zeros this far ahead of its bodies. An fdatasync after an append that
-/// grows the file must also write the inode (its size, new blocks): about 5 KiB more per small
-/// append on ext4, measured here, with a journal commit on top where ext4 has one. Within the
-/// zeros only the bodies' own pages go to disk; the zeros cost one write per step. Small, so that
-/// the sync that writes them stays short on slow flash.
+/// grows the file must also write the inode (its size, new blocks), and where ext4 has a journal
+/// (`mkfs.ext4`'s default), a journal commit: measured here, 21 KiB reached the disk per
+/// 1,500-byte append and fdatasync, against 7.1 KiB within zeros written ahead, the zeros
+/// included (bench/README.md). Without a journal the zeros cost about what they save. Small, so
+/// that the sync that writes them stays short on slow flash.
 const FILL_STEP: u64 = 256 << 10;
+/// No zeros are written ahead on a filesystem with less free than this: near a full disk the
+/// space is worth more, and sled must never be the one to meet ENOSPC (ARCHITECTURE.md §8).
+const FILL_MIN_FREE: u64 = 64 << 20;
 const SUFFIX: &str = ".seg";
 
 /// Where a body lies.
@@ -65,7 +69,8 @@ struct Active {
     id: u64,
     file: Arc<File>,
     len: u64,
-    /// The file's length: bodies up to `len`, zeros after (see [`FILL_STEP`]).
+    /// Bodies up to here land in zeros written ahead ([`FILL_STEP`]); `u64::MAX` once a fill
+    /// was skipped or failed: the file then grows with its bodies.
     filled: u64,
 }
 
@@ -142,7 +147,7 @@ impl Segments {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn path_of(&self, id: u64) -> PathBuf {
+    pub(super) fn path_of(&self, id: u64) -> PathBuf {
         self.dir.join(format!("{id:016x}{SUFFIX}"))
     }
 
@@ -169,7 +174,7 @@ impl Segments {
         };
         a.len += u64::from(len);
         if a.len > a.filled {
-            a.filled = fill_ahead(&a.file, a.len);
+            a.filled = fill_ahead(&a.file, a.len, &self.dir);
         }
         let file = a.file.clone();
         s.unsynced.insert(loc.segment, Some(file));
@@ -215,9 +220,9 @@ impl Segments {
     }
 
     /// Reads the body at `loc`. A pointer past the end of its file is `UnexpectedEof`, never a
-    /// huge allocation. A power cut that kept the pointer, not the body, leaves the zeros
-    /// written ahead (or, in a file written before those, the end of the file): the caller's
-    /// checksum of the body tells.
+    /// huge allocation. A power cut that kept the pointer, not the body, leaves the file short
+    /// of it, or zeros written ahead where it was, or a mix: the caller's checks of the body
+    /// tell.
     pub(super) fn read(&self, loc: Location) -> io::Result<Vec<u8>> {
         let f = File::open(self.path_of(loc.segment))?;
         let meta = f.metadata()?;
@@ -315,19 +320,23 @@ impl Segments {
 }
 
 /// Writes zeros from `end`, where the bodies end, to the next [`FILL_STEP`] boundary (never past
-/// [`TARGET_SIZE`]); synced with the bodies by the next sync. Returns the file's length. Only an
-/// optimisation: when it fails (a full disk), the file simply grows with its bodies.
-fn fill_ahead(file: &File, end: u64) -> u64 {
+/// [`TARGET_SIZE`]); synced with the bodies by the next sync. Returns how far appends now land in
+/// zeros, or `u64::MAX` when the filesystem is short of space or the write fails: only an
+/// optimisation, never retried for that file, which then grows with its bodies.
+fn fill_ahead(file: &File, end: u64, dir: &Path) -> u64 {
     let to = end.next_multiple_of(FILL_STEP).min(TARGET_SIZE);
     if to <= end {
         return end;
+    }
+    if crate::budget::free_bytes(dir).is_ok_and(|free| free < FILL_MIN_FREE) {
+        return u64::MAX;
     }
     let zeros = vec![0u8; (to - end) as usize];
     match file.write_all_at(&zeros, end) {
         Ok(()) => to,
         Err(e) => {
             tracing::debug!(error = %e, "segment file not filled ahead");
-            end
+            u64::MAX
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Queue, QueueError, Sync, budget, chunk};
@@ -25,6 +25,20 @@ pub fn open_existing(dir: &Path, device_id: &str) -> Result<Queue, QueueError> {
     }
     // A small cache: the tools read every chunk once.
     Queue::open(dir, 4 << 20, Sync::Relaxed, device_id)
+}
+
+/// Where the body of the journal chunk that starts at `first_seq` lies: its segment file, the
+/// byte offset and the length; `None` when there is no such chunk or it is stored inline. For
+/// fault injection (the `journal` fuzz target damages exactly this range).
+pub fn chunk_body(q: &Queue, first_seq: u64) -> Result<Option<(PathBuf, u64, u32)>, QueueError> {
+    let entry = q
+        .journal
+        .get(first_seq.to_be_bytes())
+        .map_err(|e| q.db_err(e))?;
+    Ok(entry
+        .as_deref()
+        .and_then(chunk::location)
+        .map(|loc| (q.segments.path_of(loc.segment), loc.offset, loc.len)))
 }
 
 #[derive(Default)]
