@@ -44,9 +44,12 @@ ensure_zig() {
     mkdir -p "$CROSS_TOOLS"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c 'import ziglang' >/dev/null 2>&1; then
-    log "pip install ziglang (into $venv)"
-    "$venv/bin/pip" install -q --disable-pip-version-check ziglang
+  # Pinned: zig's libc, its allocator included, is linked into the device binaries, so a new zig
+  # is a change to measure (0.17's calloc writes every page: agent/src/large_alloc.rs).
+  local version=0.17.1
+  if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('ziglang') != '$version')" >/dev/null 2>&1; then
+    log "pip install ziglang==$version (into $venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "ziglang==$version"
   fi
   local zig
   zig=$("$venv/bin/python" -c 'import ziglang,os;print(os.path.join(os.path.dirname(ziglang.__file__),"zig"))')
