@@ -173,7 +173,7 @@ impl Segments {
             len,
         };
         a.len += u64::from(len);
-        if a.len > a.filled {
+        if a.len >= a.filled {
             a.filled = fill_ahead(&a.file, a.len, &self.dir);
         }
         let file = a.file.clone();
@@ -319,12 +319,13 @@ impl Segments {
     }
 }
 
-/// Writes zeros from `end`, where the bodies end, to the next [`FILL_STEP`] boundary (never past
-/// [`TARGET_SIZE`]); synced with the bodies by the next sync. Returns how far appends now land in
+/// Writes zeros from `end`, where the bodies end, to the next [`FILL_STEP`] boundary after it
+/// (never past [`TARGET_SIZE`]); synced with the bodies by the next sync. Returns how far appends now land in
 /// zeros, or `u64::MAX` when the filesystem is short of space or the write fails: only an
 /// optimisation, never retried for that file, which then grows with its bodies.
 fn fill_ahead(file: &File, end: u64, dir: &Path) -> u64 {
-    let to = end.next_multiple_of(FILL_STEP).min(TARGET_SIZE);
+    // After `end`, not at it: bodies ending on a boundary would leave the next append none.
+    let to = (end + 1).next_multiple_of(FILL_STEP).min(TARGET_SIZE);
     if to <= end {
         return end;
     }
@@ -508,6 +509,17 @@ mod tests {
             1
         );
         assert_eq!(len(1), TARGET_SIZE);
+    }
+
+    #[test]
+    fn bodies_ending_on_a_step_boundary_fill_the_next_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segments::open(dir.path(), []).unwrap();
+        let len = |id: u64| std::fs::metadata(s.path_of(id)).unwrap().len();
+        s.append(&vec![1u8; FILL_STEP as usize - 100]).unwrap();
+        assert_eq!(len(0), FILL_STEP);
+        s.append(&[2u8; 100]).unwrap();
+        assert_eq!(len(0), 2 * FILL_STEP, "the next append lands in zeros too");
     }
 
     #[test]
