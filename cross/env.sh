@@ -44,9 +44,11 @@ ensure_zig() {
     mkdir -p "$CROSS_TOOLS"
     python3 -m venv "$venv"
   fi
-  # Pinned: zig's libc, its allocator included, is linked into the device binaries, so a new zig
-  # is a change to measure (0.17's calloc writes every page: agent/src/large_alloc.rs).
-  local version=0.17.1
+  # Pinned: zig's libc, malloc included, is linked into the device binaries, so a new zig is a
+  # change to measure. 0.15 links musl's malloc; 0.17 links zig's own, under which kedge's memory
+  # grew with the size of the backlog it drained, and whose calloc writes every page
+  # (bench/README.md, "The device build's allocator").
+  local version=0.15.2
   if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('ziglang') != '$version')" >/dev/null 2>&1; then
     log "pip install ziglang==$version (into $venv)"
     "$venv/bin/pip" install -q --disable-pip-version-check "ziglang==$version"

@@ -10,8 +10,6 @@ pub mod config;
 pub mod delivery;
 mod dispatcher;
 mod ingest;
-#[cfg(target_os = "linux")]
-pub mod large_alloc;
 pub mod ops;
 pub mod pipeline;
 pub mod reload;

@@ -9,13 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kedge::config::{ByteSize, Config, HumanDuration};
 
-/// The device builds (musl targets, linked with zig's libc) take large blocks straight from the
-/// kernel: zig's `calloc` writes every page of a zeroed block, and sled's zeroed tables alone
-/// would keep 27 MiB resident. `kedge::large_alloc` says more.
-#[cfg(all(target_os = "linux", target_env = "musl"))]
-#[global_allocator]
-static ALLOCATOR: kedge::large_alloc::LargeMapped = kedge::large_alloc::LargeMapped;
-
 /// How every command exits. One scheme for all, so that a script or unit can tell "ran, and
 /// found something wrong" from "could not do its work" without knowing the command; 2 is also
 /// what clap exits with on a usage error, so a bad argument and a bad config file agree.
