@@ -320,9 +320,9 @@ impl Segments {
 }
 
 /// Writes zeros from `end`, where the bodies end, to the next [`FILL_STEP`] boundary after it
-/// (never past [`TARGET_SIZE`]); synced with the bodies by the next sync. Returns how far appends now land in
-/// zeros, or `u64::MAX` when the filesystem is short of space or the write fails: only an
-/// optimisation, never retried for that file, which then grows with its bodies.
+/// (never past [`TARGET_SIZE`]); synced with the bodies by the next sync. Returns how far
+/// appends now land in zeros, or `u64::MAX` when the filesystem is short of space or the write
+/// fails: only an optimisation, never retried for that file, which then grows with its bodies.
 fn fill_ahead(file: &File, end: u64, dir: &Path) -> u64 {
     // After `end`, not at it: bodies ending on a boundary would leave the next append none.
     let to = (end + 1).next_multiple_of(FILL_STEP).min(TARGET_SIZE);
