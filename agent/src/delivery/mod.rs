@@ -273,6 +273,9 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             // Any of them may have been sent before the restart: look before resending.
             p.partition((b.topic.clone(), b.partition)).push_resumed(b);
         }
+        // The gauges count the resumed batches from the start, not from the first round (which
+        // may wait on Kafka's metadata): until then they would say nothing waits.
+        p.publish_link();
         Ok(p)
     }
 

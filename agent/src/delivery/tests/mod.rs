@@ -322,6 +322,30 @@ async fn a_restart_finds_what_landed_before_the_kill() {
     assert!(run.verify_found() >= 1);
 }
 
+/// The gauges of a new producer count the batches it resumes before its first round.
+#[tokio::test(start_paused = true)]
+async fn resumed_batches_are_counted_as_unacknowledged_at_once() {
+    let mut run = Run::start(Setup::default());
+    run.broker.lock().unwrap().plan.lose_answer = 1.0;
+    run.journal(100);
+    run.run_for(Duration::from_millis(100)).await;
+    run.kill().await;
+    let sealed = run.outbox.queue.sealed_metas().unwrap();
+    assert!(!sealed.is_empty(), "nothing was sealed before the kill");
+    let records: u64 = sealed.iter().map(|m| m.record_count as u64).sum();
+    // A new process starts with fresh figures; its task has not run yet, only its constructor.
+    run.stats = Arc::new(DeliveryStats::default());
+    run.spawn();
+    assert_eq!(run.stat(&run.stats.kafka.records_unacknowledged), records);
+    assert_eq!(
+        run.stat(&run.stats.kafka.batches_unacknowledged),
+        sealed.len() as u64
+    );
+    run.broker.lock().unwrap().plan.lose_answer = 0.0;
+    run.finish().await;
+    run.assert_exactly_once_in_order();
+}
+
 /// A config reload hands the queue to a new producer while records keep coming: handed over
 /// between its requests, the new one resumes what was sealed, and nothing is lost or written
 /// twice even by a broker that never deduplicates.
