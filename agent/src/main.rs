@@ -573,9 +573,9 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
             "the agent at {addr} says its process id is {pid}, which is no kedge process here"
         );
     }
-    let answered =
-        |r: &kedge::ops::status::Report| r.process.reloads_applied + r.process.reloads_refused;
-    let asked = answered(&before);
+    // A verdict on a read of the file that began after `before` is on this file as it is now
+    // (or newer); an earlier reload still running when we asked does not answer us.
+    let asked = before.process.reloads_read;
     // SAFETY: kill only sends a signal.
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
         anyhow::bail!(
@@ -587,12 +587,11 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
     while std::time::Instant::now() < give_up {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let Ok(now) = report() else { continue };
-        if answered(&now) == asked {
+        if now.process.reload_answered <= asked {
             continue;
         }
-        if now.process.reloads_refused > before.process.reloads_refused
-            && let Some(why) = &now.process.reload_refused
-        {
+        // The last verdict: a refusal stands until a reload is applied.
+        if let Some(why) = &now.process.reload_refused {
             println!("refused: {why}\nkedge runs the config it had");
             return Ok(Exit::Problem);
         }
@@ -800,8 +799,8 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let mut reloads = hangups(path.to_owned(), data_dir)?;
         let stats = std::sync::Arc::new(kedge::telemetry::Stats::default());
+        let mut reloads = hangups(path.to_owned(), data_dir, stats.clone())?;
         let mut backoff = kedge::backoff::Backoff::new(
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(30),
@@ -860,14 +859,17 @@ fn run(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
 fn hangups(
     path: PathBuf,
     data_dir: Option<PathBuf>,
-) -> anyhow::Result<tokio::sync::mpsc::Receiver<Result<Config, String>>> {
+    stats: std::sync::Arc<kedge::telemetry::Stats>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<kedge::reload::ReloadRequest>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
+            // Numbered before the file is read: see `ReloadStats`.
+            let number = stats.reload.begin_read();
             tracing::info!(config = %path.display(), "SIGHUP received: reloading the config");
-            let new = Config::load(&path)
+            let config = Config::load(&path)
                 .map(|mut c| {
                     if let Some(d) = &data_dir {
                         c.agent.data_dir.clone_from(d);
@@ -875,7 +877,8 @@ fn hangups(
                     c
                 })
                 .map_err(|e| e.to_string());
-            if tx.send(new).await.is_err() {
+            let request = kedge::reload::ReloadRequest { number, config };
+            if tx.send(request).await.is_err() {
                 break;
             }
         }

@@ -14,7 +14,7 @@ use crate::dispatcher::{Dispatcher, SealSettings};
 use crate::ingest::{self, CommitSettings, Stages};
 use crate::ops::exposition::Readiness;
 use crate::ops::{self, OpsState, sd_notify};
-use crate::reload::{self, Refused};
+use crate::reload::{self, Refused, ReloadRequest};
 use crate::route::{Router, Rule};
 use crate::source::mqtt::{self, MqttSettings};
 use crate::telemetry::Stats;
@@ -121,7 +121,7 @@ pub async fn run(
     config: &mut Config,
     config_file: &std::path::Path,
     shutdown: impl std::future::Future<Output = ()>,
-    reloads: &mut mpsc::Receiver<Result<Config, String>>,
+    reloads: &mut mpsc::Receiver<ReloadRequest>,
     stats: Arc<Stats>,
     unacked_from: Option<u64>,
 ) -> Result<(), PipelineError> {
@@ -273,21 +273,21 @@ pub async fn run(
                 let outcome = tokio::select! {
                     biased;
                     _ = &mut shutdown => None,
-                    r = reload(config, new, &running, &mut delivery, &mut budget) => Some(r),
+                    r = reload(config, new.config, &running, &mut delivery, &mut budget) => Some(r),
                 };
                 match outcome {
                     None => {
                         tracing::warn!("stopping during a config reload; the reload is abandoned");
                         break None;
                     }
-                    Some(Ok(())) => stats.reload.applied(),
+                    Some(Ok(())) => stats.reload.applied(new.number),
                     Some(Err(Reload::Refused(why))) => {
                         tracing::error!(reason = %why, "config reload refused; kedge runs the config it had");
-                        stats.reload.refused(&why);
+                        stats.reload.refused(new.number, &why);
                     }
                     Some(Err(Reload::NoProducer(e))) => {
                         tracing::error!(error = %e, "no producer could start after a reload; reopening the queue with the config it had");
-                        stats.reload.refused(&Refused::CannotLoad(e.to_string()));
+                        stats.reload.refused(new.number, &Refused::CannotLoad(e.to_string()));
                         // The committer may have ended meanwhile on a queue I/O error of its
                         // own: what it says must not be lost.
                         let unacked_from = if committer.is_finished() {

@@ -87,28 +87,54 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Refused> {
     })
 }
 
+/// A config read on SIGHUP, numbered in the order the file was read (from 1), so that a
+/// verdict can be matched to the reads it answers. `Err` when the file could not be read.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// The number of this read: [`ReloadStats::read`] after it began.
+    pub number: u64,
+    /// The config read.
+    pub config: Result<Config, String>,
+}
+
 /// Reloads so far, and the last refusal while it stands.
+///
+/// `kedge reload` notes [`read`](Self::read) before it signals, and waits until
+/// [`answered`](Self::answered) passes it: the file was then read after it was asked, so the
+/// verdict is on the file as it was when asked (or newer), never on an earlier reload that was
+/// still running.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
     /// Reloads applied.
     pub applied: AtomicU64,
     /// Reloads refused.
     pub refused: AtomicU64,
+    /// Times the file was read on SIGHUP (counted before each read).
+    pub read: AtomicU64,
+    /// The number of the read the last verdict was on (0 before the first).
+    pub answered: AtomicU64,
     /// Why the last reload was refused, until one is applied.
     refusal: Mutex<Option<String>>,
 }
 
 impl ReloadStats {
-    /// Records an applied reload: a refusal before it no longer stands.
-    pub fn applied(&self) {
-        self.applied.fetch_add(1, Ordering::Relaxed);
-        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// Numbers a read of the config file that is about to begin.
+    pub fn begin_read(&self) -> u64 {
+        self.read.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Records a refused reload and why.
-    pub fn refused(&self, why: &Refused) {
+    /// Records that read `number` was applied: a refusal before it no longer stands.
+    pub fn applied(&self, number: u64) {
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.answered.store(number, Ordering::SeqCst);
+    }
+
+    /// Records that read `number` was refused, and why.
+    pub fn refused(&self, number: u64, why: &Refused) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
+        self.answered.store(number, Ordering::SeqCst);
     }
 
     /// Why the last reload was refused, unless one was applied since.
@@ -244,11 +270,27 @@ bootstrap = ["127.0.0.1:9092"]
     fn a_refusal_stands_until_a_reload_is_applied() {
         let stats = ReloadStats::default();
         assert_eq!(stats.refusal(), None);
-        stats.refused(&Refused::Invalid("bad".into()));
+        let first = stats.begin_read();
+        stats.refused(first, &Refused::Invalid("bad".into()));
         assert_eq!(stats.refusal().as_deref(), Some("bad"));
-        stats.applied();
+        let second = stats.begin_read();
+        stats.applied(second);
         assert_eq!(stats.refusal(), None);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 1);
         assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn reads_are_numbered_and_verdicts_say_which_read_they_answer() {
+        let stats = ReloadStats::default();
+        assert_eq!(stats.answered.load(Ordering::SeqCst), 0);
+        let (first, second) = (stats.begin_read(), stats.begin_read());
+        assert_eq!((first, second), (1, 2));
+        // A client that noted 2 reads waits for a verdict on a later one; the first's is not it.
+        stats.applied(first);
+        assert_eq!(stats.answered.load(Ordering::SeqCst), 1);
+        stats.refused(second, &Refused::Invalid("bad".into()));
+        assert_eq!(stats.answered.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.read.load(Ordering::SeqCst), 2);
     }
 }

@@ -20,6 +20,7 @@ use crate::support::mosquitto::Mosquitto;
 use crate::support::publish::{Publishing, readings};
 use crate::support::tansu::Tansu;
 use crate::support::{free_port, metric, run, wait_until};
+use kafka_sim::{Cluster, SimBroker};
 
 /// Readings published, at [`RATE`] a second.
 const MESSAGES: usize = 12_000;
@@ -286,4 +287,93 @@ fn a_reload_replaces_a_plugin_that_holds_the_pipeline() {
         kedge.log_text()
     );
     assert_eq!(ready(metrics).0, 200, "{:?}", ready(metrics));
+}
+
+/// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for answers
+/// kafka-sim withholds) is under way when the file is changed again (another codec, another
+/// slow handover) and `kedge reload` is run. Its "reloaded" must mean its own file is applied,
+/// not that the first reload, still running when it asked, was.
+#[test]
+fn overlapping_reloads_each_get_the_verdict_on_their_own_file() {
+    let broker = SimBroker::start(Cluster::new().with_topic("readings", 1));
+    let mosquitto = Mosquitto::start();
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let start = pipeline_config(
+        mosquitto.port(),
+        &broker.addr().to_string(),
+        &format!("{BEFORE}\n\n[metrics]\nlisten = \"{metrics}\"\n"),
+    )
+    .replace(
+        "linger = \"5ms\"",
+        "linger = \"5ms\"\nrequest_timeout = \"4s\"",
+    );
+    let kedge = Kedge::start(&start);
+    mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
+    let published = readings(20, 2);
+    Publishing::start(mosquitto.port(), published[..10].to_vec(), None)
+        .wait_acked(Duration::from_secs(30));
+    wait_until(
+        "the first readings delivered",
+        Duration::from_secs(30),
+        || metric(metrics, "kedge_records_delivered_total", "") >= 10.0,
+    );
+    // A request in flight whose answer never comes: a handover waits for it up to 4 s.
+    broker.lose_responses(true);
+    Publishing::start(mosquitto.port(), published[10..].to_vec(), None)
+        .wait_acked(Duration::from_secs(30));
+    wait_until("a request in flight", Duration::from_secs(30), || {
+        metric(metrics, "kedge_produce_requests_in_flight", "") >= 1.0
+    });
+    let running = std::fs::read_to_string(kedge.config_path()).expect("config");
+
+    // The first: lz4 instead of zstd, so the producer is handed over.
+    let lz4 = running.replace(
+        "linger = \"5ms\"",
+        "linger = \"5ms\"\ncompression = \"lz4\"",
+    );
+    std::fs::write(kedge.config_path(), &lz4).expect("write config");
+    // SAFETY: kill only sends a signal, to the kedge this test started.
+    assert_eq!(
+        unsafe { libc::kill(kedge.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    // The file is read right after this line is logged.
+    wait_until("the first SIGHUP", Duration::from_secs(30), || {
+        kedge.log_count("SIGHUP received") > 0
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        reloads(metrics, "applied") + reloads(metrics, "refused"),
+        0.0,
+        "the first reload was over before the second began: the test shows nothing"
+    );
+
+    // The second, while the first waits: gzip, another handover.
+    let gzip = lz4.replace("compression = \"lz4\"", "compression = \"gzip\"");
+    std::fs::write(kedge.config_path(), &gzip).expect("write config");
+    let (code, out, err) = kedge_reload(&kedge);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.starts_with("reloaded "), "{out}");
+    assert_eq!(
+        (reloads(metrics, "applied"), reloads(metrics, "refused")),
+        (2.0, 0.0),
+        "kedge reload said its file was applied while that reload was still waiting"
+    );
+    // And a refusal after them is reported as one.
+    let moved = gzip.replace(
+        &format!("port = {}", mosquitto.port()),
+        &format!("port = {}", free_port()),
+    );
+    std::fs::write(kedge.config_path(), &moved).expect("write config");
+    let (code, out, _) = kedge_reload(&kedge);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("mqtt cannot change while kedge runs: restart kedge to apply them"),
+        "{out}"
+    );
+    broker.lose_responses(false);
+    wait_until("every reading delivered", Duration::from_secs(60), || {
+        metric(metrics, "kedge_records_delivered_total", "") >= 20.0
+    });
+    assert_eq!(metric(metrics, "kedge_mqtt_connections_total", ""), 1.0);
 }

@@ -134,6 +134,10 @@ pub struct ProcessState {
     pub reloads_applied: u64,
     /// Config reloads refused since the start.
     pub reloads_refused: u64,
+    /// Times the config file was read on SIGHUP; each read is numbered, from 1.
+    pub reloads_read: u64,
+    /// The number of the read the last verdict (applied or refused) was on; 0 before any.
+    pub reload_answered: u64,
     /// Why the last reload was refused, unless one was applied since.
     #[serde(deserialize_with = "required")]
     pub reload_refused: Option<String>,
@@ -215,6 +219,8 @@ impl Report {
                 pid: std::process::id(),
                 reloads_applied: g(&stats.reload.applied),
                 reloads_refused: g(&stats.reload.refused),
+                reloads_read: g(&stats.reload.read),
+                reload_answered: g(&stats.reload.answered),
                 reload_refused: s.reload_refused.clone(),
                 // Known to the listener, not to the counters: it fills this in.
                 config_file: String::new(),
@@ -459,6 +465,8 @@ mod tests {
                 pid: 4242,
                 reloads_applied: 1,
                 reloads_refused: 2,
+                reloads_read: 3,
+                reload_answered: 3,
                 reload_refused: Some("mqtt cannot change while kedge runs".into()),
                 config_file: "/etc/kedge/kedge.toml".into(),
             },
