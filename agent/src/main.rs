@@ -478,10 +478,7 @@ fn status(path: &Path) -> anyhow::Result<Exit> {
     let why_not = match config.metrics.listen {
         Some(addr) => match kedge::ops::get(addr, "/status.json", timeout) {
             Ok((200, first)) => {
-                let read = |body: &str| {
-                    serde_json::from_str::<kedge::ops::status::Report>(body)
-                        .with_context(|| format!("http://{addr}/status.json cannot be read"))
-                };
+                let read = |body: &str| status_report(addr, body);
                 let first = read(&first)?;
                 // A second report a moment later gives the rates.
                 let interval = std::time::Duration::from_secs(1);
@@ -534,6 +531,16 @@ fn status(path: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Problem)
 }
 
+/// An agent's `/status.json` report.
+fn status_report(
+    addr: std::net::SocketAddr,
+    body: &str,
+) -> anyhow::Result<kedge::ops::status::Report> {
+    serde_json::from_str(body).with_context(|| {
+        format!("http://{addr}/status.json cannot be read (an agent of another kedge version reports other fields: restart it after an upgrade)")
+    })
+}
+
 /// How long `kedge reload` waits for the agent's verdict: plugins are compiled in the meantime.
 const RELOAD_VERDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -549,8 +556,7 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
     let timeout = std::time::Duration::from_secs(2);
     let report = || -> anyhow::Result<kedge::ops::status::Report> {
         match kedge::ops::get(addr, "/status.json", timeout) {
-            Ok((200, body)) => serde_json::from_str(&body)
-                .with_context(|| format!("http://{addr}/status.json cannot be read")),
+            Ok((200, body)) => status_report(addr, &body),
             Ok((code, _)) => anyhow::bail!("the agent at {addr} answered HTTP {code}"),
             Err(e) => anyhow::bail!("nothing answers at {addr}: {e}"),
         }

@@ -97,12 +97,12 @@ pub struct ReloadRequest {
     pub config: Result<Config, String>,
 }
 
-/// Reloads so far, and the last refusal while it stands.
+/// Reloads so far, and the last verdict.
 ///
-/// `kedge reload` notes [`read`](Self::read) before it signals, and waits until
-/// [`answered`](Self::answered) passes it: the file was then read after it was asked, so the
-/// verdict is on the file as it was when asked (or newer), never on an earlier reload that was
-/// still running.
+/// `kedge reload` notes [`read`](Self::read) before it signals, and waits until the last
+/// verdict's read number passes it: that read began after it asked, so the verdict is on the
+/// file as it was when asked, or as changed since; never on an earlier reload that was still
+/// running.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
     /// Reloads applied.
@@ -111,10 +111,18 @@ pub struct ReloadStats {
     pub refused: AtomicU64,
     /// Times the file was read on SIGHUP (counted before each read).
     pub read: AtomicU64,
-    /// The number of the read the last verdict was on (0 before the first).
-    pub answered: AtomicU64,
-    /// Why the last reload was refused, until one is applied.
-    refusal: Mutex<Option<String>>,
+    /// The last verdict: its read number and its refusal are one value, so that no report can
+    /// pair one verdict's number with another's refusal.
+    last: Mutex<LastVerdict>,
+}
+
+/// The last reload's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastVerdict {
+    /// The number of the read it was on (0 before the first verdict).
+    pub read: u64,
+    /// Why it was refused; `None` when it was applied (or before the first).
+    pub refusal: Option<String>,
 }
 
 impl ReloadStats {
@@ -126,23 +134,22 @@ impl ReloadStats {
     /// Records that read `number` was applied: a refusal before it no longer stands.
     pub fn applied(&self, number: u64) {
         self.applied.fetch_add(1, Ordering::Relaxed);
-        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.answered.store(number, Ordering::SeqCst);
+        self.record(number, None);
     }
 
     /// Records that read `number` was refused, and why.
     pub fn refused(&self, number: u64, why: &Refused) {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
-        self.answered.store(number, Ordering::SeqCst);
+        self.record(number, Some(why.to_string()));
     }
 
-    /// Why the last reload was refused, unless one was applied since.
-    pub fn refusal(&self) -> Option<String> {
-        self.refusal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn record(&self, read: u64, refusal: Option<String>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = LastVerdict { read, refusal };
+    }
+
+    /// The last verdict, read at one moment.
+    pub fn last(&self) -> LastVerdict {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -269,13 +276,13 @@ bootstrap = ["127.0.0.1:9092"]
     #[test]
     fn a_refusal_stands_until_a_reload_is_applied() {
         let stats = ReloadStats::default();
-        assert_eq!(stats.refusal(), None);
+        assert_eq!(stats.last(), LastVerdict::default());
         let first = stats.begin_read();
         stats.refused(first, &Refused::Invalid("bad".into()));
-        assert_eq!(stats.refusal().as_deref(), Some("bad"));
+        assert_eq!(stats.last().refusal.as_deref(), Some("bad"));
         let second = stats.begin_read();
         stats.applied(second);
-        assert_eq!(stats.refusal(), None);
+        assert_eq!(stats.last().refusal, None);
         assert_eq!(stats.applied.load(Ordering::Relaxed), 1);
         assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
     }
@@ -283,14 +290,25 @@ bootstrap = ["127.0.0.1:9092"]
     #[test]
     fn reads_are_numbered_and_verdicts_say_which_read_they_answer() {
         let stats = ReloadStats::default();
-        assert_eq!(stats.answered.load(Ordering::SeqCst), 0);
         let (first, second) = (stats.begin_read(), stats.begin_read());
         assert_eq!((first, second), (1, 2));
-        // A client that noted 2 reads waits for a verdict on a later one; the first's is not it.
+        // A client that noted 2 reads waits for a verdict on a later one; these are not it.
         stats.applied(first);
-        assert_eq!(stats.answered.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            stats.last(),
+            LastVerdict {
+                read: 1,
+                refusal: None
+            }
+        );
         stats.refused(second, &Refused::Invalid("bad".into()));
-        assert_eq!(stats.answered.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            stats.last(),
+            LastVerdict {
+                read: 2,
+                refusal: Some("bad".into())
+            }
+        );
         assert_eq!(stats.read.load(Ordering::SeqCst), 2);
     }
 }

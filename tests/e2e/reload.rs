@@ -291,10 +291,10 @@ fn a_reload_replaces_a_plugin_that_holds_the_pipeline() {
 
 /// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for answers
 /// kafka-sim withholds) is under way when the file is changed again (another codec, another
-/// slow handover) and `kedge reload` is run. Its "reloaded" must mean its own file is applied,
-/// not that the first reload, still running when it asked, was.
+/// slow handover) and `kedge reload` is run. Its "reloaded" must mean the file it was asked
+/// about is applied, not that the first reload, still running when it asked, was.
 #[test]
-fn overlapping_reloads_each_get_the_verdict_on_their_own_file() {
+fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
     let broker = SimBroker::start(Cluster::new().with_topic("readings", 1));
     let mosquitto = Mosquitto::start();
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));

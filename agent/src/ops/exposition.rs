@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub quarantined: Option<String>,
     /// Why the last config reload was refused, unless one was applied since.
     pub reload_refused: Option<String>,
+    /// The read number of the last config reload's verdict (0 before any).
+    pub reload_answered: u64,
     /// Seconds since Kafka last acknowledged a batch; `None` before the first.
     pub last_ack_age: Option<f64>,
     /// Whether the MQTT session is up.
@@ -548,6 +550,7 @@ mod tests {
             dropped_by_topic: vec![("readings".into(), 4)],
             quarantined: Some("/q".into()),
             reload_refused: None,
+            reload_answered: 0,
             last_ack_age: Some(0.25),
             mqtt_connected: true,
             resident_bytes: Some(1234),

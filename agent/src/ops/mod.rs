@@ -77,6 +77,7 @@ impl OpsState {
             .kafka
             .last_ack_ms
             .load(Ordering::Relaxed);
+        let reload = self.stats.reload.last();
         Snapshot {
             families: Snapshot::families_of(&self.stats, &self.source),
             histograms: Snapshot::histograms_of(&self.stats),
@@ -99,7 +100,8 @@ impl OpsState {
                 .ok()
                 .flatten()
                 .map(|p| p.display().to_string()),
-            reload_refused: self.stats.reload.refusal(),
+            reload_refused: reload.refusal,
+            reload_answered: reload.read,
             mqtt_connected: self.stats.source.mqtt_connected.load(Ordering::Relaxed),
             resident_bytes: exposition::resident_bytes(),
             open_fds: exposition::open_fds(),

@@ -220,7 +220,7 @@ impl Report {
                 reloads_applied: g(&stats.reload.applied),
                 reloads_refused: g(&stats.reload.refused),
                 reloads_read: g(&stats.reload.read),
-                reload_answered: g(&stats.reload.answered),
+                reload_answered: s.reload_answered,
                 reload_refused: s.reload_refused.clone(),
                 // Known to the listener, not to the counters: it fills this in.
                 config_file: String::new(),
@@ -660,5 +660,32 @@ queue            /var/lib/kedge/queue
         assert_eq!((r.records.dropped, r.records.dropped_by_plugins), (1, 5));
         assert_eq!(r.unready, snapshot.unready(&readiness));
         assert_eq!(r.unready.len(), 1);
+    }
+
+    /// A verdict recorded between the snapshot and the report must not lend the report its
+    /// number while the refusal is the snapshot's: `kedge reload` would print the wrong verdict.
+    #[test]
+    fn the_reload_verdict_and_its_number_come_from_one_moment() {
+        let stats = Stats::default();
+        let read = stats.reload.begin_read();
+        let last = stats.reload.last();
+        let snapshot = Snapshot {
+            reload_refused: last.refusal,
+            reload_answered: last.read,
+            ..Snapshot::default()
+        };
+        stats
+            .reload
+            .refused(read, &crate::reload::Refused::Invalid("bad".into()));
+        let readiness = Readiness {
+            max_pending_age: 60.0,
+            max_queue_percent: 90,
+        };
+        let r = Report::of(&stats, &snapshot, &readiness);
+        assert_eq!(
+            (r.process.reload_answered, r.process.reload_refused),
+            (0, None)
+        );
+        assert_eq!(r.process.reloads_read, 1);
     }
 }
