@@ -50,8 +50,8 @@ const EXIT_RELOAD: &str = "\
 Exit codes:
   0  the agent reloaded the configuration
   1  the agent refused it (the reason is printed) and runs the configuration it had
-  2  nothing was reloaded: usage, the file is not a valid configuration (the agent was not
-     asked), no agent answers at metrics.listen, or it gave no verdict in time";
+  2  no verdict: usage, the file is not a valid configuration (the agent was not asked), no
+     agent answers at metrics.listen, or it gave none in time (or ended or restarted first)";
 const EXIT_CHECK: &str = "\
 Exit codes:
   0  the configuration is valid and every plugin loads
@@ -541,6 +541,18 @@ fn status_report(
     })
 }
 
+/// Whether process `pid` exists and has not exited (a zombie has, though not yet reaped).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": comm may hold spaces and parentheses, so look past the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 /// How long `kedge reload` waits for the agent's verdict: plugins are compiled in the meantime.
 const RELOAD_VERDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -592,7 +604,20 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
     let give_up = std::time::Instant::now() + RELOAD_VERDICT_TIMEOUT;
     while std::time::Instant::now() < give_up {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let Ok(now) = report() else { continue };
+        let Ok(now) = report() else {
+            if !process_alive(pid) {
+                anyhow::bail!(
+                    "process {pid} was sent SIGHUP and ended before it gave a verdict; see its log"
+                );
+            }
+            continue;
+        };
+        if now.process.pid != pid {
+            anyhow::bail!(
+                "the agent at {addr} restarted before it gave a verdict (process {} answers, {pid} was sent SIGHUP); a new agent reads the file when it starts: see its log",
+                now.process.pid
+            );
+        }
         if now.process.reload_answered <= asked {
             continue;
         }
@@ -907,6 +932,21 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn a_process_is_alive_until_it_has_exited() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id();
+        // Exited but not reaped: a zombie.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid));
+        child.wait().expect("reap");
+        assert!(!process_alive(pid));
+    }
     use clap::error::ErrorKind;
 
     /// The repository's Markdown and TOML files (the docs, the example configs, the plugin

@@ -289,12 +289,10 @@ fn a_reload_replaces_a_plugin_that_holds_the_pipeline() {
     assert_eq!(ready(metrics).0, 200, "{:?}", ready(metrics));
 }
 
-/// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for answers
-/// kafka-sim withholds) is under way when the file is changed again (another codec, another
-/// slow handover) and `kedge reload` is run. Its "reloaded" must mean the file it was asked
-/// about is applied, not that the first reload, still running when it asked, was.
-#[test]
-fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
+/// An agent on kafka-sim with a produce request in flight whose answer never comes, and a
+/// `request_timeout` of 4 s: a reload that hands the producer over waits about that long.
+/// Returns the broker, mosquitto, the metrics address and the agent.
+fn slow_to_reload() -> (SimBroker, Mosquitto, SocketAddr, Kedge) {
     let broker = SimBroker::start(Cluster::new().with_topic("readings", 1));
     let mosquitto = Mosquitto::start();
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
@@ -324,6 +322,16 @@ fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
     wait_until("a request in flight", Duration::from_secs(30), || {
         metric(metrics, "kedge_produce_requests_in_flight", "") >= 1.0
     });
+    (broker, mosquitto, metrics, kedge)
+}
+
+/// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for answers
+/// kafka-sim withholds) is under way when the file is changed again (another codec, another
+/// slow handover) and `kedge reload` is run. Its "reloaded" must mean the file it was asked
+/// about is applied, not that the first reload, still running when it asked, was.
+#[test]
+fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
+    let (broker, mosquitto, metrics, kedge) = slow_to_reload();
     let running = std::fs::read_to_string(kedge.config_path()).expect("config");
 
     // The first: lz4 instead of zstd, so the producer is handed over.
@@ -376,4 +384,42 @@ fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
         metric(metrics, "kedge_records_delivered_total", "") >= 20.0
     });
     assert_eq!(metric(metrics, "kedge_mqtt_connections_total", ""), 1.0);
+}
+
+/// An agent that dies while `kedge reload` waits for its verdict: the client says so within
+/// its next polls (exit 2), instead of waiting out its 300 s.
+#[test]
+fn a_reload_whose_agent_dies_meanwhile_says_so() {
+    let (_broker, _mosquitto, _metrics, mut kedge) = slow_to_reload();
+    let running = std::fs::read_to_string(kedge.config_path()).expect("config");
+    let lz4 = running.replace(
+        "linger = \"5ms\"",
+        "linger = \"5ms\"\ncompression = \"lz4\"",
+    );
+    std::fs::write(kedge.config_path(), &lz4).expect("write config");
+    let client = Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .arg("reload")
+        .arg("--config")
+        .arg(kedge.config_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kedge reload");
+    wait_until("the SIGHUP", Duration::from_secs(30), || {
+        kedge.log_count("SIGHUP received") > 0
+    });
+    kedge.kill9();
+    let started = std::time::Instant::now();
+    let out = client.wait_with_output().expect("kedge reload");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ended before it gave a verdict"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
