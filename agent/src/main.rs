@@ -537,7 +537,7 @@ fn status_report(
     body: &str,
 ) -> anyhow::Result<kedge::ops::status::Report> {
     serde_json::from_str(body).with_context(|| {
-        format!("http://{addr}/status.json cannot be read (an agent of another kedge version reports other fields: restart it after an upgrade)")
+        format!("http://{addr}/status.json cannot be read (perhaps an agent of an older kedge version: restart it after an upgrade)")
     })
 }
 
@@ -622,11 +622,12 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
             continue;
         }
         // The last verdict: a refusal stands until a reload is applied.
+        let which = now.process.reload_answered;
         if let Some(why) = &now.process.reload_refused {
-            println!("refused: {why}\nkedge runs the config it had");
+            println!("refused: {why}\nkedge runs the config it had (reload {which} of this agent)");
             return Ok(Exit::Problem);
         }
-        println!("reloaded {}", path.display());
+        println!("reloaded {} (reload {which} of this agent)", path.display());
         return Ok(Exit::Success);
     }
     anyhow::bail!(
@@ -899,7 +900,7 @@ fn hangups(
         while hangup.recv().await.is_some() {
             // Numbered before the file is read: see `ReloadStats`.
             let number = stats.reload.begin_read();
-            tracing::info!(config = %path.display(), "SIGHUP received: reloading the config");
+            tracing::info!(config = %path.display(), reload = number, "SIGHUP received: reloading the config");
             let config = Config::load(&path)
                 .map(|mut c| {
                     if let Some(d) = &data_dir {
@@ -932,6 +933,7 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use clap::error::ErrorKind;
 
     #[test]
     fn a_process_is_alive_until_it_has_exited() {
@@ -947,7 +949,6 @@ mod tests {
         child.wait().expect("reap");
         assert!(!process_alive(pid));
     }
-    use clap::error::ErrorKind;
 
     /// The repository's Markdown and TOML files (the docs, the example configs, the plugin
     /// templates), outside build output, vendored code and fuzz inputs.

@@ -262,6 +262,7 @@ pub async fn run(
                 }
             },
             Some(new) = reloads.recv() => {
+                let number = new.number;
                 let running = Running {
                     queue: &queue,
                     stats: &stats,
@@ -273,21 +274,21 @@ pub async fn run(
                 let outcome = tokio::select! {
                     biased;
                     _ = &mut shutdown => None,
-                    r = reload(config, new.config, &running, &mut delivery, &mut budget) => Some(r),
+                    r = reload(config, new, &running, &mut delivery, &mut budget) => Some(r),
                 };
                 match outcome {
                     None => {
                         tracing::warn!("stopping during a config reload; the reload is abandoned");
                         break None;
                     }
-                    Some(Ok(())) => stats.reload.applied(new.number),
+                    Some(Ok(())) => stats.reload.applied(number),
                     Some(Err(Reload::Refused(why))) => {
-                        tracing::error!(reason = %why, "config reload refused; kedge runs the config it had");
-                        stats.reload.refused(new.number, &why);
+                        tracing::error!(reason = %why, reload = number, "config reload refused; kedge runs the config it had");
+                        stats.reload.refused(number, &why);
                     }
                     Some(Err(Reload::NoProducer(e))) => {
-                        tracing::error!(error = %e, "no producer could start after a reload; reopening the queue with the config it had");
-                        stats.reload.refused(new.number, &Refused::CannotLoad(e.to_string()));
+                        tracing::error!(error = %e, reload = number, "no producer could start after a reload; reopening the queue with the config it had");
+                        stats.reload.refused(number, &Refused::CannotLoad(e.to_string()));
                         // The committer may have ended meanwhile on a queue I/O error of its
                         // own: what it says must not be lost.
                         let unacked_from = if committer.is_finished() {
@@ -405,16 +406,17 @@ impl From<Refused> for Reload {
     }
 }
 
-/// Applies `new` over `config` ([`crate::reload`]): everything that can fail is done before
-/// anything running is touched, so a refusal leaves the old config running as it was.
+/// Applies the config `request` holds over `config` ([`crate::reload`]): everything that can
+/// fail is done before anything running is touched, so a refusal leaves the old config running
+/// as it was.
 async fn reload(
     config: &mut Config,
-    new: Result<Config, String>,
+    request: ReloadRequest,
     running: &Running<'_>,
     delivery: &mut Delivery,
     budget: &mut Budget,
 ) -> Result<(), Reload> {
-    let new = new.map_err(Refused::Invalid)?;
+    let new = request.config.map_err(Refused::Invalid)?;
     let plan = reload::plan(config, &new)?;
     // Off the async workers, and so that a stop need not wait for a compile: dropped, this
     // future leaves the load to finish on its thread and its result unused.
@@ -505,6 +507,7 @@ async fn reload(
     tracing::info!(
         changed = ?plan.changed,
         producer_replaced = plan.restart_delivery,
+        reload = request.number,
         "config reloaded; plugins re-read"
     );
     *config = new;

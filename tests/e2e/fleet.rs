@@ -236,8 +236,8 @@ fn twins_sharing_a_device_id_say_so_and_never_take_each_others_records() {
     published.extend(second);
     let log = || crate::faults::lost_acks::sim_records(&broker, TOPIC, 2);
     let verdict = Verdict::of(&published, &log());
-    // Wait on the log itself: right after a start the unacknowledged gauge reads 0 until the
-    // delivery loop has loaded the queue's batches, so on its own it proves nothing.
+    // Wait on the log itself: the unacknowledged gauge counts sealed batches only, not records
+    // still in the journal, so on its own it proves nothing.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut after = Verdict::of(&published, &log());
     while !after.missing.is_empty() && Instant::now() < deadline {
@@ -247,7 +247,7 @@ fn twins_sharing_a_device_id_say_so_and_never_take_each_others_records() {
     after.report("fleet::twins", published.len());
     assert!(
         after.missing.is_empty(),
-        "a twin took the other's records for its own and never sent its own: {} missing (before the restart {} were)",
+        "a twin took the other's records for its own and never sent its own: {} missing (right after the restart {} were)",
         after.missing.len(),
         verdict.missing.len()
     );

@@ -6,9 +6,10 @@
 //! reload are in the new codec, and the refusal is visible in `/health/ready`, `kedge status`
 //! and the exit code of `kedge reload`.
 
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::audit::kedge_audit;
 use crate::codecs::batch_codecs;
@@ -289,21 +290,81 @@ fn a_reload_replaces_a_plugin_that_holds_the_pipeline() {
     assert_eq!(ready(metrics).0, 200, "{:?}", ready(metrics));
 }
 
+/// `text` with `from` replaced by `to`; panics when `from` is not there (the test would
+/// silently run another config).
+fn edited(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "{from:?} is not in the config:\n{text}"
+    );
+    text.replace(from, to)
+}
+
+/// `kedge reload --config FILE`, started in the background.
+fn start_reload(kedge: &Kedge) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .arg("reload")
+        .arg("--config")
+        .arg(kedge.config_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kedge reload")
+}
+
+/// Panics, with its output, if `client` has ended: `what` says what was expected of it.
+fn assert_still_waiting(client: &mut Child, what: &str) {
+    if let Some(status) = client.try_wait().expect("try_wait") {
+        let mut out = String::new();
+        if let Some(mut pipe) = client.stdout.take() {
+            let _ = pipe.read_to_string(&mut out);
+        }
+        if let Some(mut pipe) = client.stderr.take() {
+            let _ = pipe.read_to_string(&mut out);
+        }
+        panic!("{what}, but kedge reload ended ({status}):\n{out}");
+    }
+}
+
+/// Waits up to `timeout` for `client`: (exit code, stdout, stderr). Kills it past the timeout.
+fn finish(mut client: Child, timeout: Duration) -> (i32, String, String) {
+    let deadline = Instant::now() + timeout;
+    while client.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = client.kill();
+            let out = client.wait_with_output().expect("kedge reload");
+            panic!(
+                "kedge reload still waited after {timeout:?}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = client.wait_with_output().expect("kedge reload");
+    (
+        out.status.code().expect("kedge reload exited normally"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An agent on kafka-sim with a produce request in flight whose answer never comes, and a
-/// `request_timeout` of 4 s: a reload that hands the producer over waits about that long.
+/// `request_timeout` of 60 s: a reload that hands the producer over waits until the test lets
+/// it go (`close_connections`, which fails the request), however slow the machine.
 /// Returns the broker, mosquitto, the metrics address and the agent.
 fn slow_to_reload() -> (SimBroker, Mosquitto, SocketAddr, Kedge) {
     let broker = SimBroker::start(Cluster::new().with_topic("readings", 1));
     let mosquitto = Mosquitto::start();
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let start = pipeline_config(
-        mosquitto.port(),
-        &broker.addr().to_string(),
-        &format!("{BEFORE}\n\n[metrics]\nlisten = \"{metrics}\"\n"),
-    )
-    .replace(
+    let start = edited(
+        &pipeline_config(
+            mosquitto.port(),
+            &broker.addr().to_string(),
+            &format!("{BEFORE}\n\n[metrics]\nlisten = \"{metrics}\"\n"),
+        ),
         "linger = \"5ms\"",
-        "linger = \"5ms\"\nrequest_timeout = \"4s\"",
+        "linger = \"5ms\"\nrequest_timeout = \"60s\"",
     );
     let kedge = Kedge::start(&start);
     mosquitto.wait_subscribed("sensors/#", Duration::from_secs(30));
@@ -315,7 +376,6 @@ fn slow_to_reload() -> (SimBroker, Mosquitto, SocketAddr, Kedge) {
         Duration::from_secs(30),
         || metric(metrics, "kedge_records_delivered_total", "") >= 10.0,
     );
-    // A request in flight whose answer never comes: a handover waits for it up to 4 s.
     broker.lose_responses(true);
     Publishing::start(mosquitto.port(), published[10..].to_vec(), None)
         .wait_acked(Duration::from_secs(30));
@@ -325,17 +385,18 @@ fn slow_to_reload() -> (SimBroker, Mosquitto, SocketAddr, Kedge) {
     (broker, mosquitto, metrics, kedge)
 }
 
-/// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for answers
-/// kafka-sim withholds) is under way when the file is changed again (another codec, another
-/// slow handover) and `kedge reload` is run. Its "reloaded" must mean the file it was asked
-/// about is applied, not that the first reload, still running when it asked, was.
+/// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for an
+/// answer kafka-sim withholds) is under way when the file is changed again (another codec) and
+/// `kedge reload` is run. Its verdict must be on the second read of the file, the one its
+/// SIGHUP caused, not the first's: it says which read it answers for.
 #[test]
 fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
     let (broker, mosquitto, metrics, kedge) = slow_to_reload();
     let running = std::fs::read_to_string(kedge.config_path()).expect("config");
 
     // The first: lz4 instead of zstd, so the producer is handed over.
-    let lz4 = running.replace(
+    let lz4 = edited(
+        &running,
         "linger = \"5ms\"",
         "linger = \"5ms\"\ncompression = \"lz4\"",
     );
@@ -345,30 +406,43 @@ fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
         unsafe { libc::kill(kedge.pid() as libc::pid_t, libc::SIGHUP) },
         0
     );
-    // The file is read right after this line is logged.
+    // Logged once the read is numbered: the client below notes it as begun.
     wait_until("the first SIGHUP", Duration::from_secs(30), || {
-        kedge.log_count("SIGHUP received") > 0
+        kedge.log_count("SIGHUP received") >= 1
     });
-    std::thread::sleep(Duration::from_millis(200));
+
+    // The second, while the first waits: gzip.
+    let gzip = edited(&lz4, "compression = \"lz4\"", "compression = \"gzip\"");
+    std::fs::write(kedge.config_path(), &gzip).expect("write config");
+    let mut client = start_reload(&kedge);
+    wait_until("the client's SIGHUP", Duration::from_secs(60), || {
+        assert_still_waiting(&mut client, "it should have sent SIGHUP and waited");
+        kedge.log_count("SIGHUP received") >= 2
+    });
     assert_eq!(
         reloads(metrics, "applied") + reloads(metrics, "refused"),
         0.0,
-        "the first reload was over before the second began: the test shows nothing"
+        "the first reload ended before the test let it"
     );
-
-    // The second, while the first waits: gzip, another handover.
-    let gzip = lz4.replace("compression = \"lz4\"", "compression = \"gzip\"");
-    std::fs::write(kedge.config_path(), &gzip).expect("write config");
-    let (code, out, err) = kedge_reload(&kedge);
+    // Both handovers may end now: the request in flight fails with its connection.
+    broker.lose_responses(false);
+    broker.close_connections();
+    let (code, out, err) = finish(client, Duration::from_secs(90));
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.starts_with("reloaded "), "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "reloaded {} (reload 2 of this agent)\n",
+            kedge.config_path().display()
+        )
+    );
     assert_eq!(
         (reloads(metrics, "applied"), reloads(metrics, "refused")),
-        (2.0, 0.0),
-        "kedge reload said its file was applied while that reload was still waiting"
+        (2.0, 0.0)
     );
     // And a refusal after them is reported as one.
-    let moved = gzip.replace(
+    let moved = edited(
+        &gzip,
         &format!("port = {}", mosquitto.port()),
         &format!("port = {}", free_port()),
     );
@@ -376,10 +450,10 @@ fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
     let (code, out, _) = kedge_reload(&kedge);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("mqtt cannot change while kedge runs: restart kedge to apply them"),
+        out.contains("mqtt cannot change while kedge runs: restart kedge to apply them")
+            && out.ends_with("kedge runs the config it had (reload 3 of this agent)\n"),
         "{out}"
     );
-    broker.lose_responses(false);
     wait_until("every reading delivered", Duration::from_secs(60), || {
         metric(metrics, "kedge_records_delivered_total", "") >= 20.0
     });
@@ -392,34 +466,19 @@ fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
 fn a_reload_whose_agent_dies_meanwhile_says_so() {
     let (_broker, _mosquitto, _metrics, mut kedge) = slow_to_reload();
     let running = std::fs::read_to_string(kedge.config_path()).expect("config");
-    let lz4 = running.replace(
+    let lz4 = edited(
+        &running,
         "linger = \"5ms\"",
         "linger = \"5ms\"\ncompression = \"lz4\"",
     );
     std::fs::write(kedge.config_path(), &lz4).expect("write config");
-    let client = Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .arg("reload")
-        .arg("--config")
-        .arg(kedge.config_path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kedge reload");
-    wait_until("the SIGHUP", Duration::from_secs(30), || {
-        kedge.log_count("SIGHUP received") > 0
+    let mut client = start_reload(&kedge);
+    wait_until("the client's SIGHUP", Duration::from_secs(60), || {
+        assert_still_waiting(&mut client, "it should have sent SIGHUP and waited");
+        kedge.log_count("SIGHUP received") >= 1
     });
     kedge.kill9();
-    let started = std::time::Instant::now();
-    let out = client.wait_with_output().expect("kedge reload");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("ended before it gave a verdict"),
-        "{stderr}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    let (code, out, err) = finish(client, Duration::from_secs(30));
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("ended before it gave a verdict"), "{err}");
 }

@@ -273,9 +273,10 @@ impl<L: Link, O: Outbox> Producer<L, O> {
             // Any of them may have been sent before the restart: look before resending.
             p.partition((b.topic.clone(), b.partition)).push_resumed(b);
         }
-        // The gauges count the resumed batches from the start, not from the first round (which
-        // may wait on Kafka's metadata): until then they would say nothing waits.
-        p.publish_link();
+        // The backlog gauges count the resumed batches from the start, not from the first round
+        // (which may wait on Kafka's metadata): until then they would say nothing waits. The
+        // link's gauges wait for that round: the previous producer's stand until then.
+        p.publish_backlog();
         Ok(p)
     }
 
@@ -1555,6 +1556,18 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         self.producer_lost = false;
     }
 
+    /// Publishes the gauges of the sealed batches waiting for Kafka.
+    fn publish_backlog(&self) {
+        let k = &self.stats.kafka;
+        let slots = || self.partitions.values().flat_map(|p| p.slots());
+        k.batches_unacknowledged
+            .store(slots().count() as u64, Ordering::Relaxed);
+        k.records_unacknowledged.store(
+            slots().map(|s| s.meta.record_count as u64).sum(),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Publishes the gauges of the link to Kafka for the metrics endpoint.
     fn publish_link(&self) {
         let k = &self.stats.kafka;
@@ -1570,12 +1583,7 @@ impl<L: Link, O: Outbox> Producer<L, O> {
         set(&k.leaders_known, known);
         set(&k.leaders_unknown, unknown);
         set(&k.requests_in_flight, self.answers.len());
-        let slots = || self.partitions.values().flat_map(|p| p.slots());
-        set(&k.batches_unacknowledged, slots().count());
-        set(
-            &k.records_unacknowledged,
-            slots().map(|s| s.meta.record_count as usize).sum(),
-        );
+        self.publish_backlog();
         let stalled = self
             .partitions
             .values()
