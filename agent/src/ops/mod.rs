@@ -473,9 +473,17 @@ mod tests {
         let (head, body) = client(move || {
             let mut s = s;
             s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            // Stall only once the answer is being written: rendering it may take seconds on a
+            // slow machine (under qemu, beside a build), and that is no stall of the writer.
+            let mut text = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !text.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "the server closed before its head");
+                text.extend_from_slice(&chunk[..n]);
+            }
             std::thread::sleep(WRITE_TIMEOUT + Duration::from_secs(2));
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut text = Vec::new();
             // An error (a reset) is a cut too; what arrived before it is in `text`.
             let _ = s.read_to_end(&mut text);
             let at = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
