@@ -385,6 +385,19 @@ fn slow_to_reload() -> (SimBroker, Mosquitto, SocketAddr, Kedge) {
     (broker, mosquitto, metrics, kedge)
 }
 
+/// Rewrites the agent's config with lz4 instead of zstd, a change that hands the producer over;
+/// returns the new text.
+fn write_lz4(kedge: &Kedge) -> String {
+    let running = std::fs::read_to_string(kedge.config_path()).expect("config");
+    let lz4 = edited(
+        &running,
+        "linger = \"5ms\"",
+        "linger = \"5ms\"\ncompression = \"lz4\"",
+    );
+    std::fs::write(kedge.config_path(), &lz4).expect("write config");
+    lz4
+}
+
 /// Two reloads overlap: the first (a new Kafka codec, whose producer handover waits for an
 /// answer kafka-sim withholds) is under way when the file is changed again (another codec) and
 /// `kedge reload` is run. Its verdict must be on the second read of the file, the one its
@@ -392,15 +405,8 @@ fn slow_to_reload() -> (SimBroker, Mosquitto, SocketAddr, Kedge) {
 #[test]
 fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
     let (broker, mosquitto, metrics, kedge) = slow_to_reload();
-    let running = std::fs::read_to_string(kedge.config_path()).expect("config");
-
     // The first: lz4 instead of zstd, so the producer is handed over.
-    let lz4 = edited(
-        &running,
-        "linger = \"5ms\"",
-        "linger = \"5ms\"\ncompression = \"lz4\"",
-    );
-    std::fs::write(kedge.config_path(), &lz4).expect("write config");
+    let lz4 = write_lz4(&kedge);
     // SAFETY: kill only sends a signal, to the kedge this test started.
     assert_eq!(
         unsafe { libc::kill(kedge.pid() as libc::pid_t, libc::SIGHUP) },
@@ -465,13 +471,7 @@ fn a_reload_asked_while_another_runs_waits_for_a_read_made_after_it_asked() {
 #[test]
 fn a_reload_whose_agent_dies_meanwhile_says_so() {
     let (_broker, _mosquitto, _metrics, mut kedge) = slow_to_reload();
-    let running = std::fs::read_to_string(kedge.config_path()).expect("config");
-    let lz4 = edited(
-        &running,
-        "linger = \"5ms\"",
-        "linger = \"5ms\"\ncompression = \"lz4\"",
-    );
-    std::fs::write(kedge.config_path(), &lz4).expect("write config");
+    write_lz4(&kedge);
     let mut client = start_reload(&kedge);
     wait_until("the client's SIGHUP", Duration::from_secs(60), || {
         assert_still_waiting(&mut client, "it should have sent SIGHUP and waited");
