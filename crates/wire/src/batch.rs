@@ -4,17 +4,13 @@
 //! (same producer id, epoch and base sequence) for the broker's duplicate detection to work, so
 //! encoding is deterministic.
 
-use bytes::{Buf, Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_SEQUENCE, Record as KRecord, RecordBatchDecoder,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::{Buf, Bytes};
+use kafka_protocol::records::{Compression, NO_SEQUENCE, RecordBatchDecoder};
 
 use crate::codec;
 use crate::record::{HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ, Origin, SequencedRecord};
 use crate::sequence;
+use crate::write::{self, Oversized};
 
 /// Batch header size up to and including the magic byte (base offset, length, epoch, magic).
 const MAGIC_END: usize = 17;
@@ -144,22 +140,18 @@ pub enum BatchError {
         /// Largest timestamp in the batch.
         max: i64,
     },
-    /// kafka-protocol refused to encode the records. The cause is part of the message (not a
-    /// `source`): callers put errors into strings with `{e}`, which would drop it.
-    #[error("encoding the record batch failed: {0:#}")]
-    Encode(anyhow::Error),
-    /// The encoder did not produce exactly the one batch we asked for.
-    #[error(
-        "encoder produced {batches} batches / {record_count} records instead of one batch of {expected}"
-    )]
-    NotOneBatch {
-        /// Batches found in the output.
-        batches: usize,
-        /// Records in the first batch found (0 if none).
-        record_count: i32,
-        /// Records we asked for.
-        expected: usize,
+    /// A length or count does not fit the int32 Kafka writes it as.
+    #[error("{what} of {len} does not fit in a record batch")]
+    Oversized {
+        /// What it is ("a value", "the header count", ...).
+        what: &'static str,
+        /// Its length in bytes, or the count.
+        len: usize,
     },
+    /// The codec failed. The cause is part of the message (not a `source`): callers put errors
+    /// into strings with `{e}`, which would drop it.
+    #[error("compressing the record batch failed: {0}")]
+    Compress(codec::CodecError),
     /// The bytes end in the middle of a batch.
     #[error("batch at byte {at} needs {needed} bytes, only {available} left")]
     Truncated {
@@ -190,9 +182,18 @@ pub enum BatchError {
     #[error("batch base offset {0} is out of range")]
     InvalidBaseOffset(i64),
     /// kafka-protocol (or our decompression guard) rejected the bytes; the cause is part of
-    /// the message, as for [`BatchError::Encode`].
+    /// the message, as for [`BatchError::Compress`].
     #[error("decoding the record batch failed: {0:#}")]
     Decode(anyhow::Error),
+}
+
+impl From<Oversized> for BatchError {
+    fn from(e: Oversized) -> Self {
+        BatchError::Oversized {
+            what: e.what,
+            len: e.len,
+        }
+    }
 }
 
 /// At least the bytes `r` takes in an uncompressed batch encoded by [`encode_batch`] for
@@ -225,9 +226,10 @@ pub fn record_size_bound(r: &SequencedRecord, origin: &Origin) -> usize {
 /// kedge's `kedge-device`, `kedge-queue` (from `origin`) and `kedge-seq` (= `seq` in decimal
 /// ASCII).
 ///
-/// Header names are unique in kafka-protocol's record model (an `IndexMap`): when a record
-/// repeats a header name (MQTT user properties may), the LAST value is kept at the position of
-/// the FIRST occurrence and the earlier values are lost. A record header named like one of
+/// Header names are unique, as in the record model of kafka-protocol (an `IndexMap`), which
+/// reads kedge's batches back to split and rebuild them: when a record repeats a header name
+/// (MQTT user properties may), the LAST value is kept at the position of the FIRST occurrence
+/// and the earlier values are lost. A record header named like one of
 /// kedge's own is dropped so that kedge's values cannot be spoofed.
 ///
 /// The batch must not straddle the sequence wrap ([`sequence::fits_before_wrap`]): the
@@ -248,116 +250,82 @@ pub fn encode_batch(
     if base_sequence < 0 {
         return Err(BatchError::InvalidBaseSequence(base_sequence));
     }
-    // kafka-protocol derives per-record sequences with two's-complement arithmetic and starts a
-    // new batch when `offset - sequence` changes, so a batch wrapping at i32::MAX (allowed by
-    // Kafka's `DefaultRecordBatch.incrementSequence`) would be split or misnumbered.
+    // Kafka allows a batch across the wrap at i32::MAX (`DefaultRecordBatch.incrementSequence`),
+    // but kafka-protocol, which reads kedge's batches back to split and rebuild them, numbers
+    // records with two's-complement arithmetic and splits such a batch in two.
     if !sequence::fits_before_wrap(base_sequence, records.len()) {
         return Err(BatchError::SequenceWrap {
             base_sequence,
             record_count: records.len(),
         });
     }
-    check_timestamp_spread(records)?;
+    let (min_timestamp, max_timestamp) = timestamp_span(records)?;
 
-    let device = Bytes::copy_from_slice(origin.device.as_bytes());
-    let queue = Bytes::from(origin.queue_header());
-    let krecords: Vec<KRecord> = (0..)
-        .zip(records)
-        .map(|(i, sequenced): (i32, _)| KRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            // Producers send -1; the leader stamps its epoch on append.
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: producer.producer_id,
-            producer_epoch: producer.producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            sequence: sequence::increment(base_sequence, i),
-            timestamp: sequenced.record.timestamp_ms,
-            key: sequenced.record.key.clone(),
-            value: Some(sequenced.record.value.clone()),
-            headers: wire_headers(sequenced, &device, &queue),
-        })
-        .collect();
-
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: compression.wire(),
-    };
-    // kedge's codecs (pure Rust, framed as Kafka's Java client frames them) rather than
-    // kafka-protocol's, whose lz4 is a C library: one codec module for writing and reading.
-    let compressor = |plain: &mut BytesMut, out: &mut BytesMut, codec: Compression| {
-        let mut section = Vec::new();
-        codec::compress(plain, codec, &mut section)?;
-        out.extend_from_slice(&section);
-        Ok(())
-    };
-    RecordBatchEncoder::encode_with_custom_compression(
-        &mut buf,
-        &krecords,
-        &options,
-        Some(compressor),
-    )
-    .map_err(BatchError::Encode)?;
-    let bytes = buf.freeze();
-
-    // The encoder silently splits on any change of producer fields or `offset - sequence`;
-    // a split batch would be sent as two batches with one sequence claim, so verify.
-    let infos = batch_info(&bytes)?;
-    match infos.as_slice() {
-        [info]
-            if usize::try_from(info.record_count) == Ok(records.len())
-                && info.base_sequence == base_sequence
-                && info.producer_id == producer.producer_id
-                && info.producer_epoch == producer.producer_epoch =>
-        {
-            Ok(bytes)
-        }
-        _ => Err(BatchError::NotOneBatch {
-            batches: infos.len(),
-            record_count: infos.first().map_or(0, |info| info.record_count),
-            expected: records.len(),
-        }),
+    let device = origin.device.as_bytes();
+    let queue = origin.queue_header();
+    let reserved = [HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ];
+    // Uncompressed, the records are written behind the header's room; compressed, the codec
+    // appends its section there.
+    let mut section = Vec::with_capacity(
+        BATCH_OVERHEAD
+            + records
+                .iter()
+                .map(|r| r.record.value.len() + device.len() + 64)
+                .sum::<usize>(),
+    );
+    if compression == BatchCompression::None {
+        section.resize(BATCH_OVERHEAD, 0);
     }
+    let mut unique = write::UniqueHeaders::new();
+    let mut seq_text = [0; 20];
+    for (i, sequenced) in (0..).zip(records) {
+        let record = &sequenced.record;
+        let kedge = [
+            (HEADER_DEVICE.as_bytes(), device),
+            (HEADER_QUEUE.as_bytes(), queue.as_bytes()),
+            (
+                HEADER_SEQ.as_bytes(),
+                write::decimal(sequenced.seq, &mut seq_text),
+            ),
+        ];
+        let parts = write::RecordParts {
+            timestamp_delta: record.timestamp_ms - min_timestamp,
+            offset_delta: i,
+            key: record.key.as_deref(),
+            value: &record.value,
+            headers: unique.of(&record.headers, &reserved),
+            more_headers: &kedge,
+        };
+        write::put_record(&mut section, &parts)?;
+    }
+    let mut batch = if compression == BatchCompression::None {
+        section
+    } else {
+        let mut batch = vec![0; BATCH_OVERHEAD];
+        codec::compress(&section, compression.wire(), &mut batch).map_err(BatchError::Compress)?;
+        batch
+    };
+    let fields = write::BatchFields {
+        attributes: compression.wire() as i16,
+        last_offset_delta: (records.len() - 1) as i32,
+        base_timestamp: min_timestamp,
+        max_timestamp,
+        producer_id: producer.producer_id,
+        producer_epoch: producer.producer_epoch,
+        base_sequence,
+        record_count: records.len() as i32,
+    };
+    write::finish_batch(&mut batch, &fields)?;
+    Ok(Bytes::from(batch))
 }
 
-/// Headers as they go on the wire: the record's own, then kedge's (see [`encode_batch`]).
-fn wire_headers(
-    sequenced: &SequencedRecord,
-    device: &Bytes,
-    queue: &Bytes,
-) -> IndexMap<StrBytes, Option<Bytes>> {
-    let own = &sequenced.record.headers;
-    let mut headers = IndexMap::with_capacity(own.len() + 3);
-    for header in own {
-        if [HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ].contains(&header.name.as_str()) {
-            continue;
-        }
-        headers.insert(
-            StrBytes::from_string(header.name.clone()),
-            Some(header.value.clone()),
-        );
-    }
-    headers.insert(
-        StrBytes::from_static_str(HEADER_DEVICE),
-        Some(device.clone()),
-    );
-    headers.insert(StrBytes::from_static_str(HEADER_QUEUE), Some(queue.clone()));
-    headers.insert(
-        StrBytes::from_static_str(HEADER_SEQ),
-        Some(Bytes::from(sequenced.seq.to_string())),
-    );
-    headers
-}
-
-/// Rejects batches whose timestamp deltas (relative to the smallest) would overflow i64.
-fn check_timestamp_spread(records: &[SequencedRecord]) -> Result<(), BatchError> {
+/// The smallest and largest timestamp, or an error when the deltas from the smallest would
+/// overflow i64.
+fn timestamp_span(records: &[SequencedRecord]) -> Result<(i64, i64), BatchError> {
     let stamps = records.iter().map(|r| r.record.timestamp_ms);
     let (min, max) = stamps.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
     match max.checked_sub(min) {
-        Some(_) => Ok(()),
+        Some(_) => Ok((min, max)),
         None => Err(BatchError::TimestampSpread { min, max }),
     }
 }
@@ -1070,6 +1038,82 @@ mod tests {
         assert_eq!(decode_batch(&bytes).unwrap()[0].timestamp_ms, i64::MAX);
     }
 
+    /// The batch as kafka-protocol's encoder wrote it (kedge's encoder until it was written by
+    /// hand), with kedge's codecs: the reference the hand-written one is held to.
+    fn kafka_protocol_batch(
+        producer: ProducerIdentity,
+        base_sequence: i32,
+        origin: &Origin,
+        records: &[SequencedRecord],
+        compression: BatchCompression,
+    ) -> Vec<u8> {
+        use bytes::BytesMut;
+        use kafka_protocol::indexmap::IndexMap;
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            NO_PARTITION_LEADER_EPOCH, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions,
+            TimestampType,
+        };
+        let krecords: Vec<KRecord> = (0..)
+            .zip(records)
+            .map(|(i, sequenced): (i32, &SequencedRecord)| {
+                let mut headers = IndexMap::new();
+                for h in &sequenced.record.headers {
+                    if ![HEADER_DEVICE, HEADER_QUEUE, HEADER_SEQ].contains(&h.name.as_str()) {
+                        headers
+                            .insert(StrBytes::from_string(h.name.clone()), Some(h.value.clone()));
+                    }
+                }
+                headers.insert(
+                    StrBytes::from_static_str(HEADER_DEVICE),
+                    Some(Bytes::copy_from_slice(origin.device.as_bytes())),
+                );
+                headers.insert(
+                    StrBytes::from_static_str(HEADER_QUEUE),
+                    Some(Bytes::from(origin.queue_header())),
+                );
+                headers.insert(
+                    StrBytes::from_static_str(HEADER_SEQ),
+                    Some(Bytes::from(sequenced.seq.to_string())),
+                );
+                KRecord {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                    producer_id: producer.producer_id,
+                    producer_epoch: producer.producer_epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i64::from(i),
+                    sequence: sequence::increment(base_sequence, i),
+                    timestamp: sequenced.record.timestamp_ms,
+                    key: sequenced.record.key.clone(),
+                    value: Some(sequenced.record.value.clone()),
+                    headers,
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: compression.wire(),
+        };
+        let compressor = |plain: &mut BytesMut, out: &mut BytesMut, codec: Compression| {
+            let mut section = Vec::new();
+            codec::compress(plain, codec, &mut section)?;
+            out.extend_from_slice(&section);
+            Ok(())
+        };
+        RecordBatchEncoder::encode_with_custom_compression(
+            &mut buf,
+            &krecords,
+            &options,
+            Some(compressor),
+        )
+        .expect("kafka-protocol encodes");
+        buf.to_vec()
+    }
+
     fn arb_record() -> impl Strategy<Value = SequencedRecord> {
         (
             any::<u64>(),
@@ -1124,6 +1168,36 @@ mod tests {
                 }
                 Err(other) => prop_assert!(false, "unexpected error: {other}"),
             }
+        }
+
+        /// The hand-written batch is byte for byte what kafka-protocol's encoder wrote before it,
+        /// duplicate and reserved header names, timestamps out of order and every codec included.
+        #[test]
+        fn batches_are_kafka_protocols_byte_for_byte(
+            records in proptest::collection::vec(arb_record(), 1..40),
+            repeats in proptest::collection::vec(("[a-c]", "[x-z]{0,3}"), 0..6),
+            base in 0..1_000_000i32,
+            producer_id in any::<i64>(),
+            producer_epoch in any::<i16>(),
+            codec in 0..EVERY_CODEC.len(),
+        ) {
+            let mut records = records;
+            for (name, value) in &repeats {
+                records[0].record.headers.push(Header {
+                    name: name.clone(),
+                    value: Bytes::copy_from_slice(value.as_bytes()),
+                });
+            }
+            records[0].record.headers.push(Header {
+                name: HEADER_SEQ.to_owned(),
+                value: Bytes::from_static(b"spoofed"),
+            });
+            let producer = ProducerIdentity { producer_id, producer_epoch };
+            let compression = EVERY_CODEC[codec];
+            let ours = encode_batch(producer, base, &origin("dev-α"), &records, compression)
+                .expect("encodes");
+            let theirs = kafka_protocol_batch(producer, base, &origin("dev-α"), &records, compression);
+            prop_assert_eq!(&ours[..], &theirs[..]);
         }
 
         #[test]

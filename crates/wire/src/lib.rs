@@ -12,6 +12,7 @@ pub mod record;
 pub mod sasl;
 pub mod scram;
 pub mod sequence;
+mod write;
 
 /// Errors talking to Kafka. All of them are retried by the producer; none drops data.
 #[derive(Debug, Clone, thiserror::Error)]
