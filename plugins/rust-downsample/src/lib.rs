@@ -153,7 +153,7 @@ impl Downsample {
         Output {
             topic: self.topics.get(&sensor).cloned().flatten(),
             key: Some(sensor.into_bytes()),
-            value: value.to_string().into_bytes(),
+            value: value.to_bytes(),
             headers: Vec::new(),
             timestamp_ms: Some(start),
         }

@@ -125,10 +125,7 @@ impl Units {
             ("temp_c".to_owned(), Json::Number(celsius)),
         ];
         reading.extend(others);
-        Ok(Some((
-            sensor,
-            Json::Object(reading).to_string().into_bytes(),
-        )))
+        Ok(Some((sensor, Json::Object(reading).to_bytes())))
     }
 }
 

@@ -144,7 +144,9 @@ impl Json {
 
     /// The compact JSON text as bytes, ready to be an output's value.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        let mut text = String::new();
+        self.print(&mut text).expect("a String takes any text");
+        text.into_bytes()
     }
 }
 
@@ -183,60 +185,72 @@ impl From<String> for Json {
 /// back the same: `22.5`, `-40`, `0.1`); NaN and infinities, which JSON cannot express, as `null`.
 impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.print(f)
+    }
+}
+
+impl Json {
+    /// Writes the compact text into `out`: the [`fmt::Display`] form, and [`Json::to_bytes`]
+    /// straight into a `String` without the formatter between.
+    fn print<W: Write>(&self, out: &mut W) -> fmt::Result {
         match self {
-            Json::Null => f.write_str("null"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::Number(n) if n.is_finite() => write!(f, "{n}"),
-            Json::Number(_) => f.write_str("null"),
-            Json::String(s) => write_string(f, s),
+            Json::Null => out.write_str("null"),
+            Json::Bool(b) => out.write_str(if *b { "true" } else { "false" }),
+            Json::Number(n) if n.is_finite() => write!(out, "{n}"),
+            Json::Number(_) => out.write_str("null"),
+            Json::String(s) => print_string(out, s),
             Json::Array(items) => {
-                f.write_char('[')?;
+                out.write_char('[')?;
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
-                        f.write_char(',')?;
+                        out.write_char(',')?;
                     }
-                    write!(f, "{item}")?;
+                    item.print(out)?;
                 }
-                f.write_char(']')
+                out.write_char(']')
             }
             Json::Object(members) => {
-                f.write_char('{')?;
+                out.write_char('{')?;
                 for (i, (key, value)) in members.iter().enumerate() {
                     if i > 0 {
-                        f.write_char(',')?;
+                        out.write_char(',')?;
                     }
-                    write_string(f, key)?;
-                    write!(f, ":{value}")?;
+                    print_string(out, key)?;
+                    out.write_char(':')?;
+                    value.print(out)?;
                 }
-                f.write_char('}')
+                out.write_char('}')
             }
         }
     }
 }
 
-fn write_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    f.write_char('"')?;
+/// `s` quoted, with what JSON requires escaped. Every character escaped is ASCII, and in UTF-8
+/// an ASCII byte is always a character of its own, so the text is scanned byte by byte and
+/// copied in runs.
+fn print_string<W: Write>(out: &mut W, s: &str) -> fmt::Result {
+    out.write_char('"')?;
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if c < ' ' => "",
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
             _ => continue,
         };
-        f.write_str(&s[start..i])?;
+        out.write_str(&s[start..i])?;
         if escape.is_empty() {
-            write!(f, "\\u{:04x}", c as u32)?;
+            write!(out, "\\u{b:04x}")?;
         } else {
-            f.write_str(escape)?;
+            out.write_str(escape)?;
         }
-        start = i + c.len_utf8();
+        start = i + 1;
     }
-    f.write_str(&s[start..])?;
-    f.write_char('"')
+    out.write_str(&s[start..])?;
+    out.write_char('"')
 }
 
 struct Parser<'a> {
@@ -356,9 +370,15 @@ impl Parser<'_> {
                     out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
                 }
                 0..0x20 => return Err(self.error("control characters must be escaped")),
+                // Copied up to the next byte that needs a look, not byte by byte.
                 _ => {
-                    out.push(byte);
-                    self.pos += 1;
+                    let rest = &self.text[self.pos..];
+                    let run = rest
+                        .iter()
+                        .position(|&b| matches!(b, b'"' | b'\\' | 0..0x20))
+                        .unwrap_or(rest.len());
+                    out.extend_from_slice(&rest[..run]);
+                    self.pos += run;
                 }
             }
         }
@@ -545,6 +565,50 @@ mod tests {
         );
         assert_eq!(parse(&printed).unwrap().to_string(), printed);
         assert_eq!(Json::Number(f64::NAN).to_string(), "null");
+    }
+
+    /// Every string of up to four characters from an alphabet of each kind the printer and the
+    /// parser tell apart (plain ASCII, escaped ASCII, a control character, two- and four-byte
+    /// UTF-8): printed as the characters say, read back as it was, and the same through
+    /// `to_bytes` and `Display`.
+    #[test]
+    fn strings_print_and_read_back_whatever_they_hold() {
+        let alphabet = [
+            'a', '"', '\\', '\n', '\r', '\t', '\u{1}', '\u{1f}', '/', 'é', '😀',
+        ];
+        let expected = |c: char| match c {
+            '"' => "\\\"".to_owned(),
+            '\\' => "\\\\".to_owned(),
+            '\n' => "\\n".to_owned(),
+            '\r' => "\\r".to_owned(),
+            '\t' => "\\t".to_owned(),
+            c if c < ' ' => format!("\\u{:04x}", c as u32),
+            c => c.to_string(),
+        };
+        let (mut strings, mut level) = (vec![String::new()], vec![String::new()]);
+        for _ in 0..4 {
+            level = level
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(level.iter().cloned());
+        }
+        assert_eq!(strings.len(), 1 + 11 + 121 + 1_331 + 14_641);
+        for s in strings {
+            let value = Json::String(s.clone());
+            let printed = value.to_string();
+            let want: String = s.chars().map(expected).collect();
+            assert_eq!(printed, format!("\"{want}\""), "{s:?}");
+            assert_eq!(value.to_bytes(), printed.as_bytes(), "{s:?}");
+            assert_eq!(parse(&printed), Ok(value), "{s:?}");
+            // Inside an object, after other members, as the parser meets them in payloads.
+            let doc = format!("{{\"k\":1,\"v\":{printed},\"w\":{printed}}}");
+            let Ok(Json::Object(members)) = parse(&doc) else {
+                panic!("{doc}");
+            };
+            assert_eq!(members[1].1, Json::String(s.clone()), "{doc}");
+            assert_eq!(members[2].1, Json::String(s.clone()), "{doc}");
+        }
     }
 
     #[test]
