@@ -568,13 +568,14 @@ mod tests {
     }
 
     /// Every string of up to four characters from an alphabet of each kind the printer and the
-    /// parser tell apart (plain ASCII, escaped ASCII, a control character, two- and four-byte
-    /// UTF-8): printed as the characters say, read back as it was, and the same through
-    /// `to_bytes` and `Display`.
+    /// parser tell apart (plain ASCII and its edges, escaped ASCII, control characters, two-,
+    /// three- and four-byte UTF-8): printed as the characters say, read back as it was, alone
+    /// and as members of an object, through `Display` and `to_bytes` alike.
     #[test]
     fn strings_print_and_read_back_whatever_they_hold() {
         let alphabet = [
-            'a', '"', '\\', '\n', '\r', '\t', '\u{1}', '\u{1f}', '/', 'é', '😀',
+            'a', ' ', '\u{7f}', '"', '\\', '/', '\n', '\r', '\t', '\0', '\u{8}', '\u{1f}', 'é',
+            '€', '😀',
         ];
         let expected = |c: char| match c {
             '"' => "\\\"".to_owned(),
@@ -593,21 +594,47 @@ mod tests {
                 .collect();
             strings.extend(level.iter().cloned());
         }
-        assert_eq!(strings.len(), 1 + 11 + 121 + 1_331 + 14_641);
+        assert_eq!(strings.len(), 1 + 15 + 225 + 3_375 + 50_625);
         for s in strings {
             let value = Json::String(s.clone());
             let printed = value.to_string();
             let want: String = s.chars().map(expected).collect();
-            assert_eq!(printed, format!("\"{want}\""), "{s:?}");
+            assert_eq!(printed, ["\"", &want, "\""].concat(), "{s:?}");
             assert_eq!(value.to_bytes(), printed.as_bytes(), "{s:?}");
-            assert_eq!(parse(&printed), Ok(value), "{s:?}");
-            // Inside an object, after other members, as the parser meets them in payloads.
-            let doc = format!("{{\"k\":1,\"v\":{printed},\"w\":{printed}}}");
-            let Ok(Json::Object(members)) = parse(&doc) else {
-                panic!("{doc}");
-            };
-            assert_eq!(members[1].1, Json::String(s.clone()), "{doc}");
-            assert_eq!(members[2].1, Json::String(s.clone()), "{doc}");
+            assert_eq!(parse(&printed), Ok(value.clone()), "{s:?}");
+            let object = Json::Object(vec![
+                ("k".to_owned(), Json::Number(1.0)),
+                (s.clone(), value.clone()),
+                ("w".to_owned(), value),
+            ]);
+            let doc = [
+                "{\"k\":1,",
+                &printed,
+                ":",
+                &printed,
+                ",\"w\":",
+                &printed,
+                "}",
+            ]
+            .concat();
+            assert_eq!(object.to_string(), doc, "{s:?}");
+            assert_eq!(object.to_bytes(), doc.as_bytes(), "{s:?}");
+            assert_eq!(parse(&doc), Ok(object), "{s:?}");
+        }
+    }
+
+    /// What the string parser finds inside or after a run of plain bytes keeps its place.
+    #[test]
+    fn errors_after_a_run_keep_their_offsets() {
+        let cases: [(&[u8], usize, &str); 5] = [
+            (b"\"abc\xffdef\"", 0, "the string is not UTF-8"),
+            (b"\"a\\n\xc3\"", 0, "the string is not UTF-8"),
+            (b"\"abc\xff\x01\"", 5, "control characters must be escaped"),
+            (b"\"abc\\q\"", 5, "expected an escape character"),
+            (b"[\"abc\"  ,  \"de", 14, "expected the closing `\"`"),
+        ];
+        for (text, offset, reason) in cases {
+            assert_eq!(Json::parse(text), Err(Error { offset, reason }), "{text:?}");
         }
     }
 
