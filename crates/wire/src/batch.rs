@@ -16,7 +16,7 @@ use crate::write::{self, Oversized};
 const MAGIC_END: usize = 17;
 
 /// Bytes before the batch-length field's payload: base offset (8) and the length itself (4).
-const LOG_OVERHEAD: usize = 12;
+pub(crate) const LOG_OVERHEAD: usize = 12;
 
 /// Smallest possible encoded record: length, attributes, timestamp delta, offset delta, key
 /// length, value length and header count, one byte each.

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use kafka_protocol::records::NO_PARTITION_LEADER_EPOCH;
 
+use crate::batch::LOG_OVERHEAD;
 use crate::record::Header;
 
 /// Bytes from the batch's start to its attributes field, which the CRC covers to the end: base
@@ -216,7 +217,7 @@ pub(crate) struct BatchFields {
 /// follows them, and the CRC over everything from the attributes on. Base offset 0; the
 /// partition leader epoch is -1, which the leader stamps on append.
 pub(crate) fn finish_batch(batch: &mut [u8], fields: &BatchFields) -> Result<(), Oversized> {
-    let length = int32("a batch", batch.len() - 12)?;
+    let length = int32("a batch", batch.len() - LOG_OVERHEAD)?;
     let mut at = 0;
     let mut put = |b: &[u8]| {
         batch[at..at + b.len()].copy_from_slice(b);
