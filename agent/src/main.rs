@@ -8,6 +8,7 @@ use std::io::Write as _;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kedge::config::{ByteSize, Config, HumanDuration};
+use kedge::ops::procfs;
 
 /// How every command exits. One scheme for all, so that a script or unit can tell "ran, and
 /// found something wrong" from "could not do its work" without knowing the command; 2 is also
@@ -541,18 +542,6 @@ fn status_report(
     })
 }
 
-/// Whether process `pid` exists and has not exited (a zombie has, though not yet reaped).
-fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) state ...": comm may hold spaces and parentheses, so look past the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X') | None)
-}
-
 /// How long `kedge reload` waits for the agent's verdict: plugins are compiled in the meantime.
 const RELOAD_VERDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -584,12 +573,16 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
             path.display()
         );
     }
-    // The pid came over the network: signal it only if it is a kedge.
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim_end() != "kedge" {
-        anyhow::bail!(
-            "the agent at {addr} says its process id is {pid}, which is no kedge process here"
-        );
+    // The pid came over the network: signal it only if it names the agent that sent it here.
+    let agent = procfs::Identity {
+        namespace: before.process.pid_namespace.clone(),
+        start_ticks: before.process.start_ticks,
+        name: "kedge".into(),
+    };
+    if let Err(why) =
+        procfs::same_process(&agent, &procfs::Identity::own(), &procfs::Identity::of(pid))
+    {
+        anyhow::bail!("the agent at {addr} says its process id is {pid}, but {why}");
     }
     // A verdict on a read of the file that began after `before` is on this file as it is now
     // (or newer); an earlier reload still running when we asked does not answer us.
@@ -605,7 +598,7 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
     while std::time::Instant::now() < give_up {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let Ok(now) = report() else {
-            if !process_alive(pid) {
+            if !procfs::alive(pid) {
                 anyhow::bail!(
                     "process {pid} was sent SIGHUP and ended before it gave a verdict; see its log"
                 );
@@ -934,21 +927,6 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use clap::error::ErrorKind;
-
-    #[test]
-    fn a_process_is_alive_until_it_has_exited() {
-        assert!(process_alive(std::process::id()));
-        let mut child = std::process::Command::new("true").spawn().expect("true");
-        let pid = child.id();
-        // Exited but not reaped: a zombie.
-        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
-        {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(!process_alive(pid));
-        child.wait().expect("reap");
-        assert!(!process_alive(pid));
-    }
 
     /// The repository's Markdown and TOML files (the docs, the example configs, the plugin
     /// templates), outside build output, vendored code and fuzz inputs.

@@ -482,3 +482,108 @@ fn a_reload_whose_agent_dies_meanwhile_says_so() {
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("ended before it gave a verdict"), "{err}");
 }
+
+/// Serves `body` as every answer at a free loopback port until the test ends: an agent's
+/// status page that says what the test wants.
+fn serve(body: String) -> SocketAddr {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            // The whole request first: closing on unread bytes would reset the connection.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// `kedge reload` signals the pid an agent reports over HTTP only where it names that agent:
+/// not a kedge that started at another time (another agent, or the pid reused), and nothing
+/// when the agent runs in another pid namespace, as in a container, where its pid means another
+/// process here. A status page reports a real agent's pid with another start, then another
+/// namespace: the real agent must receive no SIGHUP (its own count of reads stays 0), and
+/// `kedge reload` says why (exit 2). Its own status page, unchanged, gets it reloaded.
+#[test]
+fn a_reload_signals_no_process_but_the_agent_that_reported_its_pid() {
+    let broker = SimBroker::start(Cluster::new().with_topic("readings", 1));
+    let mosquitto = Mosquitto::start();
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let text = pipeline_config(
+        mosquitto.port(),
+        &broker.addr().to_string(),
+        &format!("{BEFORE}\n\n[metrics]\nlisten = \"{metrics}\"\n"),
+    );
+    let kedge = Kedge::start(&text);
+    let status = || -> serde_json::Value {
+        let (code, body) =
+            ::kedge::ops::get(metrics, "/status.json", Duration::from_secs(5)).expect("status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    wait_until("the status page", Duration::from_secs(30), || {
+        ::kedge::ops::get(metrics, "/status.json", Duration::from_secs(5)).is_ok()
+    });
+    let real = status();
+    let process = &real["process"];
+    assert_eq!(process["pid"], kedge.pid(), "{process}");
+    let ticks = process["start_ticks"].as_u64().expect("start_ticks");
+    let namespace = process["pid_namespace"].as_str().expect("pid_namespace");
+    assert!(namespace.starts_with("pid:["), "{namespace}");
+
+    let impostors = [
+        (
+            "start_ticks",
+            serde_json::json!(ticks + 1),
+            "the kedge process with that id here started at another time",
+        ),
+        (
+            "pid_namespace",
+            serde_json::json!("pid:[1]"),
+            "the agent runs in another pid namespace",
+        ),
+    ];
+    for (field, value, why) in impostors {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kedge.toml");
+        let mut page = real.clone();
+        page["process"][field] = value;
+        page["process"]["config_file"] = serde_json::json!(path.display().to_string());
+        let fake = serve(page.to_string());
+        std::fs::write(
+            &path,
+            edited(&text, &metrics.to_string(), &fake.to_string()),
+        )
+        .expect("config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kedge"));
+        command.arg("reload").arg("--config").arg(&path);
+        let out = run(command, Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {err}");
+        assert!(
+            err.contains(&format!(
+                "says its process id is {}, but {why}",
+                kedge.pid()
+            )),
+            "{field}: {err}"
+        );
+        assert_eq!(status()["process"]["reloads_read"], 0, "{field}: signalled");
+        assert_eq!(kedge.log_count("SIGHUP received"), 0, "{field}: signalled");
+    }
+
+    let (code, out, err) = kedge_reload(&kedge);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(status()["process"]["reloads_read"], 1);
+}

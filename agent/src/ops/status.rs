@@ -130,6 +130,14 @@ pub struct ProcessState {
     pub open_fds: Option<u64>,
     /// The process id (`kedge reload` signals it).
     pub pid: u32,
+    /// Its pid namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`): `kedge reload`
+    /// signals `pid` only from the same one.
+    #[serde(deserialize_with = "required")]
+    pub pid_namespace: Option<String>,
+    /// When it started, in clock ticks since boot (`/proc/self/stat`): with `pid`, which
+    /// process it is even once the pid is reused.
+    #[serde(deserialize_with = "required")]
+    pub start_ticks: Option<u64>,
     /// Config reloads applied since the start.
     pub reloads_applied: u64,
     /// Config reloads refused since the start.
@@ -157,6 +165,7 @@ impl Report {
     pub fn of(stats: &Stats, snapshot: &Snapshot, readiness: &Readiness) -> Report {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let sum = |v: Vec<(&'static str, u64)>| v.iter().map(|(_, n)| n).sum();
+        let own = super::procfs::Identity::own();
         let delivery = &stats.delivery;
         let k = &delivery.kafka;
         let s = snapshot;
@@ -217,6 +226,8 @@ impl Report {
                 resident_bytes: s.resident_bytes,
                 open_fds: s.open_fds,
                 pid: std::process::id(),
+                pid_namespace: own.namespace,
+                start_ticks: own.start_ticks,
                 reloads_applied: g(&stats.reload.applied),
                 reloads_refused: g(&stats.reload.refused),
                 reloads_read: g(&stats.reload.read),
@@ -463,6 +474,8 @@ mod tests {
                 resident_bytes: Some(12 << 20),
                 open_fds: Some(23),
                 pid: 4242,
+                pid_namespace: Some("pid:[4026531836]".into()),
+                start_ticks: Some(987_654),
                 reloads_applied: 1,
                 reloads_refused: 2,
                 reloads_read: 3,
