@@ -326,7 +326,8 @@ fn status_report(ready: bool) -> String {
         "mqtt_connected": true,
         "plugins": [],
         "process": {
-            "resident_bytes": 1048576, "open_fds": 10, "pid": 1, "reloads_applied": 0,
+            "resident_bytes": 1048576, "open_fds": 10, "pid": 1,
+            "pid_namespace": "pid:[4026531836]", "start_ticks": 987654, "reloads_applied": 0,
             "reloads_refused": 0, "reloads_read": 0, "reload_answered": 0, "reload_refused": null,
             "config_file": "/etc/kedge/kedge.toml"
         },
