@@ -3,6 +3,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use kedge_wire::KafkaError;
+use kedge_wire::client::{Cluster, ClusterSettings};
+
 use crate::config::Keyword;
 use crate::config::{self, Config};
 
@@ -212,6 +215,82 @@ pub fn describe(c: &Config, path: &Path) -> String {
     o
 }
 
+/// What Kafka says of one topic the routing names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicState {
+    /// Kafka does not have it (or has it without partitions).
+    Missing,
+    /// It exists with this many partitions, `leaderless` of them without a leader just now.
+    Present {
+        /// Its partitions.
+        partitions: usize,
+        /// Those without a leader.
+        leaderless: usize,
+    },
+}
+
+/// Asks the cluster `settings` describes about `topics`, creating none (a typo must not leave
+/// a topic behind): their states in the same order.
+pub async fn ask_kafka(
+    settings: ClusterSettings,
+    topics: &[String],
+) -> Result<Vec<TopicState>, KafkaError> {
+    let mut cluster = Cluster::new(settings);
+    cluster.describe_topics(topics).await?;
+    Ok(topics
+        .iter()
+        .map(|t| match cluster.topics().get(t) {
+            Some(info) if !info.leaders.is_empty() => TopicState::Present {
+                partitions: info.leaders.len(),
+                leaderless: info.leaders.iter().filter(|l| **l < 0).count(),
+            },
+            _ => TopicState::Missing,
+        })
+        .collect())
+}
+
+/// What `kedge check --kafka` prints of the topics `c`'s routing names and their `states`
+/// (from [`ask_kafka`], same order), and whether every one exists.
+pub fn describe_topics(c: &Config, topics: &[String], states: &[TopicState]) -> (String, bool) {
+    let mut o = String::new();
+    let dead_letter = &c.routing.dead_letter_topic;
+    let _ = writeln!(
+        o,
+        "kafka         {} answered; the topics the routing names (none created by this check):",
+        c.kafka.bootstrap.join(", ")
+    );
+    let mut all = true;
+    for (topic, state) in topics.iter().zip(states) {
+        let what = match state {
+            TopicState::Present {
+                partitions,
+                leaderless,
+            } => {
+                let s = if *partitions == 1 { "" } else { "s" };
+                match leaderless {
+                    0 => format!("{partitions} partition{s}"),
+                    n => format!("{partitions} partition{s}, {n} without a leader just now"),
+                }
+            }
+            TopicState::Missing => {
+                all = false;
+                if topic == dead_letter {
+                    "missing: records that must be dead-lettered wait in the queue until it exists \
+                     (kedge run asks Kafka to create it where the broker allows)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "missing: kedge run asks Kafka to create it where the broker allows; else its \
+                         records go to the dead-letter topic {dead_letter} after 60 s"
+                    )
+                }
+            }
+        };
+        let _ = writeln!(o, "  topic       {topic}: {what}");
+    }
+    (o, all)
+}
+
 /// What holds for one subscription's messages.
 fn guarantee(qos: u8) -> &'static str {
     match qos {
@@ -226,5 +305,59 @@ fn guarantee(qos: u8) -> &'static str {
              a resend of an id still held is acknowledged, not journaled again; the id is released durably before\n    \
              PUBCOMP. Messages published at QoS 1 arrive at QoS 1: see below"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_described_one_a_line_and_only_missing_ones_fail_the_check() {
+        let config = Config::parse(
+            "[mqtt]\nsubscriptions = [{ filter = \"s/#\", qos = 1 }]\n\
+             [kafka]\nbootstrap = [\"k1:9092\", \"k2:9092\"]\n[routing]\ndefault_topic = \"readings\"\n",
+            Path::new("kedge.toml"),
+        )
+        .expect("config");
+        let topics: Vec<String> = ["alarms", "readings", "kedge-dead-letter"]
+            .map(str::to_owned)
+            .into();
+        let present = |partitions, leaderless| TopicState::Present {
+            partitions,
+            leaderless,
+        };
+        let (text, all) = describe_topics(
+            &config,
+            &topics,
+            &[present(1, 0), present(3, 1), present(2, 0)],
+        );
+        assert!(all);
+        assert_eq!(
+            text,
+            "kafka         k1:9092, k2:9092 answered; the topics the routing names (none created by this check):\n\
+             \x20 topic       alarms: 1 partition\n\
+             \x20 topic       readings: 3 partitions, 1 without a leader just now\n\
+             \x20 topic       kedge-dead-letter: 2 partitions\n"
+        );
+        let (text, all) = describe_topics(
+            &config,
+            &topics,
+            &[TopicState::Missing, present(3, 0), TopicState::Missing],
+        );
+        assert!(!all);
+        assert!(text.contains(
+            "  topic       alarms: missing: kedge run asks Kafka to create it where the broker allows; \
+             else its records go to the dead-letter topic kedge-dead-letter after 60 s\n"
+        ));
+        assert!(text.contains(
+            "  topic       kedge-dead-letter: missing: records that must be dead-lettered wait in the queue"
+        ));
+        let (_, all) = describe_topics(
+            &config,
+            &topics,
+            &[present(1, 0), present(3, 0), TopicState::Missing],
+        );
+        assert!(!all, "a missing dead-letter topic fails the check too");
     }
 }

@@ -55,8 +55,10 @@ Exit codes:
      agent answers at metrics.listen, or it gave none in time (or ended or restarted first)";
 const EXIT_CHECK: &str = "\
 Exit codes:
-  0  the configuration is valid and every plugin loads
-  2  it is not valid, cannot be read, or a plugin cannot be loaded; or a usage error";
+  0  the configuration is valid and every plugin loads (with --kafka: and every topic exists)
+  1  with --kafka: a topic the routing names does not exist in Kafka
+  2  it is not valid, cannot be read, or a plugin cannot be loaded; with --kafka, Kafka cannot
+     be reached or asked; or a usage error";
 const EXIT_AUDIT: &str = "\
 Exit codes:
   0  clean
@@ -162,6 +164,11 @@ enum Command {
         /// artifact this kedge can load, without compiling or starting it.
         #[arg(long)]
         no_plugins: bool,
+        /// Also connect to Kafka as [kafka] says (TLS, SASL) and ask it about every topic the
+        /// routing names (rules, default and dead-letter topics), creating none: each must
+        /// exist. Topics that plugins choose are not in the config and are not asked about.
+        #[arg(long)]
+        kafka: bool,
     },
 }
 
@@ -318,7 +325,11 @@ enum PluginCommand {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let outcome = match Cli::parse().command {
-        Command::Check { config, no_plugins } => check(&config, no_plugins),
+        Command::Check {
+            config,
+            no_plugins,
+            kafka,
+        } => check(&config, no_plugins, kafka),
         Command::Audit(args) => audit(args),
         Command::Status { config } => status(&config),
         Command::Reload { config } => reload(&config),
@@ -355,7 +366,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn check(path: &Path, no_plugins: bool) -> anyhow::Result<Exit> {
+fn check(path: &Path, no_plugins: bool, kafka: bool) -> anyhow::Result<Exit> {
     let config = Config::load(path).map_err(flat)?;
     if no_plugins {
         kedge_plugin_host::load::probe(&config.plugins).map_err(flat)?;
@@ -367,7 +378,26 @@ fn check(path: &Path, no_plugins: bool) -> anyhow::Result<Exit> {
         check_plugins(&config.plugins)?;
     }
     print!("{}", kedge::check::describe(&config, path));
-    Ok(Exit::Success)
+    if !kafka {
+        return Ok(Exit::Success);
+    }
+    let settings = kedge::pipeline::cluster_settings(&config).map_err(flat)?;
+    let topics = kedge::audit::config_topics(&config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let states = runtime
+        .block_on(kedge::check::ask_kafka(settings, &topics))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot ask Kafka ({}) about the topics: {e}",
+                config.kafka.bootstrap.join(", ")
+            )
+        })?;
+    let (text, all) = kedge::check::describe_topics(&config, &topics, &states);
+    print!("\n{text}");
+    Ok(if all { Exit::Success } else { Exit::Problem })
 }
 
 /// Loads every plugin as `kedge run` would, one line each, and fails after the last if any

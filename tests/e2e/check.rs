@@ -202,3 +202,75 @@ fn check_no_plugins_reads_the_config_without_loading_them() {
         "{stderr}"
     );
 }
+
+/// `kedge check --kafka` asks the cluster about every topic the routing names, over the
+/// connection `[kafka]` describes, and creates none: with all of them there it exits 0 and
+/// gives their partitions; with one missing it exits 1 and says what becomes of its records,
+/// and the topic is still missing afterwards; with Kafka unreachable it exits 2.
+#[test]
+fn check_kafka_asks_the_cluster_about_every_routed_topic_and_creates_none() {
+    use crate::support::tansu::Tansu;
+    let tansu = Tansu::start();
+    tansu.create_topic("readings", 3);
+    tansu.create_topic("alarms", 1);
+    tansu.create_topic("kedge-dead-letter", 1);
+    let dir = tempfile::Builder::new()
+        .prefix("kedge-e2e-check-kafka-")
+        .tempdir()
+        .expect("temp dir");
+    let write = |bootstrap: &str, alarms: &str| {
+        std::fs::write(
+            dir.path().join("kedge.toml"),
+            format!(
+                "[agent]\ndata_dir = \"{}\"\n[mqtt]\nsubscriptions = [{{ filter = \"sensors/#\", qos = 1 }}]\n\
+                 [kafka]\nbootstrap = [\"{bootstrap}\"]\n[routing]\ndefault_topic = \"readings\"\n\
+                 [[routing.rules]]\nfilter = \"alarms/#\"\ntopic = \"{alarms}\"\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write config");
+    };
+
+    write(&tansu.bootstrap(), "alarms");
+    let out = check(dir.path(), &["--kafka"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for line in [
+        "  topic       alarms: 1 partition\n",
+        "  topic       readings: 3 partitions\n",
+        "  topic       kedge-dead-letter: 1 partition\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
+    }
+
+    write(&tansu.bootstrap(), "alarmz");
+    let out = check(dir.path(), &["--kafka"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "  topic       alarmz: missing: kedge run asks Kafka to create it where the broker allows; \
+             else its records go to the dead-letter topic kedge-dead-letter after 60 s\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  topic       readings: 3 partitions\n"),
+        "{stdout}"
+    );
+    // Asked again: the check created nothing.
+    let out = check(dir.path(), &["--kafka"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("alarmz: missing"));
+
+    write(
+        &format!("127.0.0.1:{}", crate::support::free_port()),
+        "alarms",
+    );
+    let out = check(dir.path(), &["--kafka"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot ask Kafka (127.0.0.1:"), "{stderr}");
+    // Without --kafka nothing is asked: the same config is valid.
+    assert_eq!(check(dir.path(), &[]).status.code(), Some(0));
+}
