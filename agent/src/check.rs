@@ -220,6 +220,8 @@ pub fn describe(c: &Config, path: &Path) -> String {
 pub enum TopicState {
     /// Kafka does not have it (or has it without partitions).
     Missing,
+    /// Kafka answered with another error for it (e.g. `TOPIC_AUTHORIZATION_FAILED`).
+    Refused(String),
     /// It exists with this many partitions, `leaderless` of them without a leader just now.
     Present {
         /// Its partitions.
@@ -236,21 +238,27 @@ pub async fn ask_kafka(
     topics: &[String],
 ) -> Result<Vec<TopicState>, KafkaError> {
     let mut cluster = Cluster::new(settings);
-    cluster.describe_topics(topics).await?;
+    let refused = cluster.describe_topics(topics).await?;
     Ok(topics
         .iter()
-        .map(|t| match cluster.topics().get(t) {
-            Some(info) if !info.leaders.is_empty() => TopicState::Present {
-                partitions: info.leaders.len(),
-                leaderless: info.leaders.iter().filter(|l| **l < 0).count(),
-            },
-            _ => TopicState::Missing,
+        .map(|t| {
+            let error = refused.iter().find(|(name, _)| name == t).map(|(_, e)| e);
+            match (cluster.topics().get(t), error) {
+                (Some(info), _) if !info.leaders.is_empty() => TopicState::Present {
+                    partitions: info.leaders.len(),
+                    leaderless: info.leaders.iter().filter(|l| **l < 0).count(),
+                },
+                (_, Some(e)) if e != "UNKNOWN_TOPIC_OR_PARTITION" => {
+                    TopicState::Refused(e.to_string())
+                }
+                _ => TopicState::Missing,
+            }
         })
         .collect())
 }
 
 /// What `kedge check --kafka` prints of the topics `c`'s routing names and their `states`
-/// (from [`ask_kafka`], same order), and whether every one exists.
+/// (from [`ask_kafka`], same order), and whether every one exists and could be described.
 pub fn describe_topics(c: &Config, topics: &[String], states: &[TopicState]) -> (String, bool) {
     let mut o = String::new();
     let dead_letter = &c.routing.dead_letter_topic;
@@ -271,6 +279,13 @@ pub fn describe_topics(c: &Config, topics: &[String], states: &[TopicState]) -> 
                     0 => format!("{partitions} partition{s}"),
                     n => format!("{partitions} partition{s}, {n} without a leader just now"),
                 }
+            }
+            TopicState::Refused(error) => {
+                all = false;
+                format!(
+                    "Kafka answers {error} for it (TOPIC_AUTHORIZATION_FAILED: the user kedge logs \
+                     in as needs WRITE and READ on it)"
+                )
             }
             TopicState::Missing => {
                 all = false;
@@ -359,5 +374,21 @@ mod tests {
             &[present(1, 0), present(3, 0), TopicState::Missing],
         );
         assert!(!all, "a missing dead-letter topic fails the check too");
+        let (text, all) = describe_topics(
+            &config,
+            &topics,
+            &[
+                present(1, 0),
+                TopicState::Refused("TOPIC_AUTHORIZATION_FAILED".into()),
+                present(1, 0),
+            ],
+        );
+        assert!(!all);
+        assert!(
+            text.contains(
+                "  topic       readings: Kafka answers TOPIC_AUTHORIZATION_FAILED for it"
+            ),
+            "{text}"
+        );
     }
 }

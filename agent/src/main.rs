@@ -56,7 +56,7 @@ Exit codes:
 const EXIT_CHECK: &str = "\
 Exit codes:
   0  the configuration is valid and every plugin loads (with --kafka: and every topic exists)
-  1  with --kafka: a topic the routing names does not exist in Kafka
+  1  with --kafka: a topic the routing names does not exist in Kafka, or Kafka refuses it
   2  it is not valid, cannot be read, or a plugin cannot be loaded; with --kafka, Kafka cannot
      be reached or asked; or a usage error";
 const EXIT_AUDIT: &str = "\

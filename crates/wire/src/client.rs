@@ -1,5 +1,6 @@
 //! Cluster view: bootstrap, per-broker API version negotiation, metadata and producer ids.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -204,16 +205,24 @@ impl Cluster {
     /// Refreshes brokers and the leaders of `topics`.
     pub async fn refresh_metadata(&mut self, topics: &[String]) -> Result<(), KafkaError> {
         // Producers let the broker create topics when its policy allows, as the Java client does.
-        self.metadata(topics, true).await
+        self.metadata(topics, true).await.map(drop)
     }
 
     /// Refreshes brokers and the leaders of `topics` without ever creating a topic: readers
-    /// such as `kedge audit` must not leave empty topics behind a typo.
-    pub async fn describe_topics(&mut self, topics: &[String]) -> Result<(), KafkaError> {
+    /// such as `kedge audit` must not leave empty topics behind a typo. Returns the topics the
+    /// cluster answered with an error for (not in [`Cluster::topics`]), with the error's name.
+    pub async fn describe_topics(
+        &mut self,
+        topics: &[String],
+    ) -> Result<Vec<(String, Cow<'static, str>)>, KafkaError> {
         self.metadata(topics, false).await
     }
 
-    async fn metadata(&mut self, topics: &[String], create: bool) -> Result<(), KafkaError> {
+    async fn metadata(
+        &mut self,
+        topics: &[String],
+        create: bool,
+    ) -> Result<Vec<(String, Cow<'static, str>)>, KafkaError> {
         let b = self.any_broker().await?;
         let version = b
             .version(ApiKey::Metadata, 1..=12)
@@ -249,16 +258,19 @@ impl Cluster {
         let addrs = &self.addrs;
         self.brokers
             .retain(|node, b| addrs.get(node).is_some_and(|a| a == b.conn.addr()));
+        let mut refused = Vec::new();
         for t in response.topics {
             let Some(name) = t.name else { continue };
             let name = name.0.to_string();
             if t.error_code != 0 {
+                let error = error_name(t.error_code);
                 tracing::warn!(
                     topic = %name,
-                    error = %error_name(t.error_code),
+                    %error,
                     "Kafka has no usable metadata for the topic; its records wait in the queue"
                 );
                 self.topics.remove(&name);
+                refused.push((name, error));
                 continue;
             }
             let mut leaders = vec![-1; t.partitions.len()];
@@ -272,7 +284,7 @@ impl Cluster {
             }
             self.topics.insert(name, TopicInfo { leaders });
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Asks the cluster for a new idempotent producer id (epoch 0).
