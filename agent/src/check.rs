@@ -282,10 +282,16 @@ pub fn describe_topics(c: &Config, topics: &[String], states: &[TopicState]) -> 
             }
             TopicState::Refused(error) => {
                 all = false;
-                format!(
-                    "Kafka answers {error} for it (TOPIC_AUTHORIZATION_FAILED: the user kedge logs \
-                     in as needs WRITE and READ on it)"
-                )
+                let hint = match error.as_str() {
+                    "TOPIC_AUTHORIZATION_FAILED" => {
+                        ": the user kedge logs in as needs WRITE and READ on it"
+                    }
+                    "LEADER_NOT_AVAILABLE" => {
+                        ": it is being created or its leader is moving; ask again"
+                    }
+                    _ => "",
+                };
+                format!("Kafka answers {error} for it{hint}")
             }
             TopicState::Missing => {
                 all = false;
@@ -386,8 +392,22 @@ mod tests {
         assert!(!all);
         assert!(
             text.contains(
-                "  topic       readings: Kafka answers TOPIC_AUTHORIZATION_FAILED for it"
+                "  topic       readings: Kafka answers TOPIC_AUTHORIZATION_FAILED for it: the user \
+                 kedge logs in as needs WRITE and READ on it\n"
             ),
+            "{text}"
+        );
+        let (text, _) = describe_topics(
+            &config,
+            &topics,
+            &[
+                present(1, 0),
+                TopicState::Refused("UNKNOWN_SERVER_ERROR".into()),
+                present(1, 0),
+            ],
+        );
+        assert!(
+            text.contains("  topic       readings: Kafka answers UNKNOWN_SERVER_ERROR for it\n"),
             "{text}"
         );
     }

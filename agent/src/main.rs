@@ -19,7 +19,7 @@ enum Exit {
     /// The command did what was asked, and found nothing wrong.
     Success = 0,
     /// The command ran and found a problem: `audit` loss or duplicates, `status` an agent that
-    /// is not running or not ready.
+    /// is not running or not ready, `check --kafka` a routed topic missing or refused.
     Problem = 1,
     /// The command could not do its work: a usage error, an invalid configuration, a file,
     /// queue or broker it cannot read or reach, or `run` stopping on an error.
@@ -37,7 +37,7 @@ const EXIT_CODES: &str = "\
 Exit codes, the same for every command:
   0  success
   1  the command ran and found a problem (audit: loss or duplicates; status: the agent is
-     not running or not ready)
+     not running or not ready; check --kafka: a routed topic missing or refused)
   2  it could not do its work: a usage error, an invalid configuration, a file, queue or
      broker it cannot read or reach, or `run` stopping on an error";
 /// [`Exit`] as each command's `--help` says it.
@@ -52,7 +52,8 @@ Exit codes:
   0  the agent reloaded the configuration
   1  the agent refused it (the reason is printed) and runs the configuration it had
   2  no verdict: usage, the file is not a valid configuration (the agent was not asked), no
-     agent answers at metrics.listen, or it gave none in time (or ended or restarted first)";
+     agent answers at metrics.listen, the process id it reports is not that agent here (another
+     pid namespace, another start), or it gave none in time (or ended or restarted first)";
 const EXIT_CHECK: &str = "\
 Exit codes:
   0  the configuration is valid and every plugin loads (with --kafka: and every topic exists)
@@ -604,6 +605,11 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
         );
     }
     // The pid came over the network: signal it only if it names the agent that sent it here.
+    if !procfs::proc_is_own() {
+        anyhow::bail!(
+            "the agent at {addr} says its process id is {pid}, but this command's /proc is not of its own pid namespace (entered with `nsenter -p` without `-m`?), so it cannot tell which process that id names"
+        );
+    }
     let agent = procfs::Identity {
         namespace: before.process.pid_namespace.clone(),
         start_ticks: before.process.start_ticks,
@@ -635,7 +641,8 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
             }
             continue;
         };
-        if now.process.pid != pid {
+        // A container's agent comes back with the same pid: its start tells a restart.
+        if now.process.pid != pid || now.process.start_ticks != before.process.start_ticks {
             anyhow::bail!(
                 "the agent at {addr} restarted before it gave a verdict (process {} answers, {pid} was sent SIGHUP); a new agent reads the file when it starts: see its log",
                 now.process.pid

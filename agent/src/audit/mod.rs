@@ -108,6 +108,9 @@ pub enum AuditError {
     /// The topic is unknown to the cluster.
     #[error("topic {0} does not exist (or has no partitions)")]
     NoTopic(String),
+    /// The cluster answered another error for the topic (e.g. `TOPIC_AUTHORIZATION_FAILED`).
+    #[error("Kafka answers {1} for topic {0}")]
+    TopicRefused(String, String),
     /// None of the topics taken from a config is known to the cluster.
     #[error("none of the topics {} exists (or has partitions)", .0.join(", "))]
     NoTopics(Vec<String>),
@@ -116,7 +119,7 @@ pub enum AuditError {
 /// Reads every partition of the topics up to their current end and judges what it found.
 pub async fn audit(settings: &AuditSettings) -> Result<Report, AuditError> {
     let mut cluster = Cluster::new(settings.cluster.clone());
-    cluster.describe_topics(&settings.topics).await?;
+    let refused = cluster.describe_topics(&settings.topics).await?;
     let mut auditor = Auditor::new(settings.device.clone());
     let mut absent = Vec::new();
     for topic in &settings.topics {
@@ -125,6 +128,12 @@ pub async fn audit(settings: &AuditSettings) -> Result<Report, AuditError> {
             .get(topic)
             .map_or(0, |t| t.leaders.len() as i32);
         if partitions == 0 {
+            if let Some((_, error)) = refused
+                .iter()
+                .find(|(t, e)| t == topic && e != "UNKNOWN_TOPIC_OR_PARTITION")
+            {
+                return Err(AuditError::TopicRefused(topic.clone(), error.to_string()));
+            }
             if !settings.skip_absent {
                 return Err(AuditError::NoTopic(topic.clone()));
             }

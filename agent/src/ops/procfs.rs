@@ -5,7 +5,8 @@
 //! namespace gave it, which outside means another process, perhaps another kedge; and a pid is
 //! reused once its process has ended. The agent therefore also reports its pid namespace and
 //! when it started, and `kedge reload` signals only a process of its own namespace that started
-//! at that time.
+//! at that time. An agent in a time namespace of its own reads its start shifted (/proc gives
+//! it relative to the reader's boot time) and is refused: reload it from inside.
 
 /// What /proc tells of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,16 @@ impl Identity {
 fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(n.checked_sub(3)?)
+}
+
+/// Whether the /proc this process sees is of its own pid namespace: it is not after entering a
+/// namespace without its mount namespace (`nsenter -p` without `-m`), and then a pid looked up
+/// there names another process than the one `kill` would reach.
+pub fn proc_is_own() -> bool {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat.split_whitespace().next()?.parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 /// Whether process `pid` exists and has not exited (a zombie has, though not yet reaped).
@@ -187,6 +198,7 @@ mod tests {
         );
         assert!(own.start_ticks.is_some());
         assert_eq!(Identity::of(std::process::id()), own);
+        assert!(proc_is_own());
     }
 
     #[test]
