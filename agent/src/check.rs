@@ -296,8 +296,9 @@ pub fn describe_topics(c: &Config, topics: &[String], states: &[TopicState]) -> 
             TopicState::Missing => {
                 all = false;
                 if topic == dead_letter {
-                    "missing: records that must be dead-lettered wait in the queue until it exists \
-                     (kedge run asks Kafka to create it where the broker allows)"
+                    "missing: records that must be dead-lettered wait in the queue until it exists, \
+                     and those journaled after them wait behind them (kedge run asks Kafka to \
+                     create it where the broker allows)"
                         .to_owned()
                 } else {
                     format!(
