@@ -18,16 +18,30 @@ fn config_with(plugins: &str) -> TempDir {
         .prefix("kedge-e2e-check-plugins-")
         .tempdir()
         .expect("temp dir");
+    write_config(dir.path(), "127.0.0.1:1", plugins);
+    dir
+}
+
+/// Writes `dir/kedge.toml`: Kafka at `bootstrap`, the default topic `readings`, then `rest`.
+fn write_config(dir: &Path, bootstrap: &str, rest: &str) {
     std::fs::write(
-        dir.path().join("kedge.toml"),
+        dir.join("kedge.toml"),
         format!(
             "[agent]\ndata_dir = \"{}\"\n[mqtt]\nsubscriptions = [{{ filter = \"sensors/#\", qos = 1 }}]\n\
-             [kafka]\nbootstrap = [\"127.0.0.1:1\"]\n[routing]\ndefault_topic = \"readings\"\n\n{plugins}",
-            dir.path().display()
+             [kafka]\nbootstrap = [\"{bootstrap}\"]\n[routing]\ndefault_topic = \"readings\"\n\n{rest}",
+            dir.display()
         ),
     )
     .expect("write config");
-    dir
+}
+
+/// [`write_config`] routing `alarms/#` to the topic `alarms` besides `readings`.
+fn routed_to(dir: &Path, bootstrap: &str, alarms: &str) {
+    write_config(
+        dir,
+        bootstrap,
+        &format!("[[routing.rules]]\nfilter = \"alarms/#\"\ntopic = \"{alarms}\"\n"),
+    );
 }
 
 /// A `[[plugin]]` section for the built example `example`.
@@ -215,22 +229,8 @@ fn check_kafka_asks_the_cluster_about_every_routed_topic_and_creates_none() {
     tansu.create_topic("readings", 3);
     tansu.create_topic("alarms", 1);
     tansu.create_topic("kedge-dead-letter", 1);
-    let dir = tempfile::Builder::new()
-        .prefix("kedge-e2e-check-kafka-")
-        .tempdir()
-        .expect("temp dir");
-    let write = |bootstrap: &str, alarms: &str| {
-        std::fs::write(
-            dir.path().join("kedge.toml"),
-            format!(
-                "[agent]\ndata_dir = \"{}\"\n[mqtt]\nsubscriptions = [{{ filter = \"sensors/#\", qos = 1 }}]\n\
-                 [kafka]\nbootstrap = [\"{bootstrap}\"]\n[routing]\ndefault_topic = \"readings\"\n\
-                 [[routing.rules]]\nfilter = \"alarms/#\"\ntopic = \"{alarms}\"\n",
-                dir.path().display()
-            ),
-        )
-        .expect("write config");
-    };
+    let dir = config_with("");
+    let write = |bootstrap: &str, alarms: &str| routed_to(dir.path(), bootstrap, alarms);
 
     write(&tansu.bootstrap(), "alarms");
     let out = check(dir.path(), &["--kafka"]);
@@ -282,21 +282,8 @@ fn check_kafka_creates_no_topic_even_where_the_broker_would() {
         .with_topic("kedge-dead-letter", 1);
     cluster.set_auto_create(Some(3));
     let broker = kafka_sim::SimBroker::start(cluster);
-    let dir = tempfile::Builder::new()
-        .prefix("kedge-e2e-check-kafka-create-")
-        .tempdir()
-        .expect("temp dir");
-    std::fs::write(
-        dir.path().join("kedge.toml"),
-        format!(
-            "[agent]\ndata_dir = \"{}\"\n[mqtt]\nsubscriptions = [{{ filter = \"sensors/#\", qos = 1 }}]\n\
-             [kafka]\nbootstrap = [\"{}\"]\n[routing]\ndefault_topic = \"readings\"\n\
-             [[routing.rules]]\nfilter = \"alarms/#\"\ntopic = \"alarms\"\n",
-            dir.path().display(),
-            broker.addr()
-        ),
-    )
-    .expect("write config");
+    let dir = config_with("");
+    routed_to(dir.path(), &broker.addr().to_string(), "alarms");
     for _ in 0..2 {
         let out = check(dir.path(), &["--kafka"]);
         let stdout = text(&out.stdout);
