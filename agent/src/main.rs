@@ -8,7 +8,7 @@ use std::io::Write as _;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kedge::config::{ByteSize, Config, HumanDuration};
-use kedge::ops::procfs;
+use kedge::ops::{pidfd, procfs};
 
 /// How every command exits. One scheme for all, so that a script or unit can tell "ran, and
 /// found something wrong" from "could not do its work" without knowing the command; 2 is also
@@ -610,6 +610,16 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
             "the agent at {addr} says its process id is {pid}, but this command's /proc is not of its own pid namespace (entered with `nsenter -p` without `-m`?), so it cannot tell which process that id names"
         );
     }
+    // Held before /proc is read: the check below is then of the process the signal can reach.
+    let held = match pidfd::Pidfd::open(pid) {
+        Ok(held) => held,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            anyhow::bail!(
+                "the agent at {addr} says its process id is {pid}, but no process has that id here"
+            )
+        }
+        Err(e) => anyhow::bail!("cannot open process {pid} (pidfd_open): {e}"),
+    };
     let agent = procfs::Identity {
         namespace: before.process.pid_namespace.clone(),
         start_ticks: before.process.start_ticks,
@@ -623,18 +633,32 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
     // A verdict on a read of the file that began after `before` is on this file as it is now
     // (or newer); an earlier reload still running when we asked does not answer us.
     let asked = before.process.reloads_read;
-    // SAFETY: kill only sends a signal.
-    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
-        anyhow::bail!(
-            "cannot signal process {pid}: {}",
-            std::io::Error::last_os_error()
-        );
+    let sent = match &held {
+        Some(held) => held.signal(libc::SIGHUP),
+        // A kernel without pidfds (before 5.3): the agent could end, and its pid be taken,
+        // between the check and the signal.
+        // SAFETY: kill only sends a signal.
+        None => match unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        },
+    };
+    match sent {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            anyhow::bail!("process {pid} ended before it could be sent SIGHUP; see its log")
+        }
+        Err(e) => anyhow::bail!("cannot signal process {pid}: {e}"),
     }
+    let ended = || {
+        held.as_ref()
+            .map_or_else(|| !procfs::alive(pid), pidfd::Pidfd::ended)
+    };
     let give_up = std::time::Instant::now() + RELOAD_VERDICT_TIMEOUT;
     while std::time::Instant::now() < give_up {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let Ok(now) = report() else {
-            if !procfs::alive(pid) {
+            if ended() {
                 anyhow::bail!(
                     "process {pid} was sent SIGHUP and ended before it gave a verdict; see its log"
                 );

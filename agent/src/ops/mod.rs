@@ -7,6 +7,7 @@ pub mod config;
 pub mod exposition;
 pub mod fd_limit;
 pub mod metrics;
+pub mod pidfd;
 pub mod procfs;
 pub mod sd_notify;
 pub mod status;
