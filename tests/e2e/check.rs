@@ -303,3 +303,49 @@ fn check_kafka_creates_no_topic_even_where_the_broker_would() {
         );
     }
 }
+
+/// A topic Kafka refuses to describe (no DESCRIBE for kedge's user): `kedge check --kafka` names
+/// the error with what the user needs, and `kedge audit` names it too instead of calling the
+/// topic absent or skipping it.
+#[test]
+fn check_kafka_and_audit_name_the_error_of_a_topic_kafka_refuses() {
+    let mut cluster = kafka_sim::Cluster::new()
+        .with_topic("readings", 2)
+        .with_topic("alarms", 1)
+        .with_topic("kedge-dead-letter", 1);
+    cluster
+        .deny_describe("alarms", true)
+        .expect("alarms exists");
+    let broker = kafka_sim::SimBroker::start(cluster);
+    let bootstrap = broker.addr().to_string();
+    let dir = config_with("");
+    routed_to(dir.path(), &bootstrap, "alarms");
+
+    let out = check(dir.path(), &["--kafka"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "  topic       alarms: Kafka answers TOPIC_AUTHORIZATION_FAILED for it: the user kedge \
+             logs in as needs WRITE and READ on it\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  topic       readings: 2 partitions\n"),
+        "{stdout}"
+    );
+
+    let config = dir.path().join("kedge.toml");
+    for args in [
+        vec!["--bootstrap", bootstrap.as_str(), "--topic", "alarms"],
+        vec!["--config", config.to_str().expect("utf-8 path")],
+    ] {
+        let (code, stdout, stderr) = crate::audit::kedge_audit(&args);
+        assert_eq!(code, 2, "{args:?}\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("Kafka answers TOPIC_AUTHORIZATION_FAILED for topic alarms"),
+            "{args:?}\n{stderr}"
+        );
+    }
+}

@@ -28,7 +28,8 @@ pub struct OffsetAt {
 pub struct TopicInfo {
     /// The topic's name.
     pub name: String,
-    /// UNKNOWN_TOPIC_OR_PARTITION, or LEADER_NOT_AVAILABLE in the response that auto-created it.
+    /// UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE in the response that auto-created it,
+    /// or TOPIC_AUTHORIZATION_FAILED while DESCRIBE is denied.
     pub error: Option<ResponseError>,
     /// Number of partitions (0 with an error).
     pub partitions: i32,

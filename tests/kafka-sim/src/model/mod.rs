@@ -54,6 +54,7 @@ struct Topic {
     partitions: Vec<Partition>,
     max_message_bytes: usize,
     read_denied: bool,
+    describe_denied: bool,
 }
 
 /// The cluster: one broker (node id 1) leading every partition.
@@ -111,6 +112,7 @@ impl Cluster {
             partitions: (0..partitions).map(|_| Partition::default()).collect(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             read_denied: false,
+            describe_denied: false,
         };
         self.topics.insert(name.to_owned(), topic);
         Ok(())
@@ -143,6 +145,14 @@ impl Cluster {
     /// answer TOPIC_AUTHORIZATION_FAILED; produce still works.
     pub fn deny_read(&mut self, topic: &str, deny: bool) -> Result<(), ModelError> {
         self.topic_mut(topic)?.read_denied = deny;
+        Ok(())
+    }
+
+    /// Denies (or allows again) DESCRIBE on a topic: Metadata naming it answers
+    /// TOPIC_AUTHORIZATION_FAILED with no partitions, and Metadata for all topics leaves it
+    /// out, as Kafka does for a principal without DESCRIBE.
+    pub fn deny_describe(&mut self, topic: &str, deny: bool) -> Result<(), ModelError> {
+        self.topic_mut(topic)?.describe_denied = deny;
         Ok(())
     }
 
@@ -281,6 +291,7 @@ impl Cluster {
             return self
                 .topics
                 .iter()
+                .filter(|(_, t)| !t.describe_denied)
                 .map(|(name, t)| TopicInfo {
                     name: name.clone(),
                     error: None,
@@ -292,6 +303,13 @@ impl Cluster {
             .iter()
             .map(|&name| {
                 if let Some(t) = self.topics.get(name) {
+                    if t.describe_denied {
+                        return TopicInfo {
+                            name: name.to_owned(),
+                            error: Some(ResponseError::TopicAuthorizationFailed),
+                            partitions: 0,
+                        };
+                    }
                     return TopicInfo {
                         name: name.to_owned(),
                         error: None,

@@ -320,6 +320,22 @@ fn read_denied_topic() {
 }
 
 #[test]
+fn describe_denied_topic() {
+    let (mut c, _) = six_batches();
+    c.deny_describe(T, true).unwrap();
+    let named = c.metadata(Some(&[T]), true);
+    assert_eq!(named.len(), 1);
+    assert_eq!(
+        named[0].error,
+        Some(ResponseError::TopicAuthorizationFailed)
+    );
+    assert_eq!(named[0].partitions, 0);
+    assert!(c.metadata(None, false).iter().all(|t| t.name != T));
+    c.deny_describe(T, false).unwrap();
+    assert_eq!(c.metadata(Some(&[T]), false)[0].error, None);
+}
+
+#[test]
 fn describe_producers_reports_last_sequence_and_timestamp() {
     let (c, pid) = six_batches();
     assert_eq!(
