@@ -252,7 +252,7 @@ enum PluginCommand {
     New {
         /// The plugin's name: lowercase letters, digits and `-`.
         name: String,
-        /// The language: rust, c, python or js.
+        /// The language: rust, c, python, js or go.
         #[arg(long, value_parser = |s: &str| s.parse::<kedge::scaffold::Lang>())]
         lang: kedge::scaffold::Lang,
         /// Where to create the project (must not exist); ./NAME when absent.

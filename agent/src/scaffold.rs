@@ -15,15 +15,18 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js.
     Js,
+    /// Go (wasip1, c-shared) against the bindings `wit-bindgen go` generates.
+    Go,
 }
 
 impl Lang {
     /// Every language, with the word `--lang` takes for it.
-    pub const ALL: [(&'static str, Lang); 4] = [
+    pub const ALL: [(&'static str, Lang); 5] = [
         ("rust", Lang::Rust),
         ("c", Lang::C),
         ("python", Lang::Python),
         ("js", Lang::Js),
+        ("go", Lang::Go),
     ];
 
     fn name(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Lang {
             Lang::C => "C",
             Lang::Python => "Python",
             Lang::Js => "JavaScript",
+            Lang::Go => "Go",
         }
     }
 }
@@ -47,7 +51,7 @@ impl std::str::FromStr for Lang {
             .ok_or_else(|| {
                 let words: Vec<&str> = Lang::ALL.iter().map(|(w, _)| *w).collect();
                 format!(
-                    "no template for `{word}`; expected one of {} (Go: start from the go-route example in kedge's plugins/)",
+                    "no template for `{word}`; expected one of {}",
                     words.join(", ")
                 )
             })
@@ -156,6 +160,17 @@ const JS: &[File] = &[
     file(".gitignore", template!("js/.gitignore")),
 ];
 
+const GO: &[File] = &[
+    file(
+        "export_wit_world/plugin.go",
+        template!("go/export_wit_world/plugin.go"),
+    ),
+    file("build.sh", template!("go/build.sh")),
+    file("test.args", template!("go/test.args")),
+    file("expected.jsonl", template!("go/expected.jsonl")),
+    file(".gitignore", template!("go/.gitignore")),
+];
+
 const PYTHON: &[File] = &[
     file("app.py", template!("python/app.py")),
     file("kedge.py", template!("python/kedge.py")),
@@ -187,11 +202,12 @@ fn render(name: &str, lang: Lang) -> Vec<(&'static str, String, bool)> {
         Lang::C => C,
         Lang::Python => PYTHON,
         Lang::Js => JS,
+        Lang::Go => GO,
     };
     let memory = match lang {
         Lang::Python => "memory = \"64MiB\"   # the component bundles CPython\n",
         Lang::Js => "memory = \"64MiB\"   # the component bundles a JavaScript engine\n",
-        Lang::Rust | Lang::C => "",
+        Lang::Rust | Lang::C | Lang::Go => "",
     };
     COMMON
         .iter()

@@ -1,5 +1,5 @@
 //! A plugin author's first hour, as a new user meets it: `kedge plugin new` outside the
-//! repository in each language the default suite builds (Rust and C; Python and JavaScript
+//! repository in each language the default suite builds (Rust and C; Python, JavaScript and Go
 //! too when `KEDGE_ALL_PLUGINS` is set, as `scripts/test --all` does), the project's own
 //! `build.sh` and `test.sh`, and `kedge check` on a config naming the plugins. Then the pipeline the issue that
 //! asked for `batch-info.topic` described: the author's Rust plugin, edited to route `lab-*`
@@ -78,8 +78,53 @@ fn build_env(lang: &str) -> Vec<(&'static str, PathBuf)> {
             "COMPONENTIZE_JS_DIR",
             peer("js/package.json").parent().unwrap().to_owned(),
         )],
+        // Go from plugins/go-route/install-toolchain.sh, offline: no module proxy, no toolchain
+        // download, the support package from its local copy.
+        "go" => {
+            let venv = go_venv();
+            vec![
+                ("GO", peer("go/bin/go")),
+                ("WIT_BINDGEN", peer("bin/wit-bindgen")),
+                ("WASM_TOOLS", peer("bin/wasm-tools")),
+                ("ADAPTER", peer("wasi_snapshot_preview1.reactor.wasm")),
+                ("GO_PKG", go_pkg(&venv)),
+                ("GOTOOLCHAIN", PathBuf::from("local")),
+                ("GOPROXY", PathBuf::from("off")),
+                ("GOSUMDB", PathBuf::from("off")),
+                ("GOCACHE", venv.join("cache")),
+                ("GOPATH", venv.join("gopath")),
+            ]
+        }
         _ => unreachable!("{lang}"),
     }
+}
+
+/// The venv plugins/go-route/install-toolchain.sh installs Go into.
+fn go_venv() -> PathBuf {
+    let go = peer("go/bin/go");
+    go.ancestors().nth(2).expect("PEERS/go/bin/go").to_owned()
+}
+
+/// The copy of go.bytecodealliance.org/pkg that go-route's install-toolchain.sh made in
+/// `venv` (there is no Go module proxy here); the last by name should there be several.
+fn go_pkg(venv: &Path) -> PathBuf {
+    let mut copies: Vec<PathBuf> = std::fs::read_dir(venv)
+        .unwrap_or_else(|e| panic!("{}: {e}", venv.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|p| p.join("go.mod").is_file())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pkg-v"))
+        })
+        .collect();
+    copies.sort();
+    copies.pop().unwrap_or_else(|| {
+        panic!(
+            "no pkg-v* in {} (run plugins/go-route/install-toolchain.sh)",
+            venv.display()
+        )
+    })
 }
 
 /// A project made, built and checked against its own expected verdicts.
@@ -102,10 +147,10 @@ fn a_new_author_makes_builds_tests_and_chains_plugins_that_keep_the_route() {
     let tmp = tempfile::tempdir().unwrap();
     let mut languages = vec!["rust", "c"];
     if std::env::var_os("KEDGE_ALL_PLUGINS").is_some() {
-        languages.extend(["python", "js"]);
+        languages.extend(["python", "js", "go"]);
     } else {
         eprintln!(
-            "plugin_author: the Python and JavaScript templates are checked only with KEDGE_ALL_PLUGINS (scripts/test --all)"
+            "plugin_author: the Python, JavaScript and Go templates are checked only with KEDGE_ALL_PLUGINS (scripts/test --all)"
         );
     }
     let mut wasm = Vec::new();
