@@ -37,7 +37,8 @@ const EXIT_CODES: &str = "\
 Exit codes, the same for every command:
   0  success
   1  the command ran and found a problem (audit: loss or duplicates; status: the agent is
-     not running or not ready; check --kafka: a routed topic missing or refused)
+     not running or not ready; check --kafka: a routed topic missing or refused; reload:
+     the agent refused the config)
   2  it could not do its work: a usage error, an invalid configuration, a file, queue or
      broker it cannot read or reach, or `run` stopping on an error";
 /// [`Exit`] as each command's `--help` says it.
@@ -610,33 +611,33 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
             "the agent at {addr} says its process id is {pid}, but this command's /proc is not of its own pid namespace (entered with `nsenter -p` without `-m`?), so it cannot tell which process that id names"
         );
     }
-    // Held before /proc is read: the check below is then of the process the signal can reach.
-    let held = match pidfd::Pidfd::open(pid) {
-        Ok(held) => held,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-            anyhow::bail!(
-                "the agent at {addr} says its process id is {pid}, but no process has that id here"
-            )
-        }
-        Err(e) => anyhow::bail!("cannot open process {pid} (pidfd_open): {e}"),
-    };
     let agent = procfs::Identity {
         namespace: before.process.pid_namespace.clone(),
         start_ticks: before.process.start_ticks,
         name: "kedge".into(),
     };
-    if let Err(why) =
-        procfs::same_process(&agent, &procfs::Identity::own(), &procfs::Identity::of(pid))
-    {
-        anyhow::bail!("the agent at {addr} says its process id is {pid}, but {why}");
-    }
+    let here = procfs::Identity::own();
+    let not_the_agent = |why: procfs::NotTheAgent| {
+        anyhow::anyhow!("the agent at {addr} says its process id is {pid}, but {why}")
+    };
+    procfs::same_namespace(&agent, &here).map_err(not_the_agent)?;
+    // Held before /proc is read: the check below is then of the process the signal can reach.
+    let held = match pidfd::Pidfd::open(pid) {
+        Ok(held) => held,
+        // EINVAL: the id names a thread, not a process.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => {
+            return Err(not_the_agent(procfs::NotTheAgent::NotKedge));
+        }
+        Err(e) => anyhow::bail!("cannot open process {pid} (pidfd_open): {e}"),
+    };
+    procfs::same_process(&agent, &here, &procfs::Identity::of(pid)).map_err(not_the_agent)?;
     // A verdict on a read of the file that began after `before` is on this file as it is now
     // (or newer); an earlier reload still running when we asked does not answer us.
     let asked = before.process.reloads_read;
     let sent = match &held {
         Some(held) => held.signal(libc::SIGHUP),
-        // A kernel without pidfds (before 5.3): the agent could end, and its pid be taken,
-        // between the check and the signal.
+        // No pidfds (a kernel before 5.3, or a seccomp profile refusing them): the agent could
+        // end, and its pid be taken, between the check and the signal.
         // SAFETY: kill only sends a signal.
         None => match unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } {
             0 => Ok(()),

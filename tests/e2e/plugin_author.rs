@@ -106,20 +106,21 @@ fn go_venv() -> PathBuf {
 }
 
 /// The copy of go.bytecodealliance.org/pkg that go-route's install-toolchain.sh made in
-/// `venv` (there is no Go module proxy here); the last by name should there be several.
+/// `venv` (there is no Go module proxy here); the newest version should there be several.
 fn go_pkg(venv: &Path) -> PathBuf {
-    let mut copies: Vec<PathBuf> = std::fs::read_dir(venv)
+    let version = |p: &Path| -> Option<Vec<u64>> {
+        let name = p.file_name()?.to_str()?.strip_prefix("pkg-v")?;
+        name.split('.').map(|n| n.parse().ok()).collect()
+    };
+    let mut copies: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(venv)
         .unwrap_or_else(|e| panic!("{}: {e}", venv.display()))
         .flatten()
         .map(|entry| entry.path())
         .filter(|p| p.join("go.mod").is_file())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("pkg-v"))
-        })
+        .filter_map(|p| Some((version(&p)?, p)))
         .collect();
     copies.sort();
-    copies.pop().unwrap_or_else(|| {
+    copies.pop().map(|(_, p)| p).unwrap_or_else(|| {
         panic!(
             "no pkg-v* in {} (run plugins/go-route/install-toolchain.sh)",
             venv.display()

@@ -543,22 +543,40 @@ fn a_reload_signals_no_process_but_the_agent_that_reported_its_pid() {
     let namespace = process["pid_namespace"].as_str().expect("pid_namespace");
     assert!(namespace.starts_with("pid:["), "{namespace}");
 
+    // A container's agent whose pid names nothing here is named as in a container too. No
+    // process has a pid this large (Linux's pid_max is at most 2^22).
+    let absent = 1u32 << 30;
     let impostors = [
         (
             "start_ticks",
+            kedge.pid(),
             serde_json::json!(ticks + 1),
             "the kedge process with that id here started at another time",
         ),
         (
             "pid_namespace",
+            kedge.pid(),
             serde_json::json!("pid:[1]"),
             "the agent runs in another pid namespace",
         ),
+        (
+            "pid_namespace",
+            absent,
+            serde_json::json!("pid:[1]"),
+            "the agent runs in another pid namespace",
+        ),
+        (
+            "pid_namespace",
+            absent,
+            serde_json::json!(namespace),
+            "no kedge process has that id here",
+        ),
     ];
-    for (field, value, why) in impostors {
+    for (field, pid, value, why) in impostors {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kedge.toml");
         let mut page = real.clone();
+        page["process"]["pid"] = serde_json::json!(pid);
         page["process"][field] = value;
         page["process"]["config_file"] = serde_json::json!(path.display().to_string());
         let fake = serve(page.to_string());
@@ -573,11 +591,8 @@ fn a_reload_signals_no_process_but_the_agent_that_reported_its_pid() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{field}: {err}");
         assert!(
-            err.contains(&format!(
-                "says its process id is {}, but {why}",
-                kedge.pid()
-            )),
-            "{field}: {err}"
+            err.contains(&format!("says its process id is {pid}, but {why}")),
+            "{field}, pid {pid}: {err}"
         );
         assert_eq!(status()["process"]["reloads_read"], 0, "{field}: signalled");
         assert_eq!(kedge.log_count("SIGHUP received"), 0, "{field}: signalled");

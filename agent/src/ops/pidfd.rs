@@ -3,8 +3,9 @@
 //!
 //! Checking /proc and then calling `kill(pid)` leaves a gap: the agent may end between the two
 //! and its pid go to another process, which SIGHUP (by default) terminates. A pidfd names one
-//! process for as long as it is open: a signal sent through it after that process ended fails
-//! with ESRCH, whatever has the pid by then. The pidfd is opened before /proc is read, so what
+//! process for as long as it is open: a signal sent through it after that process was reaped
+//! fails with ESRCH, whatever has the pid by then (an ended process not yet reaped, a zombie,
+//! takes the signal to no effect). The pidfd is opened before /proc is read, so what
 //! the check saw is the process the pidfd holds, or the pidfd's process has already ended.
 //!
 //! Linux gained pidfds in 5.3 (5.1 for signals). Older kernels, and seccomp profiles that refuse
@@ -43,7 +44,8 @@ impl Pidfd {
         }))
     }
 
-    /// Sends `signal` to the held process; ESRCH once it has ended, even if its pid is taken.
+    /// Sends `signal` to the held process; ESRCH once it has been reaped, even if its pid is
+    /// taken.
     pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
         // SAFETY: the descriptor is ours and open; no siginfo is passed.
         let rc = unsafe {

@@ -99,6 +99,19 @@ pub enum NotTheAgent {
     },
 }
 
+/// Whether the agent's pid means anything here: it does only in this process's own pid
+/// namespace (an unreadable namespace is not held against it). Asked before the pid is looked
+/// up, so that an agent in a container is named as such whatever its pid names here.
+pub fn same_namespace(agent: &Identity, here: &Identity) -> Result<(), NotTheAgent> {
+    match (&agent.namespace, &here.namespace) {
+        (Some(a), Some(h)) if a != h => Err(NotTheAgent::Namespace {
+            agent: a.clone(),
+            here: h.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether the process found at the reported pid (`found`) is the agent that reported
 /// `agent`, as far as /proc can tell from here (`here`: this process). What cannot be read on
 /// either side is not held against it; the name always is.
@@ -107,14 +120,7 @@ pub fn same_process(
     here: &Identity,
     found: &Identity,
 ) -> Result<(), NotTheAgent> {
-    if let (Some(a), Some(h)) = (&agent.namespace, &here.namespace)
-        && a != h
-    {
-        return Err(NotTheAgent::Namespace {
-            agent: a.clone(),
-            here: h.clone(),
-        });
-    }
+    same_namespace(agent, here)?;
     if found.name != "kedge" {
         return Err(NotTheAgent::NotKedge);
     }

@@ -15,7 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # wit-bindgen names each file it writes: show that only when it fails.
 log=$("${WIT_BINDGEN:-wit-bindgen}" c --world transform --out-dir "$tmp/gen" wit 2>&1) ||
-    { echo "$log" >&2; exit 1; }
+    { printf '%s\n' "$log" >&2; exit 1; }
 "${CLANG:-clang}" --target=wasm32-wasi -mexec-model=reactor -O2 -std=c11 -Wall -Wextra -Werror \
     -Wl,--strip-all -I "$tmp/gen" -o "$tmp/core.wasm" \
     plugin.c "$tmp/gen/transform.c" "$tmp/gen/transform_component_type.o"

@@ -148,9 +148,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Denies (or allows again) DESCRIBE on a topic: Metadata naming it answers
-    /// TOPIC_AUTHORIZATION_FAILED with no partitions, and Metadata for all topics leaves it
-    /// out, as Kafka does for a principal without DESCRIBE.
+    /// Denies (or allows again) DESCRIBE on a topic, in Metadata only: Metadata naming it
+    /// answers TOPIC_AUTHORIZATION_FAILED with no partitions, and Metadata for all topics
+    /// leaves it out, as Kafka does for a principal without DESCRIBE. (Kafka would refuse
+    /// that principal's Produce and Fetch too; here they still work.)
     pub fn deny_describe(&mut self, topic: &str, deny: bool) -> Result<(), ModelError> {
         self.topic_mut(topic)?.describe_denied = deny;
         Ok(())

@@ -9,6 +9,7 @@
 package export_wit_world
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -106,10 +107,14 @@ func eventVerdict(info types.BatchInfo, event types.Event) types.Verdict {
 	}
 	subject, _ := json.Marshal(info.Subject)
 	reading[field] = subject
-	value, err := json.Marshal(reading) // members in name order
-	if err != nil {
+	// Members in name order; `<`, `>` and `&` as they came, not escaped for HTML.
+	var out bytes.Buffer
+	encoder := json.NewEncoder(&out)
+	encoder.SetEscapeHTML(false)
+	if err := encoder.Encode(reading); err != nil {
 		return types.MakeVerdictFail(err.Error())
 	}
+	value := bytes.TrimSuffix(out.Bytes(), []byte("\n"))
 	// From the event: key, headers (the MQTT user properties) and timestamp stay; the topic
 	// is left to kedge, which keeps the one the event is bound for.
 	output := types.Output{
