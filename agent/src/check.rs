@@ -122,7 +122,7 @@ pub fn describe(c: &Config, path: &Path) -> String {
     );
     let budget = match q.max_bytes {
         Some(b) => b.to_string(),
-        None => "half of the free disk space at start".to_owned(),
+        None => "half of what the queue could use at start (free space plus its own files), at most that less min_free".to_owned(),
     };
     let _ = writeln!(
         o,

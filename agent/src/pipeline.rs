@@ -607,7 +607,7 @@ fn report_damage(queue: &Queue) {
         Ok(0) => {}
         Ok(n) => tracing::error!(
             records = n,
-            "records were lost to damaged journal chunks (see `kedge queue stats`)"
+            "records were lost to damaged journal chunks or sealed batches (see `kedge queue stats`)"
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read the lost-records counter"),
     }

@@ -62,7 +62,7 @@ pub struct Snapshot {
     pub journal_records: Option<u64>,
     /// Age of the oldest record waiting for Kafka, in seconds; `None` when nothing waits.
     pub oldest_pending_age: Option<f64>,
-    /// Records lost to damaged journal chunks since the queue was created.
+    /// Records lost to damaged journal chunks or sealed batches since the queue was created.
     pub lost_records: u64,
     /// Records the full-queue policy dropped since the queue was created, per topic.
     pub dropped_by_topic: Vec<(String, u64)>,

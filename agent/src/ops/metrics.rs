@@ -160,7 +160,7 @@ metrics! {
     QUEUE_OLDEST_PENDING_AGE_SECONDS: Gauge "kedge_queue_oldest_pending_age_seconds" []
         "Age of the oldest record waiting for Kafka (0 when none waits).";
     QUEUE_LOST_RECORDS: Gauge "kedge_queue_lost_records" []
-        "Records lost to damaged journal chunks since the queue was created.";
+        "Records lost to damaged journal chunks or sealed batches since the queue was created.";
     QUEUE_QUARANTINED: Gauge "kedge_queue_quarantined" []
         "1 when an unopenable queue database was set aside at a start.";
     KAFKA_LAST_ACK_AGE_SECONDS: Gauge "kedge_kafka_last_ack_age_seconds" []

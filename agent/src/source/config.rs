@@ -34,8 +34,8 @@ pub struct MqttConfig {
     /// How long the broker keeps the persistent session while kedge is away (MQTT 5).
     #[serde(default = "secs::<604_800>", deserialize_with = "deserialize_duration")]
     pub session_expiry: Duration,
-    /// How many unacknowledged QoS 1 and 2 messages the broker may send ahead (MQTT 5); also
-    /// the window in which QoS 1 redeliveries are recognised.
+    /// How many unacknowledged QoS 1 and 2 messages the broker may send ahead (MQTT 5). The
+    /// window in which QoS 1 redeliveries are recognised is `redelivery_window`.
     #[serde(
         default = "default_receive_maximum",
         deserialize_with = "de::int::<_, u16, 1, 65535>"
