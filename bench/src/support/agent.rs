@@ -46,6 +46,7 @@ impl Agent {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        super::started(child.id());
         let mut agent = Agent {
             child: Some(child),
             metrics_port,
@@ -59,6 +60,9 @@ impl Agent {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                // Reaped by try_wait: its pid may name another process by the time the panic
+                // hook kills the peers still listed.
+                super::stopping(agent.pid());
                 panic!(
                     "kedge exited with {status} at start:\n{}",
                     agent.log_tail(40)
@@ -125,6 +129,7 @@ impl Agent {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        super::stopping(child.id());
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + grace;

@@ -10,7 +10,52 @@ pub mod tansu;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
+
+/// Pids of the peers (brokers, the agent) this run started and has not stopped yet. The
+/// benchmarks are built with `panic = "abort"`, so no `Drop` stops them when a run panics: the
+/// panic hook kills them instead, else a broker left running would take CPU from later runs.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Records a peer just spawned, to be killed should this run panic or [`exit`] early.
+pub fn started(pid: u32) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            kill_running();
+        }));
+    });
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+/// Kills every peer still running. The list is held only to push or remove a pid, which does
+/// not panic, so a panicking thread never holds it.
+fn kill_running() {
+    let pids = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for pid in pids {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child
+        // (removed from the list before it is reaped).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// Exits with `code` (a missing peer, bad usage) after killing the peers started so far:
+/// `std::process::exit` runs no `Drop`.
+pub fn exit(code: i32) -> ! {
+    kill_running();
+    std::process::exit(code)
+}
+
+/// Forgets a peer about to be stopped and reaped (its pid may then name another process).
+pub fn stopping(pid: u32) {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&p| p != pid);
+}
 
 /// The repository root (this package lives in `bench/`).
 pub fn repo_root() -> PathBuf {
@@ -36,7 +81,7 @@ pub fn peer(relative: &str) -> PathBuf {
              existing .peers directory)",
             path.display()
         );
-        std::process::exit(2);
+        exit(2);
     }
     path
 }

@@ -42,7 +42,7 @@ impl Mosquitto {
             .find(|p| p.is_file())
             .unwrap_or_else(|| {
                 eprintln!("error: mosquitto not found; run scripts/install-peers.sh");
-                std::process::exit(2);
+                super::exit(2);
             });
         let mut child = Command::new(binary)
             .arg("-c")
@@ -52,6 +52,7 @@ impl Mosquitto {
             .stderr(log)
             .spawn()
             .expect("spawn mosquitto");
+        super::started(child.id());
         if !wait_for_port(port, Duration::from_secs(20)) {
             let _ = child.kill();
             panic!("mosquitto did not listen on 127.0.0.1:{port}");
@@ -87,6 +88,7 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
+        super::stopping(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -43,6 +43,7 @@ impl Tansu {
             .stderr(log)
             .spawn()
             .expect("spawn tansu");
+        super::started(child.id());
         if !wait_for_port(port, Duration::from_secs(20)) {
             let _ = child.kill();
             panic!("tansu did not listen on 127.0.0.1:{port}");
@@ -94,6 +95,7 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        super::stopping(self.child.id());
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         for _ in 0..300 {
