@@ -380,7 +380,7 @@ print("ok")
     #[test]
     fn unknown_languages_say_which_there_are() {
         let e = "cobol".parse::<Lang>().unwrap_err();
-        assert!(e.contains("rust, c, python, js"), "{e}");
+        assert!(e.contains("one of rust, c, python, js, go"), "{e}");
         assert_eq!("python".parse::<Lang>(), Ok(Lang::Python));
     }
 }

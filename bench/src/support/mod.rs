@@ -37,7 +37,8 @@ fn kill_running() {
     let pids = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for pid in pids {
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child
-        // (removed from the list before it is reaped).
+        // (removed from the list before it is reaped, or before the panic where `try_wait`
+        // reaped it).
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
 }

@@ -1,7 +1,7 @@
 // Package export_wit_world is {{name}}, a kedge transform plugin in Go (`kedge plugin new`). It
 // adds the MQTT topic each JSON reading came from as member `subject`, drops empty readings,
-// and sends readings that are not JSON objects to the dead-letter topic. Change event to do
-// what you need.
+// and sends readings that are not JSON objects to the dead-letter topic. Change `eventVerdict`
+// (and `Process`, which drops the empty ones) to do what you need.
 //
 // The rest of the module (package main, the WIT types and the host imports) is generated from
 // wit/transform.wit by `wit-bindgen go` when build.sh runs; the contract is explained in
