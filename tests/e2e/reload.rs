@@ -543,9 +543,10 @@ fn a_reload_signals_no_process_but_the_agent_that_reported_its_pid() {
     let namespace = process["pid_namespace"].as_str().expect("pid_namespace");
     assert!(namespace.starts_with("pid:["), "{namespace}");
 
-    // Each page changes one field of the real one. A container's agent whose pid names nothing
-    // here is named as in a container too (the third); a pid nothing has here is no kedge (the
-    // fourth). No process has a pid this large (Linux's pid_max is at most 2^22).
+    // Each page is the real one with the pid given here and one field changed. A container's
+    // agent whose pid names nothing here is named as in a container too (the third); a pid
+    // nothing has here is no kedge (the fourth). No process has a pid this large (Linux's
+    // pid_max is at most 2^22).
     let absent = 1u32 << 30;
     let impostors = [
         (
