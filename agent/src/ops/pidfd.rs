@@ -83,20 +83,22 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
 
-    fn sleeper() -> std::process::Child {
-        Command::new("sleep")
+    /// A child that sleeps, and the pidfd holding it.
+    fn held_sleeper() -> (std::process::Child, Pidfd) {
+        let child = Command::new("sleep")
             .arg("60")
             .stdin(Stdio::null())
             .spawn()
-            .expect("spawn sleep")
+            .expect("spawn sleep");
+        let held = Pidfd::open(child.id())
+            .expect("pidfd_open")
+            .expect("this kernel has pidfds");
+        (child, held)
     }
 
     #[test]
     fn a_held_process_is_signalled_and_its_end_seen() {
-        let mut child = sleeper();
-        let held = Pidfd::open(child.id())
-            .expect("pidfd_open")
-            .expect("this kernel has pidfds");
+        let (mut child, held) = held_sleeper();
         assert!(!held.ended());
         held.signal(libc::SIGTERM).expect("signal");
         let status = child.wait().expect("wait");
@@ -106,10 +108,7 @@ mod tests {
 
     #[test]
     fn a_held_process_that_ended_is_never_signalled_again() {
-        let mut child = sleeper();
-        let held = Pidfd::open(child.id())
-            .expect("pidfd_open")
-            .expect("this kernel has pidfds");
+        let (mut child, held) = held_sleeper();
         child.kill().expect("kill");
         child.wait().expect("wait");
         // Reaped: its pid is free for any process to take; the signal must not reach one.
