@@ -634,17 +634,9 @@ fn reload(path: &Path) -> anyhow::Result<Exit> {
     // A verdict on a read of the file that began after `before` is on this file as it is now
     // (or newer); an earlier reload still running when we asked does not answer us.
     let asked = before.process.reloads_read;
-    let sent = match &held {
-        Some(held) => held.signal(libc::SIGHUP),
-        // No pidfds (a kernel before 5.3, or a seccomp profile refusing them): the agent could
-        // end, and its pid be taken, between the check and the signal.
-        // SAFETY: kill only sends a signal.
-        None => match unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
-        },
-    };
-    match sent {
+    // Without pidfds (a kernel before 5.3, or a seccomp profile refusing them) this is `kill`:
+    // the agent could end, and its pid be taken, between the check and the signal.
+    match pidfd::send(held.as_ref(), pid, libc::SIGHUP) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
             anyhow::bail!("process {pid} ended before it could be sent SIGHUP; see its log")

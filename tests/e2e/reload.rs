@@ -604,3 +604,103 @@ fn a_reload_signals_no_process_but_the_agent_that_reported_its_pid() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert_eq!(status()["process"]["reloads_read"], 1);
 }
+
+/// Where a seccomp profile refuses the pidfd calls (Docker's before 20.10 answer EPERM),
+/// `kedge reload` falls back to `kill`: refused `pidfd_open`, and refused `pidfd_send_signal`
+/// after an allowed `pidfd_open`. Each reload is read by the agent (its own count of reads) and
+/// applied.
+#[test]
+fn a_reload_works_where_seccomp_refuses_pidfds() {
+    let broker = SimBroker::start(Cluster::new().with_topic("readings", 1));
+    let mosquitto = Mosquitto::start();
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let kedge = Kedge::start(&pipeline_config(
+        mosquitto.port(),
+        &broker.addr().to_string(),
+        &format!("{BEFORE}\n\n[metrics]\nlisten = \"{metrics}\"\n"),
+    ));
+    wait_until("the status page", Duration::from_secs(30), || {
+        ::kedge::ops::get(metrics, "/status.json", Duration::from_secs(5)).is_ok()
+    });
+    for (read, refused) in [
+        (1.0, libc::SYS_pidfd_open),
+        (2.0, libc::SYS_pidfd_send_signal),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kedge"));
+        command
+            .arg("reload")
+            .arg("--config")
+            .arg(kedge.config_path());
+        refuse_with_eperm(&mut command, refused);
+        let out = run(command, Duration::from_secs(60));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "syscall {refused} refused:\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.starts_with("reloaded "), "{stdout}");
+        assert_eq!(
+            reloads(metrics, "applied"),
+            read,
+            "syscall {refused} refused"
+        );
+    }
+    assert_eq!(
+        kedge.log_count("SIGHUP received"),
+        2,
+        "{}",
+        kedge.log_text()
+    );
+}
+
+/// Makes `command`'s process run under a seccomp filter that answers EPERM to `syscall` and
+/// allows every other call (this machine's architecture only: a test, not a sandbox).
+fn refuse_with_eperm(command: &mut Command, syscall: libc::c_long) {
+    use std::os::unix::process::CommandExt;
+    let nr = u32::try_from(syscall).expect("a syscall number");
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // The syscall number is the first word of seccomp_data.
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec the closure only makes two prctl calls on a filter that
+    // lives as long as `command` (moved into the closure); seccomp copies it in.
+    unsafe {
+        command.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -9,8 +9,9 @@
 //! the check saw is the process the pidfd holds, or the pidfd's process has already ended.
 //!
 //! Linux gained pidfds in 5.3 (5.1 for signals). Older kernels, and seccomp profiles that refuse
-//! the call (Docker's before 20.10 answer EPERM), get [`Pidfd::open`]'s `Ok(None)`: the caller
-//! falls back to `kill` with the gap.
+//! the calls (Docker's before 20.10 answer EPERM), fall back to `kill` with the gap: a refused
+//! `pidfd_open` gives [`Pidfd::open`]'s `Ok(None)`, a refused `pidfd_send_signal`
+//! [`send`]'s retry with `kill`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -74,6 +75,24 @@ impl Pidfd {
         // SAFETY: one pollfd, a zero timeout.
         let n = unsafe { libc::poll(&mut poll, 1, 0) };
         n > 0 && poll.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    }
+}
+
+/// Sends `signal` to `pid` through `held` when there is one, else, or when the kernel refuses
+/// `pidfd_send_signal` (ENOSYS, or EPERM from a seccomp profile that allows `pidfd_open` but not
+/// it), with `kill`. A real EPERM (another user's process) comes back from `kill` as well.
+pub fn send(held: Option<&Pidfd>, pid: u32, signal: libc::c_int) -> io::Result<()> {
+    if let Some(held) = held {
+        match held.signal(signal) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {}
+            sent => return sent,
+        }
+    }
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill only sends a signal.
+    match unsafe { libc::kill(pid, signal) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
