@@ -6,8 +6,9 @@
 //! - 1: the bytes as a chunk's *raw* record section, compressed and sealed by hand with a valid
 //!   checksum, so that the record parser sees arbitrary records;
 //! - 2: records built from the bytes: `encode` → `decode` (and `encode_sparse`) must round trip;
-//! - 3: a real queue (sled + segment files) whose newest segment body is overwritten with
-//!   damaged bytes, then read through `Queue::journal_head`: decoded or quarantined, no panic.
+//! - 3: a real queue (sled + segment files, every body in them) whose newest segment body is
+//!   overwritten with damaged bytes, then read through `Queue::journal_head`: decoded or
+//!   quarantined, no panic.
 
 #![no_main]
 
@@ -99,6 +100,9 @@ fn scratch() -> &'static Mutex<Scratch> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let queue = Queue::open(&dir, 8 << 20, Durability::Relaxed, "fuzz").expect("open queue");
+        // Every body in a segment file, where this mode damages it: small ones would be kept in
+        // their sled entries.
+        queue.set_inline_max(0);
         Mutex::new(Scratch { _dir: dir, queue })
     })
 }

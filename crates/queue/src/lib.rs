@@ -5,7 +5,8 @@
 //! kedge's terms.
 //!
 //! The entries live in one sled database, with the bodies of chunks and batches in segment
-//! files beside it.
+//! files beside it, except small bodies, which sled holds in the entry itself (see
+//! [`INLINE_MAX`]).
 //!
 //! Trees: `journal` (first kedge-seq, big-endian → chunk header and where its body lies),
 //! `outbox` (batch number → sealed batch header and where its bytes lie) and `meta` (device id,
@@ -56,6 +57,18 @@ const META_ACKED_OFFSET: &[u8] = b"acked\0";
 /// ([`Seal::parked`]). A commit's key is its first kedge-seq in 8 bytes, far below this, so
 /// every set-aside chunk sorts after every commit, grouped by partition.
 const PARKED: u8 = 0xFF;
+
+/// Largest chunk or batch body kept in its sled entry instead of a segment file. A body in a
+/// segment must be fdatasynced before the entry that points to it is written, and then sled is
+/// flushed and synced: two syncs, each writing at least a page. A body in its entry costs one,
+/// and at most a page more of sled's log, so small commits and seals (one a few records, at
+/// low and moderate rates) wait for one sync and write fewer pages.
+pub const INLINE_MAX: usize = 4096;
+
+/// Most bytes of bodies held in sled entries at once. Above it bodies go to segment files
+/// again, so that a backlog (an outage at a low rate is all small commits) lives in segment
+/// files and not in sled, whose cache would hold it (ARCHITECTURE.md §6).
+pub const INLINE_BUDGET: u64 = 1 << 20;
 
 /// What kedge acknowledges on: see `queue.durability` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +262,10 @@ pub struct Queue {
     recovery: recovery::Recovery,
     /// Bytes of chunks and sealed batches held: what the disk budget counts.
     live: std::sync::atomic::AtomicU64,
+    /// Bytes of entries that hold their bodies (see [`INLINE_BUDGET`]).
+    inline: std::sync::atomic::AtomicU64,
+    /// The largest body kept in its entry: [`INLINE_MAX`] unless set.
+    inline_max: std::sync::atomic::AtomicUsize,
     /// The device and this queue's incarnation.
     origin: Origin,
     /// When this queue was created (wall clock, ms), if it was created by a kedge that noted it.
@@ -275,18 +292,20 @@ impl Queue {
         let meta = db.open_tree("meta").map_err(db_err)?;
         let inbound = db.open_tree("inbound").map_err(db_err)?;
         let ledger = inbound::Ledger::load(&inbound).map_err(db_err)?;
-        let mut live = 0u64;
+        let (mut live, mut inline) = (0u64, 0u64);
         let mut bodies = Vec::new();
         for item in journal.iter().values() {
             let v = item.map_err(db_err)?;
             let body = chunk::location(&v);
             live += stored_len(&v, body);
+            inline += inline_len(&v, body);
             bodies.extend(body);
         }
         for item in outbox.iter() {
             let (k, v) = item.map_err(db_err)?;
             let body = batch_location(&k, &v);
             live += stored_len(&v, body);
+            inline += inline_len(&v, body);
             bodies.extend(body);
         }
         let segments = Segments::open(dir, bodies).map_err(|source| QueueError::Io {
@@ -306,6 +325,8 @@ impl Queue {
             body_fsync_nanos: 0.into(),
             recovery,
             live: live.into(),
+            inline: inline.into(),
+            inline_max: INLINE_MAX.into(),
             origin: Origin {
                 device: device_id.to_owned(),
                 queue: 0,
@@ -460,7 +481,7 @@ impl Queue {
         let old = match old {
             Ok(old) => old,
             Err(e) => {
-                if let Some((_, loc, _)) = body {
+                if let Some((_, Some(loc), _)) = body {
                     self.segments.release(loc);
                 }
                 return Err(e);
@@ -470,23 +491,27 @@ impl Queue {
         let Some((entry, loc, len)) = body else {
             return Ok(0);
         };
-        self.live
-            .fetch_add(stored_len(&entry, Some(loc)), Ordering::Relaxed);
+        self.held(&entry, loc);
         if let Some(old) = old {
             self.release_chunk(&old);
         }
         Ok(len)
     }
 
-    /// Writes a chunk's body to a segment (synced with fsync durability): its journal entry,
-    /// where it lies and its length.
+    /// A chunk's journal entry, where its body lies and its length. A small body is the entry
+    /// itself ([`INLINE_MAX`]); a larger one is written to a segment (synced with fsync
+    /// durability) and the entry points to it.
     fn write_chunk_body(
         &self,
         first_seq: u64,
         records: &[Record],
-    ) -> Result<(Vec<u8>, Location, usize), QueueError> {
+    ) -> Result<(Vec<u8>, Option<Location>, usize), QueueError> {
         let bytes =
             chunk::encode(first_seq, records).map_err(|e| QueueError::Codec(e.to_string()))?;
+        let len = bytes.len();
+        if self.inline_fits(0, len) {
+            return Ok((bytes, None, len));
+        }
         let loc = self
             .segments
             .append(&bytes)
@@ -495,7 +520,29 @@ impl Queue {
             self.segments.release(loc);
             return Err(e);
         }
-        Ok((chunk::pointer(&bytes, loc), loc, bytes.len()))
+        Ok((chunk::pointer(&bytes, loc), Some(loc), len))
+    }
+
+    /// Sets the largest body kept in its entry from now on ([`INLINE_MAX`] by default); 0 puts
+    /// every new body in a segment file, as the tests and fuzzers that damage segment files
+    /// need.
+    pub fn set_inline_max(&self, bytes: usize) {
+        self.inline_max.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a body of `len` bytes may be kept in its entry, with `pending` bytes of bodies
+    /// already planned inline and not yet committed.
+    fn inline_fits(&self, pending: u64, len: usize) -> bool {
+        len <= self.inline_max.load(Ordering::Relaxed)
+            && self.inline.load(Ordering::Relaxed) + pending + len as u64 <= INLINE_BUDGET
+    }
+
+    /// Accounts for a committed entry: its bytes and its body's.
+    fn held(&self, entry: &[u8], body: Option<Location>) {
+        self.live
+            .fetch_add(stored_len(entry, body), Ordering::Relaxed);
+        self.inline
+            .fetch_add(inline_len(entry, body), Ordering::Relaxed);
     }
 
     /// How many of the newest receipts [`Queue::append_with`] keeps (none until set), and
@@ -528,6 +575,8 @@ impl Queue {
         let body = chunk::location(entry);
         self.live
             .fetch_sub(stored_len(entry, body), Ordering::Relaxed);
+        self.inline
+            .fetch_sub(inline_len(entry, body), Ordering::Relaxed);
         if let Some(loc) = body {
             self.segments.release(loc);
         }
@@ -538,6 +587,8 @@ impl Queue {
         let body = batch_location(key, entry);
         self.live
             .fetch_sub(stored_len(entry, body), Ordering::Relaxed);
+        self.inline
+            .fetch_sub(inline_len(entry, body), Ordering::Relaxed);
         if let Some(loc) = body {
             self.segments.release(loc);
         }
@@ -603,23 +654,37 @@ impl Queue {
         Ok(batch)
     }
 
-    /// Writes the bytes of `batches` to segment files and returns their outbox entries; with
-    /// fsync durability they are on stable storage when this returns, so that no committed
-    /// entry (and no journal trim behind it) ever points to bytes a power cut could take.
-    fn write_batches(&self, batches: &[SealedBatch]) -> Result<Vec<(u64, Vec<u8>)>, QueueError> {
+    /// The outbox entries of `batches`: small ones hold their bytes ([`INLINE_MAX`]), the others
+    /// point to them in segment files, where, with fsync durability, they are on stable storage
+    /// when this returns, so that no committed entry (and no journal trim behind it) ever
+    /// points to bytes a power cut could take. `pending`: bytes planned inline before these.
+    fn write_batches(
+        &self,
+        batches: &[SealedBatch],
+        pending: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, QueueError> {
         let mut out = Vec::with_capacity(batches.len());
+        let mut pending = pending;
+        let mut appended = false;
         for b in batches {
+            if !b.legacy && self.inline_fits(pending, b.bytes.len()) {
+                let entry = b.encode_inline();
+                pending += entry.len() as u64;
+                out.push((b.batch_no, entry));
+                continue;
+            }
             match self.segments.append(&b.bytes) {
-                Ok(loc) => out.push((b.batch_no, b.encode_pointer(loc))),
+                Ok(loc) => {
+                    appended = true;
+                    out.push((b.batch_no, b.encode_pointer(loc)));
+                }
                 Err(e) => {
                     self.forget_written(&out);
                     return Err(self.segment_err(e));
                 }
             }
         }
-        if !out.is_empty()
-            && let Err(e) = self.sync_bodies()
-        {
+        if appended && let Err(e) = self.sync_bodies() {
             self.forget_written(&out);
             return Err(e);
         }
@@ -641,12 +706,14 @@ impl Queue {
     }
 
     /// Writes each partition's set-aside records as one sparse chunk and returns the journal
-    /// entries for them, durable as [`Queue::write_batches`] makes batches.
+    /// entries for them, kept and made durable as [`Queue::write_batches`] keeps batches.
     fn write_parked(
         &self,
         parked: &[((String, i32), Vec<SequencedRecord>)],
     ) -> Result<Vec<KeyedEntry>, QueueError> {
         let mut out = Vec::with_capacity(parked.len());
+        let mut pending = 0u64;
+        let mut appended = false;
         for ((topic, partition), records) in parked {
             let Some(first) = records.first() else {
                 continue;
@@ -654,10 +721,15 @@ impl Queue {
             let written = chunk::encode_sparse(records)
                 .map_err(|e| QueueError::Codec(e.to_string()))
                 .and_then(|bytes| {
+                    if self.inline_fits(pending, bytes.len()) {
+                        pending += bytes.len() as u64;
+                        return Ok(bytes);
+                    }
                     let loc = self
                         .segments
                         .append(&bytes)
                         .map_err(|e| self.segment_err(e))?;
+                    appended = true;
                     Ok(chunk::pointer(&bytes, loc))
                 });
             match written {
@@ -668,9 +740,7 @@ impl Queue {
                 }
             }
         }
-        if !out.is_empty()
-            && let Err(e) = self.sync_bodies()
-        {
+        if appended && let Err(e) = self.sync_bodies() {
             self.forget_parked(&out);
             return Err(e);
         }
@@ -903,7 +973,11 @@ impl Queue {
         let parked = self
             .write_parked(&seal.parked)
             .map_err(SealError::NotWritten)?;
-        let encoded = match self.write_batches(&seal.batches) {
+        let parked_inline: u64 = parked
+            .iter()
+            .map(|(_, entry)| inline_len(entry, chunk::location(entry)))
+            .sum();
+        let encoded = match self.write_batches(&seal.batches, parked_inline) {
             Ok(e) => e,
             Err(e) => {
                 self.forget_parked(&parked);
@@ -965,8 +1039,7 @@ impl Queue {
         match result {
             Ok(()) => {
                 for (_, entry) in &parked {
-                    let added = stored_len(entry, chunk::location(entry));
-                    self.live.fetch_add(added, Ordering::Relaxed);
+                    self.held(entry, chunk::location(entry));
                 }
                 self.committed(&encoded, removed.into_inner());
                 self.sync().map_err(SealError::NotDurable)
@@ -985,11 +1058,7 @@ impl Queue {
     /// Accounts for a committed transaction: the outbox entries it added, the entries it removed.
     fn committed(&self, added: &[(u64, Vec<u8>)], removed: Removed) {
         for (no, entry) in added {
-            let key = no.to_be_bytes();
-            self.live.fetch_add(
-                stored_len(entry, batch_location(&key, entry)),
-                Ordering::Relaxed,
-            );
+            self.held(entry, batch_location(&no.to_be_bytes(), entry));
         }
         for (key, old) in removed.batches {
             self.release_batch(&key, &old);
@@ -1079,7 +1148,9 @@ impl Queue {
             .map_err(|e| SealError::NotWritten(self.db_err(e)))?;
         let mut pid = producer.producer_id.to_be_bytes().to_vec();
         pid.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-        let encoded = self.write_batches(batches).map_err(SealError::NotWritten)?;
+        let encoded = self
+            .write_batches(batches, 0)
+            .map_err(SealError::NotWritten)?;
         // Entries replaced, reset on each attempt: sled may rerun the closure.
         let replaced = std::cell::RefCell::new(Removed::default());
         let result: Result<(), TransactionError<()>> =
@@ -1170,6 +1241,14 @@ impl Queue {
         stored_len(&v, batch_location(&key, &v))
     }
 
+    /// Where the outbox entry `batch_no`'s bytes lie; `None` when the entry holds them.
+    #[cfg(test)]
+    fn batch_location(&self, batch_no: u64) -> Option<Location> {
+        let key = batch_no.to_be_bytes();
+        let v = self.outbox.get(key).unwrap().unwrap();
+        batch_location(&key, &v)
+    }
+
     fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>, QueueError> {
         let v = self.meta.get(key).map_err(|e| self.db_err(e))?;
         Ok(v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
@@ -1200,6 +1279,15 @@ struct Removed {
 /// Bytes an entry holds against the disk budget: itself, and the body it points to.
 fn stored_len(entry: &[u8], body: Option<Location>) -> u64 {
     entry.len() as u64 + body.map_or(0, |l| u64::from(l.len))
+}
+
+/// The bytes of an entry that holds its body; 0 for one that points to it.
+fn inline_len(entry: &[u8], body: Option<Location>) -> u64 {
+    if body.is_some() {
+        0
+    } else {
+        entry.len() as u64
+    }
 }
 
 /// Where an outbox entry's bytes lie, if in a segment.
@@ -1347,7 +1435,7 @@ mod tests {
             let whole = chunk::encode(0, &records(3)).unwrap();
             q.journal.insert(0u64.to_be_bytes(), whole).unwrap();
             q.outbox
-                .insert(4u64.to_be_bytes(), batch(4).encode_inline())
+                .insert(4u64.to_be_bytes(), batch(4).encode_legacy_inline())
                 .unwrap();
             q.sync().unwrap();
         }
@@ -1371,6 +1459,143 @@ mod tests {
         .unwrap();
         q.remove_batch(4).unwrap();
         assert_eq!(q.live_bytes(), q.chunk_stored_len(3));
+    }
+
+    /// One record whose value is `len` incompressible bytes.
+    fn noisy(seed: u64, len: usize) -> Record {
+        let mut v = vec![0u8; len];
+        rand::RngCore::fill_bytes(
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed),
+            &mut v,
+        );
+        Record {
+            value: Bytes::from(v),
+            ..records(1).remove(0)
+        }
+    }
+
+    #[test]
+    fn small_bodies_are_kept_in_their_entries_and_large_ones_in_segment_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = batch(0);
+        let large = SealedBatch {
+            bytes: Bytes::from(vec![7u8; INLINE_MAX + 1]),
+            ..batch(1)
+        };
+        {
+            let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+            q.append(0, &records(3)).unwrap();
+            q.sync().unwrap();
+            assert_eq!(
+                q.segments.files(),
+                0,
+                "a small chunk writes no segment file"
+            );
+            let entry = q.journal.get(0u64.to_be_bytes()).unwrap().unwrap();
+            assert_eq!(chunk::location(&entry), None);
+            q.append(3, &[noisy(3, INLINE_MAX)]).unwrap();
+            q.sync().unwrap();
+            assert_eq!(q.segments.files(), 1);
+            let entry = q.journal.get(3u64.to_be_bytes()).unwrap().unwrap();
+            assert!(chunk::location(&entry).is_some());
+            q.seal(&Seal {
+                consumed_chunks: vec![0],
+                seq_floor: 3,
+                batches: vec![small.clone(), large.clone()],
+                next_batch_no: 2,
+                ..Seal::default()
+            })
+            .unwrap();
+            assert_eq!(q.batch_location(0), None);
+            assert!(q.batch_location(1).is_some());
+            assert_eq!(q.inline.load(Ordering::Relaxed), q.batch_stored_len(0));
+        }
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        let head = q.journal_head(10).unwrap();
+        assert_eq!(head.len(), 1);
+        assert_eq!(head[0].records[0].record, noisy(3, INLINE_MAX));
+        assert_eq!(q.sealed_batches().unwrap(), vec![small.clone(), large]);
+        assert_eq!(q.read_batch(0).unwrap(), small.bytes);
+        assert_eq!(
+            q.live_bytes(),
+            q.chunk_stored_len(3) + q.batch_stored_len(0) + q.batch_stored_len(1)
+        );
+        assert_eq!(q.inline.load(Ordering::Relaxed), q.batch_stored_len(0));
+        q.remove_batch(0).unwrap();
+        q.remove_batch(1).unwrap();
+        q.seal(&Seal {
+            consumed_chunks: vec![3],
+            seq_floor: 4,
+            next_batch_no: 2,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert_eq!(q.live_bytes(), 0);
+        assert_eq!(q.inline.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn bodies_go_to_segment_files_while_the_entries_hold_the_inline_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Relaxed, "dev").unwrap();
+        // Chunks of about 3 KiB, each kept in its entry until the budget is reached.
+        let body = INLINE_MAX - 1024;
+        let mut seq = 0;
+        while q.segments.files() == 0 {
+            q.append(seq, &[noisy(seq, body)]).unwrap();
+            seq += 1;
+            assert!(
+                seq < 1_000,
+                "the budget never sent a body to a segment file"
+            );
+        }
+        let held = q.inline.load(Ordering::Relaxed);
+        assert!(held <= INLINE_BUDGET, "{held}");
+        assert!(held + INLINE_MAX as u64 > INLINE_BUDGET, "{held}");
+        let last = q.journal.get((seq - 1).to_be_bytes()).unwrap().unwrap();
+        assert!(chunk::location(&last).is_some());
+        // Delivered, the inline chunks free the budget: small bodies are kept inline again.
+        q.seal(&Seal {
+            consumed_chunks: (0..seq).collect(),
+            seq_floor: seq,
+            next_batch_no: 0,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert_eq!(q.inline.load(Ordering::Relaxed), 0);
+        q.append(seq, &records(2)).unwrap();
+        let entry = q.journal.get(seq.to_be_bytes()).unwrap().unwrap();
+        assert_eq!(chunk::location(&entry), None);
+    }
+
+    #[test]
+    fn a_damaged_inline_batch_is_quarantined_and_its_records_counted_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
+        q.seal(&Seal {
+            batches: vec![batch(0), batch(1)],
+            next_batch_no: 2,
+            ..Seal::default()
+        })
+        .unwrap();
+        let key = 0u64.to_be_bytes();
+        let mut entry = q.outbox.get(key).unwrap().unwrap().to_vec();
+        let last = entry.len() - 1;
+        entry[last] ^= 0x01;
+        q.outbox.insert(key, entry).unwrap();
+        assert!(matches!(
+            q.read_batch(0),
+            Err(QueueError::BatchLost { batch_no: 0 })
+        ));
+        assert_eq!(q.lost_records().unwrap(), 3);
+        let left: Vec<u64> = q
+            .sealed_metas()
+            .unwrap()
+            .iter()
+            .map(|b| b.batch_no)
+            .collect();
+        assert_eq!(left, vec![1]);
+        assert_eq!(q.read_batch(1).unwrap(), batch(1).bytes);
     }
 
     #[test]

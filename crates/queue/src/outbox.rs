@@ -6,13 +6,16 @@ use bytes::{Buf, BufMut, Bytes};
 use super::segments::Location;
 use kedge_wire::batch::ProducerIdentity;
 
-/// An entry holding the batch's bytes (queues written before segment files).
-const VERSION: u8 = 1;
+/// An entry holding the batch's bytes, whose records carry no `kedge-queue` header (queues
+/// written before segment files).
+const LEGACY_INLINE_VERSION: u8 = 1;
 /// An entry holding where the batch's bytes lie in a segment file, and their checksum; its
 /// records carry no `kedge-queue` header (sealed before queues had an id).
 const LEGACY_POINTER_VERSION: u8 = 2;
 /// As [`LEGACY_POINTER_VERSION`], for a batch whose records carry `kedge-queue`.
 const POINTER_VERSION: u8 = 3;
+/// An entry holding a small batch's bytes and their checksum; its records carry `kedge-queue`.
+const INLINE_VERSION: u8 = 4;
 
 /// A Kafka RecordBatch as persisted in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,10 +122,23 @@ impl SealedBatch {
         out
     }
 
+    /// The outbox entry for this batch, holding its bytes and their checksum. Not for a
+    /// legacy batch: the version says its records carry `kedge-queue`.
+    pub(super) fn encode_inline(&self) -> Vec<u8> {
+        debug_assert!(
+            !self.legacy,
+            "an inline entry says its records carry kedge-queue"
+        );
+        let mut out = self.put_header(INLINE_VERSION, 4 + self.bytes.len());
+        out.put_u32(crc32c::crc32c(&self.bytes));
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+
     /// The entry of an outbox as queues written before segment files hold it: bytes inline.
     #[cfg(test)]
-    pub(super) fn encode_inline(&self) -> Vec<u8> {
-        let mut out = self.put_header(VERSION, self.bytes.len());
+    pub(super) fn encode_legacy_inline(&self) -> Vec<u8> {
+        let mut out = self.put_header(LEGACY_INLINE_VERSION, self.bytes.len());
         out.extend_from_slice(&self.bytes);
         out
     }
@@ -144,8 +160,30 @@ impl SealedBatch {
     }
 
     /// Reads an entry stored under `key`: the whole batch, or the batch with empty `bytes` and
-    /// where they lie.
+    /// where they lie. Bytes held in the entry are checked against their checksum.
     pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<(Self, Option<BodyRef>), OutboxError> {
+        let (batch, body, crc) = Self::decode_unchecked(key, value)?;
+        if crc.is_some_and(|crc| crc != crc32c::crc32c(&batch.bytes)) {
+            return Err(OutboxError {
+                batch_no: batch.batch_no,
+                what: "the bytes do not match their checksum",
+            });
+        }
+        Ok((batch, body))
+    }
+
+    /// [`SealedBatch::decode`] without the check of the bytes an entry holds: what is known of
+    /// a damaged batch (its records, to count them lost).
+    pub(super) fn decode_header(key: &[u8], value: &[u8]) -> Result<Self, OutboxError> {
+        Self::decode_unchecked(key, value).map(|(batch, _, _)| batch)
+    }
+
+    /// The entry, where its bytes lie, and the checksum of the bytes it holds (current inline
+    /// entries have one).
+    fn decode_unchecked(
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(Self, Option<BodyRef>, Option<u32>), OutboxError> {
         let batch_no = key
             .try_into()
             .map(u64::from_be_bytes)
@@ -159,7 +197,14 @@ impl SealedBatch {
             return Err(err("truncated header"));
         }
         let version = b.get_u8();
-        if ![VERSION, LEGACY_POINTER_VERSION, POINTER_VERSION].contains(&version) {
+        if ![
+            LEGACY_INLINE_VERSION,
+            LEGACY_POINTER_VERSION,
+            POINTER_VERSION,
+            INLINE_VERSION,
+        ]
+        .contains(&version)
+        {
             return Err(err("unknown version"));
         }
         let partition = b.get_i32();
@@ -177,8 +222,14 @@ impl SealedBatch {
         }
         let topic = String::from_utf8(b[..n].to_vec()).map_err(|_| err("topic is not UTF-8"))?;
         b.advance(n);
-        let (bytes, body) = if version == VERSION {
-            (Bytes::copy_from_slice(b), None)
+        let (bytes, body, crc) = if version == LEGACY_INLINE_VERSION {
+            (Bytes::copy_from_slice(b), None, None)
+        } else if version == INLINE_VERSION {
+            if b.remaining() < 4 {
+                return Err(err("truncated checksum"));
+            }
+            let crc = b.get_u32();
+            (Bytes::copy_from_slice(b), None, Some(crc))
         } else {
             if b.remaining() != Location::ENCODED_LEN + 4 {
                 return Err(err("malformed location"));
@@ -186,7 +237,7 @@ impl SealedBatch {
             let loc = Location::get(b).ok_or_else(|| err("malformed location"))?;
             b.advance(Location::ENCODED_LEN);
             let crc = b.get_u32();
-            (Bytes::new(), Some(BodyRef { loc, crc }))
+            (Bytes::new(), Some(BodyRef { loc, crc }), None)
         };
         let batch = SealedBatch {
             batch_no,
@@ -198,9 +249,9 @@ impl SealedBatch {
             first_seq,
             last_seq,
             bytes,
-            legacy: version != POINTER_VERSION,
+            legacy: !matches!(version, POINTER_VERSION | INLINE_VERSION),
         };
-        Ok((batch, body))
+        Ok((batch, body, crc))
     }
 }
 
@@ -226,10 +277,10 @@ mod tests {
             legacy: true,
         };
         assert_eq!(
-            SealedBatch::decode(&b.key(), &b.encode_inline()).unwrap(),
+            SealedBatch::decode(&b.key(), &b.encode_legacy_inline()).unwrap(),
             (b.clone(), None)
         );
-        let enc = b.encode_inline();
+        let enc = b.encode_legacy_inline();
         for n in 0..enc.len() - b.bytes.len() {
             assert!(SealedBatch::decode(&b.key(), &enc[..n]).is_err());
         }
@@ -264,5 +315,42 @@ mod tests {
         };
         let (head, _) = SealedBatch::decode(&b.key(), &current.encode_pointer(loc)).unwrap();
         assert!(!head.legacy);
+    }
+
+    #[test]
+    fn an_inline_entry_round_trips_and_damage_to_its_bytes_is_found() {
+        let b = SealedBatch {
+            batch_no: 3,
+            topic: "readings".into(),
+            partition: 0,
+            producer: ProducerIdentity {
+                producer_id: 7,
+                producer_epoch: 1,
+            },
+            base_sequence: 10,
+            record_count: 2,
+            first_seq: 40,
+            last_seq: 41,
+            bytes: Bytes::from_static(b"\x00\x01a small batch"),
+            legacy: false,
+        };
+        let enc = b.encode_inline();
+        assert_eq!(
+            SealedBatch::decode(&b.key(), &enc).unwrap(),
+            (b.clone(), None)
+        );
+        for n in 0..enc.len() - b.bytes.len() {
+            assert!(SealedBatch::decode(&b.key(), &enc[..n]).is_err(), "{n}");
+        }
+        // Any byte of the batch changed, or one lost from its end, is found.
+        for at in enc.len() - b.bytes.len()..enc.len() {
+            let mut bad = enc.clone();
+            bad[at] ^= 0x40;
+            assert!(SealedBatch::decode(&b.key(), &bad).is_err(), "{at}");
+            // What it was is still known, to count its records lost.
+            let header = SealedBatch::decode_header(&b.key(), &bad).unwrap();
+            assert_eq!(header.record_count, 2);
+        }
+        assert!(SealedBatch::decode(&b.key(), &enc[..enc.len() - 1]).is_err());
     }
 }

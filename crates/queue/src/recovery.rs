@@ -117,10 +117,10 @@ impl Queue {
         entry: &[u8],
         why: &QueueError,
     ) -> Result<(), QueueError> {
-        let header = super::outbox::SealedBatch::decode(key, entry).ok();
+        let header = super::outbox::SealedBatch::decode_header(key, entry).ok();
         let lost = header
             .as_ref()
-            .map_or(0, |(b, _)| u64::try_from(b.record_count).unwrap_or(0));
+            .map_or(0, |b| u64::try_from(b.record_count).unwrap_or(0));
         // Apart from chunk keys, which are bare sequence numbers.
         let mut qkey = QUARANTINED_BATCH.to_vec();
         qkey.extend_from_slice(key);
@@ -152,9 +152,9 @@ impl Queue {
         self.sync()?;
         tracing::error!(
             error = %why,
-            batch = ?header.as_ref().map(|(b, _)| b.batch_no),
-            topic = ?header.as_ref().map(|(b, _)| &b.topic),
-            partition = ?header.as_ref().map(|(b, _)| b.partition),
+            batch = ?header.as_ref().map(|b| b.batch_no),
+            topic = ?header.as_ref().map(|b| &b.topic),
+            partition = ?header.as_ref().map(|b| b.partition),
             lost_records = lost,
             "QUEUE DAMAGE: a sealed batch could not be read; moved it to the quarantine tree, \
              its records are lost, delivering the rest"
@@ -252,8 +252,11 @@ mod tests {
         (data, q)
     }
 
+    /// Two chunks (seqs 0..3 and 3..5) with their bodies in a segment file, where the tests
+    /// damage them.
     fn filled(dir: &Path) {
         let q = Queue::open(dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+        q.set_inline_max(0);
         q.append(0, &records(3)).unwrap();
         q.append(3, &records(2)).unwrap();
         q.sync().unwrap();
@@ -518,6 +521,7 @@ mod tests {
         let (_data, dir) = layout();
         {
             let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
+            q.set_inline_max(0);
             let batch = |no: u64, fill: u8| crate::outbox::SealedBatch {
                 batch_no: no,
                 topic: "t".into(),

@@ -450,8 +450,11 @@ mod tests {
     }
 
     /// A queue with one sealed batch of 2 records of "a" (seq 0, 1) and a chunk of 3 of "b".
+    /// Two chunks and a sealed batch, with their bodies in segment files (where the damage
+    /// test finds the batch's).
     fn queue(dir: &Path) -> Queue {
         let q = Queue::open(dir, 1 << 20, Sync::Relaxed, "dev").unwrap();
+        q.set_inline_max(0);
         q.append(0, &[record("a", 0), record("a", 1)]).unwrap();
         q.append(2, &[record("b", 2), record("b", 3), record("b", 4)])
             .unwrap();
