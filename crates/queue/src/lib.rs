@@ -62,7 +62,10 @@ const PARKED: u8 = 0xFF;
 /// segment must be fdatasynced before the entry that points to it is written, and then sled is
 /// flushed and synced: two syncs, each writing at least a page. A body in its entry costs one,
 /// and at most a page more of sled's log, so small commits and seals (one a few records, at
-/// low and moderate rates) wait for one sync and write fewer pages.
+/// low and moderate rates) wait for one sync and write fewer pages. Not larger: a sled leaf
+/// splits past 16 entries, and 17 such entries (about 70 KiB) stay well below the size at
+/// which sled writes a page to a blob file of its own (a quarter of its 512 KiB segment),
+/// which it does not sync (ARCHITECTURE.md §8).
 pub const INLINE_MAX: usize = 4096;
 
 /// Most bytes of bodies held in sled entries at once. Above it bodies go to segment files
