@@ -81,10 +81,16 @@ impl Pidfd {
 /// Sends `signal` to `pid` through `held` when there is one, else, or when the kernel refuses
 /// `pidfd_send_signal` (ENOSYS, or EPERM from a seccomp profile that allows `pidfd_open` but not
 /// it), with `kill`. A real EPERM (another user's process) comes back from `kill` as well.
+/// Before that `kill`, a held process seen to have ended is reported as ESRCH: the gap left is
+/// between that look and the `kill`.
 pub fn send(held: Option<&Pidfd>, pid: u32, signal: libc::c_int) -> io::Result<()> {
     if let Some(held) = held {
         match held.signal(signal) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                if held.ended() {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
             sent => return sent,
         }
     }

@@ -58,17 +58,21 @@ const META_ACKED_OFFSET: &[u8] = b"acked\0";
 /// every set-aside chunk sorts after every commit, grouped by partition.
 const PARKED: u8 = 0xFF;
 
-/// Largest chunk or batch body kept in its sled entry instead of a segment file. A body in a
-/// segment must be fdatasynced before the entry that points to it is written, and then sled is
-/// flushed and synced: two syncs, each writing at least a page. A body in its entry costs one,
-/// and at most a page more of sled's log, so small commits and seals (one a few records, at
-/// low and moderate rates) wait for one sync and write fewer pages. Not larger: a sled leaf
-/// splits past 16 entries, and 17 such entries (about 70 KiB) stay well below the size at
-/// which sled writes a page to a blob file of its own (a quarter of its 512 KiB segment),
-/// which it does not sync (ARCHITECTURE.md §8).
+/// Largest sled entry that holds its chunk or batch body (the body and its header) instead of
+/// pointing to it in a segment file. A body in a segment must be fdatasynced before the entry
+/// that points to it is written, and then sled is flushed and synced: two syncs, each writing
+/// at least a page. A body in its entry needs the second only, so small commits and seals
+/// (one of a few records, at low and moderate rates) wait for one sync. sled writes the body
+/// with its leaf, though, whenever it rewrites the whole leaf (at every tenth change to it, and
+/// at a split), so the bytes written fall by less than the syncs. Not larger: a sled leaf
+/// splits past 16 entries (a merge can leave about 20), and 20 such entries (about 85 KiB)
+/// stay below the size at which sled writes a page to a blob file of its own (a quarter of
+/// its 512 KiB segment): sled deletes a replaced blob before the page that replaces it is
+/// durable, so a power cut can lose both (README, limits). A test checks that no blob is
+/// written.
 pub const INLINE_MAX: usize = 4096;
 
-/// Most bytes of bodies held in sled entries at once. Above it bodies go to segment files
+/// Most bytes of entries holding their bodies at once. Above it bodies go to segment files
 /// again, so that a backlog (an outage at a low rate is all small commits) lives in segment
 /// files and not in sled, whose cache would hold it (ARCHITECTURE.md §6).
 pub const INLINE_BUDGET: u64 = 1 << 20;
@@ -267,7 +271,7 @@ pub struct Queue {
     live: std::sync::atomic::AtomicU64,
     /// Bytes of entries that hold their bodies (see [`INLINE_BUDGET`]).
     inline: std::sync::atomic::AtomicU64,
-    /// The largest body kept in its entry: [`INLINE_MAX`] unless set.
+    /// The largest entry that holds its body: [`INLINE_MAX`] unless set.
     inline_max: std::sync::atomic::AtomicUsize,
     /// The device and this queue's incarnation.
     origin: Origin,
@@ -526,15 +530,15 @@ impl Queue {
         Ok((chunk::pointer(&bytes, loc), Some(loc), len))
     }
 
-    /// Sets the largest body kept in its entry from now on ([`INLINE_MAX`] by default); 0 puts
+    /// Sets the largest entry that holds its body from now on ([`INLINE_MAX`] by default); 0 puts
     /// every new body in a segment file, as the tests and fuzzers that damage segment files
     /// need.
     pub fn set_inline_max(&self, bytes: usize) {
         self.inline_max.store(bytes, Ordering::Relaxed);
     }
 
-    /// Whether a body of `len` bytes may be kept in its entry, with `pending` bytes of bodies
-    /// already planned inline and not yet committed.
+    /// Whether an entry of `len` bytes may hold its body, with `pending` bytes of such entries
+    /// already planned and not yet committed.
     fn inline_fits(&self, pending: u64, len: usize) -> bool {
         len <= self.inline_max.load(Ordering::Relaxed)
             && self.inline.load(Ordering::Relaxed) + pending + len as u64 <= INLINE_BUDGET
@@ -670,7 +674,7 @@ impl Queue {
         let mut pending = pending;
         let mut appended = false;
         for b in batches {
-            if !b.legacy && self.inline_fits(pending, b.bytes.len()) {
+            if !b.legacy && self.inline_fits(pending, b.inline_entry_len()) {
                 let entry = b.encode_inline();
                 pending += entry.len() as u64;
                 out.push((b.batch_no, entry));
@@ -934,12 +938,10 @@ impl Queue {
         let mut out = Vec::new();
         for item in self.outbox.iter() {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            match SealedBatch::decode(&k, &v) {
-                Ok((b, body)) => {
+            match SealedBatch::decode_header(&k, &v) {
+                Ok((b, stored)) => {
                     let mut meta = b.meta();
-                    if let Some(body) = body {
-                        meta.len = body.loc.len;
-                    }
+                    meta.len = stored.len();
                     out.push(meta);
                 }
                 Err(e) => {
@@ -1295,9 +1297,9 @@ fn inline_len(entry: &[u8], body: Option<Location>) -> u64 {
 
 /// Where an outbox entry's bytes lie, if in a segment.
 fn batch_location(key: &[u8], entry: &[u8]) -> Option<Location> {
-    SealedBatch::decode(key, entry)
+    SealedBatch::decode_header(key, entry)
         .ok()
-        .and_then(|(_, body)| body)
+        .and_then(|(_, stored)| stored.segment())
         .map(|b| b.loc)
 }
 
@@ -1537,12 +1539,17 @@ mod tests {
         assert_eq!(q.inline.load(Ordering::Relaxed), 0);
     }
 
+    /// Files sled wrote under `blobs/`.
+    fn blob_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("blobs")).map_or(0, |d| d.count())
+    }
+
     #[test]
     fn bodies_go_to_segment_files_while_the_entries_hold_the_inline_budget() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), 1 << 20, Sync::Relaxed, "dev").unwrap();
-        // Chunks of about 3 KiB, each kept in its entry until the budget is reached.
-        let body = INLINE_MAX - 1024;
+        // Chunks of nearly INLINE_MAX, each kept in its entry until the budget is reached.
+        let body = INLINE_MAX - 100;
         let mut seq = 0;
         while q.segments.files() == 0 {
             q.append(seq, &[noisy(seq, body)]).unwrap();
@@ -1555,8 +1562,13 @@ mod tests {
         let held = q.inline.load(Ordering::Relaxed);
         assert!(held <= INLINE_BUDGET, "{held}");
         assert!(held + INLINE_MAX as u64 > INLINE_BUDGET, "{held}");
+        let first = q.journal.get(0u64.to_be_bytes()).unwrap().unwrap();
+        assert!(first.len() > INLINE_MAX - 64, "{}", first.len());
         let last = q.journal.get((seq - 1).to_be_bytes()).unwrap().unwrap();
         assert!(chunk::location(&last).is_some());
+        // No leaf of such entries is large enough for sled to write it as a blob file.
+        q.sync().unwrap();
+        assert_eq!(blob_files(dir.path()), 0, "a leaf of inline chunks");
         // Delivered, the inline chunks free the budget: small bodies are kept inline again.
         q.seal(&Seal {
             consumed_chunks: (0..seq).collect(),
@@ -1569,6 +1581,24 @@ mod tests {
         q.append(seq, &records(2)).unwrap();
         let entry = q.journal.get(seq.to_be_bytes()).unwrap().unwrap();
         assert_eq!(chunk::location(&entry), None);
+        // Batches of nearly INLINE_MAX, the same: inline up to the budget, and no blob.
+        let batches: Vec<SealedBatch> = (0..300)
+            .map(|no| SealedBatch {
+                bytes: noisy(no, INLINE_MAX - 300).value,
+                ..batch(no)
+            })
+            .collect();
+        assert!(batches[0].inline_entry_len() <= INLINE_MAX);
+        q.seal(&Seal {
+            batches,
+            next_batch_no: 300,
+            ..Seal::default()
+        })
+        .unwrap();
+        assert_eq!(q.batch_location(0), None);
+        assert!(q.batch_location(299).is_some());
+        q.sync().unwrap();
+        assert_eq!(blob_files(dir.path()), 0, "a leaf of inline batches");
     }
 
     #[test]
@@ -1586,6 +1616,10 @@ mod tests {
         let last = entry.len() - 1;
         entry[last] ^= 0x01;
         q.outbox.insert(key, entry).unwrap();
+        // Loaded as any batch is, its bytes checked only when read to be sent.
+        let metas: Vec<BatchMeta> = q.sealed_metas().unwrap();
+        assert_eq!(metas, vec![batch(0).meta(), batch(1).meta()]);
+        assert_eq!(q.lost_records().unwrap(), 0);
         assert!(matches!(
             q.read_batch(0),
             Err(QueueError::BatchLost { batch_no: 0 })
@@ -1795,7 +1829,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
         let mut b = batch(7);
-        b.bytes = Bytes::from(vec![9u8; 4000]);
+        // In a segment file: the meta's length is then the body's there.
+        b.bytes = Bytes::from(vec![9u8; INLINE_MAX + 1]);
         q.seal(&Seal {
             batches: vec![b.clone()],
             next_batch_no: 8,

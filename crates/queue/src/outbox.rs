@@ -162,28 +162,29 @@ impl SealedBatch {
     /// Reads an entry stored under `key`: the whole batch, or the batch with empty `bytes` and
     /// where they lie. Bytes held in the entry are checked against their checksum.
     pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<(Self, Option<BodyRef>), OutboxError> {
-        let (batch, body, crc) = Self::decode_unchecked(key, value)?;
-        if crc.is_some_and(|crc| crc != crc32c::crc32c(&batch.bytes)) {
-            return Err(OutboxError {
-                batch_no: batch.batch_no,
-                what: "the bytes do not match their checksum",
-            });
+        let (mut batch, stored) = Self::decode_header(key, value)?;
+        match stored {
+            Stored::Segment(body) => Ok((batch, Some(body))),
+            Stored::Inline { bytes, crc } => {
+                if crc.is_some_and(|crc| crc != crc32c::crc32c(bytes)) {
+                    return Err(OutboxError {
+                        batch_no: batch.batch_no,
+                        what: "the bytes do not match their checksum",
+                    });
+                }
+                batch.bytes = Bytes::copy_from_slice(bytes);
+                Ok((batch, None))
+            }
         }
-        Ok((batch, body))
     }
 
-    /// [`SealedBatch::decode`] without the check of the bytes an entry holds: what is known of
-    /// a damaged batch (its records, to count them lost).
-    pub(super) fn decode_header(key: &[u8], value: &[u8]) -> Result<Self, OutboxError> {
-        Self::decode_unchecked(key, value).map(|(batch, _, _)| batch)
-    }
-
-    /// The entry, where its bytes lie, and the checksum of the bytes it holds (current inline
-    /// entries have one).
-    fn decode_unchecked(
+    /// The entry without its bytes (`bytes` empty), and where they are, unchecked: what
+    /// delivery loads (the bytes are checked when read to be sent), where a body lies, and
+    /// what is known of a damaged batch (its records, to count them lost).
+    pub(super) fn decode_header<'a>(
         key: &[u8],
-        value: &[u8],
-    ) -> Result<(Self, Option<BodyRef>, Option<u32>), OutboxError> {
+        value: &'a [u8],
+    ) -> Result<(Self, Stored<'a>), OutboxError> {
         let batch_no = key
             .try_into()
             .map(u64::from_be_bytes)
@@ -222,14 +223,20 @@ impl SealedBatch {
         }
         let topic = String::from_utf8(b[..n].to_vec()).map_err(|_| err("topic is not UTF-8"))?;
         b.advance(n);
-        let (bytes, body, crc) = if version == LEGACY_INLINE_VERSION {
-            (Bytes::copy_from_slice(b), None, None)
+        let stored = if version == LEGACY_INLINE_VERSION {
+            Stored::Inline {
+                bytes: b,
+                crc: None,
+            }
         } else if version == INLINE_VERSION {
             if b.remaining() < 4 {
                 return Err(err("truncated checksum"));
             }
             let crc = b.get_u32();
-            (Bytes::copy_from_slice(b), None, Some(crc))
+            Stored::Inline {
+                bytes: b,
+                crc: Some(crc),
+            }
         } else {
             if b.remaining() != Location::ENCODED_LEN + 4 {
                 return Err(err("malformed location"));
@@ -237,7 +244,7 @@ impl SealedBatch {
             let loc = Location::get(b).ok_or_else(|| err("malformed location"))?;
             b.advance(Location::ENCODED_LEN);
             let crc = b.get_u32();
-            (Bytes::new(), Some(BodyRef { loc, crc }), None)
+            Stored::Segment(BodyRef { loc, crc })
         };
         let batch = SealedBatch {
             batch_no,
@@ -248,10 +255,51 @@ impl SealedBatch {
             record_count,
             first_seq,
             last_seq,
-            bytes,
+            bytes: Bytes::new(),
             legacy: !matches!(version, POINTER_VERSION | INLINE_VERSION),
         };
-        Ok((batch, body, crc))
+        Ok((batch, stored))
+    }
+
+    /// Bytes of this batch's entry were it kept inline ([`SealedBatch::encode_inline`]).
+    pub(super) fn inline_entry_len(&self) -> usize {
+        INLINE_HEADER_LEN + self.topic.len() + 4 + self.bytes.len()
+    }
+}
+
+/// Version, partition, producer id and epoch, base sequence, record count, first and last
+/// kedge-seq, topic length: what precedes the topic in every entry.
+const INLINE_HEADER_LEN: usize = 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2;
+
+/// Where an entry's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored<'a> {
+    /// In a segment file.
+    Segment(BodyRef),
+    /// In the entry, with their checksum when the version has one.
+    Inline {
+        /// The bytes.
+        bytes: &'a [u8],
+        /// Their CRC-32C.
+        crc: Option<u32>,
+    },
+}
+
+impl Stored<'_> {
+    /// Where the bytes lie in a segment file, if they do.
+    pub(super) fn segment(&self) -> Option<BodyRef> {
+        match self {
+            Stored::Segment(body) => Some(*body),
+            Stored::Inline { .. } => None,
+        }
+    }
+
+    /// Bytes of the encoded batch.
+    pub(super) fn len(&self) -> u32 {
+        match self {
+            Stored::Segment(body) => body.loc.len,
+            Stored::Inline { bytes, .. } => u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        }
     }
 }
 
@@ -348,8 +396,9 @@ mod tests {
             bad[at] ^= 0x40;
             assert!(SealedBatch::decode(&b.key(), &bad).is_err(), "{at}");
             // What it was is still known, to count its records lost.
-            let header = SealedBatch::decode_header(&b.key(), &bad).unwrap();
+            let (header, stored) = SealedBatch::decode_header(&b.key(), &bad).unwrap();
             assert_eq!(header.record_count, 2);
+            assert_eq!(stored.len(), b.bytes.len() as u32);
         }
         assert!(SealedBatch::decode(&b.key(), &enc[..enc.len() - 1]).is_err());
     }

@@ -117,7 +117,9 @@ impl Queue {
         entry: &[u8],
         why: &QueueError,
     ) -> Result<(), QueueError> {
-        let header = super::outbox::SealedBatch::decode_header(key, entry).ok();
+        let header = super::outbox::SealedBatch::decode_header(key, entry)
+            .ok()
+            .map(|(b, _)| b);
         let lost = header
             .as_ref()
             .map_or(0, |b| u64::try_from(b.record_count).unwrap_or(0));

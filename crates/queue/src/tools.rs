@@ -450,11 +450,16 @@ mod tests {
     }
 
     /// A queue with one sealed batch of 2 records of "a" (seq 0, 1) and a chunk of 3 of "b".
-    /// Two chunks and a sealed batch, with their bodies in segment files (where the damage
-    /// test finds the batch's).
+    /// Two chunks and a sealed batch, their bodies small enough to be held in their entries.
     fn queue(dir: &Path) -> Queue {
+        queue_with(dir, crate::INLINE_MAX)
+    }
+
+    /// [`queue`], holding entries of up to `inline_max` bytes inline (0: every body in a
+    /// segment file).
+    fn queue_with(dir: &Path, inline_max: usize) -> Queue {
         let q = Queue::open(dir, 1 << 20, Sync::Relaxed, "dev").unwrap();
-        q.set_inline_max(0);
+        q.set_inline_max(inline_max);
         q.append(0, &[record("a", 0), record("a", 1)]).unwrap();
         q.append(2, &[record("b", 2), record("b", 3), record("b", 4)])
             .unwrap();
@@ -514,7 +519,7 @@ mod tests {
     fn stats_reports_a_damaged_batch_without_quarantining_it() {
         // `GET /status/queue` runs this while delivery owns the queue: it must only read.
         let dir = tempfile::tempdir().unwrap();
-        let q = queue(dir.path());
+        let q = queue_with(dir.path(), 0);
         let batch = q.sealed_batches().unwrap().remove(0).bytes;
         let (seg, mut bytes, at) = std::fs::read_dir(dir.path().join(crate::segments::DIR))
             .unwrap()
