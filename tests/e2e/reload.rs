@@ -607,8 +607,8 @@ fn a_reload_signals_no_process_but_the_agent_that_reported_its_pid() {
 
 /// Where a seccomp profile refuses the pidfd calls (Docker's before 20.10 answer EPERM),
 /// `kedge reload` falls back to `kill`: refused `pidfd_open`, and refused `pidfd_send_signal`
-/// after an allowed `pidfd_open`. Each reload is read by the agent (its own count of reads) and
-/// applied.
+/// after an allowed `pidfd_open`. Each reload is applied (the agent's own counter of applied
+/// reloads) and logged as a SIGHUP received.
 #[test]
 fn a_reload_works_where_seccomp_refuses_pidfds() {
     let mut probe = Command::new("true");

@@ -155,8 +155,8 @@ pub(super) fn pointer(chunk: &[u8], loc: Location) -> Vec<u8> {
     out
 }
 
-/// Where the body of a pointer entry lies; `None` for a chunk stored whole in the entry (as
-/// queues written before segment files hold them).
+/// Where the body of a pointer entry lies; `None` for a chunk stored whole in the entry (a
+/// small one, or any in a queue written before segment files).
 pub(super) fn location(entry: &[u8]) -> Option<Location> {
     if entry.len() != HEADER_LEN + Location::ENCODED_LEN
         || entry[0] != MAGIC

@@ -8,11 +8,11 @@
 //! files beside it, except small bodies, which sled holds in the entry itself (see
 //! [`INLINE_MAX`]).
 //!
-//! Trees: `journal` (first kedge-seq, big-endian → chunk header and where its body lies),
-//! `outbox` (batch number → sealed batch header and where its bytes lie) and `meta` (device id,
-//! producer identity, per-partition next sequence, counters). A seal moves records from the
-//! journal to the outbox in one sled transaction across the three trees. Bodies are written
-//! to [`segments`] and made durable before the entries that point to them (see there for why).
+//! Trees: `journal` (first kedge-seq, big-endian → chunk header and its body or where it
+//! lies), `outbox` (batch number → sealed batch header and its bytes or where they lie) and
+//! `meta` (device id, producer identity, per-partition next sequence, counters). A seal moves records from the
+//! journal to the outbox in one sled transaction across the three trees. Bodies in
+//! [`segments`] are made durable before the entries that point to them (see there for why).
 //! Tree `inbound` holds what the source received ([`inbound`]), committed with the journal.
 
 pub mod budget;
@@ -62,7 +62,7 @@ const PARKED: u8 = 0xFF;
 /// pointing to it in a segment file. A body in a segment must be fdatasynced before the entry
 /// that points to it is written, and then sled is flushed and synced: two syncs, each writing
 /// at least a page. A body in its entry needs the second only, so small commits and seals
-/// (one of a few records, at low and moderate rates) wait for one sync. sled writes the body
+/// (compressible readings: about a hundred fit) wait for one sync. sled writes the body
 /// with its leaf, though, whenever it rewrites the whole leaf (at every tenth change to it, and
 /// at a split), so the bytes written fall by less than the syncs. Not larger: a sled leaf
 /// splits past 16 entries (a merge can leave about 20), and 20 such entries (about 85 KiB)
@@ -72,9 +72,11 @@ const PARKED: u8 = 0xFF;
 /// written.
 pub const INLINE_MAX: usize = 4096;
 
-/// Most bytes of entries holding their bodies at once. Above it bodies go to segment files
-/// again, so that a backlog (an outage at a low rate is all small commits) lives in segment
-/// files and not in sled, whose cache would hold it (ARCHITECTURE.md §6).
+/// About the most bytes of entries holding their bodies at once (a commit and a seal may both
+/// pass the check before either is counted; entries of older queues count from the open).
+/// Above it bodies go to segment files again, so that a backlog (an outage at a low rate is
+/// all small commits) lives in segment files and not in sled, whose cache would hold it
+/// (ARCHITECTURE.md §6).
 pub const INLINE_BUDGET: u64 = 1 << 20;
 
 /// What kedge acknowledges on: see `queue.durability` in the config.
@@ -1640,19 +1642,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), 1 << 20, Sync::Fsync, "dev").unwrap();
         // Incompressible values, so that a few chunks fill several segment files.
-        let noisy = |seq: u64| {
-            let mut v = vec![0u8; 300_000];
-            rand::RngCore::fill_bytes(
-                &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seq),
-                &mut v,
-            );
-            Record {
-                value: Bytes::from(v),
-                ..records(1).remove(0)
-            }
-        };
         for seq in 0..40 {
-            q.append(seq, &[noisy(seq)]).unwrap();
+            q.append(seq, &[noisy(seq, 300_000)]).unwrap();
         }
         q.sync().unwrap();
         assert!(q.segments.files() >= 3, "{} files", q.segments.files());

@@ -16,6 +16,9 @@ const LEGACY_POINTER_VERSION: u8 = 2;
 const POINTER_VERSION: u8 = 3;
 /// An entry holding a small batch's bytes and their checksum; its records carry `kedge-queue`.
 const INLINE_VERSION: u8 = 4;
+/// Version, partition, producer id and epoch, base sequence, record count, first and last
+/// kedge-seq, topic length: what precedes the topic in every entry.
+const HEADER_LEN: usize = 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2;
 
 /// A Kafka RecordBatch as persisted in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +46,7 @@ pub struct SealedBatch {
 }
 
 /// A sealed batch without its bytes: what delivery keeps in memory per batch, reading the
-/// bytes from their segment file only to send them.
+/// bytes (from their segment file or their entry) only to send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchMeta {
     /// Outbox key.
@@ -194,7 +197,7 @@ impl SealedBatch {
             })?;
         let err = |what| OutboxError { batch_no, what };
         let mut b = value;
-        if b.remaining() < 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2 {
+        if b.remaining() < HEADER_LEN {
             return Err(err("truncated header"));
         }
         let version = b.get_u8();
@@ -263,13 +266,9 @@ impl SealedBatch {
 
     /// Bytes of this batch's entry were it kept inline ([`SealedBatch::encode_inline`]).
     pub(super) fn inline_entry_len(&self) -> usize {
-        INLINE_HEADER_LEN + self.topic.len() + 4 + self.bytes.len()
+        HEADER_LEN + self.topic.len() + 4 + self.bytes.len()
     }
 }
-
-/// Version, partition, producer id and epoch, base sequence, record count, first and last
-/// kedge-seq, topic length: what precedes the topic in every entry.
-const INLINE_HEADER_LEN: usize = 1 + 4 + 8 + 2 + 4 + 4 + 8 + 8 + 2;
 
 /// Where an entry's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +382,7 @@ mod tests {
             legacy: false,
         };
         let enc = b.encode_inline();
+        assert_eq!(enc.len(), b.inline_entry_len());
         assert_eq!(
             SealedBatch::decode(&b.key(), &enc).unwrap(),
             (b.clone(), None)

@@ -291,8 +291,9 @@ mod tests {
         let (_data, dir) = layout();
         {
             let q = Queue::open(&dir, 1 << 20, Sync::Fsync, "dev").unwrap();
-            // Chunk bodies live in segment files, but a queue written by an older kedge, or a
-            // large damaged chunk kept in the quarantine tree, still makes sled write a blob.
+            // Chunk bodies live in segment files or in small entries, but a queue written by an
+            // older kedge, or a large damaged chunk kept in the quarantine tree, still makes sled
+            // write a blob.
             let mut noise = vec![0u8; 300_000];
             rand::RngCore::fill_bytes(
                 &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7),

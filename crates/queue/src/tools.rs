@@ -449,8 +449,8 @@ mod tests {
         }
     }
 
-    /// A queue with one sealed batch of 2 records of "a" (seq 0, 1) and a chunk of 3 of "b".
-    /// Two chunks and a sealed batch, their bodies small enough to be held in their entries.
+    /// A queue with one sealed batch of 2 records of "a" (seq 0, 1) and a chunk of 3 of "b",
+    /// their bodies small enough to be held in their entries.
     fn queue(dir: &Path) -> Queue {
         queue_with(dir, crate::INLINE_MAX)
     }
@@ -532,6 +532,26 @@ mod tests {
             .expect("the batch's bytes in a segment file");
         bytes[at + 10] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();
+        let s = stats(&q).unwrap();
+        assert!(s.contains("1 DAMAGED batches"), "{s}");
+        assert_eq!(q.quarantined_chunks().unwrap(), 0);
+        assert_eq!(q.lost_records().unwrap(), 0);
+        assert_eq!(q.outbox.len(), 1, "the batch is still in the outbox");
+    }
+
+    #[test]
+    fn stats_reports_a_damaged_inline_batch_without_quarantining_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path());
+        let (key, entry) = q.outbox.iter().next().unwrap().unwrap();
+        assert!(
+            crate::batch_location(&key, &entry).is_none(),
+            "held in its entry"
+        );
+        let mut bad = entry.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        q.outbox.insert(key, bad).unwrap();
         let s = stats(&q).unwrap();
         assert!(s.contains("1 DAMAGED batches"), "{s}");
         assert_eq!(q.quarantined_chunks().unwrap(), 0);

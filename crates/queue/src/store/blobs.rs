@@ -3,11 +3,11 @@
 //! sled 0.34 writes any page larger than a quarter segment (≈128 KiB) to its own file under
 //! `blobs/`. Chunk and batch bodies live in segment files now, or in their entries when they
 //! are small enough that a leaf of them stays below that size (`INLINE_MAX`), so only a queue
-//! written by an older kedge or a large chunk kept in the quarantine tree still makes one. sled writes it
-//! with `write_all` and no fsync, and logs only a pointer to it. fdatasync of the `db` file
-//! therefore does not make such a record durable: after a power cut the pointer survives and
-//! the blob may not. Each new blob file is fsynced once, then the directory, before the `db`
-//! file whose log points at them, and so before a commit is acknowledged.
+//! written by an older kedge or a large chunk kept in the quarantine tree still makes one.
+//! sled writes it with `write_all` and no fsync, and logs only a pointer to it. fdatasync of
+//! the `db` file therefore does not make such a record durable: after a power cut the pointer
+//! survives and the blob may not. Each new blob file is fsynced once, then the directory,
+//! before the `db` file whose log points at them, and so before a commit is acknowledged.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
